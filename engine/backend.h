@@ -1,0 +1,123 @@
+// The Backend/Ops interface: everything model code needs from a device. Model code
+// (engine/models/*) is written once against this interface; the CPU reference backend
+// (engine/cpu) and the CUDA backend (cuda/) each implement it. Every tensor argument carries
+// its shape in a comment; T = tokens in the step, S = sequences in the step.
+//
+// Ops never allocate: the model runner allocates one workspace per step size up front and
+// the per-step AttentionMetadata is built once before the first layer (plan once, run per
+// layer), so a decode step can be captured as a CUDA graph.
+#pragma once
+
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "engine/core/tensor.h"
+
+namespace iris {
+
+enum class DeviceKind { kCpu, kCuda };
+
+// Per-step attention plan, on the backend's device. Sequence s owns query rows
+// [query_start[s], query_start[s+1]); its context after this step's K/V are written is
+// seq_lens[s] tokens, so its query row i sits at position seq_lens[s] - q_len + i and
+// attends causally to context positions [0, that position].
+struct AttentionMetadata {
+  Tensor query_start;   // I32 [S + 1]
+  Tensor seq_lens;      // I32 [S]
+  Tensor block_tables;  // I32 [S, max_blocks_per_seq]
+  Tensor slot_mapping;  // I32 [T]   flat KV slot (block * block_size + offset); -1 = skip
+  // Host-side copies of the sizes kernels need for their launch configuration.
+  int num_seqs = 0;
+  int num_tokens = 0;
+  int max_query_len = 0;
+  int max_seq_len = 0;
+  int max_blocks_per_seq = 0;
+};
+
+// One layer's paged KV cache: K and V each [num_blocks, block_size, num_kv_heads, head_dim].
+struct KvLayer {
+  Tensor k;
+  Tensor v;
+};
+
+struct AttentionShape {
+  int num_q_heads = 0;   // on this rank
+  int num_kv_heads = 0;  // on this rank
+  int head_dim = 0;
+  int q_dim() const { return num_q_heads * head_dim; }
+  int kv_dim() const { return num_kv_heads * head_dim; }
+  int qkv_dim() const { return q_dim() + 2 * kv_dim(); }
+};
+
+class Ops {
+ public:
+  virtual ~Ops() = default;
+
+  // out[t] = table[ids[t]]. ids: I32 [T]; table: [V, H]; out: [T, H].
+  virtual void embedding(const Tensor& ids, const Tensor& table, Tensor& out) = 0;
+
+  // out = x @ w^T (+ bias). x: [T, K]; w: [N, K]; bias: [N] or undefined; out: [T, N].
+  // out may be F32 even when x and w are in the backend's compute dtype (logits).
+  virtual void linear(const Tensor& x, const Tensor& w, const Tensor& bias, Tensor& out) = 0;
+
+  // out = x / rms(x) * w over the last dim. x, out: [T, H]; w: [H].
+  virtual void rms_norm(const Tensor& x, const Tensor& w, float eps, Tensor& out) = 0;
+
+  // residual += x; out = rms_norm(residual) * w. residual, x, out: [T, H]; w: [H].
+  virtual void add_rms_norm(Tensor& residual, const Tensor& x, const Tensor& w, float eps,
+                            Tensor& out) = 0;
+
+  // On the fused projection qkv: [T, (Hq + 2 Hkv) * D] laid out q | k | v per row:
+  // optional per-head RMSNorm of q and k (q_norm, k_norm: [D], undefined to skip), then
+  // rotary embedding (rotate-half form) of the first rotary_dim dims of every q and k head
+  // at positions[t] with inv_freq: F32 [rotary_dim / 2], in place; then k and v are written
+  // to the paged cache at meta.slot_mapping.
+  virtual void qk_norm_rope_store_kv(Tensor& qkv, const Tensor& positions, const Tensor& inv_freq,
+                                     const Tensor& q_norm, const Tensor& k_norm, float norm_eps,
+                                     const AttentionShape& shape, const AttentionMetadata& meta,
+                                     KvLayer& kv) = 0;
+
+  // Causal attention of the q part of qkv (rows as above) over the paged cache.
+  // sliding_window > 0 restricts each query to the last sliding_window positions.
+  // out: [T, Hq * D].
+  virtual void attention(const Tensor& qkv, const KvLayer& kv, const AttentionShape& shape,
+                         const AttentionMetadata& meta, float scale, int sliding_window,
+                         Tensor& out) = 0;
+
+  // out = silu(gate) * up where gate_up: [T, 2 I] = gate | up per row; out: [T, I].
+  virtual void silu_mul(const Tensor& gate_up, Tensor& out) = 0;
+
+  // out[s] = x[indices[s]]. x: [T, H]; indices: I32 [S]; out: [S, H].
+  virtual void gather_rows(const Tensor& x, const Tensor& indices, Tensor& out) = 0;
+
+  // Sum over the tensor-parallel group, in place. A no-op for a single rank.
+  virtual void all_reduce_sum(Tensor& x) = 0;
+};
+
+class Backend {
+ public:
+  virtual ~Backend() = default;
+  virtual DeviceKind kind() const = 0;
+  virtual std::string name() const = 0;
+  // Dtype of weights, activations and the KV cache on this backend.
+  virtual DType compute_dtype() const = 0;
+
+  virtual Buffer allocate(DType dtype, Shape shape) = 0;
+  // Writes n = dst.numel() elements stored as src_dtype on the host into dst, converting
+  // to dst.dtype.
+  virtual void upload(const void* src, DType src_dtype, Tensor& dst) = 0;
+  // Copies src (any dtype) to host memory as fp32 / int32 (same element count).
+  virtual void download_f32(const Tensor& src, float* dst) = 0;
+  virtual void upload_i32(const int32_t* src, Tensor& dst) = 0;
+  // Waits for all queued work.
+  virtual void synchronize() = 0;
+  // Bytes of device memory free for the KV cache after weights (best effort on CPU).
+  virtual size_t free_memory_bytes() const = 0;
+
+  virtual Ops& ops() = 0;
+};
+
+std::unique_ptr<Backend> make_cpu_backend(int num_threads);
+
+}  // namespace iris

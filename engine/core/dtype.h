@@ -1,0 +1,41 @@
+// Element types of checkpoint storage and of device tensors, and the scalar conversions
+// between them (bfloat16 and IEEE half are converted bit-exactly, round-to-nearest-even).
+#pragma once
+
+#include <cstddef>
+#include <cstdint>
+#include <cstring>
+#include <optional>
+#include <string_view>
+
+namespace iris {
+
+enum class DType : uint8_t { F32, F16, BF16, I32, I64, U8 };
+
+size_t dtype_size(DType t);
+std::string_view dtype_name(DType t);
+// Parses a safetensors dtype string ("F32", "BF16", …); nullopt for unknown ones.
+std::optional<DType> parse_safetensors_dtype(std::string_view s);
+
+inline float bf16_to_f32(uint16_t h) {
+  uint32_t bits = static_cast<uint32_t>(h) << 16;
+  float f;
+  std::memcpy(&f, &bits, 4);
+  return f;
+}
+
+inline uint16_t f32_to_bf16(float f) {
+  uint32_t bits;
+  std::memcpy(&bits, &f, 4);
+  if ((bits & 0x7fffffffu) > 0x7f800000u) return static_cast<uint16_t>((bits >> 16) | 0x40);  // NaN
+  bits += 0x7fffu + ((bits >> 16) & 1u);
+  return static_cast<uint16_t>(bits >> 16);
+}
+
+float f16_to_f32(uint16_t h);
+uint16_t f32_to_f16(float f);
+
+// Converts `n` elements stored as `src_type` into fp32.
+void convert_to_f32(const void* src, DType src_type, float* dst, size_t n);
+
+}  // namespace iris

@@ -1,0 +1,141 @@
+// CPU attention over the paged KV cache: per-head q/k RMSNorm + rotary embedding + K/V
+// store, and causal (optionally sliding-window) attention reading K/V through each
+// sequence's block table. Mixed prefill chunks and decodes run in one call.
+#include <omp.h>
+
+#include <algorithm>
+#include <cmath>
+#include <cstring>
+#include <vector>
+
+#include "engine/core/check.h"
+#include "engine/cpu/cpu_kernels.h"
+
+namespace iris::cpu {
+
+void qk_norm_rope_store_kv(Tensor& qkv, const Tensor& positions, const Tensor& inv_freq,
+                           const Tensor& q_norm, const Tensor& k_norm, float norm_eps,
+                           const AttentionShape& shape, const AttentionMetadata& meta,
+                           KvLayer& kv) {
+  const int64_t num_tokens = qkv.dim(0);
+  const int hd = shape.head_dim;
+  const int nq = shape.num_q_heads, nk = shape.num_kv_heads;
+  const int half = static_cast<int>(inv_freq.numel());
+  const int64_t row = shape.qkv_dim();
+  IRIS_CHECK(qkv.dim(1) == row) << "qkv " << qkv.shape.str() << " vs qkv_dim " << row;
+  IRIS_CHECK(2 * half <= hd) << "rotary dim " << 2 * half << " > head_dim " << hd;
+  const int64_t block_size = kv.k.dim(1);
+  const int64_t num_slots = kv.k.dim(0) * block_size;
+  const int32_t* pos = positions.ptr<int32_t>();
+  const int32_t* slots = meta.slot_mapping.ptr<int32_t>();
+  const float* freq = inv_freq.ptr<float>();
+  // Validate before the parallel region: an exception must not escape an OpenMP loop.
+  for (int64_t t = 0; t < num_tokens; ++t)
+    IRIS_CHECK(slots[t] < num_slots) << "slot " << slots[t] << " outside the KV cache";
+
+#pragma omp parallel for schedule(static)
+  for (int64_t t = 0; t < num_tokens; ++t) {
+    float* r = qkv.ptr<float>() + t * row;
+    std::vector<float> cs(2 * half);
+    const float p = static_cast<float>(pos[t]);
+    for (int i = 0; i < half; ++i) {
+      const float angle = p * freq[i];
+      cs[i] = std::cos(angle);
+      cs[half + i] = std::sin(angle);
+    }
+    for (int h = 0; h < nq + nk; ++h) {
+      float* x = r + static_cast<int64_t>(h) * hd;
+      const Tensor& norm = h < nq ? q_norm : k_norm;
+      if (norm.defined()) rms_norm_row(x, norm.ptr<float>(), norm_eps, hd, x);
+      for (int i = 0; i < half; ++i) {
+        const float x1 = x[i], x2 = x[i + half];
+        x[i] = x1 * cs[i] - x2 * cs[half + i];
+        x[i + half] = x2 * cs[i] + x1 * cs[half + i];
+      }
+    }
+    const int32_t slot = slots[t];
+    if (slot < 0) continue;
+    const int64_t kv_row = static_cast<int64_t>(nk) * hd;
+    std::memcpy(kv.k.ptr<float>() + slot * kv_row, r + static_cast<int64_t>(nq) * hd,
+                kv_row * sizeof(float));
+    std::memcpy(kv.v.ptr<float>() + slot * kv_row, r + static_cast<int64_t>(nq + nk) * hd,
+                kv_row * sizeof(float));
+  }
+}
+
+void paged_attention(const Tensor& qkv, const KvLayer& kv, const AttentionShape& shape,
+                     const AttentionMetadata& meta, float scale, int sliding_window,
+                     Tensor& out) {
+  const int hd = shape.head_dim;
+  const int nq = shape.num_q_heads, nk = shape.num_kv_heads;
+  const int group = nq / nk;
+  const int64_t row = shape.qkv_dim();
+  const int64_t block_size = kv.k.dim(1);
+  const int64_t kv_row = static_cast<int64_t>(nk) * hd;
+  const int32_t* qstart = meta.query_start.ptr<int32_t>();
+  const int32_t* seq_lens = meta.seq_lens.ptr<int32_t>();
+  const int32_t* tables = meta.block_tables.ptr<int32_t>();
+  const int max_blocks = meta.max_blocks_per_seq;
+
+  // Work items are (token, head) pairs; find each token's sequence by a flat map built
+  // once here (O(T)).
+  const int num_tokens = meta.num_tokens;
+  std::vector<int32_t> seq_of(num_tokens);
+  const int64_t num_blocks = kv.k.dim(0);
+  for (int s = 0; s < meta.num_seqs; ++s) {
+    IRIS_CHECK(qstart[s] <= qstart[s + 1] && qstart[s + 1] <= num_tokens &&
+               qstart[s + 1] - qstart[s] <= seq_lens[s] &&
+               seq_lens[s] <= static_cast<int64_t>(max_blocks) * block_size)
+        << "attention metadata of sequence " << s << " is inconsistent";
+    for (int t = qstart[s]; t < qstart[s + 1]; ++t) seq_of[t] = s;
+    for (int b = 0; b < (seq_lens[s] + block_size - 1) / block_size; ++b) {
+      const int32_t blk = tables[static_cast<int64_t>(s) * max_blocks + b];
+      IRIS_CHECK(blk >= 0 && blk < num_blocks) << "block " << blk << " outside the KV cache";
+    }
+  }
+
+#pragma omp parallel
+  {
+    std::vector<float> scores;
+    std::vector<float> acc(hd);
+#pragma omp for schedule(dynamic, 4)
+    for (int64_t item = 0; item < static_cast<int64_t>(num_tokens) * nq; ++item) {
+      const int t = static_cast<int>(item / nq);
+      const int h = static_cast<int>(item % nq);
+      const int s = seq_of[t];
+      const int q_len = qstart[s + 1] - qstart[s];
+      const int pos = seq_lens[s] - q_len + (t - qstart[s]);
+      const int lo = sliding_window > 0 ? std::max(0, pos - sliding_window + 1) : 0;
+      const float* q = qkv.ptr<float>() + t * row + static_cast<int64_t>(h) * hd;
+      const int32_t* table = tables + static_cast<int64_t>(s) * max_blocks;
+      const int kvh = h / group;
+      scores.resize(pos - lo + 1);
+      float mx = -INFINITY;
+      for (int j = lo; j <= pos; ++j) {
+        const int64_t slot = static_cast<int64_t>(table[j / block_size]) * block_size + j % block_size;
+        const float* k = kv.k.ptr<float>() + slot * kv_row + static_cast<int64_t>(kvh) * hd;
+        float dot = 0.0f;
+        for (int d = 0; d < hd; ++d) dot += q[d] * k[d];
+        scores[j - lo] = dot * scale;
+        mx = std::max(mx, scores[j - lo]);
+      }
+      float sum = 0.0f;
+      for (float& v : scores) {
+        v = std::exp(v - mx);
+        sum += v;
+      }
+      std::fill(acc.begin(), acc.end(), 0.0f);
+      for (int j = lo; j <= pos; ++j) {
+        const int64_t slot = static_cast<int64_t>(table[j / block_size]) * block_size + j % block_size;
+        const float* v = kv.v.ptr<float>() + slot * kv_row + static_cast<int64_t>(kvh) * hd;
+        const float p = scores[j - lo];
+        for (int d = 0; d < hd; ++d) acc[d] += p * v[d];
+      }
+      float* o = out.ptr<float>() + static_cast<int64_t>(t) * nq * hd + static_cast<int64_t>(h) * hd;
+      const float inv = 1.0f / sum;
+      for (int d = 0; d < hd; ++d) o[d] = acc[d] * inv;
+    }
+  }
+}
+
+}  // namespace iris::cpu

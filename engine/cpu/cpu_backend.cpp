@@ -1,0 +1,197 @@
+// The CPU reference backend: fp32 weights and activations, GEMMs through OpenBLAS, the
+// other ops as OpenMP loops. It defines the numerics every other backend is tested against.
+#include <cblas.h>
+#include <omp.h>
+
+#include <cmath>
+#include <cstdlib>
+#include <cstring>
+#include <fstream>
+#include <string>
+
+#include "engine/backend.h"
+#include "engine/core/check.h"
+#include "engine/cpu/cpu_kernels.h"
+
+namespace iris {
+namespace cpu {
+
+void rms_norm_row(const float* x, const float* w, float eps, int64_t n, float* out) {
+  double ss = 0.0;
+  for (int64_t i = 0; i < n; ++i) ss += static_cast<double>(x[i]) * x[i];
+  const float inv = 1.0f / std::sqrt(static_cast<float>(ss / static_cast<double>(n)) + eps);
+  for (int64_t i = 0; i < n; ++i) out[i] = w[i] * (x[i] * inv);
+}
+
+namespace {
+
+void check_f32(const Tensor& t, const char* what) {
+  IRIS_CHECK(t.dtype == DType::F32) << what << " must be F32 on the CPU backend, got "
+                                    << dtype_name(t.dtype);
+}
+
+class CpuOps final : public Ops {
+ public:
+  void embedding(const Tensor& ids, const Tensor& table, Tensor& out) override {
+    const int64_t n = ids.numel(), h = table.dim(1), v = table.dim(0);
+    IRIS_CHECK(out.dim(0) == n && out.dim(1) == h) << "embedding out " << out.shape.str();
+    const int32_t* id = ids.ptr<int32_t>();
+    for (int64_t t = 0; t < n; ++t) {
+      IRIS_CHECK(id[t] >= 0 && id[t] < v) << "token id " << id[t] << " outside vocab " << v;
+      std::memcpy(out.ptr<float>() + t * h, table.ptr<float>() + id[t] * h, h * sizeof(float));
+    }
+  }
+
+  void linear(const Tensor& x, const Tensor& w, const Tensor& bias, Tensor& out) override {
+    check_f32(x, "linear input");
+    check_f32(w, "linear weight");
+    const int64_t m = x.dim(0), k = x.dim(1), n = w.dim(0);
+    IRIS_CHECK(w.dim(1) == k && out.dim(0) == m && out.dim(1) == n)
+        << "linear x " << x.shape.str() << " w " << w.shape.str() << " out " << out.shape.str();
+    if (m == 0) return;
+    if (m == 1) {
+      cblas_sgemv(CblasRowMajor, CblasNoTrans, n, k, 1.0f, w.ptr<float>(), k, x.ptr<float>(), 1,
+                  0.0f, out.ptr<float>(), 1);
+    } else {
+      cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, m, n, k, 1.0f, x.ptr<float>(), k,
+                  w.ptr<float>(), k, 0.0f, out.ptr<float>(), n);
+    }
+    if (bias.defined()) {
+      const float* b = bias.ptr<float>();
+      float* o = out.ptr<float>();
+#pragma omp parallel for schedule(static)
+      for (int64_t r = 0; r < m; ++r)
+        for (int64_t c = 0; c < n; ++c) o[r * n + c] += b[c];
+    }
+  }
+
+  void rms_norm(const Tensor& x, const Tensor& w, float eps, Tensor& out) override {
+    const int64_t rows = x.dim(0), h = x.dim(1);
+#pragma omp parallel for schedule(static)
+    for (int64_t r = 0; r < rows; ++r)
+      rms_norm_row(x.ptr<float>() + r * h, w.ptr<float>(), eps, h, out.ptr<float>() + r * h);
+  }
+
+  void add_rms_norm(Tensor& residual, const Tensor& x, const Tensor& w, float eps,
+                    Tensor& out) override {
+    const int64_t rows = x.dim(0), h = x.dim(1);
+#pragma omp parallel for schedule(static)
+    for (int64_t r = 0; r < rows; ++r) {
+      float* res = residual.ptr<float>() + r * h;
+      const float* xr = x.ptr<float>() + r * h;
+      for (int64_t i = 0; i < h; ++i) res[i] += xr[i];
+      rms_norm_row(res, w.ptr<float>(), eps, h, out.ptr<float>() + r * h);
+    }
+  }
+
+  void qk_norm_rope_store_kv(Tensor& qkv, const Tensor& positions, const Tensor& inv_freq,
+                             const Tensor& q_norm, const Tensor& k_norm, float norm_eps,
+                             const AttentionShape& shape, const AttentionMetadata& meta,
+                             KvLayer& kv) override {
+    cpu::qk_norm_rope_store_kv(qkv, positions, inv_freq, q_norm, k_norm, norm_eps, shape, meta,
+                               kv);
+  }
+
+  void attention(const Tensor& qkv, const KvLayer& kv, const AttentionShape& shape,
+                 const AttentionMetadata& meta, float scale, int sliding_window,
+                 Tensor& out) override {
+    cpu::paged_attention(qkv, kv, shape, meta, scale, sliding_window, out);
+  }
+
+  void silu_mul(const Tensor& gate_up, Tensor& out) override {
+    const int64_t rows = gate_up.dim(0), inter = out.dim(1);
+    IRIS_CHECK(gate_up.dim(1) == 2 * inter) << "silu_mul " << gate_up.shape.str();
+#pragma omp parallel for schedule(static)
+    for (int64_t r = 0; r < rows; ++r) {
+      const float* g = gate_up.ptr<float>() + r * 2 * inter;
+      const float* u = g + inter;
+      float* o = out.ptr<float>() + r * inter;
+      for (int64_t i = 0; i < inter; ++i) o[i] = g[i] / (1.0f + std::exp(-g[i])) * u[i];
+    }
+  }
+
+  void gather_rows(const Tensor& x, const Tensor& indices, Tensor& out) override {
+    const int64_t n = indices.numel(), h = x.dim(1);
+    for (int64_t s = 0; s < n; ++s) {
+      const int32_t row = indices.ptr<int32_t>()[s];
+      IRIS_CHECK(row >= 0 && row < x.dim(0)) << "gather row " << row;
+      std::memcpy(out.ptr<float>() + s * h, x.ptr<float>() + row * h, h * sizeof(float));
+    }
+  }
+
+  void all_reduce_sum(Tensor&) override {}
+};
+
+class CpuBackend final : public Backend {
+ public:
+  explicit CpuBackend(int num_threads) {
+    if (num_threads > 0) {
+      omp_set_num_threads(num_threads);
+      openblas_set_num_threads(num_threads);
+    }
+  }
+  DeviceKind kind() const override { return DeviceKind::kCpu; }
+  std::string name() const override { return "cpu"; }
+  DType compute_dtype() const override { return DType::F32; }
+
+  Buffer allocate(DType dtype, Shape shape) override {
+    Buffer b;
+    const size_t bytes = static_cast<size_t>(shape.numel()) * dtype_size(dtype);
+    const size_t rounded = (bytes + 63) / 64 * 64;
+    void* p = rounded ? std::aligned_alloc(64, rounded) : nullptr;
+    if (rounded && !p) fail("cpu backend: out of memory allocating ", bytes, " bytes");
+    if (p) std::memset(p, 0, rounded);
+    b.memory = std::shared_ptr<void>(p, [](void* q) { std::free(q); });
+    b.tensor.data = p;
+    b.tensor.dtype = dtype;
+    b.tensor.shape = shape;
+    return b;
+  }
+
+  void upload(const void* src, DType src_dtype, Tensor& dst) override {
+    const size_t n = static_cast<size_t>(dst.numel());
+    if (dst.dtype == DType::F32) {
+      convert_to_f32(src, src_dtype, dst.ptr<float>(), n);
+    } else {
+      IRIS_CHECK(src_dtype == dst.dtype) << "cpu upload " << dtype_name(src_dtype) << " -> "
+                                         << dtype_name(dst.dtype);
+      std::memcpy(dst.data, src, dst.bytes());
+    }
+  }
+
+  void download_f32(const Tensor& src, float* dst) override {
+    check_f32(src, "download");
+    std::memcpy(dst, src.data, src.bytes());
+  }
+
+  void upload_i32(const int32_t* src, Tensor& dst) override {
+    IRIS_CHECK(dst.dtype == DType::I32) << "upload_i32 into " << dtype_name(dst.dtype);
+    std::memcpy(dst.data, src, dst.bytes());
+  }
+
+  void synchronize() override {}
+
+  size_t free_memory_bytes() const override {
+    std::ifstream in("/proc/meminfo");
+    std::string key;
+    size_t kb = 0;
+    std::string unit;
+    while (in >> key >> kb >> unit)
+      if (key == "MemAvailable:") return kb * 1024;
+    return 1ull << 30;
+  }
+
+  Ops& ops() override { return ops_; }
+
+ private:
+  CpuOps ops_;
+};
+
+}  // namespace
+}  // namespace cpu
+
+std::unique_ptr<Backend> make_cpu_backend(int num_threads) {
+  return std::make_unique<cpu::CpuBackend>(num_threads);
+}
+
+}  // namespace iris

@@ -1,0 +1,61 @@
+// A Hugging Face checkpoint directory: config.json, optional generation_config.json, and
+// weights in model.safetensors or in shards listed by model.safetensors.index.json. Weight
+// reads check the full shape against what the model expects and can return one slice along
+// a dimension, so a tensor-parallel rank reads only its shard from the mapping.
+#pragma once
+
+#include <cstdint>
+#include <memory>
+#include <string>
+#include <unordered_map>
+#include <vector>
+
+#include "engine/loader/safetensors.h"
+
+namespace iris {
+
+// Elements [begin, begin + count) along `dim`; dim < 0 means the whole tensor.
+struct Slice {
+  int dim = -1;
+  int64_t begin = 0;
+  int64_t count = 0;
+};
+
+// Host bytes of one tensor (or slice) in its storage dtype. `data` points into the file
+// mapping when the slice is contiguous there, else into `owned`.
+struct HostTensor {
+  const void* data = nullptr;
+  DType dtype = DType::F32;
+  std::vector<int64_t> shape;
+  std::vector<uint8_t> owned;
+
+  int64_t numel() const {
+    int64_t n = 1;
+    for (int64_t d : shape) n *= d;
+    return n;
+  }
+};
+
+class Checkpoint {
+ public:
+  // Opens every weight file of the directory; throws iris::Error naming the file at fault.
+  static std::unique_ptr<Checkpoint> open(const std::string& dir);
+
+  const std::string& dir() const { return dir_; }
+  bool has(const std::string& name) const { return where_.count(name) != 0; }
+  // Throws "missing tensor" naming the checkpoint when absent.
+  const SafetensorInfo& info(const std::string& name) const;
+  // Reads `name` after checking that its full shape equals `expected`.
+  HostTensor read(const std::string& name, const std::vector<int64_t>& expected,
+                  Slice slice = {}) const;
+  size_t num_tensors() const { return where_.size(); }
+
+ private:
+  std::string dir_;
+  std::vector<std::unique_ptr<SafetensorsFile>> files_;
+  std::unordered_map<std::string, std::pair<const SafetensorsFile*, const SafetensorInfo*>> where_;
+};
+
+std::string shape_str(const std::vector<int64_t>& s);
+
+}  // namespace iris

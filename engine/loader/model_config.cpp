@@ -1,0 +1,221 @@
+// config.json parsing for the Llama family (Llama, Mistral, Qwen2, Qwen3).
+#include "engine/loader/model_config.h"
+
+#include <filesystem>
+#include <fstream>
+
+#include "engine/core/check.h"
+
+namespace iris {
+namespace {
+
+using json = nlohmann::json;
+
+json read_json_file(const std::string& path) {
+  std::ifstream in(path);
+  if (!in) fail(path, ": cannot open");
+  try {
+    return json::parse(in);
+  } catch (const json::exception& e) {
+    fail(path, ": not valid JSON: ", e.what());
+  }
+}
+
+class Reader {
+ public:
+  Reader(const json& j, const std::string& source) : j_(j), source_(source) {}
+
+  bool has(const char* key) const { return j_.contains(key) && !j_[key].is_null(); }
+
+  int64_t get_int(const char* key, std::optional<int64_t> def = std::nullopt) const {
+    if (!has(key)) {
+      if (def) return *def;
+      fail(source_, ": missing \"", key, "\"");
+    }
+    const json& v = j_[key];
+    if (!v.is_number_integer()) fail(source_, ": \"", key, "\" must be an integer");
+    return v.get<int64_t>();
+  }
+  int64_t get_positive(const char* key, std::optional<int64_t> def = std::nullopt) const {
+    const int64_t v = get_int(key, def);
+    if (v <= 0 || v > (1ll << 31)) fail(source_, ": \"", key, "\" = ", v, " is out of range");
+    return v;
+  }
+  double get_float(const char* key, double def) const {
+    if (!has(key)) return def;
+    const json& v = j_[key];
+    if (!v.is_number()) fail(source_, ": \"", key, "\" must be a number");
+    return v.get<double>();
+  }
+  bool get_bool(const char* key, bool def) const {
+    if (!has(key)) return def;
+    if (!j_[key].is_boolean()) fail(source_, ": \"", key, "\" must be true or false");
+    return j_[key].get<bool>();
+  }
+
+ private:
+  const json& j_;
+  const std::string& source_;
+};
+
+void add_token_ids(const json& v, std::vector<int32_t>& out, const std::string& source,
+                   const char* key) {
+  auto add = [&](const json& x) {
+    if (!x.is_number_integer()) fail(source, ": \"", key, "\" must be an integer or a list");
+    const auto id = static_cast<int32_t>(x.get<int64_t>());
+    for (int32_t e : out)
+      if (e == id) return;
+    out.push_back(id);
+  };
+  if (v.is_null()) return;
+  if (v.is_array()) {
+    for (const auto& x : v) add(x);
+  } else {
+    add(v);
+  }
+}
+
+}  // namespace
+
+ModelConfig ModelConfig::from_json(const json& j, const json& gen, const std::string& source) {
+  if (!j.is_object()) fail(source, ": not a JSON object");
+  ModelConfig c;
+  Reader r(j, source);
+  if (!j.contains("architectures") || !j["architectures"].is_array() ||
+      j["architectures"].empty() || !j["architectures"][0].is_string())
+    fail(source, ": missing \"architectures\"");
+  c.architecture_name = j["architectures"][0].get<std::string>();
+  if (c.architecture_name == "LlamaForCausalLM") {
+    c.arch = Architecture::kLlama;
+  } else if (c.architecture_name == "MistralForCausalLM") {
+    c.arch = Architecture::kMistral;
+  } else if (c.architecture_name == "Qwen2ForCausalLM") {
+    c.arch = Architecture::kQwen2;
+  } else if (c.architecture_name == "Qwen3ForCausalLM") {
+    c.arch = Architecture::kQwen3;
+  } else {
+    fail(source, ": unknown architecture '", c.architecture_name,
+         "' (supported: LlamaForCausalLM, MistralForCausalLM, Qwen2ForCausalLM, "
+         "Qwen3ForCausalLM)");
+  }
+
+  c.vocab_size = r.get_positive("vocab_size");
+  c.hidden_size = r.get_positive("hidden_size");
+  c.intermediate_size = r.get_positive("intermediate_size");
+  c.num_layers = static_cast<int>(r.get_positive("num_hidden_layers"));
+  c.num_heads = static_cast<int>(r.get_positive("num_attention_heads"));
+  c.num_kv_heads = static_cast<int>(r.get_positive("num_key_value_heads", c.num_heads));
+  if (c.num_heads % c.num_kv_heads != 0)
+    fail(source, ": num_attention_heads (", c.num_heads, ") is not a multiple of "
+         "num_key_value_heads (", c.num_kv_heads, ")");
+  if (r.has("head_dim")) {
+    c.head_dim = static_cast<int>(r.get_positive("head_dim"));
+  } else {
+    if (c.hidden_size % c.num_heads != 0)
+      fail(source, ": hidden_size is not a multiple of num_attention_heads and no head_dim");
+    c.head_dim = static_cast<int>(c.hidden_size / c.num_heads);
+  }
+  if (c.head_dim % 2 != 0) fail(source, ": head_dim ", c.head_dim, " must be even");
+  c.rms_norm_eps = static_cast<float>(r.get_float("rms_norm_eps", 1e-6));
+  c.rope_theta = static_cast<float>(r.get_float("rope_theta", 10000.0));
+  c.max_position_embeddings = r.get_positive("max_position_embeddings", 2048);
+  c.tie_word_embeddings = r.get_bool("tie_word_embeddings", false);
+  if (r.has("hidden_act")) {
+    const auto act = j["hidden_act"];
+    if (!act.is_string() || act.get<std::string>() != "silu")
+      fail(source, ": hidden_act ", act.dump(), " is not supported (only \"silu\")");
+  }
+
+  switch (c.arch) {
+    case Architecture::kLlama:
+    case Architecture::kMistral:
+      c.attention_bias = r.get_bool("attention_bias", false);
+      c.o_proj_bias = c.attention_bias;
+      c.mlp_bias = r.get_bool("mlp_bias", false);
+      break;
+    case Architecture::kQwen2:
+      c.attention_bias = true;  // Qwen2 always has q/k/v biases and none on o_proj
+      break;
+    case Architecture::kQwen3:
+      c.attention_bias = r.get_bool("attention_bias", false);
+      c.o_proj_bias = c.attention_bias;
+      c.qk_norm = true;
+      break;
+  }
+
+  // Sliding-window attention: Mistral applies it to every layer when set; Qwen2/Qwen3 only
+  // with use_sliding_window, from layer max_window_layers on (or as layer_types says).
+  c.sliding_window.assign(c.num_layers, 0);
+  const int window = r.has("sliding_window") ? static_cast<int>(r.get_positive("sliding_window")) : 0;
+  if (window > 0) {
+    if (c.arch == Architecture::kMistral || c.arch == Architecture::kLlama) {
+      if (c.arch == Architecture::kMistral) c.sliding_window.assign(c.num_layers, window);
+    } else if (r.get_bool("use_sliding_window", false)) {
+      if (j.contains("layer_types") && j["layer_types"].is_array() &&
+          static_cast<int>(j["layer_types"].size()) == c.num_layers) {
+        for (int l = 0; l < c.num_layers; ++l)
+          if (j["layer_types"][l] == "sliding_attention") c.sliding_window[l] = window;
+      } else {
+        const int first = static_cast<int>(r.get_int("max_window_layers", c.num_layers));
+        for (int l = std::max(first, 0); l < c.num_layers; ++l) c.sliding_window[l] = window;
+      }
+    }
+  }
+
+  if (r.has("rope_scaling")) {
+    const json& s = j["rope_scaling"];
+    if (!s.is_object()) fail(source, ": \"rope_scaling\" must be an object");
+    std::string type = s.value("rope_type", s.value("type", std::string("default")));
+    Reader sr(s, source);
+    if (type == "default") {
+      c.rope_scaling.type = RopeScaling::Type::kNone;
+    } else if (type == "linear") {
+      c.rope_scaling.type = RopeScaling::Type::kLinear;
+      c.rope_scaling.factor = static_cast<float>(sr.get_float("factor", 1.0));
+    } else if (type == "llama3") {
+      c.rope_scaling.type = RopeScaling::Type::kLlama3;
+      c.rope_scaling.factor = static_cast<float>(sr.get_float("factor", 8.0));
+      c.rope_scaling.low_freq_factor = static_cast<float>(sr.get_float("low_freq_factor", 1.0));
+      c.rope_scaling.high_freq_factor = static_cast<float>(sr.get_float("high_freq_factor", 4.0));
+      c.rope_scaling.original_max_position_embeddings =
+          sr.get_positive("original_max_position_embeddings", 8192);
+      if (c.rope_scaling.high_freq_factor <= c.rope_scaling.low_freq_factor)
+        fail(source, ": rope_scaling high_freq_factor must exceed low_freq_factor");
+    } else {
+      fail(source, ": rope_scaling type '", type, "' is not supported (default, linear, llama3)");
+    }
+    if (!(c.rope_scaling.factor > 0)) fail(source, ": rope_scaling factor must be positive");
+  }
+
+  if (r.has("bos_token_id") && j["bos_token_id"].is_number_integer())
+    c.bos_token_id = static_cast<int32_t>(j["bos_token_id"].get<int64_t>());
+  if (j.contains("eos_token_id")) add_token_ids(j["eos_token_id"], c.eos_token_ids, source, "eos_token_id");
+  if (gen.is_object()) {
+    if (gen.contains("eos_token_id"))
+      add_token_ids(gen["eos_token_id"], c.eos_token_ids, source, "eos_token_id");
+    Reader g(gen, source);
+    if (g.has("temperature")) c.generation.temperature = static_cast<float>(g.get_float("temperature", 1.0));
+    if (g.has("top_p")) c.generation.top_p = static_cast<float>(g.get_float("top_p", 1.0));
+    if (g.has("top_k")) c.generation.top_k = static_cast<int>(g.get_int("top_k"));
+    if (g.has("min_p")) c.generation.min_p = static_cast<float>(g.get_float("min_p", 0.0));
+    if (g.has("repetition_penalty"))
+      c.generation.repetition_penalty = static_cast<float>(g.get_float("repetition_penalty", 1.0));
+    if (g.has("max_new_tokens")) c.generation.max_new_tokens = static_cast<int>(g.get_int("max_new_tokens"));
+  }
+  for (int32_t id : c.eos_token_ids)
+    if (id < 0 || id >= c.vocab_size) fail(source, ": eos_token_id ", id, " outside the vocabulary");
+  return c;
+}
+
+ModelConfig ModelConfig::from_dir(const std::string& dir) {
+  namespace fs = std::filesystem;
+  const fs::path cfg = fs::path(dir) / "config.json";
+  if (!fs::exists(cfg)) fail(dir, ": no config.json");
+  const json j = read_json_file(cfg.string());
+  json gen;
+  const fs::path gen_path = fs::path(dir) / "generation_config.json";
+  if (fs::exists(gen_path)) gen = read_json_file(gen_path.string());
+  return from_json(j, gen, cfg.string());
+}
+
+}  // namespace iris

@@ -1,0 +1,99 @@
+// Step input construction and the forward call (see model_runner.h).
+#include "engine/model_runner.h"
+
+#include <algorithm>
+
+#include "engine/core/check.h"
+
+namespace iris {
+
+ModelRunner::ModelRunner(Backend& backend, Model& model, KvCache& kv, RunnerLimits limits)
+    : backend_(backend), model_(model), kv_(kv), limits_(limits) {
+  IRIS_CHECK(limits.max_tokens > 0 && limits.max_seqs > 0 && limits.max_blocks_per_seq > 0)
+      << "runner limits";
+  const int64_t t = limits.max_tokens, s = limits.max_seqs;
+  token_ids_ = backend.allocate(DType::I32, {t});
+  positions_ = backend.allocate(DType::I32, {t});
+  slot_mapping_ = backend.allocate(DType::I32, {t});
+  logits_indices_ = backend.allocate(DType::I32, {s});
+  query_start_ = backend.allocate(DType::I32, {s + 1});
+  seq_lens_ = backend.allocate(DType::I32, {s});
+  block_tables_ = backend.allocate(DType::I32, {s, limits.max_blocks_per_seq});
+  logits_ = backend.allocate(DType::F32, {s, model.config().vocab_size});
+  model.reserve(limits.max_tokens, limits.max_seqs);
+}
+
+const std::vector<float>& ModelRunner::run(const std::vector<SeqChunk>& chunks) {
+  const int num_seqs = static_cast<int>(chunks.size());
+  IRIS_CHECK(num_seqs > 0 && num_seqs <= limits_.max_seqs)
+      << num_seqs << " sequences in a step (limit " << limits_.max_seqs << ")";
+  const int bs = kv_.block_size;
+  const int mb = limits_.max_blocks_per_seq;
+  h_tokens_.clear();
+  h_positions_.clear();
+  h_slots_.clear();
+  h_logits_idx_.clear();
+  h_qstart_.assign(1, 0);
+  h_seq_lens_.clear();
+  h_tables_.assign(static_cast<size_t>(num_seqs) * mb, 0);
+  int max_q = 0, max_len = 0;
+  for (int s = 0; s < num_seqs; ++s) {
+    const SeqChunk& c = chunks[s];
+    const int end = c.start_pos + c.num_tokens;
+    IRIS_CHECK(c.num_tokens > 0 && c.start_pos >= 0 && c.num_blocks <= mb &&
+               end <= c.num_blocks * bs)
+        << "chunk " << s << ": " << c.num_tokens << " tokens at " << c.start_pos << " with "
+        << c.num_blocks << " blocks of " << bs;
+    for (int b = 0; b < c.num_blocks; ++b) {
+      IRIS_CHECK(c.block_table[b] >= 0 && c.block_table[b] < kv_.num_blocks)
+          << "block " << c.block_table[b] << " outside the KV cache";
+      h_tables_[static_cast<size_t>(s) * mb + b] = c.block_table[b];
+    }
+    for (int i = 0; i < c.num_tokens; ++i) {
+      const int pos = c.start_pos + i;
+      h_tokens_.push_back(c.tokens[i]);
+      h_positions_.push_back(pos);
+      h_slots_.push_back(c.block_table[pos / bs] * bs + pos % bs);
+    }
+    h_qstart_.push_back(static_cast<int32_t>(h_tokens_.size()));
+    h_seq_lens_.push_back(end);
+    if (c.want_logits) h_logits_idx_.push_back(static_cast<int32_t>(h_tokens_.size()) - 1);
+    max_q = std::max(max_q, c.num_tokens);
+    max_len = std::max(max_len, end);
+  }
+  const int num_tokens = static_cast<int>(h_tokens_.size());
+  IRIS_CHECK(num_tokens <= limits_.max_tokens)
+      << num_tokens << " tokens in a step (limit " << limits_.max_tokens << ")";
+  const int64_t vocab = model_.config().vocab_size;
+  for (int32_t id : h_tokens_)
+    IRIS_CHECK(id >= 0 && id < vocab) << "token id " << id << " outside the vocabulary (" << vocab << ")";
+
+  StepInputs in;
+  in.token_ids = token_ids_.tensor.rows(0, num_tokens);
+  in.positions = positions_.tensor.rows(0, num_tokens);
+  in.logits_indices = logits_indices_.tensor.rows(0, static_cast<int64_t>(h_logits_idx_.size()));
+  in.attn.query_start = query_start_.tensor.rows(0, num_seqs + 1);
+  in.attn.seq_lens = seq_lens_.tensor.rows(0, num_seqs);
+  in.attn.block_tables = block_tables_.tensor.rows(0, num_seqs);
+  in.attn.slot_mapping = slot_mapping_.tensor.rows(0, num_tokens);
+  in.attn.num_seqs = num_seqs;
+  in.attn.num_tokens = num_tokens;
+  in.attn.max_query_len = max_q;
+  in.attn.max_seq_len = max_len;
+  in.attn.max_blocks_per_seq = mb;
+  backend_.upload_i32(h_tokens_.data(), in.token_ids);
+  backend_.upload_i32(h_positions_.data(), in.positions);
+  backend_.upload_i32(h_slots_.data(), in.attn.slot_mapping);
+  backend_.upload_i32(h_qstart_.data(), in.attn.query_start);
+  backend_.upload_i32(h_seq_lens_.data(), in.attn.seq_lens);
+  backend_.upload_i32(h_tables_.data(), in.attn.block_tables);
+  if (!h_logits_idx_.empty()) backend_.upload_i32(h_logits_idx_.data(), in.logits_indices);
+
+  Tensor logits = logits_.tensor.rows(0, static_cast<int64_t>(h_logits_idx_.size()));
+  model_.forward(in, kv_, logits);
+  h_logits_.resize(static_cast<size_t>(logits.numel()));
+  if (!h_logits_.empty()) backend_.download_f32(logits, h_logits_.data());
+  return h_logits_;
+}
+
+}  // namespace iris

@@ -1,0 +1,238 @@
+// The Llama family (Llama 2/3.x, Mistral, Qwen2, Qwen3) written once against Ops.
+// Differences between the architectures are data, not code paths: q/k/v biases (Qwen2),
+// per-head q/k RMSNorm (Qwen3), tied embeddings, sliding windows, rope scaling — all read
+// from ModelConfig. q/k/v and gate/up are fused into one GEMM each at load time.
+#include <cmath>
+#include <string>
+
+#include "engine/core/check.h"
+#include "engine/models/model.h"
+#include "engine/models/rope.h"
+
+namespace iris {
+namespace {
+
+struct LayerWeights {
+  Buffer input_norm;     // [H]
+  Buffer qkv;            // [(Hq + 2 Hkv) * D, H]   this rank's heads
+  Buffer qkv_bias;       // [(Hq + 2 Hkv) * D] or empty
+  Buffer q_norm, k_norm; // [D] or empty (Qwen3)
+  Buffer o_proj;         // [H, Hq * D]
+  Buffer o_bias;         // [H] or empty (only on rank 0 when sharded)
+  Buffer post_norm;      // [H]
+  Buffer gate_up;        // [2 I, H]
+  Buffer gate_up_bias;   // [2 I] or empty
+  Buffer down;           // [H, I]
+  Buffer down_bias;      // [H] or empty
+};
+
+class LlamaModel final : public Model {
+ public:
+  LlamaModel(const Checkpoint& ckpt, const ModelConfig& cfg, Backend& backend,
+             ParallelConfig par)
+      : cfg_(cfg), backend_(backend), par_(par) {
+    IRIS_CHECK(par.world_size == 1)
+        << "tensor parallelism is not wired into the model runner yet (world_size "
+        << par.world_size << ")";
+    const int64_t h = cfg.hidden_size;
+    const int world = par.world_size;
+    IRIS_CHECK(cfg.num_heads % world == 0) << "num_attention_heads " << cfg.num_heads
+                                           << " not divisible by " << world << " ranks";
+    IRIS_CHECK(cfg.intermediate_size % world == 0)
+        << "intermediate_size not divisible by " << world << " ranks";
+    shape_.head_dim = cfg.head_dim;
+    shape_.num_q_heads = cfg.num_heads / world;
+    // With fewer KV heads than ranks each rank keeps the one KV head its q heads use.
+    shape_.num_kv_heads = cfg.num_kv_heads >= world ? cfg.num_kv_heads / world : 1;
+    if (cfg.num_kv_heads >= world) {
+      IRIS_CHECK(cfg.num_kv_heads % world == 0)
+          << "num_key_value_heads " << cfg.num_kv_heads << " not divisible by " << world;
+    }
+    inter_ = cfg.intermediate_size / world;
+    const int64_t d = cfg.head_dim;
+    const int64_t nq = cfg.num_heads, nk = cfg.num_kv_heads;
+    const int64_t q0 = par.rank * shape_.num_q_heads;
+    const int64_t k0 = cfg.num_kv_heads >= world ? par.rank * shape_.num_kv_heads
+                                                 : par.rank * nk / world;
+
+    embed_ = load(ckpt, "model.embed_tokens.weight", {cfg.vocab_size, h});
+    final_norm_ = load(ckpt, "model.norm.weight", {h});
+    lm_head_ = cfg.tie_word_embeddings ? embed_ : load(ckpt, "lm_head.weight", {cfg.vocab_size, h});
+    inv_freq_ = upload_f32(rope_inv_freq(cfg.head_dim, cfg.rope_theta, cfg.rope_scaling));
+
+    layers_.resize(cfg.num_layers);
+    for (int l = 0; l < cfg.num_layers; ++l) {
+      const std::string p = "model.layers." + std::to_string(l) + ".";
+      LayerWeights& w = layers_[l];
+      w.input_norm = load(ckpt, p + "input_layernorm.weight", {h});
+      w.post_norm = load(ckpt, p + "post_attention_layernorm.weight", {h});
+
+      const int64_t qr = shape_.q_dim(), kr = shape_.kv_dim();
+      w.qkv = alloc({qr + 2 * kr, h});
+      load_into(ckpt, p + "self_attn.q_proj.weight", {nq * d, h}, {0, q0 * d, qr}, w.qkv, 0);
+      load_into(ckpt, p + "self_attn.k_proj.weight", {nk * d, h}, {0, k0 * d, kr}, w.qkv, qr);
+      load_into(ckpt, p + "self_attn.v_proj.weight", {nk * d, h}, {0, k0 * d, kr}, w.qkv, qr + kr);
+      if (cfg.attention_bias) {
+        w.qkv_bias = alloc({qr + 2 * kr});
+        load_into(ckpt, p + "self_attn.q_proj.bias", {nq * d}, {0, q0 * d, qr}, w.qkv_bias, 0);
+        load_into(ckpt, p + "self_attn.k_proj.bias", {nk * d}, {0, k0 * d, kr}, w.qkv_bias, qr);
+        load_into(ckpt, p + "self_attn.v_proj.bias", {nk * d}, {0, k0 * d, kr}, w.qkv_bias, qr + kr);
+      }
+      if (cfg.qk_norm) {
+        w.q_norm = load(ckpt, p + "self_attn.q_norm.weight", {d});
+        w.k_norm = load(ckpt, p + "self_attn.k_norm.weight", {d});
+      }
+      w.o_proj = alloc({h, qr});
+      load_into(ckpt, p + "self_attn.o_proj.weight", {h, nq * d}, {1, q0 * d, qr}, w.o_proj, 0);
+      // A row-parallel bias is added once, after the all-reduce: rank 0 holds it.
+      if (cfg.o_proj_bias && par.rank == 0) w.o_bias = load(ckpt, p + "self_attn.o_proj.bias", {h});
+
+      const int64_t i0 = par.rank * inter_, ifull = cfg.intermediate_size;
+      w.gate_up = alloc({2 * inter_, h});
+      load_into(ckpt, p + "mlp.gate_proj.weight", {ifull, h}, {0, i0, inter_}, w.gate_up, 0);
+      load_into(ckpt, p + "mlp.up_proj.weight", {ifull, h}, {0, i0, inter_}, w.gate_up, inter_);
+      w.down = alloc({h, inter_});
+      load_into(ckpt, p + "mlp.down_proj.weight", {h, ifull}, {1, i0, inter_}, w.down, 0);
+      if (cfg.mlp_bias) {
+        w.gate_up_bias = alloc({2 * inter_});
+        load_into(ckpt, p + "mlp.gate_proj.bias", {ifull}, {0, i0, inter_}, w.gate_up_bias, 0);
+        load_into(ckpt, p + "mlp.up_proj.bias", {ifull}, {0, i0, inter_}, w.gate_up_bias, inter_);
+        if (par.rank == 0) w.down_bias = load(ckpt, p + "mlp.down_proj.bias", {h});
+      }
+    }
+  }
+
+  const ModelConfig& config() const override { return cfg_; }
+  AttentionShape attention_shape() const override { return shape_; }
+  size_t weight_bytes() const override { return weight_bytes_; }
+
+  void reserve(int max_tokens, int max_logits) override {
+    const DType dt = backend_.compute_dtype();
+    const int64_t t = max_tokens, h = cfg_.hidden_size;
+    residual_ = backend_.allocate(dt, {t, h});
+    normed_ = backend_.allocate(dt, {t, h});
+    qkv_ = backend_.allocate(dt, {t, shape_.qkv_dim()});
+    attn_ = backend_.allocate(dt, {t, shape_.q_dim()});
+    proj_ = backend_.allocate(dt, {t, h});
+    gate_up_ = backend_.allocate(dt, {t, 2 * inter_});
+    act_ = backend_.allocate(dt, {t, inter_});
+    last_ = backend_.allocate(dt, {static_cast<int64_t>(max_logits), h});
+    max_tokens_ = max_tokens;
+    max_logits_ = max_logits;
+  }
+
+  void forward(const StepInputs& in, KvCache& kv, Tensor& logits) override {
+    const int64_t t = in.token_ids.numel();
+    const int64_t s = in.logits_indices.numel();
+    IRIS_CHECK(t > 0 && t <= max_tokens_ && s <= max_logits_)
+        << "step of " << t << " tokens / " << s << " logits exceeds the reserved "
+        << max_tokens_ << " / " << max_logits_;
+    IRIS_CHECK(static_cast<int>(kv.layers.size()) == cfg_.num_layers) << "KV cache layers";
+    Ops& ops = backend_.ops();
+    Tensor residual = residual_.tensor.rows(0, t);
+    Tensor normed = normed_.tensor.rows(0, t);
+    Tensor qkv = qkv_.tensor.rows(0, t);
+    Tensor attn = attn_.tensor.rows(0, t);
+    Tensor proj = proj_.tensor.rows(0, t);
+    Tensor gate_up = gate_up_.tensor.rows(0, t);
+    Tensor act = act_.tensor.rows(0, t);
+    const float eps = cfg_.rms_norm_eps;
+    const float scale = static_cast<float>(1.0 / std::sqrt(static_cast<double>(cfg_.head_dim)));
+
+    ops.embedding(in.token_ids, embed_.tensor, residual);
+    for (int l = 0; l < cfg_.num_layers; ++l) {
+      LayerWeights& w = layers_[l];
+      if (l == 0) {
+        ops.rms_norm(residual, w.input_norm.tensor, eps, normed);
+      } else {
+        ops.add_rms_norm(residual, proj, w.input_norm.tensor, eps, normed);  // + MLP output
+      }
+      ops.linear(normed, w.qkv.tensor, w.qkv_bias.tensor, qkv);
+      ops.qk_norm_rope_store_kv(qkv, in.positions, inv_freq_.tensor, w.q_norm.tensor,
+                                w.k_norm.tensor, eps, shape_, in.attn, kv.layers[l]);
+      ops.attention(qkv, kv.layers[l], shape_, in.attn, scale, cfg_.sliding_window[l], attn);
+      ops.linear(attn, w.o_proj.tensor, w.o_bias.tensor, proj);
+      ops.all_reduce_sum(proj);
+      ops.add_rms_norm(residual, proj, w.post_norm.tensor, eps, normed);
+      ops.linear(normed, w.gate_up.tensor, w.gate_up_bias.tensor, gate_up);
+      ops.silu_mul(gate_up, act);
+      ops.linear(act, w.down.tensor, w.down_bias.tensor, proj);
+      ops.all_reduce_sum(proj);
+    }
+    ops.add_rms_norm(residual, proj, final_norm_.tensor, eps, normed);
+    Tensor last = last_.tensor.rows(0, s);
+    ops.gather_rows(normed, in.logits_indices, last);
+    ops.linear(last, lm_head_.tensor, Tensor{}, logits);
+  }
+
+ private:
+  Buffer alloc(Shape shape) {
+    Buffer b = backend_.allocate(backend_.compute_dtype(), shape);
+    weight_bytes_ += b.tensor.bytes();
+    return b;
+  }
+  Buffer load(const Checkpoint& ckpt, const std::string& name, std::vector<int64_t> shape) {
+    Shape s;
+    for (int64_t d : shape) s.dims[s.ndim++] = d;
+    Buffer b = alloc(s);
+    load_into(ckpt, name, shape, Slice{}, b, 0);
+    return b;
+  }
+  // Reads `name` (full shape `full`), takes `slice`, and writes it at row `row` of dst.
+  void load_into(const Checkpoint& ckpt, const std::string& name, std::vector<int64_t> full,
+                 Slice slice, Buffer& dst, int64_t row) {
+    if (slice.dim >= 0 && slice.begin == 0 && slice.count == full[slice.dim]) slice = Slice{};
+    HostTensor h = ckpt.read(name, full, slice);
+    Tensor target = dst.tensor.rows(row, h.shape[0]);
+    IRIS_CHECK(target.numel() == h.numel()) << name << ": shard of " << h.numel()
+                                            << " elements into " << target.shape.str();
+    backend_.upload(h.data, h.dtype, target);
+  }
+  Buffer upload_f32(const std::vector<float>& v) {
+    Buffer b = backend_.allocate(DType::F32, {static_cast<int64_t>(v.size())});
+    backend_.upload(v.data(), DType::F32, b.tensor);
+    return b;
+  }
+
+  ModelConfig cfg_;
+  Backend& backend_;
+  ParallelConfig par_;
+  AttentionShape shape_;
+  int64_t inter_ = 0;
+  size_t weight_bytes_ = 0;
+  Buffer embed_, final_norm_, lm_head_, inv_freq_;
+  std::vector<LayerWeights> layers_;
+  Buffer residual_, normed_, qkv_, attn_, proj_, gate_up_, act_, last_;
+  int max_tokens_ = 0, max_logits_ = 0;
+};
+
+}  // namespace
+
+std::unique_ptr<Model> load_model(const Checkpoint& ckpt, const ModelConfig& config,
+                                  Backend& backend, ParallelConfig parallel) {
+  switch (config.arch) {
+    case Architecture::kLlama:
+    case Architecture::kMistral:
+    case Architecture::kQwen2:
+    case Architecture::kQwen3:
+      return std::make_unique<LlamaModel>(ckpt, config, backend, parallel);
+  }
+  fail("no model definition for ", config.architecture_name);
+}
+
+KvCache allocate_kv_cache(Backend& backend, const Model& model, int num_blocks, int block_size) {
+  const AttentionShape s = model.attention_shape();
+  KvCache kv;
+  kv.num_blocks = num_blocks;
+  kv.block_size = block_size;
+  for (int l = 0; l < model.config().num_layers; ++l) {
+    Buffer k = backend.allocate(backend.compute_dtype(), {num_blocks, block_size, s.num_kv_heads, s.head_dim});
+    Buffer v = backend.allocate(backend.compute_dtype(), {num_blocks, block_size, s.num_kv_heads, s.head_dim});
+    kv.layers.push_back({k.tensor, v.tensor});
+    kv.storage.push_back(std::move(k));
+    kv.storage.push_back(std::move(v));
+  }
+  return kv;
+}
+
+}  // namespace iris

@@ -1,0 +1,58 @@
+// The model interface the model runner drives, and the per-step inputs it builds once
+// before the first layer. Model definitions live one per file in engine/models/.
+#pragma once
+
+#include <memory>
+#include <vector>
+
+#include "engine/backend.h"
+#include "engine/loader/checkpoint.h"
+#include "engine/loader/model_config.h"
+
+namespace iris {
+
+// This process's place in the tensor-parallel group.
+struct ParallelConfig {
+  int rank = 0;
+  int world_size = 1;
+};
+
+// Device tensors describing one step (see AttentionMetadata for the layout).
+struct StepInputs {
+  Tensor token_ids;       // I32 [T]
+  Tensor positions;       // I32 [T]
+  Tensor logits_indices;  // I32 [S_out]   rows of the step whose logits are wanted
+  AttentionMetadata attn;
+};
+
+// Paged KV cache for all layers of one rank.
+struct KvCache {
+  int num_blocks = 0;
+  int block_size = 0;
+  std::vector<Buffer> storage;  // K and V of each layer
+  std::vector<KvLayer> layers;
+};
+
+class Model {
+ public:
+  virtual ~Model() = default;
+  virtual const ModelConfig& config() const = 0;
+  // Shape of one layer's K (and V) cache entry on this rank.
+  virtual AttentionShape attention_shape() const = 0;
+  // Allocates activation buffers for steps of up to max_tokens tokens and max_logits
+  // sampled rows. Called once; forward never allocates.
+  virtual void reserve(int max_tokens, int max_logits) = 0;
+  // Runs one step; writes F32 logits [S_out, vocab] into `logits`.
+  virtual void forward(const StepInputs& in, KvCache& kv, Tensor& logits) = 0;
+  // Bytes of weights held on this rank's device.
+  virtual size_t weight_bytes() const = 0;
+};
+
+// Builds the model named by config.arch, reading this rank's shard of every weight.
+std::unique_ptr<Model> load_model(const Checkpoint& ckpt, const ModelConfig& config,
+                                  Backend& backend, ParallelConfig parallel = {});
+
+// Allocates a KV cache of num_blocks blocks for `model` on `backend`.
+KvCache allocate_kv_cache(Backend& backend, const Model& model, int num_blocks, int block_size);
+
+}  // namespace iris

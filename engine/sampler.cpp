@@ -1,0 +1,142 @@
+// Sampling: transformers' order of logit processors (repetition penalty, then
+// presence/frequency penalties, temperature, top-k, top-p, min-p), then an inverse-CDF
+// draw from the request's own generator.
+#include "engine/sampler.h"
+
+#include <algorithm>
+#include <cmath>
+#include <numeric>
+
+#include "engine/core/check.h"
+
+namespace iris {
+
+void SamplingParams::validate() const {
+  if (!(temperature >= 0.0f) || !std::isfinite(temperature))
+    fail("temperature must be a finite number >= 0, got ", temperature);
+  if (top_k < -1) fail("top_k must be -1 (off), 0 (off) or positive, got ", top_k);
+  if (!(top_p > 0.0f && top_p <= 1.0f)) fail("top_p must be in (0, 1], got ", top_p);
+  if (!(min_p >= 0.0f && min_p <= 1.0f)) fail("min_p must be in [0, 1], got ", min_p);
+  if (!(repetition_penalty > 0.0f) || !std::isfinite(repetition_penalty))
+    fail("repetition_penalty must be > 0, got ", repetition_penalty);
+  if (!std::isfinite(presence_penalty) || presence_penalty < -2.0f || presence_penalty > 2.0f)
+    fail("presence_penalty must be in [-2, 2], got ", presence_penalty);
+  if (!std::isfinite(frequency_penalty) || frequency_penalty < -2.0f || frequency_penalty > 2.0f)
+    fail("frequency_penalty must be in [-2, 2], got ", frequency_penalty);
+  if (max_tokens <= 0) fail("max_tokens must be positive, got ", max_tokens);
+  if (min_tokens < 0 || min_tokens > max_tokens)
+    fail("min_tokens must be in [0, max_tokens], got ", min_tokens);
+}
+
+float token_logprob(const float* logits, int64_t vocab, int32_t token) {
+  float mx = -INFINITY;
+  for (int64_t i = 0; i < vocab; ++i) mx = std::max(mx, logits[i]);
+  double sum = 0.0;
+  for (int64_t i = 0; i < vocab; ++i) sum += std::exp(static_cast<double>(logits[i] - mx));
+  return static_cast<float>(static_cast<double>(logits[token] - mx) - std::log(sum));
+}
+
+SequenceSampler::SequenceSampler(const SamplingParams& params, const std::vector<int32_t>& prompt)
+    : params_(params) {
+  rng_.seed(params.seed ? *params.seed : std::random_device{}());
+  if (params_.repetition_penalty != 1.0f)
+    for (int32_t t : prompt) append_seen_(t);
+}
+
+void SequenceSampler::append(int32_t token) {
+  ++output_counts_[token];
+  if (params_.repetition_penalty != 1.0f) append_seen_(token);
+}
+
+void SequenceSampler::append_seen_(int32_t t) {
+  if (t < 0) return;
+  if (static_cast<size_t>(t) >= seen_mask_.size()) seen_mask_.resize(static_cast<size_t>(t) + 1, 0);
+  if (!seen_mask_[t]) {
+    seen_mask_[t] = 1;
+    seen_.push_back(t);
+  }
+}
+
+SequenceSampler::Result SequenceSampler::sample(const float* logits, int64_t vocab,
+                                                const std::vector<int32_t>& banned) {
+  Result r;
+  float* x = nullptr;
+  scratch_.assign(logits, logits + vocab);
+  x = scratch_.data();
+
+  // Penalties.
+  if (params_.repetition_penalty != 1.0f) {
+    const float p = params_.repetition_penalty;
+    for (int32_t t : seen_)
+      if (t < vocab) x[t] = x[t] > 0 ? x[t] / p : x[t] * p;
+  }
+  if (params_.presence_penalty != 0.0f || params_.frequency_penalty != 0.0f) {
+    for (const auto& [t, n] : output_counts_)
+      if (t >= 0 && t < vocab)
+        x[t] -= params_.presence_penalty + params_.frequency_penalty * static_cast<float>(n);
+  }
+  for (int32_t t : banned)
+    if (t >= 0 && t < vocab) x[t] = -INFINITY;
+
+  if (params_.greedy()) {
+    int64_t best = 0;
+    for (int64_t i = 1; i < vocab; ++i)
+      if (x[i] > x[best]) best = i;
+    r.token = static_cast<int32_t>(best);
+    r.logprob = token_logprob(logits, vocab, r.token);
+    return r;
+  }
+
+  for (int64_t i = 0; i < vocab; ++i) x[i] /= params_.temperature;
+
+  // Candidates in descending logit order (ties by id), cut by top-k first.
+  order_.resize(static_cast<size_t>(vocab));
+  std::iota(order_.begin(), order_.end(), 0);
+  auto desc = [x](int32_t a, int32_t b) { return x[a] > x[b] || (x[a] == x[b] && a < b); };
+  int64_t keep = vocab;
+  if (params_.top_k > 0 && params_.top_k < vocab) {
+    keep = params_.top_k;
+    std::nth_element(order_.begin(), order_.begin() + keep, order_.end(), desc);
+  }
+  std::sort(order_.begin(), order_.begin() + keep, desc);
+  // Softmax over the kept candidates.
+  const float mx = x[order_[0]];
+  std::vector<double> probs(static_cast<size_t>(keep));
+  double sum = 0.0;
+  for (int64_t i = 0; i < keep; ++i) {
+    probs[i] = std::exp(static_cast<double>(x[order_[i]] - mx));
+    sum += probs[i];
+  }
+  for (double& p : probs) p /= sum;
+  // Top-p: the smallest prefix whose mass reaches top_p.
+  if (params_.top_p < 1.0f) {
+    double cum = 0.0;
+    int64_t n = 0;
+    while (n < keep && cum < params_.top_p) cum += probs[n++];
+    keep = std::max<int64_t>(n, 1);
+  }
+  // Min-p: drop candidates below min_p times the most likely one.
+  if (params_.min_p > 0.0f) {
+    const double floor = params_.min_p * probs[0];
+    int64_t n = 1;
+    while (n < keep && probs[n] >= floor) ++n;
+    keep = n;
+  }
+  double mass = 0.0;
+  for (int64_t i = 0; i < keep; ++i) mass += probs[i];
+  const double u = std::uniform_real_distribution<double>(0.0, 1.0)(rng_) * mass;
+  double cum = 0.0;
+  int64_t pick = keep - 1;
+  for (int64_t i = 0; i < keep; ++i) {
+    cum += probs[i];
+    if (u < cum) {
+      pick = i;
+      break;
+    }
+  }
+  r.token = order_[pick];
+  r.logprob = token_logprob(logits, vocab, r.token);
+  return r;
+}
+
+}  // namespace iris

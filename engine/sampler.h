@@ -1,0 +1,64 @@
+// Token sampling from one row of logits: penalties, temperature, top-k, top-p, min-p and a
+// per-request seeded generator, so the same seed gives the same tokens whatever else runs
+// in the batch. Runs on the host over fp32 logits.
+#pragma once
+
+#include <cstdint>
+#include <optional>
+#include <random>
+#include <string>
+#include <unordered_map>
+#include <vector>
+
+namespace iris {
+
+struct SamplingParams {
+  float temperature = 1.0f;  // 0 = greedy
+  int top_k = -1;            // -1 or 0 = off
+  float top_p = 1.0f;        // (0, 1]
+  float min_p = 0.0f;        // [0, 1]
+  float repetition_penalty = 1.0f;  // over prompt and output tokens (transformers' rule)
+  float presence_penalty = 0.0f;    // over output tokens (OpenAI's rule)
+  float frequency_penalty = 0.0f;
+  std::optional<uint64_t> seed;
+  int max_tokens = 16;
+  int min_tokens = 0;
+  bool ignore_eos = false;
+  std::vector<int32_t> stop_token_ids;
+  std::vector<std::string> stop;
+
+  // Throws iris::Error naming the first invalid field.
+  void validate() const;
+  bool greedy() const { return temperature == 0.0f; }
+};
+
+// Per-sequence sampling state: its generator and the token counts penalties need.
+class SequenceSampler {
+ public:
+  SequenceSampler(const SamplingParams& params, const std::vector<int32_t>& prompt);
+
+  struct Result {
+    int32_t token = -1;
+    float logprob = 0.0f;  // log-probability under the unmodified model distribution
+  };
+  // Samples from logits[0, vocab). `banned` ids (EOS before min_tokens) get probability 0.
+  Result sample(const float* logits, int64_t vocab, const std::vector<int32_t>& banned = {});
+  // Records a generated token (for the output-token penalties).
+  void append(int32_t token);
+
+ private:
+  void append_seen_(int32_t token);
+
+  SamplingParams params_;
+  std::mt19937_64 rng_;
+  std::unordered_map<int32_t, int> output_counts_;
+  std::vector<int32_t> seen_;  // prompt ∪ output, for the repetition penalty
+  std::vector<uint8_t> seen_mask_;
+  std::vector<float> scratch_;
+  std::vector<int32_t> order_;
+};
+
+// log softmax(logits)[token], computed stably.
+float token_logprob(const float* logits, int64_t vocab, int32_t token);
+
+}  // namespace iris

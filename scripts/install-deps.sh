@@ -1,0 +1,44 @@
+#!/usr/bin/env bash
+# Installs the Debian 12 packages Iris needs to build and test. Idempotent; run as root
+# (or with sudo available). Pass --no-test to skip the test-only packages (PyTorch for
+# reference outputs, Node.js for the Hugging Face tokenizer/Jinja references).
+set -euo pipefail
+
+with_test=1
+for a in "$@"; do
+  case "$a" in
+    --no-test) with_test=0 ;;
+    *) echo "usage: $0 [--no-test]" >&2; exit 2 ;;
+  esac
+done
+
+sudo_cmd=""
+if [ "$(id -u)" -ne 0 ]; then sudo_cmd="sudo"; fi
+
+build_pkgs=(
+  build-essential cmake ninja-build pkg-config ccache
+  libgrpc++-dev protobuf-compiler-grpc libprotobuf-dev protobuf-compiler
+  libspdlog-dev libfmt-dev nlohmann-json3-dev libopenblas-dev libcli11-dev
+  libpcre2-dev libutf8proc-dev libicu-dev libjpeg-dev libpng-dev
+  catch2
+)
+test_pkgs=(python3-torch python3-numpy)
+# Node.js may already come from elsewhere (its own npm); only ask Debian for it when absent.
+if ! command -v npm >/dev/null 2>&1; then test_pkgs+=(nodejs npm); fi
+
+pkgs=("${build_pkgs[@]}")
+if [ "$with_test" -eq 1 ]; then pkgs+=("${test_pkgs[@]}"); fi
+
+missing=()
+for p in "${pkgs[@]}"; do
+  dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
+done
+if [ ${#missing[@]} -eq 0 ]; then
+  echo "install-deps: all ${#pkgs[@]} packages present"
+  exit 0
+fi
+echo "install-deps: installing ${missing[*]}"
+export DEBIAN_FRONTEND=noninteractive
+$sudo_cmd apt-get update -qq
+$sudo_cmd apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+echo "install-deps: done"

@@ -1,0 +1,26 @@
+#!/usr/bin/env bash
+# The test command: installs what the tests need, builds Iris, runs every test, then
+# rebuilds the loader/tokenizer/template/scheduler tests under AddressSanitizer +
+# UndefinedBehaviorSanitizer and runs those (label `sanitize`). GPU tests are skipped,
+# visibly, on machines without a device.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+./scripts/install-deps.sh
+
+# Hugging Face's own JavaScript tokenizers / Jinja engine, used as references.
+for d in tests/tokenizer/reference tests/chat_template/reference; do
+  if [ -f "$d/package-lock.json" ]; then
+    npm ci --prefix "$d" --no-audit --no-fund --loglevel=error
+  fi
+done
+
+jobs=$(nproc)
+cmake -S . -B build -G Ninja -DCMAKE_BUILD_TYPE=Release
+cmake --build build -j "$jobs"
+ctest --test-dir build -j "$jobs" --output-on-failure
+
+cmake -S . -B build-asan -G Ninja -DCMAKE_BUILD_TYPE=RelWithDebInfo -DIRIS_SANITIZE=ON \
+  -DIRIS_ENABLE_CUDA=OFF -DIRIS_BUILD_SERVER=OFF
+cmake --build build-asan -j "$jobs"
+ASAN_OPTIONS=detect_leaks=1 UBSAN_OPTIONS=print_stacktrace=1 \
+  ctest --test-dir build-asan -L sanitize -j "$jobs" --output-on-failure

@@ -1,0 +1,20 @@
+// Subcommands of the `iris` binary. Each registers its options on a CLI11 subcommand and
+// returns the process exit code from its run function.
+#pragma once
+
+#include <CLI/CLI.hpp>
+#include <functional>
+
+namespace iris::cli {
+
+using Runner = std::function<int()>;
+
+// A registered subcommand and what runs it once argv has been parsed.
+struct Command {
+  CLI::App* app = nullptr;
+  Runner run;
+};
+
+Command add_generate(CLI::App& app);
+
+}  // namespace iris::cli

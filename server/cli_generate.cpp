@@ -1,0 +1,134 @@
+// `iris generate`: one prompt through one model, printed as text or as one JSON object
+// (prompt ids, output ids, their log-probabilities, text, finish reason).
+#include <spdlog/spdlog.h>
+
+#include <iostream>
+#include <nlohmann/json.hpp>
+#include <optional>
+#include <sstream>
+#include <string>
+
+#include "engine/backend.h"
+#include "engine/core/check.h"
+#include "engine/generator.h"
+#include "engine/loader/checkpoint.h"
+#include "engine/loader/model_config.h"
+#include "server/cli.h"
+
+namespace iris::cli {
+namespace {
+
+struct GenerateOptions {
+  std::string model;
+  std::string prompt;
+  std::string prompt_ids;
+  int max_tokens = 16;
+  std::optional<float> temperature, top_p, min_p, repetition_penalty;
+  std::optional<int> top_k;
+  float presence_penalty = 0.0f, frequency_penalty = 0.0f;
+  std::optional<uint64_t> seed;
+  int min_tokens = 0;
+  bool ignore_eos = false;
+  std::string device = "cpu";
+  int threads = 0;
+  bool json = false;
+};
+
+std::vector<int32_t> parse_ids(const std::string& s) {
+  std::vector<int32_t> ids;
+  std::stringstream ss(s);
+  std::string item;
+  while (std::getline(ss, item, ',')) {
+    size_t used = 0;
+    long long v = 0;
+    try {
+      v = std::stoll(item, &used);
+    } catch (const std::exception&) {
+      fail("--prompt-ids: '", item, "' is not an integer");
+    }
+    if (used != item.size() && item.find_first_not_of(" \t", used) != std::string::npos)
+      fail("--prompt-ids: '", item, "' is not an integer");
+    if (v < INT32_MIN || v > INT32_MAX) fail("--prompt-ids: ", item, " is out of range");
+    ids.push_back(static_cast<int32_t>(v));
+  }
+  return ids;
+}
+
+int run_generate(const GenerateOptions& o) {
+  if (o.device != "cpu") {
+    fail("--device ", o.device, ": this build has no CUDA backend; use --device cpu");
+  }
+  if (!o.prompt.empty()) fail("--prompt needs a tokenizer, which this build lacks; use --prompt-ids");
+  const std::vector<int32_t> prompt = parse_ids(o.prompt_ids);
+  if (prompt.empty()) fail("--prompt-ids is empty");
+
+  const ModelConfig cfg = ModelConfig::from_dir(o.model);
+  auto ckpt = Checkpoint::open(o.model);
+  auto backend = make_cpu_backend(o.threads);
+  auto model = load_model(*ckpt, cfg, *backend);
+
+  SamplingParams p;
+  p.max_tokens = o.max_tokens;
+  p.temperature = o.temperature.value_or(cfg.generation.temperature.value_or(1.0f));
+  p.top_p = o.top_p.value_or(cfg.generation.top_p.value_or(1.0f));
+  p.top_k = o.top_k.value_or(cfg.generation.top_k.value_or(-1));
+  p.min_p = o.min_p.value_or(cfg.generation.min_p.value_or(0.0f));
+  p.repetition_penalty = o.repetition_penalty.value_or(cfg.generation.repetition_penalty.value_or(1.0f));
+  p.presence_penalty = o.presence_penalty;
+  p.frequency_penalty = o.frequency_penalty;
+  p.seed = o.seed;
+  p.min_tokens = o.min_tokens;
+  p.ignore_eos = o.ignore_eos;
+
+  Generator gen(*backend, *model);
+  GenerationResult r = gen.generate(prompt, p);
+
+  if (o.json) {
+    nlohmann::json j;
+    j["prompt_ids"] = prompt;
+    j["output_ids"] = r.output_ids;
+    j["logprobs"] = r.logprobs;
+    j["text"] = "";
+    j["finish_reason"] = finish_reason_name(r.finish_reason);
+    std::cout << j.dump() << std::endl;
+  } else {
+    for (size_t i = 0; i < r.output_ids.size(); ++i) std::cout << (i ? " " : "") << r.output_ids[i];
+    std::cout << "\n";
+    std::cerr << "finish_reason=" << finish_reason_name(r.finish_reason) << " prompt_tokens="
+              << prompt.size() << " completion_tokens=" << r.output_ids.size() << " prefill="
+              << r.prefill_seconds * 1e3 << "ms decode=" << r.decode_seconds * 1e3 << "ms\n";
+  }
+  return 0;
+}
+
+}  // namespace
+
+Command add_generate(CLI::App& app) {
+  auto opts = std::make_shared<GenerateOptions>();
+  CLI::App* sub = app.add_subcommand("generate", "Generate from one prompt");
+  sub->add_option("--model", opts->model, "Hugging Face checkpoint directory")->required();
+  auto* prompt = sub->add_option("--prompt", opts->prompt, "prompt text (needs tokenizer files)");
+  auto* ids = sub->add_option("--prompt-ids", opts->prompt_ids, "prompt token ids, comma-separated");
+  prompt->excludes(ids);
+  sub->add_option("--max-tokens", opts->max_tokens, "tokens to generate at most");
+  sub->add_option("--temperature", opts->temperature, "0 = greedy");
+  sub->add_option("--top-k", opts->top_k, "-1 = off");
+  sub->add_option("--top-p", opts->top_p);
+  sub->add_option("--min-p", opts->min_p);
+  sub->add_option("--repetition-penalty", opts->repetition_penalty);
+  sub->add_option("--presence-penalty", opts->presence_penalty);
+  sub->add_option("--frequency-penalty", opts->frequency_penalty);
+  sub->add_option("--seed", opts->seed);
+  sub->add_option("--min-tokens", opts->min_tokens);
+  sub->add_flag("--ignore-eos", opts->ignore_eos);
+  sub->add_option("--device", opts->device, "cpu or cuda");
+  sub->add_option("--threads", opts->threads, "CPU threads (0 = all cores)");
+  sub->add_flag("--json", opts->json, "print one JSON object");
+  return {sub, [opts, prompt, ids]() {
+            if (prompt->count() == 0 && ids->count() == 0)
+              fail("one of --prompt or --prompt-ids is required");
+            return run_generate(*opts);
+          }};
+}
+
+}  // namespace iris::cli

@@ -1,0 +1,162 @@
+#!/usr/bin/env python3
+"""Builds small random checkpoints of every supported architecture in every storage dtype
+(real safetensors + config.json + generation_config.json, one of them sharded with
+model.safetensors.index.json) and writes greedy reference outputs from
+reference_llama.py to fixtures.json.
+
+usage: make_checkpoints.py OUT_DIR
+"""
+import json
+import os
+import struct
+import sys
+
+import torch
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import reference_llama  # noqa: E402
+
+DTYPES = {"f32": (torch.float32, "F32"), "f16": (torch.float16, "F16"), "bf16": (torch.bfloat16, "BF16")}
+
+BASE = dict(vocab_size=320, hidden_size=64, intermediate_size=128, num_hidden_layers=2,
+            num_attention_heads=4, rms_norm_eps=1e-5, max_position_embeddings=256,
+            hidden_act="silu", bos_token_id=1, eos_token_id=2)
+
+ARCHS = {
+    # GQA 4:2 with llama3 rope scaling whose original context is short enough to matter.
+    "llama": dict(architectures=["LlamaForCausalLM"], model_type="llama", num_key_value_heads=2,
+                  rope_theta=500000.0, tie_word_embeddings=False,
+                  rope_scaling=dict(rope_type="llama3", factor=8.0, low_freq_factor=1.0,
+                                    high_freq_factor=4.0, original_max_position_embeddings=64)),
+    # MQA with a sliding window shorter than the longest prompt.
+    "mistral": dict(architectures=["MistralForCausalLM"], model_type="mistral",
+                    num_key_value_heads=1, rope_theta=10000.0, sliding_window=24,
+                    tie_word_embeddings=False),
+    # MHA, q/k/v biases, tied embeddings.
+    "qwen2": dict(architectures=["Qwen2ForCausalLM"], model_type="qwen2", num_key_value_heads=4,
+                  rope_theta=1000000.0, tie_word_embeddings=True, use_sliding_window=False,
+                  sliding_window=32),
+    # head_dim set explicitly (not hidden/heads), per-head q/k norm, GQA 4:2.
+    "qwen3": dict(architectures=["Qwen3ForCausalLM"], model_type="qwen3", num_key_value_heads=2,
+                  head_dim=32, rope_theta=1000000.0, tie_word_embeddings=False,
+                  attention_bias=False),
+}
+
+PROMPT_LENGTHS = [1, 7, 33, 100]
+NEW_TOKENS = 12
+
+
+def make_weights(cfg, gen):
+    H, I, V = cfg["hidden_size"], cfg["intermediate_size"], cfg["vocab_size"]
+    nh = cfg["num_attention_heads"]
+    nkv = cfg["num_key_value_heads"]
+    hd = cfg.get("head_dim") or H // nh
+    arch = cfg["architectures"][0]
+
+    def rnd(*shape, std):
+        return torch.randn(*shape, generator=gen) * std
+
+    def norm(n):
+        return 1.0 + rnd(n, std=0.1)
+
+    W = {"model.embed_tokens.weight": rnd(V, H, std=1.0), "model.norm.weight": norm(H)}
+    if not cfg.get("tie_word_embeddings"):
+        W["lm_head.weight"] = rnd(V, H, std=0.3)
+    for l in range(cfg["num_hidden_layers"]):
+        p = f"model.layers.{l}."
+        W[p + "input_layernorm.weight"] = norm(H)
+        W[p + "post_attention_layernorm.weight"] = norm(H)
+        W[p + "self_attn.q_proj.weight"] = rnd(nh * hd, H, std=0.25)
+        W[p + "self_attn.k_proj.weight"] = rnd(nkv * hd, H, std=0.25)
+        W[p + "self_attn.v_proj.weight"] = rnd(nkv * hd, H, std=0.25)
+        W[p + "self_attn.o_proj.weight"] = rnd(H, nh * hd, std=0.15)
+        if arch == "Qwen2ForCausalLM":
+            W[p + "self_attn.q_proj.bias"] = rnd(nh * hd, std=0.2)
+            W[p + "self_attn.k_proj.bias"] = rnd(nkv * hd, std=0.2)
+            W[p + "self_attn.v_proj.bias"] = rnd(nkv * hd, std=0.2)
+        if arch == "Qwen3ForCausalLM":
+            W[p + "self_attn.q_norm.weight"] = norm(hd)
+            W[p + "self_attn.k_norm.weight"] = norm(hd)
+        W[p + "mlp.gate_proj.weight"] = rnd(I, H, std=0.15)
+        W[p + "mlp.up_proj.weight"] = rnd(I, H, std=0.15)
+        W[p + "mlp.down_proj.weight"] = rnd(H, I, std=0.1)
+    return W
+
+
+def tensor_bytes(t, dtype):
+    t = t.to(dtype).contiguous()
+    if dtype == torch.bfloat16:
+        return t.view(torch.int16).numpy().tobytes()
+    return t.numpy().tobytes()
+
+
+def write_safetensors(path, tensors, st_dtype, dtype):
+    header, blobs, off = {}, [], 0
+    for name in sorted(tensors):
+        b = tensor_bytes(tensors[name], dtype)
+        header[name] = {"dtype": st_dtype, "shape": list(tensors[name].shape),
+                        "data_offsets": [off, off + len(b)]}
+        blobs.append(b)
+        off += len(b)
+    header["__metadata__"] = {"format": "pt"}
+    h = json.dumps(header, separators=(",", ":")).encode()
+    h += b" " * ((8 - len(h) % 8) % 8)
+    with open(path, "wb") as f:
+        f.write(struct.pack("<Q", len(h)))
+        f.write(h)
+        for b in blobs:
+            f.write(b)
+
+
+def main():
+    out = sys.argv[1]
+    os.makedirs(out, exist_ok=True)
+    torch.set_num_threads(1)
+    cases = []
+    for ai, (arch, extra) in enumerate(ARCHS.items()):
+        cfg = dict(BASE, **extra)
+        gen = torch.Generator().manual_seed(1234 + ai)
+        W32 = make_weights(cfg, gen)
+        prompts = [torch.randint(3, cfg["vocab_size"], (n,), generator=gen).tolist()
+                   for n in PROMPT_LENGTHS]
+        for dname, (dtype, st_dtype) in DTYPES.items():
+            name = f"{arch}-{dname}"
+            d = os.path.join(out, name)
+            os.makedirs(d, exist_ok=True)
+            c = dict(cfg, torch_dtype={"f32": "float32", "f16": "float16", "bf16": "bfloat16"}[dname])
+            with open(os.path.join(d, "config.json"), "w") as f:
+                json.dump(c, f, indent=2)
+            with open(os.path.join(d, "generation_config.json"), "w") as f:
+                json.dump({"bos_token_id": 1, "eos_token_id": [2, 3]}, f, indent=2)
+            for fn in ("model.safetensors", "model.safetensors.index.json",
+                       "model-00001-of-00002.safetensors", "model-00002-of-00002.safetensors"):
+                if os.path.exists(os.path.join(d, fn)):
+                    os.remove(os.path.join(d, fn))
+            if dname == "bf16":
+                # Sharded: layers split across two files with an index.
+                names = sorted(W32)
+                half = len(names) // 2
+                parts = [names[:half], names[half:]]
+                weight_map = {}
+                for pi, part in enumerate(parts):
+                    fn = f"model-0000{pi + 1}-of-00002.safetensors"
+                    write_safetensors(os.path.join(d, fn), {k: W32[k] for k in part}, st_dtype, dtype)
+                    for k in part:
+                        weight_map[k] = fn
+                with open(os.path.join(d, "model.safetensors.index.json"), "w") as f:
+                    json.dump({"metadata": {}, "weight_map": weight_map}, f, indent=2)
+            else:
+                write_safetensors(os.path.join(d, "model.safetensors"), W32, st_dtype, dtype)
+            # The reference computes in fp32 on the weights as stored.
+            Wd = {k: v.to(dtype).float() for k, v in W32.items()}
+            for prompt in prompts:
+                ids, lps = reference_llama.greedy(c, Wd, prompt, NEW_TOKENS)
+                cases.append({"model": name, "prompt_ids": prompt, "output_ids": ids, "logprobs": lps})
+    with open(os.path.join(out, "fixtures.json"), "w") as f:
+        json.dump({"reference": "tests/parity/reference_llama.py (independent PyTorch)",
+                   "max_tokens": NEW_TOKENS, "cases": cases}, f)
+    print(f"wrote {len(cases)} cases to {out}/fixtures.json")
+
+
+if __name__ == "__main__":
+    main()
