@@ -1,8 +1,6 @@
 // CPU attention over the paged KV cache: per-head q/k RMSNorm + rotary embedding + K/V
 // store, and causal (optionally sliding-window) attention reading K/V through each
 // sequence's block table. Mixed prefill chunks and decodes run in one call.
-#include <omp.h>
-
 #include <algorithm>
 #include <cmath>
 #include <cstring>
@@ -13,7 +11,7 @@
 
 namespace iris::cpu {
 
-void qk_norm_rope_store_kv(Tensor& qkv, const Tensor& positions, const Tensor& inv_freq,
+void qk_norm_rope_store_kv(ThreadPool& pool, Tensor& qkv, const Tensor& positions, const Tensor& inv_freq,
                            const Tensor& q_norm, const Tensor& k_norm, float norm_eps,
                            const AttentionShape& shape, const AttentionMetadata& meta,
                            KvLayer& kv) {
@@ -29,14 +27,13 @@ void qk_norm_rope_store_kv(Tensor& qkv, const Tensor& positions, const Tensor& i
   const int32_t* pos = positions.ptr<int32_t>();
   const int32_t* slots = meta.slot_mapping.ptr<int32_t>();
   const float* freq = inv_freq.ptr<float>();
-  // Validate before the parallel region: an exception must not escape an OpenMP loop.
   for (int64_t t = 0; t < num_tokens; ++t)
     IRIS_CHECK(slots[t] < num_slots) << "slot " << slots[t] << " outside the KV cache";
 
-#pragma omp parallel for schedule(static)
-  for (int64_t t = 0; t < num_tokens; ++t) {
+  pool.parallel_for(num_tokens, [&](int64_t t_begin, int64_t t_end) {
+  std::vector<float> cs(2 * half);
+  for (int64_t t = t_begin; t < t_end; ++t) {
     float* r = qkv.ptr<float>() + t * row;
-    std::vector<float> cs(2 * half);
     const float p = static_cast<float>(pos[t]);
     for (int i = 0; i < half; ++i) {
       const float angle = p * freq[i];
@@ -61,9 +58,10 @@ void qk_norm_rope_store_kv(Tensor& qkv, const Tensor& positions, const Tensor& i
     std::memcpy(kv.v.ptr<float>() + slot * kv_row, r + static_cast<int64_t>(nq + nk) * hd,
                 kv_row * sizeof(float));
   }
+  });
 }
 
-void paged_attention(const Tensor& qkv, const KvLayer& kv, const AttentionShape& shape,
+void paged_attention(ThreadPool& pool, const Tensor& qkv, const KvLayer& kv, const AttentionShape& shape,
                      const AttentionMetadata& meta, float scale, int sliding_window,
                      Tensor& out) {
   const int hd = shape.head_dim;
@@ -94,12 +92,10 @@ void paged_attention(const Tensor& qkv, const KvLayer& kv, const AttentionShape&
     }
   }
 
-#pragma omp parallel
-  {
+  pool.parallel_for(static_cast<int64_t>(num_tokens) * nq, [&](int64_t i_begin, int64_t i_end) {
     std::vector<float> scores;
     std::vector<float> acc(hd);
-#pragma omp for schedule(dynamic, 4)
-    for (int64_t item = 0; item < static_cast<int64_t>(num_tokens) * nq; ++item) {
+    for (int64_t item = i_begin; item < i_end; ++item) {
       const int t = static_cast<int>(item / nq);
       const int h = static_cast<int>(item % nq);
       const int s = seq_of[t];
@@ -135,7 +131,7 @@ void paged_attention(const Tensor& qkv, const KvLayer& kv, const AttentionShape&
       const float inv = 1.0f / sum;
       for (int d = 0; d < hd; ++d) o[d] = acc[d] * inv;
     }
-  }
+  });
 }
 
 }  // namespace iris::cpu

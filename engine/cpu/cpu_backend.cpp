@@ -1,13 +1,14 @@
 // The CPU reference backend: fp32 weights and activations, GEMMs through OpenBLAS, the
-// other ops as OpenMP loops. It defines the numerics every other backend is tested against.
+// other ops as loops split over a thread pool. It defines the numerics every other backend is tested against.
 #include <cblas.h>
-#include <omp.h>
 
 #include <cmath>
 #include <cstdlib>
 #include <cstring>
 #include <fstream>
 #include <string>
+#include <thread>
+#include <algorithm>
 
 #include "engine/backend.h"
 #include "engine/core/check.h"
@@ -32,6 +33,8 @@ void check_f32(const Tensor& t, const char* what) {
 
 class CpuOps final : public Ops {
  public:
+  explicit CpuOps(ThreadPool& pool) : pool_(pool) {}
+
   void embedding(const Tensor& ids, const Tensor& table, Tensor& out) override {
     const int64_t n = ids.numel(), h = table.dim(1), v = table.dim(0);
     IRIS_CHECK(out.dim(0) == n && out.dim(1) == h) << "embedding out " << out.shape.str();
@@ -59,55 +62,59 @@ class CpuOps final : public Ops {
     if (bias.defined()) {
       const float* b = bias.ptr<float>();
       float* o = out.ptr<float>();
-#pragma omp parallel for schedule(static)
-      for (int64_t r = 0; r < m; ++r)
-        for (int64_t c = 0; c < n; ++c) o[r * n + c] += b[c];
+      pool_.parallel_for(m, [&](int64_t r0, int64_t r1) {
+        for (int64_t r = r0; r < r1; ++r)
+          for (int64_t c = 0; c < n; ++c) o[r * n + c] += b[c];
+      });
     }
   }
 
   void rms_norm(const Tensor& x, const Tensor& w, float eps, Tensor& out) override {
     const int64_t rows = x.dim(0), h = x.dim(1);
-#pragma omp parallel for schedule(static)
-    for (int64_t r = 0; r < rows; ++r)
-      rms_norm_row(x.ptr<float>() + r * h, w.ptr<float>(), eps, h, out.ptr<float>() + r * h);
+    pool_.parallel_for(rows, [&](int64_t r0, int64_t r1) {
+      for (int64_t r = r0; r < r1; ++r)
+        rms_norm_row(x.ptr<float>() + r * h, w.ptr<float>(), eps, h, out.ptr<float>() + r * h);
+    });
   }
 
   void add_rms_norm(Tensor& residual, const Tensor& x, const Tensor& w, float eps,
                     Tensor& out) override {
     const int64_t rows = x.dim(0), h = x.dim(1);
-#pragma omp parallel for schedule(static)
-    for (int64_t r = 0; r < rows; ++r) {
-      float* res = residual.ptr<float>() + r * h;
-      const float* xr = x.ptr<float>() + r * h;
-      for (int64_t i = 0; i < h; ++i) res[i] += xr[i];
-      rms_norm_row(res, w.ptr<float>(), eps, h, out.ptr<float>() + r * h);
-    }
+    pool_.parallel_for(rows, [&](int64_t r0, int64_t r1) {
+      for (int64_t r = r0; r < r1; ++r) {
+        float* res = residual.ptr<float>() + r * h;
+        const float* xr = x.ptr<float>() + r * h;
+        for (int64_t i = 0; i < h; ++i) res[i] += xr[i];
+        rms_norm_row(res, w.ptr<float>(), eps, h, out.ptr<float>() + r * h);
+      }
+    });
   }
 
   void qk_norm_rope_store_kv(Tensor& qkv, const Tensor& positions, const Tensor& inv_freq,
                              const Tensor& q_norm, const Tensor& k_norm, float norm_eps,
                              const AttentionShape& shape, const AttentionMetadata& meta,
                              KvLayer& kv) override {
-    cpu::qk_norm_rope_store_kv(qkv, positions, inv_freq, q_norm, k_norm, norm_eps, shape, meta,
+    cpu::qk_norm_rope_store_kv(pool_, qkv, positions, inv_freq, q_norm, k_norm, norm_eps, shape, meta,
                                kv);
   }
 
   void attention(const Tensor& qkv, const KvLayer& kv, const AttentionShape& shape,
                  const AttentionMetadata& meta, float scale, int sliding_window,
                  Tensor& out) override {
-    cpu::paged_attention(qkv, kv, shape, meta, scale, sliding_window, out);
+    cpu::paged_attention(pool_, qkv, kv, shape, meta, scale, sliding_window, out);
   }
 
   void silu_mul(const Tensor& gate_up, Tensor& out) override {
     const int64_t rows = gate_up.dim(0), inter = out.dim(1);
     IRIS_CHECK(gate_up.dim(1) == 2 * inter) << "silu_mul " << gate_up.shape.str();
-#pragma omp parallel for schedule(static)
-    for (int64_t r = 0; r < rows; ++r) {
-      const float* g = gate_up.ptr<float>() + r * 2 * inter;
-      const float* u = g + inter;
-      float* o = out.ptr<float>() + r * inter;
-      for (int64_t i = 0; i < inter; ++i) o[i] = g[i] / (1.0f + std::exp(-g[i])) * u[i];
-    }
+    pool_.parallel_for(rows * inter, [&](int64_t i0, int64_t i1) {
+      for (int64_t k = i0; k < i1; ++k) {
+        const int64_t r = k / inter, i = k % inter;
+        const float g = gate_up.ptr<float>()[r * 2 * inter + i];
+        const float u = gate_up.ptr<float>()[r * 2 * inter + inter + i];
+        out.ptr<float>()[k] = g / (1.0f + std::exp(-g)) * u;
+      }
+    });
   }
 
   void gather_rows(const Tensor& x, const Tensor& indices, Tensor& out) override {
@@ -120,15 +127,18 @@ class CpuOps final : public Ops {
   }
 
   void all_reduce_sum(Tensor&) override {}
+
+ private:
+  ThreadPool& pool_;
 };
 
 class CpuBackend final : public Backend {
  public:
-  explicit CpuBackend(int num_threads) {
-    if (num_threads > 0) {
-      omp_set_num_threads(num_threads);
-      openblas_set_num_threads(num_threads);
-    }
+  explicit CpuBackend(int num_threads)
+      : pool_(num_threads > 0 ? num_threads
+                              : static_cast<int>(std::max(1u, std::thread::hardware_concurrency()))),
+        ops_(pool_) {
+    openblas_set_num_threads(pool_.size());
   }
   DeviceKind kind() const override { return DeviceKind::kCpu; }
   std::string name() const override { return "cpu"; }
@@ -184,6 +194,7 @@ class CpuBackend final : public Backend {
   Ops& ops() override { return ops_; }
 
  private:
+  ThreadPool pool_;
   CpuOps ops_;
 };
 

@@ -1,0 +1,60 @@
+// Renders a model's chat template (the `chat_template` of tokenizer_config.json) the way
+// transformers' apply_chat_template does: jinja2 with trim_blocks/lstrip_blocks, the
+// raise_exception and strftime_now globals, `messages`, `add_generation_prompt`, `tools` and
+// `documents` (None unless given), and every special token string as a variable.
+#pragma once
+
+#include <ctime>
+#include <functional>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include <nlohmann/json.hpp>
+
+#include "engine/chat_template/jinja.h"
+
+namespace iris {
+
+struct ChatMessage {
+  std::string role;
+  std::string content;
+  nlohmann::json extra;  // other fields (tool_calls, name, ...) passed through as JSON
+
+  nlohmann::json to_json() const;
+};
+
+class ChatTemplate {
+ public:
+  // Picks `chat_template` from a parsed tokenizer_config.json: a string, or a list of
+  // {name, template} where `name` selects one ("" means "default"). Special tokens (strings
+  // or AddedToken objects with "content") become variables. Throws iris::Error.
+  static std::unique_ptr<ChatTemplate> from_tokenizer_config(const nlohmann::json& tokenizer_config,
+                                                             const std::string& name = "");
+  // special_tokens: {"bos_token": "<s>", ...}; every key becomes a template variable.
+  static std::unique_ptr<ChatTemplate> from_string(const std::string& tmpl,
+                                                   nlohmann::json special_tokens = nlohmann::json::object());
+
+  // messages: a JSON array of message objects (content may be a string or a list of parts).
+  // extra_context: more variables (tools, documents, enable_thinking, date_string...).
+  std::string render(const nlohmann::json& messages, bool add_generation_prompt,
+                     const nlohmann::json& extra_context = {}) const;
+  std::string render(const std::vector<ChatMessage>& messages, bool add_generation_prompt,
+                     const nlohmann::json& extra_context = {}) const;
+
+  void set_limits(const jinja::RenderLimits& limits) { limits_ = limits; }
+  // The clock behind strftime_now (tests pin it); defaults to the current local time.
+  void set_clock(std::function<std::time_t()> clock) { clock_ = std::move(clock); }
+  const std::string& source() const { return source_; }
+
+ private:
+  ChatTemplate(std::string source, nlohmann::json special_tokens);
+
+  std::string source_;
+  jinja::Template template_;
+  nlohmann::json special_tokens_;
+  jinja::RenderLimits limits_;
+  std::function<std::time_t()> clock_;
+};
+
+}  // namespace iris

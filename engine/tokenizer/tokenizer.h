@@ -1,0 +1,104 @@
+// Public tokenizer API: a Hugging Face–compatible tokenizer built from tokenizer.json (plus the
+// optional tokenizer_config.json), and a streaming detokenizer for generated ids.
+//
+// The contract is "same ids as Hugging Face `tokenizers` for the same files": added tokens are
+// split out first, each remaining section is normalized, pre-tokenized and run through the
+// model, then the post-processor adds the template's special tokens. Everything below the API
+// lives in engine/tokenizer/*.cpp, one pipeline stage per file.
+#pragma once
+
+#include <cstdint>
+#include <memory>
+#include <optional>
+#include <string>
+#include <string_view>
+#include <vector>
+
+namespace iris {
+
+class Tokenizer {
+ public:
+  // Reads `dir`/tokenizer.json and, when present, `dir`/tokenizer_config.json.
+  static std::unique_ptr<Tokenizer> from_dir(const std::string& dir);
+  // Builds from the JSON texts themselves; an empty config means "no tokenizer_config.json".
+  static std::unique_ptr<Tokenizer> from_json(const std::string& tokenizer_json,
+                                              const std::string& tokenizer_config_json = "");
+  ~Tokenizer();
+  Tokenizer(const Tokenizer&) = delete;
+  Tokenizer& operator=(const Tokenizer&) = delete;
+
+  // As HF `encode(text, add_special_tokens=...)`. With parse_special=false, text that spells a
+  // special added token is tokenized as plain text (non-special added tokens, which are part of
+  // ordinary tokenization for some vocabularies, still match) — HF's `encode_special_tokens`.
+  // Invalid UTF-8 in `text` is replaced by U+FFFD before tokenization (HF only accepts valid
+  // strings). Thread-safe.
+  std::vector<int32_t> encode(std::string_view text, bool add_special_tokens = true,
+                              bool parse_special = true) const;
+  // As HF `decode(ids, skip_special_tokens=...)` of the `tokenizers` library (no
+  // clean_up_tokenization_spaces). Unknown ids are skipped, as HF does.
+  std::string decode(const std::vector<int32_t>& ids, bool skip_special_tokens = false) const;
+
+  int32_t vocab_size() const;  // max id + 1 over the model vocab and the added tokens
+  std::optional<int32_t> token_to_id(std::string_view token) const;
+  std::string id_to_token(int32_t id) const;  // empty for an unknown id
+  bool is_special(int32_t id) const;
+
+  // From tokenizer_config.json where present; empty when absent.
+  const std::string& bos_token() const;
+  const std::string& eos_token() const;
+  const std::string& pad_token() const;
+  const std::string& unk_token() const;
+  std::optional<int32_t> bos_token_id() const;
+  std::optional<int32_t> eos_token_id() const;
+
+  struct Impl;
+  // Decodes with `continuation` semantics: the first token is treated as following earlier
+  // text (no leading-space strip of SentencePiece decoders). Used by IncrementalDetokenizer.
+  std::string decode_continuation(const int32_t* ids, size_t n, bool skip_special_tokens,
+                                  bool continuation) const;
+
+ private:
+  explicit Tokenizer(std::unique_ptr<Impl> impl);
+  std::unique_ptr<Impl> impl_;
+};
+
+// Streaming detokenizer: feed generated ids one at a time and get back only complete UTF-8 text.
+// It decodes a short window of previous tokens and emits the difference (the prefix/read offset
+// technique of vLLM and TGI), so byte-fallback pieces and SentencePiece leading spaces come out
+// exactly as a full decode would. Stop strings may span token boundaries; text that could still
+// be the start of a stop string is held back until resolved, and the stop text itself and
+// everything after it is never emitted.
+class IncrementalDetokenizer {
+ public:
+  struct Delta {
+    std::string text;
+    bool stopped = false;
+    std::string matched_stop;
+  };
+
+  // `prompt_ids` (may be empty) gives the context the output continues; it is not emitted.
+  IncrementalDetokenizer(const Tokenizer& tokenizer, std::vector<int32_t> prompt_ids,
+                         std::vector<std::string> stop_strings, bool skip_special_tokens);
+
+  Delta push(int32_t id);
+  // Emits whatever is still held back (an incomplete character, a partial stop string) at the
+  // end of generation. Returns "" once stopped.
+  std::string flush();
+  bool stopped() const { return stopped_; }
+
+ private:
+  std::string decode_range(size_t begin, size_t end) const;
+  Delta release(std::string text, bool final);
+
+  const Tokenizer& tokenizer_;
+  std::vector<int32_t> ids_;
+  size_t prefix_offset_ = 0;
+  size_t read_offset_ = 0;
+  size_t first_generated_ = 0;  // ids_[0, first_generated_) is the prompt
+  std::vector<std::string> stop_strings_;
+  bool skip_special_tokens_;
+  std::string held_;  // decoded but not yet emitted (possible start of a stop string)
+  bool stopped_ = false;
+};
+
+}  // namespace iris

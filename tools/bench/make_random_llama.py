@@ -1,0 +1,70 @@
+#!/usr/bin/env python3
+"""Writes a random-weight Llama checkpoint of a given size for benchmarks (BF16 storage).
+
+usage: make_random_llama.py OUT_DIR [--hidden 768] [--layers 12] [--heads 12] [--kv-heads 4]
+                            [--intermediate 2048] [--vocab 32000]
+Default shape: ~110M parameters.
+"""
+import argparse
+import json
+import os
+import struct
+
+import numpy as np
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("out")
+    ap.add_argument("--hidden", type=int, default=768)
+    ap.add_argument("--layers", type=int, default=12)
+    ap.add_argument("--heads", type=int, default=12)
+    ap.add_argument("--kv-heads", type=int, default=4)
+    ap.add_argument("--intermediate", type=int, default=2048)
+    ap.add_argument("--vocab", type=int, default=32000)
+    a = ap.parse_args()
+    os.makedirs(a.out, exist_ok=True)
+    hd = a.hidden // a.heads
+    cfg = {"architectures": ["LlamaForCausalLM"], "model_type": "llama", "vocab_size": a.vocab,
+           "hidden_size": a.hidden, "intermediate_size": a.intermediate,
+           "num_hidden_layers": a.layers, "num_attention_heads": a.heads,
+           "num_key_value_heads": a.kv_heads, "rms_norm_eps": 1e-5, "rope_theta": 10000.0,
+           "max_position_embeddings": 4096, "hidden_act": "silu", "tie_word_embeddings": False,
+           "bos_token_id": 1, "eos_token_id": 2, "torch_dtype": "bfloat16"}
+    shapes = {"model.embed_tokens.weight": (a.vocab, a.hidden), "model.norm.weight": (a.hidden,),
+              "lm_head.weight": (a.vocab, a.hidden)}
+    for l in range(a.layers):
+        p = f"model.layers.{l}."
+        shapes.update({p + "input_layernorm.weight": (a.hidden,),
+                       p + "post_attention_layernorm.weight": (a.hidden,),
+                       p + "self_attn.q_proj.weight": (a.heads * hd, a.hidden),
+                       p + "self_attn.k_proj.weight": (a.kv_heads * hd, a.hidden),
+                       p + "self_attn.v_proj.weight": (a.kv_heads * hd, a.hidden),
+                       p + "self_attn.o_proj.weight": (a.hidden, a.heads * hd),
+                       p + "mlp.gate_proj.weight": (a.intermediate, a.hidden),
+                       p + "mlp.up_proj.weight": (a.intermediate, a.hidden),
+                       p + "mlp.down_proj.weight": (a.hidden, a.intermediate)})
+    rng = np.random.default_rng(0)
+    header, off, params = {}, 0, 0
+    for name, shp in shapes.items():
+        n = int(np.prod(shp))
+        header[name] = {"dtype": "BF16", "shape": list(shp), "data_offsets": [off, off + 2 * n]}
+        off += 2 * n
+        params += n
+    h = json.dumps(header).encode()
+    h += b" " * ((8 - len(h) % 8) % 8)
+    with open(os.path.join(a.out, "model.safetensors"), "wb") as f:
+        f.write(struct.pack("<Q", len(h)))
+        f.write(h)
+        for name, shp in shapes.items():
+            x = rng.standard_normal(int(np.prod(shp)), dtype=np.float32) * 0.02
+            if "norm" in name:
+                x = x + 1.0
+            f.write((x.view(np.uint32) >> 16).astype(np.uint16).tobytes())
+    with open(os.path.join(a.out, "config.json"), "w") as f:
+        json.dump(cfg, f, indent=2)
+    print(f"{params / 1e6:.1f}M parameters -> {a.out}")
+
+
+if __name__ == "__main__":
+    main()
