@@ -16,5 +16,6 @@ struct Command {
 };
 
 Command add_generate(CLI::App& app);
+Command add_bench(CLI::App& app);
 
 }  // namespace iris::cli

@@ -2,18 +2,17 @@
 // (prompt ids, output ids, their log-probabilities, text, finish reason).
 #include <spdlog/spdlog.h>
 
+#include <chrono>
 #include <iostream>
 #include <nlohmann/json.hpp>
 #include <optional>
 #include <sstream>
 #include <string>
 
-#include "engine/backend.h"
 #include "engine/core/check.h"
-#include "engine/generator.h"
-#include "engine/loader/checkpoint.h"
-#include "engine/loader/model_config.h"
+#include "engine/engine.h"
 #include "server/cli.h"
+#include "server/engine_options.h"
 
 namespace iris::cli {
 namespace {
@@ -29,9 +28,8 @@ struct GenerateOptions {
   std::optional<uint64_t> seed;
   int min_tokens = 0;
   bool ignore_eos = false;
-  std::string device = "cpu";
-  int threads = 0;
   bool json = false;
+  EngineOptions engine;
 };
 
 std::vector<int32_t> parse_ids(const std::string& s) {
@@ -55,17 +53,12 @@ std::vector<int32_t> parse_ids(const std::string& s) {
 }
 
 int run_generate(const GenerateOptions& o) {
-  if (o.device != "cpu") {
-    fail("--device ", o.device, ": this build has no CUDA backend; use --device cpu");
-  }
   if (!o.prompt.empty()) fail("--prompt needs a tokenizer, which this build lacks; use --prompt-ids");
   const std::vector<int32_t> prompt = parse_ids(o.prompt_ids);
   if (prompt.empty()) fail("--prompt-ids is empty");
 
-  const ModelConfig cfg = ModelConfig::from_dir(o.model);
-  auto ckpt = Checkpoint::open(o.model);
-  auto backend = make_cpu_backend(o.threads);
-  auto model = load_model(*ckpt, cfg, *backend);
+  LoadedModel m = load(o.model, o.engine);
+  const ModelConfig& cfg = m.config;
 
   SamplingParams p;
   p.max_tokens = o.max_tokens;
@@ -80,8 +73,35 @@ int run_generate(const GenerateOptions& o) {
   p.min_tokens = o.min_tokens;
   p.ignore_eos = o.ignore_eos;
 
-  Generator gen(*backend, *model);
-  GenerationResult r = gen.generate(prompt, p);
+  // One request through the batching engine: the same path `iris serve` takes.
+  EngineConfig ec = o.engine.config();
+  if (ec.num_kv_blocks == 0) {
+    const int64_t ctx = std::min<int64_t>(cfg.max_position_embeddings,
+                                          static_cast<int64_t>(prompt.size()) + p.max_tokens);
+    ec.num_kv_blocks = static_cast<int>((ctx + ec.block_size - 1) / ec.block_size) + 1;
+  }
+  ec.max_num_seqs = 1;
+  Engine engine(*m.backend, *m.model, ec);
+  struct {
+    std::vector<int32_t> output_ids;
+    std::vector<float> logprobs;
+    FinishReason finish_reason = FinishReason::kLength;
+    std::string error;
+  } r;
+  using clock = std::chrono::steady_clock;
+  const auto t0 = clock::now();
+  std::optional<clock::time_point> first_token;
+  engine.submit(EngineRequest{"generate", prompt, p}, [&](const EngineOutput& out) {
+    if (!first_token && !out.token_ids.empty()) first_token = clock::now();
+    r.output_ids.insert(r.output_ids.end(), out.token_ids.begin(), out.token_ids.end());
+    r.logprobs.insert(r.logprobs.end(), out.logprobs.begin(), out.logprobs.end());
+    if (out.finish_reason) r.finish_reason = *out.finish_reason;
+    if (!out.error.empty()) r.error = out.error;
+  });
+  while (engine.has_work()) engine.step();
+  if (!r.error.empty()) fail(r.error);
+  const double ttft = std::chrono::duration<double>(first_token.value_or(clock::now()) - t0).count();
+  const double total = std::chrono::duration<double>(clock::now() - t0).count();
 
   if (o.json) {
     nlohmann::json j;
@@ -95,8 +115,8 @@ int run_generate(const GenerateOptions& o) {
     for (size_t i = 0; i < r.output_ids.size(); ++i) std::cout << (i ? " " : "") << r.output_ids[i];
     std::cout << "\n";
     std::cerr << "finish_reason=" << finish_reason_name(r.finish_reason) << " prompt_tokens="
-              << prompt.size() << " completion_tokens=" << r.output_ids.size() << " prefill="
-              << r.prefill_seconds * 1e3 << "ms decode=" << r.decode_seconds * 1e3 << "ms\n";
+              << prompt.size() << " completion_tokens=" << r.output_ids.size()
+              << " time_to_first_token=" << ttft * 1e3 << "ms total=" << total * 1e3 << "ms\n";
   }
   return 0;
 }
@@ -121,8 +141,7 @@ Command add_generate(CLI::App& app) {
   sub->add_option("--seed", opts->seed);
   sub->add_option("--min-tokens", opts->min_tokens);
   sub->add_flag("--ignore-eos", opts->ignore_eos);
-  sub->add_option("--device", opts->device, "cpu or cuda");
-  sub->add_option("--threads", opts->threads, "CPU threads (0 = all cores)");
+  opts->engine.add_to(*sub);
   sub->add_flag("--json", opts->json, "print one JSON object");
   return {sub, [opts, prompt, ids]() {
             if (prompt->count() == 0 && ids->count() == 0)

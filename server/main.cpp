@@ -16,6 +16,7 @@ int main(int argc, char** argv) {
   app.set_version_flag("--version", "iris 0.1.0");
   std::vector<iris::cli::Command> commands;
   commands.push_back(iris::cli::add_generate(app));
+  commands.push_back(iris::cli::add_bench(app));
   try {
     app.parse(argc, argv);
   } catch (const CLI::ParseError& e) {

@@ -68,9 +68,33 @@ std::unique_ptr<ChatTemplate> ChatTemplate::from_tokenizer_config(const nlohmann
   return from_string(source, std::move(tokens));
 }
 
+namespace {
+template <typename Json>
+jinja::Variables context_variables(const Json& extra_context) {
+  jinja::Variables vars;
+  if (extra_context.is_object())
+    for (auto it = extra_context.begin(); it != extra_context.end(); ++it)
+      vars.emplace_back(it.key(), jinja::from_json(it.value()));
+  else
+    IRIS_CHECK(extra_context.is_null()) << "extra_context must be a JSON object";
+  return vars;
+}
+}  // namespace
+
 std::string ChatTemplate::render(const nlohmann::json& messages, bool add_generation_prompt,
                                  const nlohmann::json& extra_context) const {
   IRIS_CHECK(messages.is_array()) << "messages must be a JSON array";
+  return render_values(jinja::from_json(messages), add_generation_prompt, context_variables(extra_context));
+}
+
+std::string ChatTemplate::render(const nlohmann::ordered_json& messages, bool add_generation_prompt,
+                                 const nlohmann::ordered_json& extra_context) const {
+  IRIS_CHECK(messages.is_array()) << "messages must be a JSON array";
+  return render_values(jinja::from_json(messages), add_generation_prompt, context_variables(extra_context));
+}
+
+std::string ChatTemplate::render_values(jinja::Value messages, bool add_generation_prompt,
+                                        jinja::Variables extra) const {
   using jinja::Value;
   jinja::Variables vars;
   for (auto it = special_tokens_.begin(); it != special_tokens_.end(); ++it)
@@ -90,15 +114,11 @@ std::string ChatTemplate::render(const nlohmann::json& messages, bool add_genera
     size_t n = std::strftime(buf, sizeof(buf), b.get(0)->s.c_str(), &tm);
     return Value::string(std::string(buf, n));
   }));
-  vars.emplace_back("messages", jinja::from_json(messages));
+  vars.emplace_back("messages", std::move(messages));
   vars.emplace_back("add_generation_prompt", Value::boolean(add_generation_prompt));
   vars.emplace_back("tools", Value::none());
   vars.emplace_back("documents", Value::none());
-  if (extra_context.is_object())
-    for (auto it = extra_context.begin(); it != extra_context.end(); ++it)
-      vars.emplace_back(it.key(), jinja::from_json(it.value()));
-  else
-    IRIS_CHECK(extra_context.is_null()) << "extra_context must be a JSON object";
+  for (auto& v : extra) vars.push_back(std::move(v));
   return template_.render(vars, limits_);
 }
 

@@ -37,8 +37,12 @@ class ChatTemplate {
 
   // messages: a JSON array of message objects (content may be a string or a list of parts).
   // extra_context: more variables (tools, documents, enable_thinking, date_string...).
+  // nlohmann::json sorts object keys; the ordered_json overload keeps the caller's key order,
+  // which `tojson` output depends on (transformers keeps Python dict order).
   std::string render(const nlohmann::json& messages, bool add_generation_prompt,
                      const nlohmann::json& extra_context = {}) const;
+  std::string render(const nlohmann::ordered_json& messages, bool add_generation_prompt,
+                     const nlohmann::ordered_json& extra_context) const;
   std::string render(const std::vector<ChatMessage>& messages, bool add_generation_prompt,
                      const nlohmann::json& extra_context = {}) const;
 
@@ -49,6 +53,7 @@ class ChatTemplate {
 
  private:
   ChatTemplate(std::string source, nlohmann::json special_tokens);
+  std::string render_values(jinja::Value messages, bool add_generation_prompt, jinja::Variables extra) const;
 
   std::string source_;
   jinja::Template template_;

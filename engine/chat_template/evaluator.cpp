@@ -222,28 +222,36 @@ Evaluator::Flow Evaluator::exec_for(const ForStmt& s, const std::shared_ptr<Fram
   }
   if (items.empty()) return exec_body(s.else_body, frame);
   const int64_t n = static_cast<int64_t>(items.size());
+  // One frame and one `loop` object per loop, refreshed each iteration (jinja2 also mutates a
+  // single LoopContext); clearing the frame gives each iteration its own `set` scope.
+  auto f = std::make_shared<Frame>();
+  f->parent = frame;
+  Value loop = Value::object();
+  auto& o = *loop.obj;
+  for (const char* key : {"index", "index0", "revindex", "revindex0", "first", "last", "length", "depth",
+                          "depth0", "previtem", "nextitem", "cycle"})
+    o.items.emplace_back(key, Value());
+  auto index0 = std::make_shared<int64_t>(0);
+  o.items[7].second = Value::integer(1);
+  o.items[8].second = Value::integer(0);
+  o.items[6].second = Value::integer(n);
+  o.items[11].second = Value::function("cycle", [index0](Evaluator&, CallArgs& a) {
+    IRIS_CHECK(!a.pos.empty()) << "chat template error: no items for cycling given";
+    return a.pos[static_cast<size_t>(*index0) % a.pos.size()];
+  });
   for (int64_t k = 0; k < n; ++k) {
     charge();
-    auto f = std::make_shared<Frame>();
-    f->parent = frame;
-    Value loop = Value::object();
-    auto& o = *loop.obj;
-    o.set("index", Value::integer(k + 1));
-    o.set("index0", Value::integer(k));
-    o.set("revindex", Value::integer(n - k));
-    o.set("revindex0", Value::integer(n - k - 1));
-    o.set("first", Value::boolean(k == 0));
-    o.set("last", Value::boolean(k == n - 1));
-    o.set("length", Value::integer(n));
-    o.set("depth", Value::integer(1));
-    o.set("depth0", Value::integer(0));
-    o.set("previtem", k > 0 ? items[k - 1] : Value::undefined("'loop.previtem' is undefined"));
-    o.set("nextitem", k + 1 < n ? items[k + 1] : Value::undefined("'loop.nextitem' is undefined"));
-    o.set("cycle", Value::function("cycle", [k](Evaluator&, CallArgs& a) {
-      IRIS_CHECK(!a.pos.empty()) << "chat template error: no items for cycling given";
-      return a.pos[static_cast<size_t>(k) % a.pos.size()];
-    }));
-    f->set("loop", std::move(loop));
+    *index0 = k;
+    o.items[0].second = Value::integer(k + 1);
+    o.items[1].second = Value::integer(k);
+    o.items[2].second = Value::integer(n - k);
+    o.items[3].second = Value::integer(n - k - 1);
+    o.items[4].second = Value::boolean(k == 0);
+    o.items[5].second = Value::boolean(k == n - 1);
+    o.items[9].second = k > 0 ? items[k - 1] : Value::undefined("'loop.previtem' is undefined");
+    o.items[10].second = k + 1 < n ? items[k + 1] : Value::undefined("'loop.nextitem' is undefined");
+    f->vars.clear();
+    f->vars.emplace_back("loop", loop);
     assign(s.target, items[k], f);
     if (exec_body(s.body, f) == Flow::kBreak) break;
   }
@@ -309,7 +317,7 @@ Value Evaluator::call_macro(const MacroDef& def, CallArgs& args) {
     if (args.kw[j].first == "caller") f->set("caller", args.kw[j].second);
     else kwargs.obj->set(args.kw[j].first, args.kw[j].second);
   }
-  f->set("varargs", Value::array(std::move(varargs)));
+  f->set("varargs", Value::array(std::move(varargs), true));
   f->set("kwargs", std::move(kwargs));
   return Value::string(capture(*def.body, f));
 }
@@ -354,23 +362,35 @@ std::vector<Value> Evaluator::iterate(const Value& v) {
   }
 }
 
+namespace {
+// jinja2's message for a missing attribute, e.g. "'dict object' has no attribute 'x'".
+Value no_attribute(const char* type, const std::string& name) {
+  std::string msg = "'";
+  msg += type;
+  msg += " object' has no attribute '";
+  msg += name;
+  msg += "'";
+  return Value::undefined(std::move(msg));
+}
+}  // namespace
+
 Value Evaluator::getattr(const Value& obj, const std::string& name) {
   require_defined(obj);
   if (obj.is_object()) {
     if (obj.obj->is_namespace) {
       const Value* v = obj.obj->find(name);
-      return v ? *v : Value::undefined("'Namespace' object has no attribute '" + name + "'");
+      return v ? *v : no_attribute("Namespace", name);
     }
     Value m = find_method(*this, obj, name);
     if (!m.is_undefined() || m.safe_error) return m;
     const Value* v = obj.obj->find(name);
-    return v ? *v : Value::undefined("'dict object' has no attribute '" + name + "'");
+    return v ? *v : no_attribute("dict", name);
   }
   if (obj.is_string() || obj.is_array()) {
     Value m = find_method(*this, obj, name);
     if (!m.is_undefined() || m.safe_error) return m;
   }
-  return Value::undefined("'" + std::string(obj.type_name()) + " object' has no attribute '" + name + "'");
+  return no_attribute(obj.type_name(), name);
 }
 
 Value Evaluator::getitem(const Value& obj, const Value& key) {
@@ -381,7 +401,7 @@ Value Evaluator::getitem(const Value& obj, const Value& key) {
       Value m = find_method(*this, obj, key.s);
       if (!m.is_undefined() || m.safe_error) return m;
     }
-    return Value::undefined("'dict object' has no attribute '" + key.str() + "'");
+    return no_attribute("dict", key.str());
   }
   if ((obj.is_array() || obj.is_string()) && (key.is_int() || key.is_bool())) {
     int64_t idx = key.is_bool() ? key.b : key.i;
@@ -398,7 +418,7 @@ Value Evaluator::getitem(const Value& obj, const Value& key) {
     return Value::undefined("str object has no element " + key.str());
   }
   if (key.is_string()) return getattr(obj, key.s);
-  return Value::undefined("'" + std::string(obj.type_name()) + " object' has no attribute '" + key.str() + "'");
+  return no_attribute(obj.type_name(), key.str());
 }
 
 bool Evaluator::test(const std::string& name, const Value& v, CallArgs& args) {
@@ -635,9 +655,13 @@ Value Evaluator::eval_binary(const BinaryExpr& e, const std::shared_ptr<Frame>& 
         int64_t base = as_int(a), exp = as_int(b), r = 1;
         while (exp > 0) {
           charge();
-          if (exp & 1) IRIS_CHECK(!__builtin_mul_overflow(r, base, &r)) << "chat template error: integer overflow";
+          if (exp & 1) {
+            IRIS_CHECK(!__builtin_mul_overflow(r, base, &r)) << "chat template error: integer overflow";
+          }
           exp >>= 1;
-          if (exp) IRIS_CHECK(!__builtin_mul_overflow(base, base, &base)) << "chat template error: integer overflow";
+          if (exp) {
+            IRIS_CHECK(!__builtin_mul_overflow(base, base, &base)) << "chat template error: integer overflow";
+          }
         }
         return Value::integer(r);
       }

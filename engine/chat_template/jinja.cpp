@@ -21,13 +21,24 @@ std::string Template::render(const Variables& vars, const RenderLimits& limits) 
   return ev.render(*body_);
 }
 
-std::string Template::render(const nlohmann::json& context, const RenderLimits& limits) const {
+namespace {
+template <typename Json>
+Variables variables_of(const Json& context) {
   Variables vars;
   if (context.is_object())
     for (auto it = context.begin(); it != context.end(); ++it) vars.emplace_back(it.key(), from_json(it.value()));
   else
     IRIS_CHECK(context.is_null()) << "jinja context must be a JSON object";
-  return render(vars, limits);
+  return vars;
+}
+}  // namespace
+
+std::string Template::render(const nlohmann::json& context, const RenderLimits& limits) const {
+  return render(variables_of(context), limits);
+}
+
+std::string Template::render(const nlohmann::ordered_json& context, const RenderLimits& limits) const {
+  return render(variables_of(context), limits);
 }
 
 }  // namespace iris::jinja

@@ -36,6 +36,7 @@ class Template {
   std::string render(const Variables& vars, const RenderLimits& limits = {}) const;
   // Convenience: every key of a JSON object becomes a variable.
   std::string render(const nlohmann::json& context, const RenderLimits& limits = {}) const;
+  std::string render(const nlohmann::ordered_json& context, const RenderLimits& limits = {}) const;
 
  private:
   std::shared_ptr<const Body> body_;

@@ -323,7 +323,23 @@ std::string py_strip(std::string_view s, const Value* chars, bool left, bool rig
   return std::string(s.substr(offs[b], offs[e] - offs[b]));
 }
 
-std::string py_upper(std::string_view s) { return map_chars(s, to_upper); }
+std::string py_upper(std::string_view s) {
+  std::string out;
+  out.reserve(s.size());
+  size_t pos = 0;
+  while (pos < s.size()) {
+    size_t start = pos;
+    uint32_t cp = utf8_decode_at(s, pos);
+    if (cp == 0xdf) {
+      out += "SS";  // the one full (multi-character) case mapping common in real text
+      continue;
+    }
+    uint32_t m = to_upper(cp);
+    if (m == cp) out.append(s.substr(start, pos - start));
+    else utf8_append(out, m);
+  }
+  return out;
+}
 std::string py_lower(std::string_view s) { return map_chars(s, to_lower); }
 
 std::string py_title(std::string_view s) {

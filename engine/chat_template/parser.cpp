@@ -7,6 +7,7 @@
 #include <cstdlib>
 #include <initializer_list>
 
+#include "engine/chat_template/evaluator.h"
 #include "engine/core/check.h"
 
 namespace iris::jinja {
@@ -704,7 +705,12 @@ class Parser {
       first = false;
       auto n = make<FilterExpr>();
       n->name = expect_name();
-      while (skip_op(".")) n->name += "." + expect_name();
+      while (skip_op(".")) {
+        n->name += '.';
+        n->name += expect_name();
+      }
+      // Like jinja2, an unknown filter is a template error even in a branch never rendered.
+      IRIS_CHECK(find_filter(n->name)) << at() << "no filter named '" << n->name << "'";
       int d = 0;
       if (is_op("(")) d = parse_args(n->args, n->kwargs);
       finish(*n, {d, dep(subject)});
@@ -720,7 +726,11 @@ class Parser {
     n->line = cur().line;
     n->negated = skip_name("not");
     n->name = expect_name();
-    while (skip_op(".")) n->name += "." + expect_name();
+    while (skip_op(".")) {
+        n->name += '.';
+        n->name += expect_name();
+      }
+    IRIS_CHECK(find_test(n->name)) << at() << "no test named '" << n->name << "'";
     int d = 0;
     if (is_op("(")) {
       d = parse_args(n->args, n->kwargs);

@@ -297,34 +297,38 @@ bool values_less(const Value& a, const Value& b) {
   fail("'<' not supported between instances of '", a.type_name(), "' and '", b.type_name(), "'");
 }
 
-Value from_json(const nlohmann::json& j) {
+template <typename Json>
+Value from_json_impl(const Json& j) {
   switch (j.type()) {
-    case nlohmann::json::value_t::null: return Value::none();
-    case nlohmann::json::value_t::boolean: return Value::boolean(j.get<bool>());
-    case nlohmann::json::value_t::number_integer: return Value::integer(j.get<int64_t>());
-    case nlohmann::json::value_t::number_unsigned: {
-      uint64_t u = j.get<uint64_t>();
+    case nlohmann::detail::value_t::null: return Value::none();
+    case nlohmann::detail::value_t::boolean: return Value::boolean(j.template get<bool>());
+    case nlohmann::detail::value_t::number_integer: return Value::integer(j.template get<int64_t>());
+    case nlohmann::detail::value_t::number_unsigned: {
+      uint64_t u = j.template get<uint64_t>();
       if (u > static_cast<uint64_t>(INT64_MAX)) return Value::number(static_cast<double>(u));
       return Value::integer(static_cast<int64_t>(u));
     }
-    case nlohmann::json::value_t::number_float: return Value::number(j.get<double>());
-    case nlohmann::json::value_t::string: return Value::string(j.get<std::string>());
-    case nlohmann::json::value_t::array: {
+    case nlohmann::detail::value_t::number_float: return Value::number(j.template get<double>());
+    case nlohmann::detail::value_t::string: return Value::string(j.template get<std::string>());
+    case nlohmann::detail::value_t::array: {
       std::vector<Value> items;
       items.reserve(j.size());
-      for (const auto& e : j) items.push_back(from_json(e));
+      for (const auto& e : j) items.push_back(from_json_impl(e));
       return Value::array(std::move(items));
     }
-    case nlohmann::json::value_t::object: {
+    case nlohmann::detail::value_t::object: {
       Value v = Value::object();
-      for (auto it = j.begin(); it != j.end(); ++it) v.obj->set(it.key(), from_json(it.value()));
+      for (auto it = j.begin(); it != j.end(); ++it) v.obj->set(it.key(), from_json_impl(it.value()));
       return v;
     }
     default: return Value::none();
   }
 }
 
-nlohmann::json to_json(const Value& v) {
+Value from_json(const nlohmann::json& j) { return from_json_impl(j); }
+Value from_json(const nlohmann::ordered_json& j) { return from_json_impl(j); }
+
+nlohmann::ordered_json to_json(const Value& v) {
   switch (v.kind) {
     case Value::Kind::kNone: return nullptr;
     case Value::Kind::kBool: return v.b;
@@ -332,12 +336,12 @@ nlohmann::json to_json(const Value& v) {
     case Value::Kind::kFloat: return v.f;
     case Value::Kind::kString: return v.s;
     case Value::Kind::kArray: {
-      nlohmann::json out = nlohmann::json::array();
+      nlohmann::ordered_json out = nlohmann::ordered_json::array();
       for (const auto& e : v.arr->items) out.push_back(to_json(e));
       return out;
     }
     case Value::Kind::kObject: {
-      nlohmann::json out = nlohmann::json::object();
+      nlohmann::ordered_json out = nlohmann::ordered_json::object();
       for (const auto& [k, e] : v.obj->items) out[k] = to_json(e);
       return out;
     }

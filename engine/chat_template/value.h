@@ -97,8 +97,11 @@ bool values_equal(const Value& a, const Value& b);
 // Python ordering (<); throws iris::Error for types Python cannot compare.
 bool values_less(const Value& a, const Value& b);
 
+// nlohmann::json sorts object keys; pass nlohmann::ordered_json to keep the caller's order
+// (tojson output and dict iteration follow it, as Python dicts do).
 Value from_json(const nlohmann::json& j);
-nlohmann::json to_json(const Value& v);
+Value from_json(const nlohmann::ordered_json& j);
+nlohmann::ordered_json to_json(const Value& v);
 
 // json.dumps(v, ensure_ascii=..., indent=..., separators=..., sort_keys=...) byte for byte.
 struct JsonDumpOptions {

@@ -2,6 +2,7 @@
 // follows HF's NormalizedString::split: the pattern yields (range, is_match) segments covering
 // the text, the delimiter behavior (Removed, Isolated, MergedWithPrevious, MergedWithNext,
 // Contiguous) decides how matches join their neighbours, and empty pieces are dropped.
+#include <algorithm>
 #include <functional>
 
 #include "engine/core/check.h"

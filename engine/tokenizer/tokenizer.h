@@ -56,6 +56,9 @@ class Tokenizer {
   // text (no leading-space strip of SentencePiece decoders). Used by IncrementalDetokenizer.
   std::string decode_continuation(const int32_t* ids, size_t n, bool skip_special_tokens,
                                   bool continuation) const;
+  // True when the bytes these ids decode to end inside a UTF-8 character (a byte-fallback or
+  // byte-level token run still waiting for its continuation bytes).
+  bool ends_inside_character(const int32_t* ids, size_t n) const;
 
  private:
   explicit Tokenizer(std::unique_ptr<Impl> impl);

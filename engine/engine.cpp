@@ -1,0 +1,327 @@
+// The batching engine loop (see engine.h).
+#include "engine/engine.h"
+
+#include <algorithm>
+#include <chrono>
+
+#include "engine/core/check.h"
+
+namespace iris {
+
+struct Engine::Pending {
+  EngineRequest request;
+  std::shared_ptr<OutputCallback> on_output;
+};
+
+struct Engine::Sequence {
+  std::string request_id;
+  std::string seq_id;
+  int index = 0;
+  SamplingParams params;
+  SequenceSampler sampler;
+  std::shared_ptr<OutputCallback> on_output;
+  int prompt_tokens = 0;
+  int generated = 0;
+
+  Sequence(const EngineRequest& r, int i, std::shared_ptr<OutputCallback> cb)
+      : request_id(r.id), seq_id(r.id + "#" + std::to_string(i)), index(i), params(r.params),
+        sampler(with_seed(r.params, i), r.prompt), on_output(std::move(cb)),
+        prompt_tokens(static_cast<int>(r.prompt.size())) {}
+
+  // Choice i of a seeded request draws from seed + i, so choices differ but each is
+  // reproducible.
+  static SamplingParams with_seed(SamplingParams p, int i) {
+    if (p.seed) p.seed = *p.seed + static_cast<uint64_t>(i);
+    return p;
+  }
+};
+
+namespace {
+using clock_type = std::chrono::steady_clock;
+double seconds_since(clock_type::time_point t) {
+  return std::chrono::duration<double>(clock_type::now() - t).count();
+}
+}  // namespace
+
+Engine::Engine(Backend& backend, Model& model, const EngineConfig& config)
+    : backend_(backend), model_(model) {
+  const ModelConfig& mc = model.config();
+  sched_config_.block_size = config.block_size;
+  sched_config_.max_num_seqs = config.max_num_seqs;
+  sched_config_.max_num_batched_tokens = config.max_num_batched_tokens;
+  sched_config_.enable_prefix_caching = config.enable_prefix_caching;
+  sched_config_.policy =
+      config.priority_policy ? sched::SchedulingPolicy::kPriority : sched::SchedulingPolicy::kFcfs;
+  const int64_t max_len = config.max_model_len > 0
+                              ? std::min<int64_t>(config.max_model_len, mc.max_position_embeddings)
+                              : mc.max_position_embeddings;
+  sched_config_.max_model_len = static_cast<int>(max_len);
+  IRIS_CHECK(config.block_size > 0) << "--block-size must be positive";
+  const int blocks_per_seq = static_cast<int>((max_len + config.block_size - 1) / config.block_size);
+  int num_blocks = config.num_kv_blocks;
+  if (num_blocks <= 0) {
+    const AttentionShape s = model.attention_shape();
+    const size_t per_block = 2ull * mc.num_layers * config.block_size * s.kv_dim() *
+                             dtype_size(backend.compute_dtype());
+    const double budget = static_cast<double>(backend.free_memory_bytes()) * config.kv_memory_fraction;
+    const int64_t wanted = static_cast<int64_t>(config.max_num_seqs) * blocks_per_seq + 1;
+    num_blocks = static_cast<int>(std::min<int64_t>(wanted, static_cast<int64_t>(budget / per_block)));
+    IRIS_CHECK(num_blocks >= 2) << "not enough memory for the KV cache (" << per_block
+                                << " bytes per block)";
+  }
+  sched_config_.num_blocks = num_blocks;
+  const std::string bad = sched_config_.validate();
+  if (!bad.empty()) fail("engine configuration: ", bad);
+  kv_ = allocate_kv_cache(backend, model, num_blocks, config.block_size);
+  runner_ = std::make_unique<ModelRunner>(
+      backend, model, kv_,
+      RunnerLimits{config.max_num_batched_tokens, config.max_num_seqs, blocks_per_seq});
+  scheduler_ = std::make_unique<sched::Scheduler>(sched_config_);
+}
+
+Engine::~Engine() { stop(); }
+
+void Engine::submit(EngineRequest request, OutputCallback on_output) {
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    incoming_.push_back(
+        Pending{std::move(request), std::make_shared<OutputCallback>(std::move(on_output))});
+  }
+  cv_.notify_one();
+}
+
+void Engine::abort(const std::string& id) {
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    aborts_.push_back(id);
+  }
+  cv_.notify_one();
+}
+
+bool Engine::has_work() const {
+  std::lock_guard<std::mutex> lock(mu_);
+  return !incoming_.empty() || !aborts_.empty() || scheduler_->has_unfinished_requests();
+}
+
+void Engine::finish_sequence(Sequence& s, FinishReason reason, const std::string& error) {
+  EngineOutput o;
+  o.id = s.request_id;
+  o.index = s.index;
+  o.finish_reason = reason;
+  o.error = error;
+  o.prompt_tokens = s.prompt_tokens;
+  o.completion_tokens = s.generated;
+  (*s.on_output)(o);
+  auto& kids = children_[s.request_id];
+  kids.erase(std::remove(kids.begin(), kids.end(), s.seq_id), kids.end());
+  if (kids.empty()) children_.erase(s.request_id);
+  sequences_.erase(s.seq_id);  // s is gone after this line
+}
+
+void Engine::admit_pending() {
+  std::deque<Pending> incoming;
+  std::vector<std::string> aborts;
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    incoming.swap(incoming_);
+    aborts.swap(aborts_);
+  }
+  for (Pending& p : incoming) {
+    const EngineRequest& r = p.request;
+    auto reject = [&](const std::string& why) {
+      EngineOutput o;
+      o.id = r.id;
+      o.finish_reason = FinishReason::kError;
+      o.error = why;
+      o.prompt_tokens = static_cast<int>(r.prompt.size());
+      (*p.on_output)(o);
+    };
+    if (children_.count(r.id)) {
+      reject("a request with id '" + r.id + "' is already running");
+      continue;
+    }
+    try {
+      r.params.validate();
+      IRIS_CHECK(r.n >= 1) << "n must be at least 1, got " << r.n;
+      for (int32_t t : r.prompt)
+        if (t < 0 || t >= model_.config().vocab_size)
+          fail("prompt token id ", t, " is outside the vocabulary [0, ", model_.config().vocab_size, ")");
+    } catch (const Error& e) {
+      reject(e.what());
+      continue;
+    }
+    std::vector<std::string> admitted;
+    std::string error;
+    for (int i = 0; i < r.n && error.empty(); ++i) {
+      auto seq = std::make_unique<Sequence>(r, i, p.on_output);
+      sched::RequestSpec spec;
+      spec.id = seq->seq_id;
+      spec.prompt = r.prompt;
+      spec.max_tokens = r.params.max_tokens;
+      spec.priority = r.priority;
+      spec.arrival_seq = arrival_++;
+      const sched::AdmitResult a = scheduler_->add_request(std::move(spec));
+      if (!a.ok()) {
+        error = a.message;
+        break;
+      }
+      admitted.push_back(seq->seq_id);
+      sequences_[seq->seq_id] = std::move(seq);
+    }
+    if (!error.empty()) {
+      for (const auto& sid : admitted) {
+        scheduler_->abort(sid);
+        sequences_.erase(sid);
+      }
+      reject(error);
+      continue;
+    }
+    children_[r.id] = std::move(admitted);
+  }
+  for (const std::string& id : aborts) {
+    auto it = children_.find(id);
+    if (it == children_.end()) continue;
+    const std::vector<std::string> kids = it->second;
+    for (const auto& sid : kids) {
+      scheduler_->abort(sid);
+      finish_sequence(*sequences_.at(sid), FinishReason::kAbort);
+    }
+  }
+}
+
+bool Engine::step() {
+  admit_pending();
+  if (!scheduler_->has_unfinished_requests()) return false;
+  auto t0 = clock_type::now();
+  sched::SchedulerOutput out = scheduler_->schedule();
+  for (const auto& f : out.finished) {
+    auto it = sequences_.find(f.id);
+    if (it != sequences_.end()) finish_sequence(*it->second, FinishReason::kError, f.message);
+  }
+  const double t_sched = seconds_since(t0);
+  if (out.scheduled.empty()) {
+    std::vector<int32_t> none;
+    scheduler_->update(out, none);
+    std::lock_guard<std::mutex> lock(mu_);
+    stats_.schedule_seconds += t_sched;
+    return true;
+  }
+
+  auto t1 = clock_type::now();
+  std::vector<SeqChunk> chunks;
+  chunks.reserve(out.scheduled.size());
+  for (const auto& s : out.scheduled)
+    chunks.push_back(SeqChunk{s.new_token_ids.data(), s.num_new_tokens, s.num_computed_tokens,
+                              s.block_table.data(), static_cast<int>(s.block_table.size()),
+                              s.samples});
+  const std::vector<float>& logits = runner_->run(chunks);
+  const double t_forward = seconds_since(t1);
+
+  auto t2 = clock_type::now();
+  const int64_t vocab = model_.config().vocab_size;
+  const auto& eos = model_.config().eos_token_ids;
+  std::vector<int32_t> sampled(out.scheduled.size(), sched::Scheduler::kNoToken);
+  std::vector<SequenceSampler::Result> results(out.scheduled.size());
+  size_t row = 0;
+  for (size_t i = 0; i < out.scheduled.size(); ++i) {
+    const auto& s = out.scheduled[i];
+    if (!s.samples) continue;
+    const float* l = logits.data() + row * vocab;
+    ++row;
+    Sequence& seq = *sequences_.at(std::string(s.id));
+    results[i] = seq.sampler.sample(l, vocab, banned_tokens(seq.params, eos, seq.generated));
+    sampled[i] = results[i].token;
+  }
+  std::vector<std::string> ids;
+  ids.reserve(out.scheduled.size());
+  for (const auto& s : out.scheduled) ids.emplace_back(s.id);
+  const sched::UpdateOutput upd = scheduler_->update(out, sampled);
+  std::vector<std::string> length_done;
+  for (const auto& f : upd.finished) length_done.push_back(f.id);
+
+  int64_t computed = 0;
+  for (size_t i = 0; i < out.scheduled.size(); ++i) {
+    computed += out.scheduled[i].num_new_tokens;
+    if (sampled[i] == sched::Scheduler::kNoToken) continue;
+    auto it = sequences_.find(ids[i]);
+    if (it == sequences_.end()) continue;
+    Sequence& seq = *it->second;
+    seq.sampler.append(sampled[i]);
+    ++seq.generated;
+    EngineOutput o;
+    o.id = seq.request_id;
+    o.index = seq.index;
+    o.token_ids = {sampled[i]};
+    o.logprobs = {results[i].logprob};
+    o.prompt_tokens = seq.prompt_tokens;
+    o.completion_tokens = seq.generated;
+    const bool by_scheduler =
+        std::find(length_done.begin(), length_done.end(), ids[i]) != length_done.end();
+    auto stop = check_token_stop(seq.params, eos, sampled[i], seq.generated,
+                                 seq.prompt_tokens + seq.generated, sched_config_.max_model_len);
+    if (by_scheduler && !stop) stop = FinishReason::kLength;
+    if (!stop) {
+      (*seq.on_output)(o);
+      continue;
+    }
+    if (!by_scheduler) scheduler_->finish(ids[i], *stop == FinishReason::kStop
+                                                      ? sched::FinishReason::kStop
+                                                      : sched::FinishReason::kLength);
+    o.finish_reason = *stop;
+    (*seq.on_output)(o);
+    auto& kids = children_[seq.request_id];
+    kids.erase(std::remove(kids.begin(), kids.end(), seq.seq_id), kids.end());
+    if (kids.empty()) children_.erase(seq.request_id);
+    sequences_.erase(it);
+  }
+  const double t_sample = seconds_since(t2);
+
+  const sched::SchedulerStats ss = scheduler_->stats();
+  std::lock_guard<std::mutex> lock(mu_);
+  stats_.num_running = ss.num_running;
+  stats_.num_waiting = ss.num_waiting + static_cast<int>(incoming_.size());
+  stats_.num_total_blocks = ss.num_total_blocks;
+  stats_.num_free_blocks = ss.num_free_blocks;
+  stats_.prefix_cache_hit_rate = ss.prefix_cache_hit_rate;
+  stats_.num_cached_tokens_hit = ss.num_cached_tokens_hit;
+  stats_.num_preemptions = ss.num_preemptions;
+  stats_.num_steps = ss.num_steps;
+  stats_.num_computed_tokens += computed;
+  stats_.schedule_seconds += t_sched;
+  stats_.prepare_forward_seconds += t_forward;
+  stats_.sample_seconds += t_sample;
+  return true;
+}
+
+EngineStats Engine::stats() const {
+  std::lock_guard<std::mutex> lock(mu_);
+  EngineStats s = stats_;
+  if (s.num_steps == 0) {
+    s.num_total_blocks = sched_config_.num_usable_blocks();
+    s.num_free_blocks = s.num_total_blocks;
+  }
+  return s;
+}
+
+std::string Engine::check_invariants() const { return scheduler_->check_invariants(); }
+
+void Engine::start() {
+  stop_ = false;
+  thread_ = std::thread([this] {
+    while (!stop_) {
+      if (!step()) {
+        std::unique_lock<std::mutex> lock(mu_);
+        cv_.wait_for(lock, std::chrono::milliseconds(50),
+                     [this] { return stop_ || !incoming_.empty() || !aborts_.empty(); });
+      }
+    }
+  });
+}
+
+void Engine::stop() {
+  stop_ = true;
+  cv_.notify_all();
+  if (thread_.joinable()) thread_.join();
+}
+
+}  // namespace iris

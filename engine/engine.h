@@ -1,0 +1,124 @@
+// The batching engine: one thread owns a Scheduler and drives the loop
+//   schedule() → ModelRunner::run (one flat batch) → sample → stop checks → update()
+// Requests arrive from any thread through submit() and leave through per-request output
+// callbacks. `n > 1` becomes n scheduler sequences that share the prompt through the
+// prefix cache. Abort (any thread) frees every block of the request within one step.
+#pragma once
+
+#include <atomic>
+#include <condition_variable>
+#include <cstdint>
+#include <deque>
+#include <functional>
+#include <memory>
+#include <mutex>
+#include <optional>
+#include <string>
+#include <thread>
+#include <unordered_map>
+#include <vector>
+
+#include "engine/model_runner.h"
+#include "engine/sampler.h"
+#include "engine/stop_conditions.h"
+#include "scheduler/scheduler.h"
+
+namespace iris {
+
+struct EngineConfig {
+  int block_size = 16;
+  int num_kv_blocks = 0;  // 0 = size from free memory (kv_memory_fraction of it)
+  double kv_memory_fraction = 0.3;
+  int max_num_seqs = 64;
+  int max_num_batched_tokens = 512;
+  int max_model_len = 0;  // 0 = the model's max_position_embeddings
+  bool enable_prefix_caching = true;
+  bool priority_policy = false;
+};
+
+struct EngineRequest {
+  std::string id;
+  std::vector<int32_t> prompt;
+  SamplingParams params;
+  int n = 1;
+  int priority = 0;
+};
+
+// One message on a request's output stream. The last one for choice `index` carries
+// finish_reason; a request that failed admission gets one message with `error` set.
+struct EngineOutput {
+  std::string id;
+  int index = 0;
+  std::vector<int32_t> token_ids;  // new tokens of this choice
+  std::vector<float> logprobs;     // one per token
+  std::optional<FinishReason> finish_reason;
+  std::string error;
+  int prompt_tokens = 0;
+  int completion_tokens = 0;
+};
+
+using OutputCallback = std::function<void(const EngineOutput&)>;
+
+struct EngineStats {
+  int num_running = 0;
+  int num_waiting = 0;
+  int num_total_blocks = 0;
+  int num_free_blocks = 0;
+  double prefix_cache_hit_rate = 0.0;
+  int64_t num_cached_tokens_hit = 0;
+  int64_t num_preemptions = 0;
+  uint64_t num_steps = 0;
+  int64_t num_computed_tokens = 0;  // tokens run through the model, all requests
+  // Cumulative seconds per phase of the step.
+  double schedule_seconds = 0, prepare_forward_seconds = 0, sample_seconds = 0;
+};
+
+class Engine {
+ public:
+  Engine(Backend& backend, Model& model, const EngineConfig& config);
+  ~Engine();
+
+  // Thread-safe. Outputs for this request go to `on_output` (called on the engine thread).
+  void submit(EngineRequest request, OutputCallback on_output);
+  // Thread-safe; effective at the start of the next step.
+  void abort(const std::string& id);
+  // One engine step on the calling thread. False when there was nothing to do.
+  bool step();
+  // Runs steps on a background thread until stop().
+  void start();
+  void stop();
+  bool has_work() const;
+  EngineStats stats() const;
+  // Scheduler invariants ("" when consistent); call between steps.
+  std::string check_invariants() const;
+  const sched::SchedulerConfig& scheduler_config() const { return sched_config_; }
+  int64_t max_model_len() const { return sched_config_.max_model_len; }
+
+ private:
+  struct Sequence;
+  struct Pending;
+
+  void admit_pending();
+  void finish_sequence(Sequence& s, FinishReason reason, const std::string& error = {});
+
+  Backend& backend_;
+  Model& model_;
+  sched::SchedulerConfig sched_config_;
+  KvCache kv_;
+  std::unique_ptr<ModelRunner> runner_;
+  std::unique_ptr<sched::Scheduler> scheduler_;
+
+  std::unordered_map<std::string, std::unique_ptr<Sequence>> sequences_;  // by scheduler id
+  std::unordered_map<std::string, std::vector<std::string>> children_;    // request id → seq ids
+  uint64_t arrival_ = 0;
+
+  mutable std::mutex mu_;
+  std::condition_variable cv_;
+  std::deque<Pending> incoming_;
+  std::vector<std::string> aborts_;
+  EngineStats stats_;
+  std::thread thread_;
+  std::atomic<bool> stop_{false};
+};
+
+}  // namespace iris
