@@ -22,11 +22,17 @@ struct Engine::Sequence {
   std::shared_ptr<OutputCallback> on_output;
   int prompt_tokens = 0;
   int generated = 0;
+  std::unique_ptr<IncrementalDetokenizer> detok;  // with a tokenizer
 
-  Sequence(const EngineRequest& r, int i, std::shared_ptr<OutputCallback> cb)
+  Sequence(const EngineRequest& r, int i, std::shared_ptr<OutputCallback> cb,
+           const Tokenizer* tokenizer)
       : request_id(r.id), seq_id(r.id + "#" + std::to_string(i)), index(i), params(r.params),
         sampler(with_seed(r.params, i), r.prompt), on_output(std::move(cb)),
-        prompt_tokens(static_cast<int>(r.prompt.size())) {}
+        prompt_tokens(static_cast<int>(r.prompt.size())) {
+    if (tokenizer)
+      detok = std::make_unique<IncrementalDetokenizer>(*tokenizer, r.prompt, r.params.stop,
+                                                       /*skip_special_tokens=*/true);
+  }
 
   // Choice i of a seeded request draws from seed + i, so choices differ but each is
   // reproducible.
@@ -43,8 +49,9 @@ double seconds_since(clock_type::time_point t) {
 }
 }  // namespace
 
-Engine::Engine(Backend& backend, Model& model, const EngineConfig& config)
-    : backend_(backend), model_(model) {
+Engine::Engine(Backend& backend, Model& model, const EngineConfig& config,
+               const Tokenizer* tokenizer)
+    : backend_(backend), model_(model), tokenizer_(tokenizer) {
   const ModelConfig& mc = model.config();
   sched_config_.block_size = config.block_size;
   sched_config_.max_num_seqs = config.max_num_seqs;
@@ -109,6 +116,7 @@ void Engine::finish_sequence(Sequence& s, FinishReason reason, const std::string
   o.index = s.index;
   o.finish_reason = reason;
   o.error = error;
+  if (s.detok && reason != FinishReason::kError) o.text = s.detok->flush();
   o.prompt_tokens = s.prompt_tokens;
   o.completion_tokens = s.generated;
   (*s.on_output)(o);
@@ -142,6 +150,8 @@ void Engine::admit_pending() {
     }
     try {
       r.params.validate();
+      if (!r.params.stop.empty() && !tokenizer_)
+        fail("stop strings need a tokenizer, and this model has none");
       IRIS_CHECK(r.n >= 1) << "n must be at least 1, got " << r.n;
       for (int32_t t : r.prompt)
         if (t < 0 || t >= model_.config().vocab_size)
@@ -153,7 +163,7 @@ void Engine::admit_pending() {
     std::vector<std::string> admitted;
     std::string error;
     for (int i = 0; i < r.n && error.empty(); ++i) {
-      auto seq = std::make_unique<Sequence>(r, i, p.on_output);
+      auto seq = std::make_unique<Sequence>(r, i, p.on_output, tokenizer_);
       sched::RequestSpec spec;
       spec.id = seq->seq_id;
       spec.prompt = r.prompt;
@@ -259,6 +269,11 @@ bool Engine::step() {
         std::find(length_done.begin(), length_done.end(), ids[i]) != length_done.end();
     auto stop = check_token_stop(seq.params, eos, sampled[i], seq.generated,
                                  seq.prompt_tokens + seq.generated, sched_config_.max_model_len);
+    if (seq.detok) {
+      IncrementalDetokenizer::Delta d = seq.detok->push(sampled[i]);
+      o.text = std::move(d.text);
+      if (d.stopped && seq.generated >= seq.params.min_tokens) stop = FinishReason::kStop;
+    }
     if (by_scheduler && !stop) stop = FinishReason::kLength;
     if (!stop) {
       (*seq.on_output)(o);
@@ -268,6 +283,7 @@ bool Engine::step() {
                                                       ? sched::FinishReason::kStop
                                                       : sched::FinishReason::kLength);
     o.finish_reason = *stop;
+    if (seq.detok && *stop == FinishReason::kLength) o.text += seq.detok->flush();
     (*seq.on_output)(o);
     auto& kids = children_[seq.request_id];
     kids.erase(std::remove(kids.begin(), kids.end(), seq.seq_id), kids.end());

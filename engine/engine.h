@@ -21,6 +21,7 @@
 #include "engine/model_runner.h"
 #include "engine/sampler.h"
 #include "engine/stop_conditions.h"
+#include "engine/tokenizer/tokenizer.h"
 #include "scheduler/scheduler.h"
 
 namespace iris {
@@ -51,6 +52,7 @@ struct EngineOutput {
   int index = 0;
   std::vector<int32_t> token_ids;  // new tokens of this choice
   std::vector<float> logprobs;     // one per token
+  std::string text;                // new complete UTF-8 text (with a tokenizer)
   std::optional<FinishReason> finish_reason;
   std::string error;
   int prompt_tokens = 0;
@@ -75,7 +77,9 @@ struct EngineStats {
 
 class Engine {
  public:
-  Engine(Backend& backend, Model& model, const EngineConfig& config);
+  // With a tokenizer, outputs carry text and requests may use stop strings.
+  Engine(Backend& backend, Model& model, const EngineConfig& config,
+         const Tokenizer* tokenizer = nullptr);
   ~Engine();
 
   // Thread-safe. Outputs for this request go to `on_output` (called on the engine thread).
@@ -103,6 +107,7 @@ class Engine {
 
   Backend& backend_;
   Model& model_;
+  const Tokenizer* tokenizer_;
   sched::SchedulerConfig sched_config_;
   KvCache kv_;
   std::unique_ptr<ModelRunner> runner_;

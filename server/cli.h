@@ -4,6 +4,7 @@
 
 #include <CLI/CLI.hpp>
 #include <functional>
+#include <vector>
 
 namespace iris::cli {
 
@@ -17,5 +18,6 @@ struct Command {
 
 Command add_generate(CLI::App& app);
 Command add_bench(CLI::App& app);
+std::vector<Command> add_text_commands(CLI::App& app);
 
 }  // namespace iris::cli

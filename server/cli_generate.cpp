@@ -3,6 +3,7 @@
 #include <spdlog/spdlog.h>
 
 #include <chrono>
+#include <filesystem>
 #include <iostream>
 #include <nlohmann/json.hpp>
 #include <optional>
@@ -11,6 +12,7 @@
 
 #include "engine/core/check.h"
 #include "engine/engine.h"
+#include "engine/tokenizer/tokenizer.h"
 #include "server/cli.h"
 #include "server/engine_options.h"
 
@@ -29,6 +31,8 @@ struct GenerateOptions {
   int min_tokens = 0;
   bool ignore_eos = false;
   bool json = false;
+  bool prompt_given = false;
+  std::vector<std::string> stop;
   EngineOptions engine;
 };
 
@@ -53,13 +57,21 @@ std::vector<int32_t> parse_ids(const std::string& s) {
 }
 
 int run_generate(const GenerateOptions& o) {
-  if (!o.prompt.empty()) fail("--prompt needs a tokenizer, which this build lacks; use --prompt-ids");
-  const std::vector<int32_t> prompt = parse_ids(o.prompt_ids);
-  if (prompt.empty()) fail("--prompt-ids is empty");
+  // The tokenizer is optional: a checkpoint without tokenizer files still runs --prompt-ids.
+  std::unique_ptr<Tokenizer> tokenizer;
+  if (std::filesystem::exists(std::filesystem::path(o.model) / "tokenizer.json"))
+    tokenizer = Tokenizer::from_dir(o.model);
+  std::vector<int32_t> prompt;
+  if (o.prompt_given) {
+    if (!tokenizer) fail("--prompt: ", o.model, " has no tokenizer.json; use --prompt-ids");
+    prompt = tokenizer->encode(o.prompt, /*add_special_tokens=*/true);
+  } else {
+    prompt = parse_ids(o.prompt_ids);
+  }
+  if (prompt.empty()) fail("the prompt is empty");
 
   LoadedModel m = load(o.model, o.engine);
   const ModelConfig& cfg = m.config;
-
   SamplingParams p;
   p.max_tokens = o.max_tokens;
   p.temperature = o.temperature.value_or(cfg.generation.temperature.value_or(1.0f));
@@ -72,6 +84,7 @@ int run_generate(const GenerateOptions& o) {
   p.seed = o.seed;
   p.min_tokens = o.min_tokens;
   p.ignore_eos = o.ignore_eos;
+  p.stop = o.stop;
 
   // One request through the batching engine: the same path `iris serve` takes.
   EngineConfig ec = o.engine.config();
@@ -81,10 +94,11 @@ int run_generate(const GenerateOptions& o) {
     ec.num_kv_blocks = static_cast<int>((ctx + ec.block_size - 1) / ec.block_size) + 1;
   }
   ec.max_num_seqs = 1;
-  Engine engine(*m.backend, *m.model, ec);
+  Engine engine(*m.backend, *m.model, ec, tokenizer.get());
   struct {
     std::vector<int32_t> output_ids;
     std::vector<float> logprobs;
+    std::string text;
     FinishReason finish_reason = FinishReason::kLength;
     std::string error;
   } r;
@@ -95,6 +109,7 @@ int run_generate(const GenerateOptions& o) {
     if (!first_token && !out.token_ids.empty()) first_token = clock::now();
     r.output_ids.insert(r.output_ids.end(), out.token_ids.begin(), out.token_ids.end());
     r.logprobs.insert(r.logprobs.end(), out.logprobs.begin(), out.logprobs.end());
+    r.text += out.text;
     if (out.finish_reason) r.finish_reason = *out.finish_reason;
     if (!out.error.empty()) r.error = out.error;
   });
@@ -108,12 +123,16 @@ int run_generate(const GenerateOptions& o) {
     j["prompt_ids"] = prompt;
     j["output_ids"] = r.output_ids;
     j["logprobs"] = r.logprobs;
-    j["text"] = "";
+    j["text"] = r.text;
     j["finish_reason"] = finish_reason_name(r.finish_reason);
     std::cout << j.dump() << std::endl;
   } else {
-    for (size_t i = 0; i < r.output_ids.size(); ++i) std::cout << (i ? " " : "") << r.output_ids[i];
-    std::cout << "\n";
+    if (tokenizer) {
+      std::cout << r.text << "\n";
+    } else {
+      for (size_t i = 0; i < r.output_ids.size(); ++i) std::cout << (i ? " " : "") << r.output_ids[i];
+      std::cout << "\n";
+    }
     std::cerr << "finish_reason=" << finish_reason_name(r.finish_reason) << " prompt_tokens="
               << prompt.size() << " completion_tokens=" << r.output_ids.size()
               << " time_to_first_token=" << ttft * 1e3 << "ms total=" << total * 1e3 << "ms\n";
@@ -141,11 +160,13 @@ Command add_generate(CLI::App& app) {
   sub->add_option("--seed", opts->seed);
   sub->add_option("--min-tokens", opts->min_tokens);
   sub->add_flag("--ignore-eos", opts->ignore_eos);
+  sub->add_option("--stop", opts->stop, "stop string (repeatable; needs a tokenizer)");
   opts->engine.add_to(*sub);
   sub->add_flag("--json", opts->json, "print one JSON object");
   return {sub, [opts, prompt, ids]() {
             if (prompt->count() == 0 && ids->count() == 0)
               fail("one of --prompt or --prompt-ids is required");
+            opts->prompt_given = prompt->count() > 0;
             return run_generate(*opts);
           }};
 }

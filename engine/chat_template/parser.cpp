@@ -7,7 +7,6 @@
 #include <cstdlib>
 #include <initializer_list>
 
-#include "engine/chat_template/evaluator.h"
 #include "engine/core/check.h"
 
 namespace iris::jinja {
@@ -709,8 +708,6 @@ class Parser {
         n->name += '.';
         n->name += expect_name();
       }
-      // Like jinja2, an unknown filter is a template error even in a branch never rendered.
-      IRIS_CHECK(find_filter(n->name)) << at() << "no filter named '" << n->name << "'";
       int d = 0;
       if (is_op("(")) d = parse_args(n->args, n->kwargs);
       finish(*n, {d, dep(subject)});
@@ -730,7 +727,6 @@ class Parser {
         n->name += '.';
         n->name += expect_name();
       }
-    IRIS_CHECK(find_test(n->name)) << at() << "no test named '" << n->name << "'";
     int d = 0;
     if (is_op("(")) {
       d = parse_args(n->args, n->kwargs);

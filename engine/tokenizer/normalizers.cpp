@@ -97,7 +97,7 @@ class PrependNormalizer : public Normalizer {
  public:
   explicit PrependNormalizer(std::string prefix) : prefix_(std::move(prefix)) {}
   void normalize(std::string& s) const override {
-    if (!s.empty()) s.insert(0, prefix_);
+    if (!s.empty()) s = prefix_ + s;
   }
 
  private:

@@ -160,7 +160,7 @@ class ByteLevelPreTokenizer : public PreTokenizer {
   void pre_tokenize(std::vector<Piece>& pieces) const override {
     std::vector<Piece> split;
     for (auto& p : pieces) {
-      if (add_prefix_space_ && (p.text.empty() || p.text[0] != ' ')) p.text.insert(0, " ");
+      if (add_prefix_space_ && (p.text.empty() || p.text[0] != ' ')) p.text = ' ' + p.text;
       if (regex_) {
         split_piece(p, cover(regex_->find_all(p.text), p.text.size(), false), Behavior::Isolated,
                     split);
@@ -205,7 +205,7 @@ class MetaspacePreTokenizer : public PreTokenizer {
       }
       bool starts = s.compare(0, replacement_.size(), replacement_) == 0;
       if (!starts && (prepend_ == Prepend::Always || (prepend_ == Prepend::First && p.at_origin))) {
-        s.insert(0, replacement_);
+        s = replacement_ + s;
       }
       Piece np{std::move(s), p.at_origin};
       if (split_) {

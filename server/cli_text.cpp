@@ -1,0 +1,120 @@
+// Text subcommands: `iris tokenize`, `iris detokenize` (JSON lines on stdin/stdout) and
+// `iris render-chat`. The model directory may hold only tokenizer.json and
+// tokenizer_config.json.
+#include <filesystem>
+#include <fstream>
+#include <iostream>
+#include <nlohmann/json.hpp>
+
+#include "engine/chat_template/chat_template.h"
+#include "engine/core/check.h"
+#include "engine/tokenizer/tokenizer.h"
+#include "server/cli.h"
+
+namespace iris::cli {
+namespace {
+
+struct TextOptions {
+  std::string model;
+  bool jsonl = false;
+  std::string messages;
+  bool add_generation_prompt = false;
+  std::string template_name;
+};
+
+nlohmann::ordered_json read_tokenizer_config(const std::string& dir) {
+  const auto path = std::filesystem::path(dir) / "tokenizer_config.json";
+  std::ifstream in(path);
+  if (!in) fail(path.string(), ": cannot open");
+  try {
+    return nlohmann::ordered_json::parse(in);
+  } catch (const nlohmann::json::exception& e) {
+    fail(path.string(), ": not valid JSON: ", e.what());
+  }
+}
+
+int run_tokenize(const TextOptions& o) {
+  if (!o.jsonl) fail("tokenize: only --jsonl input is supported");
+  auto tok = Tokenizer::from_dir(o.model);
+  std::string line;
+  int64_t n = 0;
+  while (std::getline(std::cin, line)) {
+    ++n;
+    if (line.empty()) continue;
+    nlohmann::json j;
+    try {
+      j = nlohmann::json::parse(line);
+    } catch (const nlohmann::json::exception& e) {
+      fail("stdin line ", n, ": not JSON: ", e.what());
+    }
+    if (!j.is_string()) fail("stdin line ", n, ": expected a JSON string");
+    std::cout << nlohmann::json{{"ids", tok->encode(j.get<std::string>(), true)}}.dump() << "\n";
+  }
+  return 0;
+}
+
+int run_detokenize(const TextOptions& o) {
+  if (!o.jsonl) fail("detokenize: only --jsonl input is supported");
+  auto tok = Tokenizer::from_dir(o.model);
+  std::string line;
+  int64_t n = 0;
+  while (std::getline(std::cin, line)) {
+    ++n;
+    if (line.empty()) continue;
+    nlohmann::json j;
+    try {
+      j = nlohmann::json::parse(line);
+    } catch (const nlohmann::json::exception& e) {
+      fail("stdin line ", n, ": not JSON: ", e.what());
+    }
+    if (!j.is_array()) fail("stdin line ", n, ": expected a JSON array of ids");
+    std::vector<int32_t> ids;
+    for (const auto& v : j) {
+      if (!v.is_number_integer()) fail("stdin line ", n, ": ids must be integers");
+      ids.push_back(static_cast<int32_t>(v.get<int64_t>()));
+    }
+    std::cout << nlohmann::json(tok->decode(ids, false)).dump(-1, ' ', false,
+                                                              nlohmann::json::error_handler_t::replace)
+              << "\n";
+  }
+  return 0;
+}
+
+int run_render_chat(const TextOptions& o) {
+  std::ifstream in(o.messages);
+  if (!in) fail(o.messages, ": cannot open");
+  nlohmann::ordered_json messages;
+  try {
+    messages = nlohmann::ordered_json::parse(in);
+  } catch (const nlohmann::json::exception& e) {
+    fail(o.messages, ": not valid JSON: ", e.what());
+  }
+  if (!messages.is_array()) fail(o.messages, ": expected a JSON array of messages");
+  auto tmpl = ChatTemplate::from_tokenizer_config(read_tokenizer_config(o.model), o.template_name);
+  std::cout << tmpl->render(messages, o.add_generation_prompt);
+  return 0;
+}
+
+}  // namespace
+
+std::vector<Command> add_text_commands(CLI::App& app) {
+  auto opts = std::make_shared<TextOptions>();
+  std::vector<Command> out;
+  CLI::App* tk = app.add_subcommand("tokenize", "Token ids of text, as Hugging Face's encode()");
+  tk->add_option("--model", opts->model, "directory with tokenizer.json")->required();
+  tk->add_flag("--jsonl", opts->jsonl, "stdin: one JSON string per line; stdout: {\"ids\": [...]}");
+  out.push_back({tk, [opts] { return run_tokenize(*opts); }});
+  CLI::App* dt = app.add_subcommand("detokenize", "Text of token ids (special tokens kept)");
+  dt->add_option("--model", opts->model, "directory with tokenizer.json")->required();
+  dt->add_flag("--jsonl", opts->jsonl, "stdin: one JSON array of ids per line; stdout: a JSON string");
+  out.push_back({dt, [opts] { return run_detokenize(*opts); }});
+  CLI::App* rc = app.add_subcommand("render-chat", "Render the model's chat template");
+  rc->add_option("--model", opts->model, "directory with tokenizer_config.json")->required();
+  rc->add_option("--messages", opts->messages, "JSON file: an array of {role, content}")->required();
+  rc->add_flag("--add-generation-prompt", opts->add_generation_prompt);
+  rc->add_option("--template", opts->template_name, "named template (default: \"default\")");
+  out.push_back({rc, [opts] { return run_render_chat(*opts); }});
+  return out;
+}
+
+}  // namespace iris::cli
