@@ -33,9 +33,9 @@ nlohmann::ordered_json read_tokenizer_config(const std::string& dir) {
   }
 }
 
-int run_tokenize(const TextOptions& o) {
-  if (!o.jsonl) fail("tokenize: only --jsonl input is supported");
-  auto tok = Tokenizer::from_dir(o.model);
+// Calls fn(json, line_number) for every non-empty JSON line of stdin.
+template <typename Fn>
+void for_each_json_line(Fn fn) {
   std::string line;
   int64_t n = 0;
   while (std::getline(std::cin, line)) {
@@ -47,36 +47,34 @@ int run_tokenize(const TextOptions& o) {
     } catch (const nlohmann::json::exception& e) {
       fail("stdin line ", n, ": not JSON: ", e.what());
     }
+    fn(j, n);
+  }
+}
+
+int run_tokenize(const TextOptions& o) {
+  if (!o.jsonl) fail("tokenize: only --jsonl input is supported");
+  auto tok = Tokenizer::from_dir(o.model);
+  for_each_json_line([&](const nlohmann::json& j, int64_t n) {
     if (!j.is_string()) fail("stdin line ", n, ": expected a JSON string");
     std::cout << nlohmann::json{{"ids", tok->encode(j.get<std::string>(), true)}}.dump() << "\n";
-  }
+  });
   return 0;
 }
 
 int run_detokenize(const TextOptions& o) {
   if (!o.jsonl) fail("detokenize: only --jsonl input is supported");
   auto tok = Tokenizer::from_dir(o.model);
-  std::string line;
-  int64_t n = 0;
-  while (std::getline(std::cin, line)) {
-    ++n;
-    if (line.empty()) continue;
-    nlohmann::json j;
-    try {
-      j = nlohmann::json::parse(line);
-    } catch (const nlohmann::json::exception& e) {
-      fail("stdin line ", n, ": not JSON: ", e.what());
-    }
+  for_each_json_line([&](const nlohmann::json& j, int64_t n) {
     if (!j.is_array()) fail("stdin line ", n, ": expected a JSON array of ids");
     std::vector<int32_t> ids;
     for (const auto& v : j) {
       if (!v.is_number_integer()) fail("stdin line ", n, ": ids must be integers");
       ids.push_back(static_cast<int32_t>(v.get<int64_t>()));
     }
-    std::cout << nlohmann::json(tok->decode(ids, false)).dump(-1, ' ', false,
-                                                              nlohmann::json::error_handler_t::replace)
+    std::cout << nlohmann::json(tok->decode(ids, false))
+                     .dump(-1, ' ', false, nlohmann::json::error_handler_t::replace)
               << "\n";
-  }
+  });
   return 0;
 }
 
