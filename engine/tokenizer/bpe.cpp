@@ -52,16 +52,10 @@ struct MergeInfo {
   int32_t new_id;
 };
 
-class BpeModel : public Model {
+class BpeModel : public VocabModel<Model> {
  public:
   explicit BpeModel(const json& config);
   void tokenize(std::string_view piece, std::vector<int32_t>& out) const override;
-  std::optional<int32_t> token_to_id(std::string_view token) const override {
-    if (auto* id = vocab_.find(token)) return *id;
-    return std::nullopt;
-  }
-  const std::string* id_to_token(int32_t id) const override { return vocab_.token(id); }
-  int32_t vocab_size() const override { return static_cast<int32_t>(vocab_.id_to_token.size()); }
 
  private:
   static uint64_t key(int32_t a, int32_t b) {
@@ -74,7 +68,6 @@ class BpeModel : public Model {
   void initial_symbols(std::string_view word, std::vector<int32_t>& ids) const;
   void merge_word(std::vector<int32_t>& ids) const;
 
-  Vocab vocab_;
   std::unordered_map<uint64_t, MergeInfo> merges_;
   std::optional<std::string> unk_token_;
   std::string prefix_;  // continuing_subword_prefix

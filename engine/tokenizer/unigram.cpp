@@ -9,7 +9,7 @@
 namespace iris::tok {
 namespace {
 
-class UnigramModel : public Model {
+class UnigramModel : public VocabModel<Model> {
  public:
   explicit UnigramModel(const json& config) {
     const json& vocab = require(config, "vocab", "model Unigram");
@@ -108,12 +108,6 @@ class UnigramModel : public Model {
       out.push_back(*unk_id_);
     }
   }
-  std::optional<int32_t> token_to_id(std::string_view token) const override {
-    if (auto* id = vocab_.find(token)) return *id;
-    return std::nullopt;
-  }
-  const std::string* id_to_token(int32_t id) const override { return vocab_.token(id); }
-  int32_t vocab_size() const override { return static_cast<int32_t>(vocab_.id_to_token.size()); }
 
  private:
   void insert(const std::string& piece, int32_t id) {
@@ -134,7 +128,6 @@ class UnigramModel : public Model {
     if (!piece.empty() && terminal_[node] < 0) terminal_[node] = id;
   }
 
-  Vocab vocab_;
   std::vector<double> scores_;
   double min_score_ = 0;
   std::optional<int32_t> unk_id_;

@@ -3,6 +3,7 @@
 #pragma once
 
 #include <cstdint>
+#include <optional>
 #include <string>
 #include <string_view>
 #include <unordered_map>
@@ -38,6 +39,22 @@ struct Vocab {
     if (id < 0 || id >= static_cast<int32_t>(id_to_token.size()) || !has_id[id]) return nullptr;
     return &id_to_token[id];
   }
+};
+
+// A tokenizer model whose vocabulary is a Vocab: the lookups every such model answers the
+// same way. Base must be the Model interface (components.h).
+template <typename Base>
+class VocabModel : public Base {
+ public:
+  std::optional<int32_t> token_to_id(std::string_view token) const override {
+    if (auto* id = vocab_.find(token)) return *id;
+    return std::nullopt;
+  }
+  const std::string* id_to_token(int32_t id) const override { return vocab_.token(id); }
+  int32_t vocab_size() const override { return static_cast<int32_t>(vocab_.id_to_token.size()); }
+
+ protected:
+  Vocab vocab_;
 };
 
 }  // namespace iris::tok

@@ -13,7 +13,7 @@ std::unique_ptr<Model> make_unigram_model(const json& config);
 
 namespace {
 
-class WordPieceModel : public Model {
+class WordPieceModel : public VocabModel<Model> {
  public:
   explicit WordPieceModel(const json& config) {
     const json& vocab = require(config, "vocab", "model WordPiece");
@@ -61,15 +61,8 @@ class WordPieceModel : public Model {
     }
     out.insert(out.end(), pieces.begin(), pieces.end());
   }
-  std::optional<int32_t> token_to_id(std::string_view token) const override {
-    if (auto* id = vocab_.find(token)) return *id;
-    return std::nullopt;
-  }
-  const std::string* id_to_token(int32_t id) const override { return vocab_.token(id); }
-  int32_t vocab_size() const override { return static_cast<int32_t>(vocab_.id_to_token.size()); }
 
  private:
-  Vocab vocab_;
   std::string unk_, prefix_;
   size_t max_chars_ = 100;
 };
