@@ -199,9 +199,29 @@ void Engine::admit_pending() {
   }
 }
 
+void Engine::refresh_stats(int64_t computed, double t_sched, double t_forward, double t_sample) {
+  const sched::SchedulerStats ss = scheduler_->stats();
+  std::lock_guard<std::mutex> lock(mu_);
+  stats_.num_running = ss.num_running;
+  stats_.num_waiting = ss.num_waiting + static_cast<int>(incoming_.size());
+  stats_.num_total_blocks = ss.num_total_blocks;
+  stats_.num_free_blocks = ss.num_free_blocks;
+  stats_.prefix_cache_hit_rate = ss.prefix_cache_hit_rate;
+  stats_.num_cached_tokens_hit = ss.num_cached_tokens_hit;
+  stats_.num_preemptions = ss.num_preemptions;
+  stats_.num_steps = ss.num_steps;
+  stats_.num_computed_tokens += computed;
+  stats_.schedule_seconds += t_sched;
+  stats_.prepare_forward_seconds += t_forward;
+  stats_.sample_seconds += t_sample;
+}
+
 bool Engine::step() {
   admit_pending();
-  if (!scheduler_->has_unfinished_requests()) return false;
+  if (!scheduler_->has_unfinished_requests()) {
+    refresh_stats(0, 0, 0, 0);  // aborts and rejections change block counts too
+    return false;
+  }
   auto t0 = clock_type::now();
   sched::SchedulerOutput out = scheduler_->schedule();
   for (const auto& f : out.finished) {
@@ -212,8 +232,7 @@ bool Engine::step() {
   if (out.scheduled.empty()) {
     std::vector<int32_t> none;
     scheduler_->update(out, none);
-    std::lock_guard<std::mutex> lock(mu_);
-    stats_.schedule_seconds += t_sched;
+    refresh_stats(0, t_sched, 0, 0);
     return true;
   }
 
@@ -290,29 +309,14 @@ bool Engine::step() {
     if (kids.empty()) children_.erase(seq.request_id);
     sequences_.erase(it);
   }
-  const double t_sample = seconds_since(t2);
-
-  const sched::SchedulerStats ss = scheduler_->stats();
-  std::lock_guard<std::mutex> lock(mu_);
-  stats_.num_running = ss.num_running;
-  stats_.num_waiting = ss.num_waiting + static_cast<int>(incoming_.size());
-  stats_.num_total_blocks = ss.num_total_blocks;
-  stats_.num_free_blocks = ss.num_free_blocks;
-  stats_.prefix_cache_hit_rate = ss.prefix_cache_hit_rate;
-  stats_.num_cached_tokens_hit = ss.num_cached_tokens_hit;
-  stats_.num_preemptions = ss.num_preemptions;
-  stats_.num_steps = ss.num_steps;
-  stats_.num_computed_tokens += computed;
-  stats_.schedule_seconds += t_sched;
-  stats_.prepare_forward_seconds += t_forward;
-  stats_.sample_seconds += t_sample;
+  refresh_stats(computed, t_sched, t_forward, seconds_since(t2));
   return true;
 }
 
 EngineStats Engine::stats() const {
   std::lock_guard<std::mutex> lock(mu_);
   EngineStats s = stats_;
-  if (s.num_steps == 0) {
+  if (s.num_total_blocks == 0) {
     s.num_total_blocks = sched_config_.num_usable_blocks();
     s.num_free_blocks = s.num_total_blocks;
   }

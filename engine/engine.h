@@ -103,6 +103,8 @@ class Engine {
   struct Pending;
 
   void admit_pending();
+  // Publishes the scheduler's counters and adds this step's token count and phase times.
+  void refresh_stats(int64_t computed, double t_sched, double t_forward, double t_sample);
   void finish_sequence(Sequence& s, FinishReason reason, const std::string& error = {});
 
   Backend& backend_;

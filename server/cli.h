@@ -18,6 +18,7 @@ struct Command {
 
 Command add_generate(CLI::App& app);
 Command add_bench(CLI::App& app);
+Command add_serve(CLI::App& app);
 std::vector<Command> add_text_commands(CLI::App& app);
 
 }  // namespace iris::cli
