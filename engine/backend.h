@@ -50,6 +50,13 @@ struct AttentionShape {
   int qkv_dim() const { return q_dim() + 2 * kv_dim(); }
 };
 
+// Element-wise activations used by vision towers and projectors.
+enum class Activation {
+  kGeluErf,   // 0.5 x (1 + erf(x / sqrt 2))           ("gelu")
+  kGeluTanh,  // tanh approximation                     ("gelu_pytorch_tanh", "gelu_new")
+  kQuickGelu  // x * sigmoid(1.702 x)                   ("quick_gelu")
+};
+
 class Ops {
  public:
   virtual ~Ops() = default;
@@ -90,6 +97,28 @@ class Ops {
 
   // out[s] = x[indices[s]]. x: [T, H]; indices: I32 [S]; out: [S, H].
   virtual void gather_rows(const Tensor& x, const Tensor& indices, Tensor& out) = 0;
+
+  // ---- Encoder (vision tower) ops ----
+
+  // out = (x - mean) / sqrt(var + eps) * w + b over the last dim (biased variance).
+  // x, out: [T, H]; w: [H]; b: [H] or undefined.
+  virtual void layer_norm(const Tensor& x, const Tensor& w, const Tensor& b, float eps,
+                          Tensor& out) = 0;
+
+  // x = act(x), in place. x: [T, N].
+  virtual void activation(Tensor& x, Activation act) = 0;
+
+  // a += b element-wise. a, b: same shape.
+  virtual void add(Tensor& a, const Tensor& b) = 0;
+
+  // Bidirectional (non-causal) attention inside each of T / seq_len independent sequences
+  // of exactly seq_len consecutive rows. qkv: [T, (Hq + 2 Hkv) * D] laid out q | k | v per
+  // row, as for attention(); out: [T, Hq * D].
+  virtual void encoder_attention(const Tensor& qkv, const AttentionShape& shape, int seq_len,
+                                 float scale, Tensor& out) = 0;
+
+  // out[indices[i]] = x[i]. x: [N, H]; indices: I32 [N] (distinct); out: [T, H].
+  virtual void scatter_rows(const Tensor& x, const Tensor& indices, Tensor& out) = 0;
 
   // Sum over the tensor-parallel group, in place. A no-op for a single rank.
   virtual void all_reduce_sum(Tensor& x) = 0;

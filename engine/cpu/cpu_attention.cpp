@@ -134,4 +134,50 @@ void paged_attention(ThreadPool& pool, const Tensor& qkv, const KvLayer& kv, con
   });
 }
 
+void encoder_attention(ThreadPool& pool, const Tensor& qkv, const AttentionShape& shape,
+                       int seq_len, float scale, Tensor& out) {
+  const int hd = shape.head_dim;
+  const int nq = shape.num_q_heads, nk = shape.num_kv_heads;
+  const int group = nq / nk;
+  const int64_t row = shape.qkv_dim();
+  const int64_t num_tokens = qkv.dim(0);
+  IRIS_CHECK(seq_len > 0 && num_tokens % seq_len == 0)
+      << "encoder_attention: " << num_tokens << " rows are not sequences of " << seq_len;
+  IRIS_CHECK(qkv.dim(1) == row && out.dim(0) == num_tokens && out.dim(1) == shape.q_dim())
+      << "encoder_attention qkv " << qkv.shape.str() << " out " << out.shape.str();
+  const float* base = qkv.ptr<float>();
+  pool.parallel_for(num_tokens * nq, [&](int64_t i_begin, int64_t i_end) {
+    std::vector<float> scores(seq_len);
+    std::vector<float> acc(hd);
+    for (int64_t item = i_begin; item < i_end; ++item) {
+      const int64_t t = item / nq;
+      const int h = static_cast<int>(item % nq);
+      const int64_t first = t / seq_len * seq_len;
+      const int kvh = h / group;
+      const float* q = base + t * row + static_cast<int64_t>(h) * hd;
+      float mx = -INFINITY;
+      for (int j = 0; j < seq_len; ++j) {
+        const float* k = base + (first + j) * row + static_cast<int64_t>(nq + kvh) * hd;
+        float dot = 0.0f;
+        for (int d = 0; d < hd; ++d) dot += q[d] * k[d];
+        scores[j] = dot * scale;
+        mx = std::max(mx, scores[j]);
+      }
+      float sum = 0.0f;
+      for (float& v : scores) {
+        v = std::exp(v - mx);
+        sum += v;
+      }
+      std::fill(acc.begin(), acc.end(), 0.0f);
+      for (int j = 0; j < seq_len; ++j) {
+        const float* v = base + (first + j) * row + static_cast<int64_t>(nq + nk + kvh) * hd;
+        for (int d = 0; d < hd; ++d) acc[d] += scores[j] * v[d];
+      }
+      float* o = out.ptr<float>() + t * nq * hd + static_cast<int64_t>(h) * hd;
+      const float inv = 1.0f / sum;
+      for (int d = 0; d < hd; ++d) o[d] = acc[d] * inv;
+    }
+  });
+}
+
 }  // namespace iris::cpu

@@ -126,6 +126,77 @@ class CpuOps final : public Ops {
     }
   }
 
+  void layer_norm(const Tensor& x, const Tensor& w, const Tensor& b, float eps,
+                  Tensor& out) override {
+    check_f32(x, "layer_norm input");
+    const int64_t rows = x.dim(0), h = x.dim(1);
+    IRIS_CHECK(w.numel() == h && (!b.defined() || b.numel() == h) && out.numel() == x.numel())
+        << "layer_norm x " << x.shape.str() << " w " << w.shape.str();
+    pool_.parallel_for(rows, [&](int64_t r0, int64_t r1) {
+      for (int64_t r = r0; r < r1; ++r) {
+        const float* xr = x.ptr<float>() + r * h;
+        double mean = 0.0;
+        for (int64_t i = 0; i < h; ++i) mean += xr[i];
+        mean /= static_cast<double>(h);
+        double var = 0.0;
+        for (int64_t i = 0; i < h; ++i) var += (xr[i] - mean) * (xr[i] - mean);
+        var /= static_cast<double>(h);
+        const float inv = 1.0f / std::sqrt(static_cast<float>(var) + eps);
+        const float m = static_cast<float>(mean);
+        float* o = out.ptr<float>() + r * h;
+        for (int64_t i = 0; i < h; ++i)
+          o[i] = (xr[i] - m) * inv * w.ptr<float>()[i] + (b.defined() ? b.ptr<float>()[i] : 0.0f);
+      }
+    });
+  }
+
+  void activation(Tensor& x, Activation act) override {
+    check_f32(x, "activation input");
+    float* p = x.ptr<float>();
+    pool_.parallel_for(x.numel(), [&](int64_t i0, int64_t i1) {
+      for (int64_t i = i0; i < i1; ++i) {
+        const float v = p[i];
+        switch (act) {
+          case Activation::kGeluErf:
+            p[i] = 0.5f * v * (1.0f + std::erf(v * 0.70710678118654752f));
+            break;
+          case Activation::kGeluTanh:
+            p[i] = 0.5f * v *
+                   (1.0f + std::tanh(0.79788456080286536f * (v + 0.044715f * v * v * v)));
+            break;
+          case Activation::kQuickGelu:
+            p[i] = v / (1.0f + std::exp(-1.702f * v));
+            break;
+        }
+      }
+    });
+  }
+
+  void add(Tensor& a, const Tensor& b) override {
+    IRIS_CHECK(a.numel() == b.numel()) << "add " << a.shape.str() << " + " << b.shape.str();
+    float* pa = a.ptr<float>();
+    const float* pb = b.ptr<float>();
+    pool_.parallel_for(a.numel(), [&](int64_t i0, int64_t i1) {
+      for (int64_t i = i0; i < i1; ++i) pa[i] += pb[i];
+    });
+  }
+
+  void encoder_attention(const Tensor& qkv, const AttentionShape& shape, int seq_len, float scale,
+                         Tensor& out) override {
+    cpu::encoder_attention(pool_, qkv, shape, seq_len, scale, out);
+  }
+
+  void scatter_rows(const Tensor& x, const Tensor& indices, Tensor& out) override {
+    const int64_t n = indices.numel(), h = x.dim(1);
+    IRIS_CHECK(x.dim(0) == n && out.dim(1) == h)
+        << "scatter_rows x " << x.shape.str() << " into " << out.shape.str();
+    for (int64_t i = 0; i < n; ++i) {
+      const int32_t row = indices.ptr<int32_t>()[i];
+      IRIS_CHECK(row >= 0 && row < out.dim(0)) << "scatter row " << row;
+      std::memcpy(out.ptr<float>() + row * h, x.ptr<float>() + i * h, h * sizeof(float));
+    }
+  }
+
   void all_reduce_sum(Tensor&) override {}
 
  private:

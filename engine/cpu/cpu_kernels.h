@@ -18,4 +18,7 @@ void paged_attention(ThreadPool& pool, const Tensor& qkv, const KvLayer& kv, con
                      const AttentionMetadata& meta, float scale, int sliding_window,
                      Tensor& out);
 
+void encoder_attention(ThreadPool& pool, const Tensor& qkv, const AttentionShape& shape,
+                       int seq_len, float scale, Tensor& out);
+
 }  // namespace iris::cpu
