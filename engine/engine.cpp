@@ -1,6 +1,8 @@
 // The batching engine loop (see engine.h).
 #include "engine/engine.h"
 
+#include <spdlog/spdlog.h>
+
 #include <algorithm>
 #include <chrono>
 
@@ -31,7 +33,7 @@ struct Engine::Sequence {
         prompt_tokens(static_cast<int>(r.prompt.size())) {
     if (tokenizer)
       detok = std::make_unique<IncrementalDetokenizer>(*tokenizer, r.prompt, r.params.stop,
-                                                       /*skip_special_tokens=*/true);
+                                                       r.params.skip_special_tokens);
   }
 
   // Choice i of a seeded request draws from seed + i, so choices differ but each is
@@ -90,7 +92,17 @@ Engine::~Engine() { stop(); }
 
 void Engine::submit(EngineRequest request, OutputCallback on_output) {
   {
-    std::lock_guard<std::mutex> lock(mu_);
+    std::unique_lock<std::mutex> lock(mu_);
+    if (!failure_.empty()) {
+      EngineOutput o;
+      o.id = request.id;
+      o.finish_reason = FinishReason::kError;
+      o.error = "the engine has failed: " + failure_;
+      o.engine_failed = true;
+      lock.unlock();
+      on_output(o);
+      return;
+    }
     incoming_.push_back(
         Pending{std::move(request), std::make_shared<OutputCallback>(std::move(on_output))});
   }
@@ -197,6 +209,13 @@ void Engine::admit_pending() {
       finish_sequence(*sequences_.at(sid), FinishReason::kAbort);
     }
   }
+  publish_waiting();
+}
+
+void Engine::publish_waiting() {
+  const int waiting = scheduler_->num_waiting();
+  std::lock_guard<std::mutex> lock(mu_);
+  sched_waiting_ = waiting;
 }
 
 void Engine::refresh_stats(int64_t computed, double t_sched, double t_forward, double t_sample) {
@@ -204,6 +223,7 @@ void Engine::refresh_stats(int64_t computed, double t_sched, double t_forward, d
   std::lock_guard<std::mutex> lock(mu_);
   stats_.num_running = ss.num_running;
   stats_.num_waiting = ss.num_waiting + static_cast<int>(incoming_.size());
+  sched_waiting_ = ss.num_waiting;
   stats_.num_total_blocks = ss.num_total_blocks;
   stats_.num_free_blocks = ss.num_free_blocks;
   stats_.prefix_cache_hit_rate = ss.prefix_cache_hit_rate;
@@ -224,6 +244,7 @@ bool Engine::step() {
   }
   auto t0 = clock_type::now();
   sched::SchedulerOutput out = scheduler_->schedule();
+  publish_waiting();  // num_queued() is exact while the step runs (outputs go out mid-step)
   for (const auto& f : out.finished) {
     auto it = sequences_.find(f.id);
     if (it != sequences_.end()) finish_sequence(*it->second, FinishReason::kError, f.message);
@@ -282,6 +303,7 @@ bool Engine::step() {
     o.index = seq.index;
     o.token_ids = {sampled[i]};
     o.logprobs = {results[i].logprob};
+    if (seq.params.top_logprobs > 0) o.top_logprobs = {std::move(results[i].top)};
     o.prompt_tokens = seq.prompt_tokens;
     o.completion_tokens = seq.generated;
     const bool by_scheduler =
@@ -325,11 +347,66 @@ EngineStats Engine::stats() const {
 
 std::string Engine::check_invariants() const { return scheduler_->check_invariants(); }
 
-void Engine::start() {
+int Engine::num_queued() const {
+  std::lock_guard<std::mutex> lock(mu_);
+  return sched_waiting_ + static_cast<int>(incoming_.size());
+}
+
+std::string Engine::failure() const {
+  std::lock_guard<std::mutex> lock(mu_);
+  return failure_;
+}
+
+void Engine::fail_all(const std::string& why) {
+  std::deque<Pending> incoming;
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    failure_ = why.empty() ? "unknown error" : why;
+    incoming.swap(incoming_);
+    aborts_.clear();
+  }
+  const std::string msg = "the engine has failed: " + failure_;
+  for (auto& p : incoming) {
+    EngineOutput o;
+    o.id = p.request.id;
+    o.finish_reason = FinishReason::kError;
+    o.error = msg;
+    o.engine_failed = true;
+    (*p.on_output)(o);
+  }
+  std::vector<std::string> ids;
+  for (const auto& [id, seq] : sequences_) ids.push_back(id);
+  for (const auto& id : ids) {
+    auto it = sequences_.find(id);
+    if (it == sequences_.end()) continue;
+    EngineOutput o;
+    o.id = it->second->request_id;
+    o.index = it->second->index;
+    o.finish_reason = FinishReason::kError;
+    o.error = msg;
+    o.engine_failed = true;
+    o.prompt_tokens = it->second->prompt_tokens;
+    o.completion_tokens = it->second->generated;
+    (*it->second->on_output)(o);
+    sequences_.erase(it);
+  }
+  children_.clear();
+}
+
+void Engine::start(std::function<void(const std::string&)> on_failure) {
   stop_ = false;
-  thread_ = std::thread([this] {
+  thread_ = std::thread([this, on_failure = std::move(on_failure)] {
     while (!stop_) {
-      if (!step()) {
+      bool worked = false;
+      try {
+        worked = step();
+      } catch (const std::exception& e) {
+        spdlog::critical("engine step failed: {}", e.what());
+        fail_all(e.what());
+        if (on_failure) on_failure(e.what());
+        return;
+      }
+      if (!worked) {
         std::unique_lock<std::mutex> lock(mu_);
         cv_.wait_for(lock, std::chrono::milliseconds(50),
                      [this] { return stop_ || !incoming_.empty() || !aborts_.empty(); });

@@ -52,9 +52,12 @@ struct EngineOutput {
   int index = 0;
   std::vector<int32_t> token_ids;  // new tokens of this choice
   std::vector<float> logprobs;     // one per token
+  // Per token, the request's top_logprobs most likely alternatives (empty when not asked).
+  std::vector<std::vector<std::pair<int32_t, float>>> top_logprobs;
   std::string text;                // new complete UTF-8 text (with a tokenizer)
   std::optional<FinishReason> finish_reason;
   std::string error;
+  bool engine_failed = false;  // `error` is the engine's own failure, not the request's fault
   int prompt_tokens = 0;
   int completion_tokens = 0;
 };
@@ -88,8 +91,14 @@ class Engine {
   void abort(const std::string& id);
   // One engine step on the calling thread. False when there was nothing to do.
   bool step();
-  // Runs steps on a background thread until stop().
-  void start();
+  // Runs steps on a background thread until stop(). An exception out of a step is fatal:
+  // every request in flight ends with an error (engine_failed), later submissions are refused
+  // at once, and `on_failure` (if set) is called on the engine thread with the message.
+  void start(std::function<void(const std::string&)> on_failure = {});
+  // Sequences waiting for a slot, including submissions not yet seen by the scheduler.
+  int num_queued() const;
+  // The failure message once the engine loop has failed; empty while healthy.
+  std::string failure() const;
   void stop();
   bool has_work() const;
   EngineStats stats() const;
@@ -103,9 +112,13 @@ class Engine {
   struct Pending;
 
   void admit_pending();
+  // Makes num_queued() see the scheduler's current waiting count.
+  void publish_waiting();
   // Publishes the scheduler's counters and adds this step's token count and phase times.
   void refresh_stats(int64_t computed, double t_sched, double t_forward, double t_sample);
   void finish_sequence(Sequence& s, FinishReason reason, const std::string& error = {});
+  // Ends every request with `why` after a fatal error (engine thread).
+  void fail_all(const std::string& why);
 
   Backend& backend_;
   Model& model_;
@@ -124,6 +137,8 @@ class Engine {
   std::deque<Pending> incoming_;
   std::vector<std::string> aborts_;
   EngineStats stats_;
+  int sched_waiting_ = 0;    // scheduler's waiting count at the last refresh
+  std::string failure_;      // set once, under mu_
   std::thread thread_;
   std::atomic<bool> stop_{false};
 };

@@ -26,6 +26,8 @@ void SamplingParams::validate() const {
   if (max_tokens <= 0) fail("max_tokens must be positive, got ", max_tokens);
   if (min_tokens < 0 || min_tokens > max_tokens)
     fail("min_tokens must be in [0, max_tokens], got ", min_tokens);
+  if (top_logprobs < 0 || top_logprobs > kMaxTopLogprobs)
+    fail("logprobs must be in [0, ", kMaxTopLogprobs, "], got ", top_logprobs);
 }
 
 float token_logprob(const float* logits, int64_t vocab, int32_t token) {
@@ -34,6 +36,38 @@ float token_logprob(const float* logits, int64_t vocab, int32_t token) {
   double sum = 0.0;
   for (int64_t i = 0; i < vocab; ++i) sum += std::exp(static_cast<double>(logits[i] - mx));
   return static_cast<float>(static_cast<double>(logits[token] - mx) - std::log(sum));
+}
+
+std::vector<std::pair<int32_t, float>> top_logprobs(const float* logits, int64_t vocab, int n) {
+  std::vector<std::pair<int32_t, float>> top;
+  if (n <= 0 || vocab <= 0) return top;
+  n = static_cast<int>(std::min<int64_t>(n, vocab));
+  float mx = -INFINITY;
+  for (int64_t i = 0; i < vocab; ++i) mx = std::max(mx, logits[i]);
+  double sum = 0.0;
+  for (int64_t i = 0; i < vocab; ++i) sum += std::exp(static_cast<double>(logits[i] - mx));
+  const double log_z = static_cast<double>(mx) + std::log(sum);
+  // A heap of the n best seen so far with the worst of them on top: one pass, O(V log n).
+  auto better = [logits](int32_t a, int32_t b) {
+    return logits[a] > logits[b] || (logits[a] == logits[b] && a < b);
+  };
+  std::vector<int32_t> heap;
+  heap.reserve(static_cast<size_t>(n) + 1);
+  for (int64_t i = 0; i < vocab; ++i) {
+    const int32_t id = static_cast<int32_t>(i);
+    if (static_cast<int>(heap.size()) < n) {
+      heap.push_back(id);
+      std::push_heap(heap.begin(), heap.end(), better);
+    } else if (better(id, heap.front())) {
+      std::pop_heap(heap.begin(), heap.end(), better);
+      heap.back() = id;
+      std::push_heap(heap.begin(), heap.end(), better);
+    }
+  }
+  std::sort(heap.begin(), heap.end(), better);
+  for (int32_t id : heap)
+    top.emplace_back(id, static_cast<float>(static_cast<double>(logits[id]) - log_z));
+  return top;
 }
 
 SequenceSampler::SequenceSampler(const SamplingParams& params, const std::vector<int32_t>& prompt)
@@ -84,6 +118,7 @@ SequenceSampler::Result SequenceSampler::sample(const float* logits, int64_t voc
       if (x[i] > x[best]) best = i;
     r.token = static_cast<int32_t>(best);
     r.logprob = token_logprob(logits, vocab, r.token);
+    if (params_.top_logprobs > 0) r.top = top_logprobs(logits, vocab, params_.top_logprobs);
     return r;
   }
 
@@ -136,6 +171,7 @@ SequenceSampler::Result SequenceSampler::sample(const float* logits, int64_t voc
   }
   r.token = order_[pick];
   r.logprob = token_logprob(logits, vocab, r.token);
+  if (params_.top_logprobs > 0) r.top = top_logprobs(logits, vocab, params_.top_logprobs);
   return r;
 }
 

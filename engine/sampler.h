@@ -8,6 +8,7 @@
 #include <random>
 #include <string>
 #include <unordered_map>
+#include <utility>
 #include <vector>
 
 namespace iris {
@@ -26,6 +27,10 @@ struct SamplingParams {
   bool ignore_eos = false;
   std::vector<int32_t> stop_token_ids;
   std::vector<std::string> stop;
+  bool skip_special_tokens = true;  // leave special tokens out of the output text
+  int top_logprobs = 0;  // also report this many most likely tokens per step (<= kMaxTopLogprobs)
+
+  static constexpr int kMaxTopLogprobs = 20;
 
   // Throws iris::Error naming the first invalid field.
   void validate() const;
@@ -40,6 +45,8 @@ class SequenceSampler {
   struct Result {
     int32_t token = -1;
     float logprob = 0.0f;  // log-probability under the unmodified model distribution
+    // The params' top_logprobs most likely tokens under the same distribution, best first.
+    std::vector<std::pair<int32_t, float>> top;
   };
   // Samples from logits[0, vocab). `banned` ids (EOS before min_tokens) get probability 0.
   Result sample(const float* logits, int64_t vocab, const std::vector<int32_t>& banned = {});
@@ -60,5 +67,8 @@ class SequenceSampler {
 
 // log softmax(logits)[token], computed stably.
 float token_logprob(const float* logits, int64_t vocab, int32_t token);
+
+// The n largest entries of log softmax(logits), best first (ties by lower id).
+std::vector<std::pair<int32_t, float>> top_logprobs(const float* logits, int64_t vocab, int n);
 
 }  // namespace iris

@@ -19,6 +19,9 @@ struct Command {
 Command add_generate(CLI::App& app);
 Command add_bench(CLI::App& app);
 Command add_serve(CLI::App& app);
+Command add_client(CLI::App& app);
+// Registers `bench serve` under `bench`; the runner returns -1 when it was not chosen.
+std::function<int()> add_bench_serve(CLI::App& bench);
 std::vector<Command> add_text_commands(CLI::App& app);
 
 }  // namespace iris::cli

@@ -1,4 +1,4 @@
-// `iris bench offline`: a synthetic workload through the batching engine. Prints
+// `iris bench offline` (`iris bench serve` is in cli_bench_serve.cpp): a synthetic workload through the batching engine. Prints
 // throughput and where each step's time goes (schedule, prepare inputs + forward, sample).
 // Figures only: it never fails on a timing.
 #include <chrono>
@@ -89,9 +89,10 @@ Command add_bench(CLI::App& app) {
   off->add_option("--seed", opts->seed);
   off->add_flag("--json", opts->json);
   opts->engine.add_to(*off);
-  return {bench, [opts, off]() {
+  std::function<int()> serve = add_bench_serve(*bench);
+  return {bench, [opts, off, serve]() {
             if (off->parsed()) return run_offline(*opts);
-            return 1;
+            return serve();
           }};
 }
 

@@ -1,16 +1,27 @@
 // `iris serve`: the gRPC server. The engine runs on its own thread; gRPC's callback API
 // serves every stream without a thread of its own. SIGTERM/SIGINT mark the health service
-// NOT_SERVING, shut the server down with a deadline, stop the engine and exit 0.
+// NOT_SERVING, refuse new calls, let streams in flight finish up to --drain-timeout, stop
+// the engine and exit 0. A failed engine exits 3.
 #include <grpcpp/grpcpp.h>
+#include <grpcpp/ext/proto_server_reflection_plugin.h>
 #include <grpcpp/health_check_service_interface.h>
 #include <signal.h>
+#include <fcntl.h>
+#include <unistd.h>
+
+#include <cerrno>
+#include <cstring>
 #include <spdlog/spdlog.h>
 
 #include <chrono>
 #include <filesystem>
+#include <fstream>
+#include <sstream>
 #include <memory>
 #include <string>
+#include <thread>
 
+#include "engine/chat_template/chat_template.h"
 #include "engine/core/check.h"
 #include "engine/engine.h"
 #include "engine/tokenizer/tokenizer.h"
@@ -30,8 +41,12 @@ struct ServeOptions {
   std::string host = "127.0.0.1";
   int port = 50051;
   std::string api_key;
-  int max_queue = 0;
-  double shutdown_timeout = 5.0;
+  int max_queue = 256;
+  int max_n = 16;
+  double drain_timeout = 30.0;
+  int max_message_bytes = 16 << 20;
+  bool reflection = false;
+  std::string tls_cert, tls_key, tls_client_ca;
   EngineOptions engine;
 };
 
@@ -41,18 +56,73 @@ std::string served_model_id(const std::string& dir) {
   return p.filename().string();
 }
 
-int run_serve(const ServeOptions& o) {
-  // Every thread started from here on (engine, gRPC) inherits this mask, so only the
-  // sigwait below sees SIGINT/SIGTERM.
-  sigset_t signals;
-  sigemptyset(&signals);
-  sigaddset(&signals, SIGINT);
-  sigaddset(&signals, SIGTERM);
-  pthread_sigmask(SIG_BLOCK, &signals, nullptr);
+std::string read_file(const std::string& path, const char* what) {
+  std::ifstream in(path, std::ios::binary);
+  if (!in) fail(what, " ", path, ": cannot open");
+  std::stringstream ss;
+  ss << in.rdbuf();
+  return ss.str();
+}
 
+std::shared_ptr<grpc::ServerCredentials> server_credentials(const ServeOptions& o) {
+  if (o.tls_cert.empty() && o.tls_key.empty()) {
+    if (!o.tls_client_ca.empty()) fail("--tls-client-ca needs --tls-cert and --tls-key");
+    return grpc::InsecureServerCredentials();
+  }
+  if (o.tls_cert.empty() || o.tls_key.empty()) fail("TLS needs both --tls-cert and --tls-key");
+  grpc::SslServerCredentialsOptions ssl(
+      o.tls_client_ca.empty() ? GRPC_SSL_DONT_REQUEST_CLIENT_CERTIFICATE
+                              : GRPC_SSL_REQUEST_AND_REQUIRE_CLIENT_CERTIFICATE_AND_VERIFY);
+  ssl.pem_key_cert_pairs.push_back(
+      {read_file(o.tls_key, "--tls-key"), read_file(o.tls_cert, "--tls-cert")});
+  if (!o.tls_client_ca.empty()) ssl.pem_root_certs = read_file(o.tls_client_ca, "--tls-client-ca");
+  return grpc::SslServerCredentials(ssl);
+}
+
+// SIGINT/SIGTERM (and SIGUSR1, which the engine thread raises when it fails) are written to
+// a pipe by an async-signal-safe handler and read by the main thread. Masking the signals
+// instead is not enough: libraries start threads before main (OpenBLAS's pool) that would
+// take the signal's default action and kill the process.
+int g_signal_pipe[2] = {-1, -1};
+
+extern "C" void on_signal(int sig) {
+  const unsigned char b = static_cast<unsigned char>(sig);
+  const int saved = errno;
+  (void)!write(g_signal_pipe[1], &b, 1);
+  errno = saved;
+}
+
+void install_signal_pipe() {
+  if (pipe2(g_signal_pipe, O_CLOEXEC) != 0) fail("pipe: ", std::strerror(errno));
+  struct sigaction sa {};
+  sa.sa_handler = on_signal;
+  sigemptyset(&sa.sa_mask);
+  sa.sa_flags = SA_RESTART;
+  for (int sig : {SIGINT, SIGTERM, SIGUSR1}) sigaction(sig, &sa, nullptr);
+  signal(SIGPIPE, SIG_IGN);
+}
+
+int wait_signal() {
+  unsigned char b = 0;
+  while (true) {
+    const ssize_t n = read(g_signal_pipe[0], &b, 1);
+    if (n == 1) return b;
+    if (n < 0 && errno == EINTR) continue;
+    fail("signal pipe: ", std::strerror(errno));
+  }
+}
+
+int run_serve(ServeOptions o) {
+  install_signal_pipe();
+
+  if (o.model.empty()) {
+    o.model = default_model_dir();
+    spdlog::info("no --model: serving the embedded default model {}", o.model);
+  }
   std::unique_ptr<Tokenizer> tokenizer;
   if (std::filesystem::exists(std::filesystem::path(o.model) / "tokenizer.json"))
     tokenizer = Tokenizer::from_dir(o.model);
+  std::unique_ptr<ChatTemplate> chat_template = tokenizer ? load_chat_template(o.model) : nullptr;
   LoadedModel m = load(o.model, o.engine);
   Engine engine(*m.backend, *m.model, o.engine.config(), tokenizer.get());
 
@@ -60,33 +130,59 @@ int run_serve(const ServeOptions& o) {
   so.model_id = served_model_id(o.model);
   so.api_key = o.api_key;
   so.max_queue = o.max_queue;
+  so.max_n = o.max_n;
   so.version = IRIS_VERSION;
-  server::InferenceService service(engine, m.config, tokenizer.get(), so);
+  server::InferenceService service(engine, m.config, tokenizer.get(), chat_template.get(), so);
 
   grpc::EnableDefaultHealthCheckService(true);
+  if (o.reflection) grpc::reflection::InitProtoReflectionServerBuilderPlugin();
   grpc::ServerBuilder builder;
   const std::string address = o.host + ":" + std::to_string(o.port);
   int bound_port = 0;
-  builder.AddListeningPort(address, grpc::InsecureServerCredentials(), &bound_port);
+  builder.AddListeningPort(address, server_credentials(o), &bound_port);
+  builder.SetMaxReceiveMessageSize(o.max_message_bytes);
   builder.RegisterService(&service);
   std::unique_ptr<grpc::Server> server = builder.BuildAndStart();
   if (!server || bound_port == 0) fail("cannot listen on ", address);
-  engine.start();
+  const pid_t self = getpid();
+  engine.start([self](const std::string&) { kill(self, SIGUSR1); });
   server->GetHealthCheckService()->SetServingStatus(true);
   const EngineStats st = engine.stats();
-  spdlog::info("serving {} on {}:{} (max context {}, {} KV blocks, auth {})", so.model_id, o.host,
-               bound_port, engine.max_model_len(), st.num_total_blocks,
-               o.api_key.empty() ? "off" : "on");
+  spdlog::info("serving {} on {}:{} (max context {}, {} KV blocks, chat {}, auth {}, tls {}, "
+               "reflection {})",
+               so.model_id, o.host, bound_port, engine.max_model_len(), st.num_total_blocks,
+               chat_template ? "on" : "off", o.api_key.empty() ? "off" : "on",
+               o.tls_cert.empty() ? "off" : "on", o.reflection ? "on" : "off");
 
-  int sig = 0;
-  sigwait(&signals, &sig);
-  spdlog::info("received {}, shutting down", sig == SIGTERM ? "SIGTERM" : "SIGINT");
+  const int sig = wait_signal();
   server->GetHealthCheckService()->SetServingStatus(false);
-  const auto deadline = std::chrono::system_clock::now() +
-                        std::chrono::milliseconds(static_cast<int64_t>(o.shutdown_timeout * 1e3));
-  server->Shutdown(deadline);
+  if (sig == SIGUSR1) {
+    spdlog::critical("the engine failed ({}); shutting down", engine.failure());
+    server->Shutdown(std::chrono::system_clock::now() + std::chrono::seconds(1));
+    server->Wait();
+    engine.stop();
+    return 3;
+  }
+  spdlog::info("received {}, draining for up to {:.1f} s", sig == SIGTERM ? "SIGTERM" : "SIGINT",
+               o.drain_timeout);
+  // Health now says NOT_SERVING and new streams get UNAVAILABLE, while the streams in flight
+  // run to completion, up to the deadline. Then gRPC shuts down; whatever still runs is
+  // cancelled (and its request aborted).
+  service.set_draining(true);
+  const auto deadline = std::chrono::steady_clock::now() +
+                        std::chrono::milliseconds(static_cast<int64_t>(o.drain_timeout * 1e3));
+  while (service.active_streams() > 0 && std::chrono::steady_clock::now() < deadline)
+    std::this_thread::sleep_for(std::chrono::milliseconds(20));
+  if (service.active_streams() > 0)
+    spdlog::warn("drain timeout: cancelling {} stream(s)", service.active_streams());
+  server->Shutdown(std::chrono::system_clock::now() + std::chrono::milliseconds(200));
   server->Wait();
   engine.stop();
+  const std::string failed = engine.failure();
+  if (!failed.empty()) {
+    spdlog::critical("the engine failed during drain: {}", failed);
+    return 3;
+  }
   spdlog::info("stopped");
   return 0;
 }
@@ -96,16 +192,26 @@ int run_serve(const ServeOptions& o) {
 Command add_serve(CLI::App& app) {
   auto opts = std::make_shared<ServeOptions>();
   CLI::App* sub = app.add_subcommand("serve", "Serve a model over gRPC (iris.v1.Inference)");
-  sub->add_option("--model", opts->model, "Hugging Face checkpoint directory")->required();
+  sub->add_option("--model", opts->model,
+                  "Hugging Face checkpoint directory (default: the embedded iris-tiny)");
   sub->add_option("--host", opts->host, "address to listen on")->capture_default_str();
   sub->add_option("--port", opts->port, "port to listen on (0 = any free port)")
       ->capture_default_str();
   sub->add_option("--api-key", opts->api_key,
                   "require `authorization: Bearer KEY` on every call (health exempt)");
   sub->add_option("--max-queue", opts->max_queue,
-                  "Generate streams in flight at most (0 = unlimited)")->capture_default_str();
-  sub->add_option("--shutdown-timeout", opts->shutdown_timeout,
-                  "seconds to let streams finish on SIGTERM")->capture_default_str();
+                  "sequences waiting for a batch slot at most; more get RESOURCE_EXHAUSTED "
+                  "(0 = unbounded)")->capture_default_str();
+  sub->add_option("--max-n", opts->max_n, "choices per request at most")->capture_default_str();
+  sub->add_option("--drain-timeout,--shutdown-timeout", opts->drain_timeout,
+                  "seconds to let streams finish after SIGTERM")->capture_default_str();
+  sub->add_option("--max-message-bytes", opts->max_message_bytes,
+                  "largest request message accepted")->capture_default_str();
+  sub->add_flag("--enable-reflection", opts->reflection, "serve grpc.reflection.v1alpha");
+  sub->add_option("--tls-cert", opts->tls_cert, "PEM certificate chain (enables TLS)");
+  sub->add_option("--tls-key", opts->tls_key, "PEM private key");
+  sub->add_option("--tls-client-ca", opts->tls_client_ca,
+                  "PEM CA bundle: require and verify client certificates (mutual TLS)");
   opts->engine.add_to(*sub);
   return {sub, [opts]() { return run_serve(*opts); }};
 }

@@ -10,6 +10,7 @@
 #include "engine/core/check.h"
 #include "engine/tokenizer/tokenizer.h"
 #include "server/cli.h"
+#include "server/engine_options.h"
 
 namespace iris::cli {
 namespace {
@@ -21,17 +22,6 @@ struct TextOptions {
   bool add_generation_prompt = false;
   std::string template_name;
 };
-
-nlohmann::ordered_json read_tokenizer_config(const std::string& dir) {
-  const auto path = std::filesystem::path(dir) / "tokenizer_config.json";
-  std::ifstream in(path);
-  if (!in) fail(path.string(), ": cannot open");
-  try {
-    return nlohmann::ordered_json::parse(in);
-  } catch (const nlohmann::json::exception& e) {
-    fail(path.string(), ": not valid JSON: ", e.what());
-  }
-}
 
 // Calls fn(json, line_number) for every non-empty JSON line of stdin.
 template <typename Fn>

@@ -1,6 +1,12 @@
 // Shared engine options and model loading for the CLI subcommands.
 #include "server/engine_options.h"
 
+#include <unistd.h>
+
+#include <cstdlib>
+#include <filesystem>
+#include <fstream>
+
 #include "engine/core/check.h"
 
 namespace iris::cli {
@@ -33,6 +39,40 @@ LoadedModel load(const std::string& dir, const EngineOptions& opts) {
   m.backend = make_cpu_backend(opts.threads);
   m.model = load_model(*m.checkpoint, m.config, *m.backend);
   return m;
+}
+
+std::string default_model_dir() {
+  namespace fs = std::filesystem;
+  if (const char* env = std::getenv("IRIS_DEFAULT_MODEL"); env && *env) return env;
+  std::error_code ec;
+  const fs::path exe = fs::read_symlink("/proc/self/exe", ec);
+  if (!ec) {
+    const fs::path bundled = exe.parent_path() / ".." / "share" / "iris" / "models" / "iris-tiny";
+    if (fs::exists(bundled / "config.json")) return bundled.lexically_normal().string();
+  }
+#ifdef IRIS_SOURCE_DIR
+  const fs::path source = fs::path(IRIS_SOURCE_DIR) / "models" / "iris-tiny";
+  if (fs::exists(source / "config.json")) return source.string();
+#endif
+  fail("no --model given and the embedded default model was not found (set IRIS_DEFAULT_MODEL)");
+}
+
+nlohmann::ordered_json read_tokenizer_config(const std::string& dir) {
+  const auto path = std::filesystem::path(dir) / "tokenizer_config.json";
+  std::ifstream in(path);
+  if (!in) fail(path.string(), ": cannot open");
+  try {
+    return nlohmann::ordered_json::parse(in);
+  } catch (const nlohmann::json::exception& e) {
+    fail(path.string(), ": not valid JSON: ", e.what());
+  }
+}
+
+std::unique_ptr<ChatTemplate> load_chat_template(const std::string& dir) {
+  if (!std::filesystem::exists(std::filesystem::path(dir) / "tokenizer_config.json")) return nullptr;
+  const nlohmann::ordered_json cfg = read_tokenizer_config(dir);
+  if (!cfg.contains("chat_template")) return nullptr;
+  return ChatTemplate::from_tokenizer_config(nlohmann::json(cfg));
 }
 
 }  // namespace iris::cli

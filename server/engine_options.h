@@ -6,7 +6,10 @@
 #include <memory>
 #include <string>
 
+#include <nlohmann/json.hpp>
+
 #include "engine/backend.h"
+#include "engine/chat_template/chat_template.h"
 #include "engine/engine.h"
 #include "engine/loader/checkpoint.h"
 #include "engine/models/model.h"
@@ -33,5 +36,15 @@ struct LoadedModel {
 
 // Loads `dir` on the device the options name; fails clearly for an unusable device.
 LoadedModel load(const std::string& dir, const EngineOptions& opts);
+
+// The embedded default model (models/iris-tiny): $IRIS_DEFAULT_MODEL, else next to the
+// binary in a release bundle (../share/iris/models/iris-tiny), else the source tree's copy.
+std::string default_model_dir();
+
+// `dir`/tokenizer_config.json, parsed with its key order kept; fails when unreadable.
+nlohmann::ordered_json read_tokenizer_config(const std::string& dir);
+
+// The chat template of `dir`, or null when it has no tokenizer_config.json or no template.
+std::unique_ptr<ChatTemplate> load_chat_template(const std::string& dir);
 
 }  // namespace iris::cli

@@ -12,6 +12,7 @@
 #include <sstream>
 #include <utility>
 
+#include "engine/chat_template/chat_prompt.h"
 #include "engine/core/check.h"
 
 namespace iris::server {
@@ -55,14 +56,24 @@ class InferenceService::GenerateReactor final : public grpc::ServerWriteReactor<
     GenerateReactor* reactor = nullptr;
   };
 
-  GenerateReactor(InferenceService& svc, EngineRequest request, bool want_logprobs)
-      : svc_(svc), id_(request.id), n_(request.n), want_logprobs_(want_logprobs),
+  GenerateReactor(InferenceService& svc, const char* rpc, EngineRequest request, bool want_logprobs,
+                  bool return_prompt_ids)
+      : svc_(svc), rpc_(rpc), id_(request.id), n_(request.n), want_logprobs_(want_logprobs),
         prompt_tokens_(static_cast<int>(request.prompt.size())),
         bridge_(std::make_shared<Bridge>()), start_(std::chrono::steady_clock::now()) {
     bridge_->reactor = this;
     completion_tokens_.assign(n_, 0);
     finish_reasons_.assign(n_, "");
+    if (return_prompt_ids) {
+      GenerateResponse first;
+      for (int32_t t : request.prompt) first.add_prompt_token_ids(t);
+      queue_.push_back(std::move(first));
+    }
     std::shared_ptr<Bridge> bridge = bridge_;
+    {
+      std::lock_guard<std::recursive_mutex> lock(bridge->mu);
+      pump();
+    }
     svc_.engine_.submit(std::move(request), [bridge](const EngineOutput& out) {
       std::lock_guard<std::recursive_mutex> lock(bridge->mu);
       if (bridge->reactor) bridge->reactor->on_output(out);  // may end in Finish → OnDone
@@ -113,7 +124,8 @@ class InferenceService::GenerateReactor final : public grpc::ServerWriteReactor<
     if (ending_) return;
     if (!out.error.empty()) {
       need_abort_ = true;
-      end(any_tokens_ ? Status(StatusCode::INTERNAL, out.error) : invalid(out.error));
+      end(out.engine_failed || any_tokens_ ? Status(StatusCode::INTERNAL, out.error)
+                                           : invalid(out.error));
       pump();
       return;
     }
@@ -122,7 +134,17 @@ class InferenceService::GenerateReactor final : public grpc::ServerWriteReactor<
     GenerateResponse r;
     r.set_index(i);
     for (int32_t t : out.token_ids) r.add_token_ids(t);
-    if (!out.token_ids.empty()) any_tokens_ = true;
+    if (!out.token_ids.empty() && !any_tokens_) {
+      any_tokens_ = true;
+      first_token_ = std::chrono::steady_clock::now();
+    }
+    for (const auto& top : out.top_logprobs) {
+      iris::v1::TopLogprobs* t = r.add_top_logprobs();
+      for (const auto& [id, lp] : top) {
+        t->add_token_ids(id);
+        t->add_logprobs(lp);
+      }
+    }
     r.set_text(out.text);
     if (want_logprobs_)
       for (float lp : out.logprobs) r.add_logprobs(lp);
@@ -171,6 +193,8 @@ class InferenceService::GenerateReactor final : public grpc::ServerWriteReactor<
   void log_done() {
     const double secs =
         std::chrono::duration<double>(std::chrono::steady_clock::now() - start_).count();
+    const double ttft =
+        any_tokens_ ? std::chrono::duration<double>(first_token_ - start_).count() : -1.0;
     int completion = 0;
     std::string reasons;
     for (int i = 0; i < n_; ++i) {
@@ -178,20 +202,21 @@ class InferenceService::GenerateReactor final : public grpc::ServerWriteReactor<
       if (i) reasons += ",";
       reasons += finish_reasons_[i].empty() ? "-" : finish_reasons_[i];
     }
-    spdlog::info("generate id={} status={} n={} prompt_tokens={} completion_tokens={} "
-                 "finish_reason={} time={:.3f}s{}{}",
-                 id_, static_cast<int>(final_status_.error_code()), n_, prompt_tokens_,
-                 completion, reasons, secs, final_status_.ok() ? "" : " error=",
+    spdlog::info("{} id={} status={} n={} prompt_tokens={} completion_tokens={} "
+                 "finish_reason={} ttft={:.3f}s time={:.3f}s{}{}",
+                 rpc_, id_, static_cast<int>(final_status_.error_code()), n_, prompt_tokens_,
+                 completion, reasons, ttft, secs, final_status_.ok() ? "" : " error=",
                  final_status_.error_message());
   }
 
   InferenceService& svc_;
+  const char* rpc_;
   const std::string id_;
   const int n_;
   const bool want_logprobs_;
   const int prompt_tokens_;
   std::shared_ptr<Bridge> bridge_;
-  std::chrono::steady_clock::time_point start_;
+  std::chrono::steady_clock::time_point start_, first_token_;
 
   // Guarded by bridge_->mu.
   std::deque<GenerateResponse> queue_;
@@ -205,8 +230,10 @@ class InferenceService::GenerateReactor final : public grpc::ServerWriteReactor<
 };
 
 InferenceService::InferenceService(Engine& engine, const ModelConfig& config,
-                                   const Tokenizer* tokenizer, ServiceOptions options)
-    : engine_(engine), config_(config), tokenizer_(tokenizer), options_(std::move(options)) {}
+                                   const Tokenizer* tokenizer, const ChatTemplate* chat_template,
+                                   ServiceOptions options)
+    : engine_(engine), config_(config), tokenizer_(tokenizer), chat_template_(chat_template),
+      options_(std::move(options)) {}
 
 Status InferenceService::authenticate(const grpc::CallbackServerContext* ctx) const {
   if (options_.api_key.empty()) return Status::OK;
@@ -218,22 +245,15 @@ Status InferenceService::authenticate(const grpc::CallbackServerContext* ctx) co
   return Status::OK;
 }
 
-Status InferenceService::to_engine_request(const GenerateRequest& in, EngineRequest& out) const {
-  if (!in.model().empty() && in.model() != options_.model_id)
-    return Status(StatusCode::NOT_FOUND, "model '" + in.model() + "' is not served here (serving '" +
-                                             options_.model_id + "')");
-  std::vector<int32_t> prompt;
-  switch (in.prompt_case()) {
-    case GenerateRequest::kText:
-      if (!tokenizer_) return invalid("text: this model has no tokenizer; send token_ids");
-      prompt = tokenizer_->encode(in.text(), /*add_special_tokens=*/true);
-      break;
-    case GenerateRequest::kTokenIds:
-      prompt.assign(in.token_ids().ids().begin(), in.token_ids().ids().end());
-      break;
-    default:
-      break;
-  }
+Status InferenceService::check_model(const std::string& model) const {
+  if (model.empty() || model == options_.model_id) return Status::OK;
+  return Status(StatusCode::NOT_FOUND, "model '" + model + "' is not served here (serving '" +
+                                           options_.model_id + "')");
+}
+
+template <class Req>
+Status InferenceService::to_engine_request(const Req& in, std::vector<int32_t> prompt,
+                                           EngineRequest& out) const {
   if (prompt.empty()) return invalid("prompt: empty (set text or token_ids)");
   const int64_t vocab = config_.vocab_size;
   for (int32_t t : prompt)
@@ -247,12 +267,15 @@ Status InferenceService::to_engine_request(const GenerateRequest& in, EngineRequ
   const auto& g = config_.generation;
   const int64_t ctx_len = engine_.max_model_len();
   const int64_t room = ctx_len - static_cast<int64_t>(prompt.size());
+  if (room <= 0)
+    return invalid("prompt: " + std::to_string(prompt.size()) +
+                   " tokens leave no room in the context length " + std::to_string(ctx_len));
   if (in.has_max_tokens()) {
     if (in.max_tokens() <= 0)
       return invalid("max_tokens: must be positive, got " + std::to_string(in.max_tokens()));
     p.max_tokens = in.max_tokens();
   } else {
-    p.max_tokens = static_cast<int>(std::max<int64_t>(room, 1));
+    p.max_tokens = static_cast<int>(room);
   }
   if (static_cast<int64_t>(prompt.size()) + p.max_tokens > ctx_len)
     return invalid("max_tokens: prompt (" + std::to_string(prompt.size()) + " tokens) + max_tokens (" +
@@ -276,43 +299,189 @@ Status InferenceService::to_engine_request(const GenerateRequest& in, EngineRequ
   if (in.has_seed()) p.seed = in.seed();
   p.min_tokens = in.min_tokens();
   p.ignore_eos = in.ignore_eos();
+  if (in.stop_size() > options_.max_stop)
+    return invalid("stop: " + std::to_string(in.stop_size()) + " strings, at most " +
+                   std::to_string(options_.max_stop));
+  for (const std::string& st : in.stop()) {
+    if (st.empty()) return invalid("stop: empty string");
+    if (static_cast<int>(st.size()) > options_.max_stop_bytes)
+      return invalid("stop: a string of " + std::to_string(st.size()) + " bytes, at most " +
+                     std::to_string(options_.max_stop_bytes));
+  }
   p.stop.assign(in.stop().begin(), in.stop().end());
+  for (int32_t t : in.stop_token_ids())
+    if (t < 0 || t >= vocab) return invalid("stop_token_ids: id " + std::to_string(t) + " outside the vocabulary");
   p.stop_token_ids.assign(in.stop_token_ids().begin(), in.stop_token_ids().end());
+  if (in.has_skip_special_tokens()) p.skip_special_tokens = in.skip_special_tokens();
   const int n = in.has_n() ? in.n() : 1;
-  if (n < 1 || n > 16) return invalid("n: must be in [1, 16], got " + std::to_string(n));
-  if (in.has_logprobs() && in.logprobs() < 0)
-    return invalid("logprobs: must be >= 0, got " + std::to_string(in.logprobs()));
+  if (n < 1 || n > options_.max_n)
+    return invalid("n: must be in [1, " + std::to_string(options_.max_n) + "], got " +
+                   std::to_string(n));
+  if (in.has_logprobs()) {
+    if (in.logprobs() < 0 || in.logprobs() > SamplingParams::kMaxTopLogprobs)
+      return invalid("logprobs: must be in [0, " + std::to_string(SamplingParams::kMaxTopLogprobs) +
+                     "], got " + std::to_string(in.logprobs()));
+    p.top_logprobs = in.logprobs();
+  }
   try {
     p.validate();
   } catch (const Error& e) {
     return invalid(e.what());
   }
-  out.id = "grpc-" + std::to_string(next_id_.fetch_add(1) + 1);
+  out.id = "req-" + std::to_string(next_id_.fetch_add(1) + 1);
   out.prompt = std::move(prompt);
   out.params = std::move(p);
   out.n = n;
   return Status::OK;
 }
 
+grpc::ServerWriteReactor<GenerateResponse>* InferenceService::start_stream(const char* rpc,
+                                                                           EngineRequest er,
+                                                                           bool has_logprobs,
+                                                                           bool return_prompt_ids) {
+  if (draining_.load())
+    return new FailedStream(Status(StatusCode::UNAVAILABLE, "the server is shutting down"));
+  if (options_.max_queue > 0 && engine_.num_queued() >= options_.max_queue)
+    return new FailedStream(Status(StatusCode::RESOURCE_EXHAUSTED,
+                                   "the waiting queue is full (--max-queue " +
+                                       std::to_string(options_.max_queue) + "); retry later"));
+  active_.fetch_add(1);
+  return new GenerateReactor(*this, rpc, std::move(er), has_logprobs, return_prompt_ids);
+}
+
+namespace {
+
+grpc::ServerWriteReactor<GenerateResponse>* rejected(const char* rpc, const Status& s) {
+  spdlog::info("{} rejected status={} error={}", rpc, static_cast<int>(s.error_code()),
+               s.error_message());
+  return new FailedStream(s);
+}
+
+}  // namespace
+
 grpc::ServerWriteReactor<GenerateResponse>* InferenceService::Generate(
     grpc::CallbackServerContext* ctx, const GenerateRequest* request) {
   Status s = authenticate(ctx);
   if (!s.ok()) return new FailedStream(s);
+  s = check_model(request->model());
+  if (!s.ok()) return rejected("generate", s);
+  std::vector<int32_t> prompt;
+  switch (request->prompt_case()) {
+    case GenerateRequest::kText:
+      if (!tokenizer_) return rejected("generate", invalid("text: this model has no tokenizer; send token_ids"));
+      if (request->text().empty()) return rejected("generate", invalid("text: empty prompt"));
+      prompt = tokenizer_->encode(request->text(), /*add_special_tokens=*/true);
+      break;
+    case GenerateRequest::kTokenIds:
+      prompt.assign(request->token_ids().ids().begin(), request->token_ids().ids().end());
+      break;
+    default:
+      break;
+  }
   EngineRequest er;
-  s = to_engine_request(*request, er);
-  if (!s.ok()) {
-    spdlog::info("generate rejected status={} error={}", static_cast<int>(s.error_code()),
-                 s.error_message());
-    return new FailedStream(s);
+  s = to_engine_request(*request, std::move(prompt), er);
+  if (!s.ok()) return rejected("generate", s);
+  return start_stream("generate", std::move(er), request->has_logprobs(),
+                      request->return_prompt_token_ids());
+}
+
+Status InferenceService::chat_prompt(const iris::v1::ChatRequest& in,
+                                     std::vector<int32_t>& prompt) const {
+  if (!tokenizer_ || !chat_template_)
+    return Status(StatusCode::FAILED_PRECONDITION,
+                  "this model has no chat template (tokenizer_config.json chat_template); use Generate");
+  if (in.messages_size() == 0) return invalid("messages: empty");
+  static const char* kRoles[] = {"system", "developer", "user", "assistant", "tool"};
+  std::vector<ChatMessage> messages;
+  for (int i = 0; i < in.messages_size(); ++i) {
+    const iris::v1::ChatMessage& m = in.messages(i);
+    const std::string where = "messages[" + std::to_string(i) + "]";
+    bool known = false;
+    for (const char* r : kRoles) known = known || m.role() == r;
+    if (!known)
+      return invalid(where + ".role: unknown role '" + m.role() +
+                     "' (expected system, developer, user, assistant or tool)");
+    ChatMessage cm;
+    cm.role = m.role();
+    for (int j = 0; j < m.content_size(); ++j) {
+      const iris::v1::ContentPart& part = m.content(j);
+      const std::string pw = where + ".content[" + std::to_string(j) + "]";
+      switch (part.part_case()) {
+        case iris::v1::ContentPart::kText:
+          if (!cm.content.empty()) cm.content += "\n";
+          cm.content += part.text();
+          break;
+        case iris::v1::ContentPart::kImage:
+          return invalid(pw + ".image: model '" + options_.model_id + "' does not take images");
+        default:
+          return invalid(pw + ": empty content part");
+      }
+    }
+    messages.push_back(std::move(cm));
   }
-  const int active = active_.fetch_add(1) + 1;
-  if (options_.max_queue > 0 && active > options_.max_queue) {
-    active_.fetch_sub(1);
-    return new FailedStream(Status(StatusCode::RESOURCE_EXHAUSTED,
-                                   "too many requests in flight (--max-queue " +
-                                       std::to_string(options_.max_queue) + ")"));
+  const bool add_gen = in.has_add_generation_prompt() ? in.add_generation_prompt() : true;
+  try {
+    prompt = build_chat_prompt(*chat_template_, *tokenizer_, messages, add_gen).ids;
+  } catch (const Error& e) {
+    return invalid(std::string("messages: ") + e.what());
   }
-  return new GenerateReactor(*this, std::move(er), request->has_logprobs());
+  return Status::OK;
+}
+
+grpc::ServerWriteReactor<GenerateResponse>* InferenceService::Chat(
+    grpc::CallbackServerContext* ctx, const iris::v1::ChatRequest* request) {
+  Status s = authenticate(ctx);
+  if (!s.ok()) return new FailedStream(s);
+  s = check_model(request->model());
+  if (!s.ok()) return rejected("chat", s);
+  std::vector<int32_t> prompt;
+  s = chat_prompt(*request, prompt);
+  if (!s.ok()) return rejected("chat", s);
+  EngineRequest er;
+  s = to_engine_request(*request, std::move(prompt), er);
+  if (!s.ok()) return rejected("chat", s);
+  return start_stream("chat", std::move(er), request->has_logprobs(),
+                      request->return_prompt_token_ids());
+}
+
+grpc::ServerUnaryReactor* InferenceService::Detokenize(grpc::CallbackServerContext* ctx,
+                                                       const iris::v1::DetokenizeRequest* request,
+                                                       iris::v1::DetokenizeResponse* response) {
+  auto* reactor = ctx->DefaultReactor();
+  Status s = authenticate(ctx);
+  if (s.ok()) s = check_model(request->model());
+  if (s.ok() && !tokenizer_)
+    s = Status(StatusCode::FAILED_PRECONDITION, "this model has no tokenizer.json");
+  if (s.ok())
+    for (int32_t t : request->token_ids())
+      if (t < 0 || t >= tokenizer_->vocab_size()) {
+        s = invalid("token_ids: id " + std::to_string(t) + " is outside the vocabulary [0, " +
+                    std::to_string(tokenizer_->vocab_size()) + ")");
+        break;
+      }
+  if (s.ok()) {
+    const std::vector<int32_t> ids(request->token_ids().begin(), request->token_ids().end());
+    response->set_text(tokenizer_->decode(ids, request->skip_special_tokens()));
+  }
+  reactor->Finish(s);
+  return reactor;
+}
+
+grpc::ServerUnaryReactor* InferenceService::ListModels(grpc::CallbackServerContext* ctx,
+                                                       const iris::v1::ListModelsRequest*,
+                                                       iris::v1::ListModelsResponse* response) {
+  auto* reactor = ctx->DefaultReactor();
+  Status s = authenticate(ctx);
+  if (s.ok()) {
+    iris::v1::ModelCard* card = response->add_models();
+    card->set_id(options_.model_id);
+    card->set_max_context_length(engine_.max_model_len());
+    card->set_vocab_size(config_.vocab_size);
+    card->set_architecture(config_.architecture_name);
+    card->set_has_chat_template(chat_template_ != nullptr);
+  }
+  reactor->Finish(s);
+  return reactor;
 }
 
 grpc::ServerUnaryReactor* InferenceService::Tokenize(grpc::CallbackServerContext* ctx,
@@ -320,8 +489,7 @@ grpc::ServerUnaryReactor* InferenceService::Tokenize(grpc::CallbackServerContext
                                                      iris::v1::TokenizeResponse* response) {
   auto* reactor = ctx->DefaultReactor();
   Status s = authenticate(ctx);
-  if (s.ok() && !request->model().empty() && request->model() != options_.model_id)
-    s = Status(StatusCode::NOT_FOUND, "model '" + request->model() + "' is not served here");
+  if (s.ok()) s = check_model(request->model());
   if (s.ok() && !tokenizer_)
     s = Status(StatusCode::FAILED_PRECONDITION, "this model has no tokenizer.json");
   if (s.ok())
@@ -345,6 +513,8 @@ grpc::ServerUnaryReactor* InferenceService::GetServerInfo(grpc::CallbackServerCo
     response->set_running(st.num_running);
     response->set_waiting(st.num_waiting);
     response->set_version(options_.version);
+    response->set_vocab_size(config_.vocab_size);
+    response->set_streams(active_.load());
   }
   reactor->Finish(s);
   return reactor;

@@ -9,6 +9,7 @@
 #include <cstdint>
 #include <string>
 
+#include "engine/chat_template/chat_template.h"
 #include "engine/engine.h"
 #include "engine/loader/model_config.h"
 #include "engine/tokenizer/tokenizer.h"
@@ -19,7 +20,10 @@ namespace iris::server {
 struct ServiceOptions {
   std::string model_id;  // the served model's name (its directory's basename)
   std::string api_key;   // empty = no authentication
-  int max_queue = 0;     // Generate streams in flight at most (0 = unlimited)
+  int max_queue = 0;     // sequences waiting for a slot at most (0 = unlimited)
+  int max_n = 16;        // choices per request at most
+  int max_stop = 16;     // stop strings per request at most
+  int max_stop_bytes = 256;
   std::string version;
 };
 
@@ -28,11 +32,20 @@ bool bearer_matches(const std::string& authorization, const std::string& key);
 
 class InferenceService final : public iris::v1::Inference::CallbackService {
  public:
+  // tokenizer and chat_template may be null (token-id-only model; no Chat).
   InferenceService(Engine& engine, const ModelConfig& config, const Tokenizer* tokenizer,
-                   ServiceOptions options);
+                   const ChatTemplate* chat_template, ServiceOptions options);
 
   grpc::ServerWriteReactor<iris::v1::GenerateResponse>* Generate(
       grpc::CallbackServerContext* ctx, const iris::v1::GenerateRequest* request) override;
+  grpc::ServerWriteReactor<iris::v1::GenerateResponse>* Chat(
+      grpc::CallbackServerContext* ctx, const iris::v1::ChatRequest* request) override;
+  grpc::ServerUnaryReactor* Detokenize(grpc::CallbackServerContext* ctx,
+                                       const iris::v1::DetokenizeRequest* request,
+                                       iris::v1::DetokenizeResponse* response) override;
+  grpc::ServerUnaryReactor* ListModels(grpc::CallbackServerContext* ctx,
+                                       const iris::v1::ListModelsRequest* request,
+                                       iris::v1::ListModelsResponse* response) override;
   grpc::ServerUnaryReactor* Tokenize(grpc::CallbackServerContext* ctx,
                                      const iris::v1::TokenizeRequest* request,
                                      iris::v1::TokenizeResponse* response) override;
@@ -41,19 +54,32 @@ class InferenceService final : public iris::v1::Inference::CallbackService {
                                           iris::v1::ServerInfo* response) override;
 
   int active_streams() const { return active_.load(); }
+  // While draining, new Generate/Chat calls get UNAVAILABLE; streams in flight continue.
+  void set_draining(bool draining) { draining_.store(draining); }
 
  private:
   class GenerateReactor;
   // OK, or UNAUTHENTICATED when an API key is configured and the call does not carry it.
   grpc::Status authenticate(const grpc::CallbackServerContext* ctx) const;
-  // Validates and converts; a non-OK status names the offending field.
-  grpc::Status to_engine_request(const iris::v1::GenerateRequest& in, EngineRequest& out) const;
+  // NOT_FOUND unless `model` is empty or the served model.
+  grpc::Status check_model(const std::string& model) const;
+  // Validates the prompt and the sampling fields (shared by GenerateRequest and ChatRequest)
+  // and fills `out`; a non-OK status names the offending field.
+  template <class Req>
+  grpc::Status to_engine_request(const Req& in, std::vector<int32_t> prompt,
+                                 EngineRequest& out) const;
+  grpc::Status chat_prompt(const iris::v1::ChatRequest& in, std::vector<int32_t>& prompt) const;
+  // Admission (queue bound) and the stream that runs the request.
+  grpc::ServerWriteReactor<iris::v1::GenerateResponse>* start_stream(
+      const char* rpc, EngineRequest request, bool has_logprobs, bool return_prompt_ids);
 
   Engine& engine_;
   const ModelConfig& config_;
   const Tokenizer* tokenizer_;
+  const ChatTemplate* chat_template_;
   ServiceOptions options_;
   std::atomic<int> active_{0};
+  std::atomic<bool> draining_{false};
   mutable std::atomic<uint64_t> next_id_{0};
 };
 

@@ -18,6 +18,7 @@ int main(int argc, char** argv) {
   commands.push_back(iris::cli::add_generate(app));
   commands.push_back(iris::cli::add_bench(app));
   commands.push_back(iris::cli::add_serve(app));
+  commands.push_back(iris::cli::add_client(app));
   for (auto& c : iris::cli::add_text_commands(app)) commands.push_back(std::move(c));
   try {
     app.parse(argc, argv);

@@ -81,8 +81,15 @@ void AddedVocabulary::build(const Normalizer* normalizer) {
   }
 }
 
-std::vector<AddedSplit> AddedVocabulary::split(std::string_view text, bool normalized_pass,
-                                               bool parse_special) const {
+std::vector<AddedSplit> AddedVocabulary::split(
+    std::string_view text, bool normalized_pass, bool parse_special,
+    const std::vector<std::pair<size_t, size_t>>* literal) const {
+  auto in_literal = [literal](size_t b, size_t e) {
+    if (!literal) return false;
+    for (const auto& [lb, le] : *literal)
+      if (b < le && lb < e) return true;
+    return false;
+  };
   std::vector<AddedSplit> out;
   const Trie& trie = normalized_pass ? normalized_trie_ : raw_trie_;
   if (trie.terminal.empty() || (normalized_pass && !any_normalized_)) {
@@ -100,7 +107,7 @@ std::vector<AddedSplit> AddedVocabulary::split(std::string_view text, bool norma
     const AddedToken& t = tokens_[static_cast<size_t>(index)];
     size_t start = pos, stop = end;
     pos = end;
-    if (!parse_special && t.special) continue;
+    if (t.special && (!parse_special || in_literal(start, stop))) continue;
     if (start < start_offset) continue;  // inside the whitespace an rstrip token consumed
     if (t.single_word) {
       bool start_ok = start == 0 || !is_word_char(last_char(text.substr(0, start)));

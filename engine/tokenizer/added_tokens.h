@@ -9,6 +9,7 @@
 #include <string>
 #include <string_view>
 #include <unordered_map>
+#include <utility>
 #include <vector>
 
 #include "engine/tokenizer/vocab.h"
@@ -42,9 +43,10 @@ class AddedVocabulary {
 
   // Splits `text` on the tokens of one trie (normalized=false tokens for the raw input,
   // normalized=true tokens for normalized text). Special tokens are skipped when
-  // !parse_special. Empty text spans are not returned.
-  std::vector<AddedSplit> split(std::string_view text, bool normalized_pass,
-                                bool parse_special) const;
+  // !parse_special, and where they overlap one of the `literal` byte ranges of `text`.
+  // Empty text spans are not returned.
+  std::vector<AddedSplit> split(std::string_view text, bool normalized_pass, bool parse_special,
+                                const std::vector<std::pair<size_t, size_t>>* literal = nullptr) const;
 
   const AddedToken* by_id(int32_t id) const;
   std::optional<int32_t> id_of(std::string_view content) const;

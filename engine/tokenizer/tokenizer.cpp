@@ -188,17 +188,45 @@ std::unique_ptr<Tokenizer> Tokenizer::from_json(const std::string& tokenizer_jso
 
 std::vector<int32_t> Tokenizer::encode(std::string_view input, bool add_special_tokens,
                                        bool parse_special) const {
+  return encode_impl(input, add_special_tokens, parse_special, nullptr);
+}
+
+std::vector<int32_t> Tokenizer::encode_with_literals(
+    std::string_view text, bool add_special_tokens,
+    const std::vector<std::pair<size_t, size_t>>& literal) const {
+  return encode_impl(text, add_special_tokens, /*parse_special=*/true, &literal);
+}
+
+bool Tokenizer::contains_special_token(std::string_view input) const {
+  const std::string text = tok::to_valid_utf8(input);
+  for (const auto& seg : impl_->added.split(text, /*normalized_pass=*/false, true))
+    if (seg.id >= 0 && impl_->added.is_special_id(seg.id)) return true;
+  return false;
+}
+
+std::vector<int32_t> Tokenizer::encode_impl(
+    std::string_view input, bool add_special_tokens, bool parse_special,
+    const std::vector<std::pair<size_t, size_t>>* literal) const {
   const Impl& im = *impl_;
   std::string text = tok::to_valid_utf8(input);
+  // Literal ranges index the caller's bytes; a replacement changes offsets, so then no
+  // special token is recognized at all (the safe side).
+  if (literal && !literal->empty() && text != input) parse_special = false;
   std::vector<int32_t> ids;
-  for (const auto& seg : im.added.split(text, /*normalized_pass=*/false, parse_special)) {
+  for (const auto& seg : im.added.split(text, /*normalized_pass=*/false, parse_special, literal)) {
     if (seg.id >= 0) {
       ids.push_back(seg.id);
       continue;
     }
     std::string normalized = text.substr(seg.begin, seg.end - seg.begin);
     if (im.normalizer) im.normalizer->normalize(normalized);
-    for (const auto& sub : im.added.split(normalized, /*normalized_pass=*/true, parse_special)) {
+    // Normalization moves offsets: inside a segment that touches a literal range, no
+    // normalized special token is recognized.
+    bool seg_special = parse_special;
+    if (literal)
+      for (const auto& [lb, le] : *literal)
+        if (seg.begin < le && lb < seg.end) seg_special = false;
+    for (const auto& sub : im.added.split(normalized, /*normalized_pass=*/true, seg_special)) {
       if (sub.id >= 0) {
         ids.push_back(sub.id);
         continue;

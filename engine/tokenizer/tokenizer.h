@@ -12,6 +12,7 @@
 #include <optional>
 #include <string>
 #include <string_view>
+#include <utility>
 #include <vector>
 
 namespace iris {
@@ -34,6 +35,14 @@ class Tokenizer {
   // strings). Thread-safe.
   std::vector<int32_t> encode(std::string_view text, bool add_special_tokens = true,
                               bool parse_special = true) const;
+  // As encode(text, add_special_tokens, /*parse_special=*/true), except that special tokens
+  // overlapping one of the `literal` byte ranges stay plain text: a rendered chat prompt whose
+  // template markup is special but whose message contents (the ranges) are user text.
+  std::vector<int32_t> encode_with_literals(
+      std::string_view text, bool add_special_tokens,
+      const std::vector<std::pair<size_t, size_t>>& literal) const;
+  // True when `text` contains the spelling of a special added token.
+  bool contains_special_token(std::string_view text) const;
   // As HF `decode(ids, skip_special_tokens=...)` of the `tokenizers` library (no
   // clean_up_tokenization_spaces). Unknown ids are skipped, as HF does.
   std::string decode(const std::vector<int32_t>& ids, bool skip_special_tokens = false) const;
@@ -62,6 +71,9 @@ class Tokenizer {
 
  private:
   explicit Tokenizer(std::unique_ptr<Impl> impl);
+  std::vector<int32_t> encode_impl(std::string_view text, bool add_special_tokens,
+                                   bool parse_special,
+                                   const std::vector<std::pair<size_t, size_t>>* literal) const;
   std::unique_ptr<Impl> impl_;
 };
 

@@ -1,14 +1,6 @@
 // Integration test of `iris serve`: starts the server on a free loopback port with a small
 // checkpoint and drives it through the generated gRPC client.
 //   serve_integration_test IRIS_BINARY CHECKPOINT_DIR
-#include <arpa/inet.h>
-#include <grpcpp/grpcpp.h>
-#include <netinet/in.h>
-#include <signal.h>
-#include <sys/socket.h>
-#include <sys/wait.h>
-#include <unistd.h>
-
 #include <chrono>
 #include <cmath>
 #include <cstdio>
@@ -20,97 +12,27 @@
 #include <thread>
 #include <vector>
 
-#include "health.grpc.pb.h"
-#include "iris/v1/inference.grpc.pb.h"
+#include "serve_test_util.h"
 
 namespace {
 
 using iris::v1::GenerateRequest;
 using iris::v1::GenerateResponse;
-
-int g_failures = 0;
-#define EXPECT(cond, ...)                                                     \
-  do {                                                                        \
-    if (!(cond)) {                                                            \
-      ++g_failures;                                                           \
-      std::fprintf(stderr, "FAIL %s:%d: %s: ", __FILE__, __LINE__, #cond);    \
-      std::fprintf(stderr, __VA_ARGS__);                                      \
-      std::fprintf(stderr, "\n");                                             \
-    }                                                                         \
-  } while (0)
+using namespace iris_test;
 
 const char* kKey = "test-secret-key";
-
-int free_port() {
-  int fd = socket(AF_INET, SOCK_STREAM, 0);
-  sockaddr_in a{};
-  a.sin_family = AF_INET;
-  a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-  a.sin_port = 0;
-  bind(fd, reinterpret_cast<sockaddr*>(&a), sizeof a);
-  socklen_t len = sizeof a;
-  getsockname(fd, reinterpret_cast<sockaddr*>(&a), &len);
-  close(fd);
-  return ntohs(a.sin_port);
-}
-
-std::string run_capture(const std::string& cmd) {
-  std::string out;
-  FILE* f = popen(cmd.c_str(), "r");
-  if (!f) return out;
-  char buf[4096];
-  size_t n;
-  while ((n = fread(buf, 1, sizeof buf, f)) > 0) out.append(buf, n);
-  pclose(f);
-  return out;
-}
-
-// Kills the server on every exit path.
-struct ServerProcess {
-  pid_t pid = -1;
-  ~ServerProcess() {
-    if (pid > 0) {
-      kill(pid, SIGKILL);
-      waitpid(pid, nullptr, 0);
-    }
-  }
-};
 
 void with_key(grpc::ClientContext& ctx, const std::string& key = kKey) {
   ctx.AddMetadata("authorization", "Bearer " + key);
 }
 
-struct StreamResult {
-  grpc::Status status;
-  std::vector<GenerateResponse> messages;
-  std::vector<int32_t> ids(int index = 0) const {
-    std::vector<int32_t> v;
-    for (const auto& m : messages)
-      if (m.index() == index) v.insert(v.end(), m.token_ids().begin(), m.token_ids().end());
-    return v;
-  }
-};
-
 StreamResult generate(iris::v1::Inference::Stub& stub, const GenerateRequest& req,
                       bool auth = true) {
-  grpc::ClientContext ctx;
-  if (auth) with_key(ctx);
-  ctx.set_deadline(std::chrono::system_clock::now() + std::chrono::seconds(60));
-  StreamResult r;
-  auto reader = stub.Generate(&ctx, req);
-  GenerateResponse m;
-  while (reader->Read(&m)) r.messages.push_back(m);
-  r.status = reader->Finish();
-  return r;
-}
-
-int health(grpc::health::v1::Health::Stub& stub) {
-  grpc::ClientContext ctx;
-  ctx.set_deadline(std::chrono::system_clock::now() + std::chrono::seconds(2));
-  grpc::health::v1::HealthCheckRequest req;
-  grpc::health::v1::HealthCheckResponse resp;
-  grpc::Status s = stub.Check(&ctx, req, &resp);
-  return s.ok() ? resp.status() : -1;
+  return collect(
+      req, [&](grpc::ClientContext* ctx, const GenerateRequest& r) { return stub.Generate(ctx, r); },
+      [&](grpc::ClientContext& ctx) {
+        if (auth) with_key(ctx);
+      });
 }
 
 iris::v1::ServerInfo info(iris::v1::Inference::Stub& stub) {
@@ -121,15 +43,6 @@ iris::v1::ServerInfo info(iris::v1::Inference::Stub& stub) {
   grpc::Status s = stub.GetServerInfo(&ctx, req, &resp);
   EXPECT(s.ok(), "GetServerInfo: %s", s.error_message().c_str());
   return resp;
-}
-
-GenerateRequest greedy_request(const std::vector<int32_t>& prompt, int max_tokens) {
-  GenerateRequest r;
-  for (int32_t t : prompt) r.mutable_token_ids()->add_ids(t);
-  r.set_max_tokens(max_tokens);
-  r.set_temperature(0.0f);
-  r.set_ignore_eos(true);
-  return r;
 }
 
 }  // namespace
@@ -159,41 +72,15 @@ int main(int argc, char** argv) {
   }
   EXPECT(expected.size() == static_cast<size_t>(kMaxTokens), "reference has %zu ids", expected.size());
 
-  const int port = free_port();
   ServerProcess server;
-  server.pid = fork();
-  if (server.pid == 0) {
-    const std::string p = std::to_string(port);
-    execl(iris.c_str(), iris.c_str(), "serve", "--model", model.c_str(), "--host", "127.0.0.1",
-          "--port", p.c_str(), "--api-key", kKey, "--num-kv-blocks", "64", "--max-num-seqs", "16",
-          "--threads", "1", "--shutdown-timeout", "2", static_cast<char*>(nullptr));
-    std::perror("execl");
-    _exit(127);
-  }
-  grpc::ChannelArguments args;  // reconnect quickly while the server starts
-  args.SetInt(GRPC_ARG_INITIAL_RECONNECT_BACKOFF_MS, 100);
-  args.SetInt(GRPC_ARG_MIN_RECONNECT_BACKOFF_MS, 100);
-  args.SetInt(GRPC_ARG_MAX_RECONNECT_BACKOFF_MS, 500);
-  auto channel = grpc::CreateCustomChannel("127.0.0.1:" + std::to_string(port),
-                                           grpc::InsecureChannelCredentials(), args);
+  server.start(iris, {"--model", model, "--api-key", kKey, "--num-kv-blocks", "64",
+                      "--max-num-seqs", "16", "--threads", "1", "--drain-timeout", "5"});
+  const int port = server.port;
+  auto channel = grpc::CreateCustomChannel(server.address(), grpc::InsecureChannelCredentials(),
+                                           quick_reconnect());
   auto hstub = grpc::health::v1::Health::NewStub(channel);
   auto stub = iris::v1::Inference::NewStub(channel);
-
-  // Wait for SERVING (health needs no API key).
-  const auto t0 = std::chrono::steady_clock::now();
-  while (health(*hstub) != grpc::health::v1::HealthCheckResponse::SERVING) {
-    int st = 0;
-    if (waitpid(server.pid, &st, WNOHANG) == server.pid) {
-      server.pid = -1;
-      std::fprintf(stderr, "FAIL: iris serve exited early (status %d)\n", st);
-      return 1;
-    }
-    if (std::chrono::steady_clock::now() - t0 > std::chrono::seconds(60)) {
-      std::fprintf(stderr, "FAIL: server not SERVING after 60 s\n");
-      return 1;
-    }
-    std::this_thread::sleep_for(std::chrono::milliseconds(100));
-  }
+  if (!server.wait_serving(channel)) return 1;
   std::fprintf(stderr, "server SERVING on port %d\n", port);
 
   // Server info.
@@ -343,23 +230,17 @@ int main(int argc, char** argv) {
   }
 
   // SIGTERM → clean exit 0.
-  kill(server.pid, SIGTERM);
-  int st = 0;
-  pid_t done = 0;
-  const auto t2 = std::chrono::steady_clock::now();
-  while ((done = waitpid(server.pid, &st, WNOHANG)) == 0 &&
-         std::chrono::steady_clock::now() - t2 < std::chrono::seconds(20))
-    std::this_thread::sleep_for(std::chrono::milliseconds(50));
-  EXPECT(done == server.pid, "server did not exit within 20 s of SIGTERM");
-  std::fprintf(stderr, "server exited %.2f s after SIGTERM\n",
-               std::chrono::duration<double>(std::chrono::steady_clock::now() - t2).count());
-  if (done == server.pid) {
-    server.pid = -1;
-    EXPECT(WIFEXITED(st) && WEXITSTATUS(st) == 0, "server exit status %d", st);
-  }
+  double secs = 0;
+  const int st = server.stop(SIGTERM, std::chrono::seconds(20), &secs);
+  EXPECT(st != -1, "server did not exit within 20 s of SIGTERM");
+  std::fprintf(stderr, "server exited %.2f s after SIGTERM\n", secs);
+  EXPECT(st != -1 && WIFEXITED(st) && WEXITSTATUS(st) == 0, "server exit status %d", st);
+  // Nothing was in flight: no waiting for the drain deadline (5 s), even with this client's
+  // connection still open.
+  EXPECT(secs < 2.0, "exit took %.2f s with nothing to drain", secs);
 
-  if (g_failures) {
-    std::fprintf(stderr, "%d check(s) failed\n", g_failures);
+  if (iris_test::g_failures) {
+    std::fprintf(stderr, "%d check(s) failed\n", iris_test::g_failures);
     return 1;
   }
   std::fprintf(stderr, "all checks passed\n");

@@ -2,7 +2,10 @@
 // sampled frequencies follow the softmax.
 #include <catch2/catch.hpp>
 #include <cmath>
+#include <algorithm>
 #include <map>
+#include <numeric>
+#include <random>
 
 #include "engine/core/check.h"
 #include "engine/sampler.h"
@@ -143,4 +146,25 @@ TEST_CASE("invalid sampling parameters are refused by name") {
   p = {};
   p.max_tokens = 0;
   REQUIRE_THROWS_WITH(p.validate(), Contains("max_tokens"));
+}
+
+TEST_CASE("top_logprobs are the n best of log-softmax, best first, ties by id", "[sampler]") {
+  std::mt19937 rng(7);
+  std::uniform_real_distribution<float> u(-4.0f, 4.0f);
+  std::vector<float> logits(1000);
+  for (float& x : logits) x = u(rng);
+  logits[10] = logits[20] = 9.0f;  // a tie at the top
+  const auto top = iris::top_logprobs(logits.data(), static_cast<int64_t>(logits.size()), 5);
+  REQUIRE(top.size() == 5);
+  CHECK(top[0].first == 10);
+  CHECK(top[1].first == 20);
+  std::vector<int32_t> order(logits.size());
+  std::iota(order.begin(), order.end(), 0);
+  std::stable_sort(order.begin(), order.end(), [&](int32_t a, int32_t b) { return logits[a] > logits[b]; });
+  for (int i = 0; i < 5; ++i) {
+    CHECK(top[i].first == order[i]);
+    CHECK(top[i].second == Approx(iris::token_logprob(logits.data(), 1000, order[i])).margin(1e-5));
+  }
+  CHECK(iris::top_logprobs(logits.data(), 3, 10).size() == 3);
+  CHECK(iris::top_logprobs(logits.data(), 1000, 0).empty());
 }
