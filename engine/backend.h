@@ -13,6 +13,7 @@
 #include <vector>
 
 #include "engine/core/tensor.h"
+#include "engine/parallel/communicator.h"
 
 namespace iris {
 
@@ -63,6 +64,12 @@ class Ops {
 
   // out[t] = table[ids[t]]. ids: I32 [T]; table: [V, H]; out: [T, H].
   virtual void embedding(const Tensor& ids, const Tensor& table, Tensor& out) = 0;
+
+  // Vocabulary-parallel embedding: out[t] = table[ids[t] - vocab_start] when that row is in
+  // this rank's table, zeros otherwise (the rank that holds it contributes it through an
+  // all-reduce). ids: I32 [T] (global ids); table: [V_rank, H]; out: [T, H].
+  virtual void embedding_shard(const Tensor& ids, const Tensor& table, int64_t vocab_start,
+                               Tensor& out);
 
   // out = x @ w^T (+ bias). x: [T, K]; w: [N, K]; bias: [N] or undefined; out: [T, N].
   // out may be F32 even when x and w are in the backend's compute dtype (logits).
@@ -145,6 +152,20 @@ class Backend {
   virtual size_t free_memory_bytes() const = 0;
 
   virtual Ops& ops() = 0;
+
+  // Tensor parallelism: the group this backend's all_reduce_sum reduces over (null = a single
+  // rank). Not owned; set before the first step.
+  void set_communicator(Communicator* comm) { comm_ = comm; }
+  Communicator* communicator() const { return comm_; }
+  // Called once on each thread that will drive this backend (a CUDA backend selects its
+  // device there).
+  virtual void bind_to_current_thread() {}
+  // The device stream work is enqueued on (a cudaStream_t for CUDA), for communicators that
+  // must order their collectives with the backend's kernels; null on the CPU.
+  virtual void* native_stream() const { return nullptr; }
+
+ protected:
+  Communicator* comm_ = nullptr;
 };
 
 std::unique_ptr<Backend> make_cpu_backend(int num_threads);

@@ -53,8 +53,18 @@ double seconds_since(clock_type::time_point t) {
 
 Engine::Engine(Backend& backend, Model& model, const EngineConfig& config,
                const Tokenizer* tokenizer)
-    : backend_(backend), model_(model), tokenizer_(tokenizer) {
-  const ModelConfig& mc = model.config();
+    : Engine(std::make_unique<ModelExecutor>(std::vector<RankModel>{{&backend, &model}},
+                                             std::vector<std::unique_ptr<Communicator>>{}),
+             config, tokenizer) {}
+
+Engine::Engine(std::unique_ptr<ModelExecutor> executor, const EngineConfig& config,
+               const Tokenizer* tokenizer)
+    : executor_(std::move(executor)), model_config_(executor_->config()), tokenizer_(tokenizer) {
+  init(config);
+}
+
+void Engine::init(const EngineConfig& config) {
+  const ModelConfig& mc = model_config_;
   sched_config_.block_size = config.block_size;
   sched_config_.max_num_seqs = config.max_num_seqs;
   sched_config_.max_num_batched_tokens = config.max_num_batched_tokens;
@@ -69,10 +79,8 @@ Engine::Engine(Backend& backend, Model& model, const EngineConfig& config,
   const int blocks_per_seq = static_cast<int>((max_len + config.block_size - 1) / config.block_size);
   int num_blocks = config.num_kv_blocks;
   if (num_blocks <= 0) {
-    const AttentionShape s = model.attention_shape();
-    const size_t per_block = 2ull * mc.num_layers * config.block_size * s.kv_dim() *
-                             dtype_size(backend.compute_dtype());
-    const double budget = static_cast<double>(backend.free_memory_bytes()) * config.kv_memory_fraction;
+    const size_t per_block = executor_->kv_bytes_per_block(config.block_size);
+    const double budget = static_cast<double>(executor_->free_memory_bytes()) * config.kv_memory_fraction;
     const int64_t wanted = static_cast<int64_t>(config.max_num_seqs) * blocks_per_seq + 1;
     num_blocks = static_cast<int>(std::min<int64_t>(wanted, static_cast<int64_t>(budget / per_block)));
     IRIS_CHECK(num_blocks >= 2) << "not enough memory for the KV cache (" << per_block
@@ -81,10 +89,8 @@ Engine::Engine(Backend& backend, Model& model, const EngineConfig& config,
   sched_config_.num_blocks = num_blocks;
   const std::string bad = sched_config_.validate();
   if (!bad.empty()) fail("engine configuration: ", bad);
-  kv_ = allocate_kv_cache(backend, model, num_blocks, config.block_size);
-  runner_ = std::make_unique<ModelRunner>(
-      backend, model, kv_,
-      RunnerLimits{config.max_num_batched_tokens, config.max_num_seqs, blocks_per_seq});
+  executor_->allocate(num_blocks, config.block_size,
+                      RunnerLimits{config.max_num_batched_tokens, config.max_num_seqs, blocks_per_seq});
   scheduler_ = std::make_unique<sched::Scheduler>(sched_config_);
 }
 
@@ -166,8 +172,8 @@ void Engine::admit_pending() {
         fail("stop strings need a tokenizer, and this model has none");
       IRIS_CHECK(r.n >= 1) << "n must be at least 1, got " << r.n;
       for (int32_t t : r.prompt)
-        if (t < 0 || t >= model_.config().vocab_size)
-          fail("prompt token id ", t, " is outside the vocabulary [0, ", model_.config().vocab_size, ")");
+        if (t < 0 || t >= model_config_.vocab_size)
+          fail("prompt token id ", t, " is outside the vocabulary [0, ", model_config_.vocab_size, ")");
     } catch (const Error& e) {
       reject(e.what());
       continue;
@@ -264,12 +270,12 @@ bool Engine::step() {
     chunks.push_back(SeqChunk{s.new_token_ids.data(), s.num_new_tokens, s.num_computed_tokens,
                               s.block_table.data(), static_cast<int>(s.block_table.size()),
                               s.samples});
-  const std::vector<float>& logits = runner_->run(chunks);
+  const std::vector<float>& logits = executor_->run(chunks);
   const double t_forward = seconds_since(t1);
 
   auto t2 = clock_type::now();
-  const int64_t vocab = model_.config().vocab_size;
-  const auto& eos = model_.config().eos_token_ids;
+  const int64_t vocab = model_config_.vocab_size;
+  const auto& eos = model_config_.eos_token_ids;
   std::vector<int32_t> sampled(out.scheduled.size(), sched::Scheduler::kNoToken);
   std::vector<SequenceSampler::Result> results(out.scheduled.size());
   size_t row = 0;

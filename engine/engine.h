@@ -18,7 +18,7 @@
 #include <unordered_map>
 #include <vector>
 
-#include "engine/model_runner.h"
+#include "engine/model_executor.h"
 #include "engine/sampler.h"
 #include "engine/stop_conditions.h"
 #include "engine/tokenizer/tokenizer.h"
@@ -83,6 +83,9 @@ class Engine {
   // With a tokenizer, outputs carry text and requests may use stop strings.
   Engine(Backend& backend, Model& model, const EngineConfig& config,
          const Tokenizer* tokenizer = nullptr);
+  // Tensor-parallel: the executor drives every rank.
+  Engine(std::unique_ptr<ModelExecutor> executor, const EngineConfig& config,
+         const Tokenizer* tokenizer = nullptr);
   ~Engine();
 
   // Thread-safe. Outputs for this request go to `on_output` (called on the engine thread).
@@ -120,12 +123,12 @@ class Engine {
   // Ends every request with `why` after a fatal error (engine thread).
   void fail_all(const std::string& why);
 
-  Backend& backend_;
-  Model& model_;
+  void init(const EngineConfig& config);
+
+  std::unique_ptr<ModelExecutor> executor_;
+  const ModelConfig& model_config_;
   const Tokenizer* tokenizer_;
   sched::SchedulerConfig sched_config_;
-  KvCache kv_;
-  std::unique_ptr<ModelRunner> runner_;
   std::unique_ptr<sched::Scheduler> scheduler_;
 
   std::unordered_map<std::string, std::unique_ptr<Sequence>> sequences_;  // by scheduler id

@@ -19,7 +19,7 @@ ModelRunner::ModelRunner(Backend& backend, Model& model, KvCache& kv, RunnerLimi
   query_start_ = backend.allocate(DType::I32, {s + 1});
   seq_lens_ = backend.allocate(DType::I32, {s});
   block_tables_ = backend.allocate(DType::I32, {s, limits.max_blocks_per_seq});
-  logits_ = backend.allocate(DType::F32, {s, model.config().vocab_size});
+  logits_ = backend.allocate(DType::F32, {s, model.vocab_shard().second});
   model.reserve(limits.max_tokens, limits.max_seqs);
 }
 

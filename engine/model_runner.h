@@ -30,10 +30,13 @@ class ModelRunner {
  public:
   ModelRunner(Backend& backend, Model& model, KvCache& kv, RunnerLimits limits);
 
-  // Runs one step. Returns host logits [n_wanted, vocab], rows in chunk order.
+  // Runs one step. Returns host logits [n_wanted, vocab shard], rows in chunk order (this
+  // rank's columns of the vocabulary: model.vocab_shard()).
   const std::vector<float>& run(const std::vector<SeqChunk>& chunks);
 
   int64_t vocab_size() const { return model_.config().vocab_size; }
+  // The logits of the last run().
+  const std::vector<float>& last_logits() const { return h_logits_; }
   const RunnerLimits& limits() const { return limits_; }
 
  private:

@@ -19,10 +19,10 @@ build_pkgs=(
   build-essential cmake ninja-build pkg-config ccache
   libgrpc++-dev protobuf-compiler-grpc libprotobuf-dev protobuf-compiler
   libspdlog-dev libfmt-dev nlohmann-json3-dev libopenblas-dev libcli11-dev
-  libpcre2-dev libutf8proc-dev libicu-dev libjpeg-dev libpng-dev
+  libpcre2-dev libutf8proc-dev libicu-dev libjpeg-dev libpng-dev libssl-dev zlib1g-dev
   catch2
 )
-test_pkgs=(python3-torch python3-numpy python3-jinja2 openssl)
+test_pkgs=(python3-torch python3-numpy python3-jinja2 openssl python3-pil)
 # Node.js may already come from elsewhere (its own npm); only ask Debian for it when absent.
 if ! command -v npm >/dev/null 2>&1; then test_pkgs+=(nodejs npm); fi
 

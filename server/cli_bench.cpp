@@ -28,7 +28,8 @@ int run_offline(const BenchOptions& o) {
   IRIS_CHECK(o.num_prompts > 0 && o.input_len > 0 && o.output_len > 0)
       << "--num-prompts, --input-len and --output-len must be positive";
   LoadedModel m = load(o.model, o.engine);
-  Engine engine(*m.backend, *m.model, o.engine.config());
+  std::unique_ptr<Engine> engine_ptr = m.make_engine(o.engine.config());
+  Engine& engine = *engine_ptr;
   std::mt19937_64 rng(o.seed);
   const int64_t vocab = m.config.vocab_size;
   int64_t generated = 0;

@@ -94,7 +94,8 @@ int run_generate(const GenerateOptions& o) {
     ec.num_kv_blocks = static_cast<int>((ctx + ec.block_size - 1) / ec.block_size) + 1;
   }
   ec.max_num_seqs = 1;
-  Engine engine(*m.backend, *m.model, ec, tokenizer.get());
+  std::unique_ptr<Engine> engine_ptr = m.make_engine(ec, tokenizer.get());
+  Engine& engine = *engine_ptr;
   struct {
     std::vector<int32_t> output_ids;
     std::vector<float> logprobs;
@@ -145,7 +146,8 @@ int run_generate(const GenerateOptions& o) {
 Command add_generate(CLI::App& app) {
   auto opts = std::make_shared<GenerateOptions>();
   CLI::App* sub = app.add_subcommand("generate", "Generate from one prompt");
-  sub->add_option("--model", opts->model, "Hugging Face checkpoint directory")->required();
+  sub->add_option("--model", opts->model,
+                  "Hugging Face checkpoint directory (default: the embedded iris-tiny)");
   auto* prompt = sub->add_option("--prompt", opts->prompt, "prompt text (needs tokenizer files)");
   auto* ids = sub->add_option("--prompt-ids", opts->prompt_ids, "prompt token ids, comma-separated");
   prompt->excludes(ids);
@@ -167,6 +169,7 @@ Command add_generate(CLI::App& app) {
             if (prompt->count() == 0 && ids->count() == 0)
               fail("one of --prompt or --prompt-ids is required");
             opts->prompt_given = prompt->count() > 0;
+            if (opts->model.empty()) opts->model = default_model_dir();
             return run_generate(*opts);
           }};
 }

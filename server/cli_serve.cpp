@@ -124,7 +124,9 @@ int run_serve(ServeOptions o) {
     tokenizer = Tokenizer::from_dir(o.model);
   std::unique_ptr<ChatTemplate> chat_template = tokenizer ? load_chat_template(o.model) : nullptr;
   LoadedModel m = load(o.model, o.engine);
-  Engine engine(*m.backend, *m.model, o.engine.config(), tokenizer.get());
+  std::unique_ptr<Engine> engine_ptr = m.make_engine(o.engine.config(), tokenizer.get());
+  Engine& engine = *engine_ptr;
+  spdlog::info("{}", m.memory_report(engine.scheduler_config().num_blocks, engine.scheduler_config().block_size));
 
   server::ServiceOptions so;
   so.model_id = served_model_id(o.model);

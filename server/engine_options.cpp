@@ -6,8 +6,13 @@
 #include <cstdlib>
 #include <filesystem>
 #include <fstream>
+#include <thread>
 
 #include "engine/core/check.h"
+#ifdef IRIS_HAVE_CUDA
+#include "cuda/cuda_backend.h"
+#include "cuda/nccl_communicator.h"
+#endif
 
 namespace iris::cli {
 
@@ -24,21 +29,93 @@ void EngineOptions::add_to(CLI::App& app) {
   app.add_flag("--enable-prefix-caching,!--no-enable-prefix-caching", engine.enable_prefix_caching,
                "reuse KV blocks of identical prefixes (default on)");
   app.add_option("--device", device, "cpu or cuda")->capture_default_str();
-  app.add_option("--threads", threads, "CPU threads (0 = all cores)");
+  app.add_option("--gpu-memory-utilization", gpu_memory_utilization,
+                 "fraction of each GPU's memory Iris may hold (weights + KV cache)")
+      ->capture_default_str();
+  app.add_option("--threads", threads, "CPU threads (0 = all cores), shared by the ranks");
+  app.add_option("--tensor-parallel-size,--tp", tensor_parallel_size,
+                 "ranks the model is split across (CPU: threads; CUDA: GPUs)")
+      ->capture_default_str();
+  app.add_option("--tp-timeout", tp_timeout,
+                 "seconds a rank may lag behind the others in a step before the group fails")
+      ->capture_default_str();
 }
 
-EngineConfig EngineOptions::config() const { return engine; }
+EngineConfig EngineOptions::config() const {
+  EngineConfig c = engine;
+  // A GPU backend reports only the memory --gpu-memory-utilization leaves after the
+  // weights; keep a little of that for activations and GEMM workspaces.
+  if (device == "cuda") c.kv_memory_fraction = 0.9;
+  return c;
+}
 
 LoadedModel load(const std::string& dir, const EngineOptions& opts) {
-  if (opts.device != "cpu") {
-    fail("--device ", opts.device, ": this build has no CUDA backend; use --device cpu");
-  }
+  const bool cuda = opts.device == "cuda";
+  if (!cuda && opts.device != "cpu") fail("--device ", opts.device, ": expected cpu or cuda");
+#ifndef IRIS_HAVE_CUDA
+  if (cuda) fail("--device cuda: this build has no CUDA backend (built without nvcc); use --device cpu");
+#endif
+  const int world = opts.tensor_parallel_size;
+  IRIS_CHECK(world >= 1 && world <= 64) << "--tensor-parallel-size must be in [1, 64], got " << world;
+  IRIS_CHECK(opts.tp_timeout > 0) << "--tp-timeout must be positive";
   LoadedModel m;
   m.config = ModelConfig::from_dir(dir);
   m.checkpoint = Checkpoint::open(dir);
-  m.backend = make_cpu_backend(opts.threads);
-  m.model = load_model(*m.checkpoint, m.config, *m.backend);
+  m.tp_timeout = std::chrono::milliseconds(static_cast<int64_t>(opts.tp_timeout * 1e3));
+  // CPU ranks split the cores between them.
+  const int cores = opts.threads > 0 ? opts.threads
+                                     : static_cast<int>(std::max(1u, std::thread::hardware_concurrency()));
+  const int per_rank = std::max(1, cores / world);
+  for (int r = 0; r < world; ++r) {
+#ifdef IRIS_HAVE_CUDA
+    if (cuda) {
+      CudaBackendOptions co;
+      co.device = r;
+      co.gpu_memory_utilization = opts.gpu_memory_utilization;
+      m.backends.push_back(make_cuda_backend(co));
+    }
+#endif
+    if (!cuda) m.backends.push_back(make_cpu_backend(per_rank));
+    m.models.push_back(load_model(*m.checkpoint, m.config, *m.backends.back(), ParallelConfig{r, world}));
+  }
+  if (world > 1) {
+    if (cuda) {
+#ifdef IRIS_HAVE_CUDA
+      std::vector<int> devices;
+      std::vector<void*> streams;
+      for (int r = 0; r < world; ++r) {
+        devices.push_back(r);
+        streams.push_back(m.backends[r]->native_stream());
+      }
+      m.comms = make_nccl_communicators(devices, streams, m.tp_timeout);
+#endif
+    } else {
+      m.comms = make_cpu_communicators(world, m.tp_timeout);
+    }
+  }
   return m;
+}
+
+std::unique_ptr<Engine> LoadedModel::make_engine(const EngineConfig& config, const Tokenizer* tokenizer) {
+  std::vector<RankModel> ranks;
+  for (size_t r = 0; r < models.size(); ++r) ranks.push_back({backends[r].get(), models[r].get()});
+  auto executor = std::make_unique<ModelExecutor>(std::move(ranks), std::move(comms), 2 * tp_timeout);
+  return std::make_unique<Engine>(std::move(executor), config, tokenizer);
+}
+
+std::string LoadedModel::memory_report(int num_kv_blocks, int block_size) const {
+  std::string out;
+  for (size_t r = 0; r < models.size(); ++r) {
+    const AttentionShape s = models[r]->attention_shape();
+    const double kv = 2.0 * config.num_layers * block_size * s.kv_dim() *
+                      dtype_size(backends[r]->compute_dtype()) * num_kv_blocks;
+    char line[256];
+    std::snprintf(line, sizeof line, "%srank %zu/%zu on %s: weights %.1f MiB, KV cache %.1f MiB (%d heads, %d KV heads)",
+                  r ? "; " : "", r, models.size(), backends[r]->name().c_str(),
+                  models[r]->weight_bytes() / 1048576.0, kv / 1048576.0, s.num_q_heads, s.num_kv_heads);
+    out += line;
+  }
+  return out;
 }
 
 std::string default_model_dir() {

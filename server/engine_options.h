@@ -5,6 +5,8 @@
 #include <CLI/CLI.hpp>
 #include <memory>
 #include <string>
+#include <vector>
+#include <chrono>
 
 #include <nlohmann/json.hpp>
 
@@ -21,17 +23,28 @@ struct EngineOptions {
   bool no_prefix_caching = false;
   std::string device = "cpu";
   int threads = 0;
+  int tensor_parallel_size = 1;
+  double gpu_memory_utilization = 0.9;
+  double tp_timeout = 60.0;  // seconds a rank may lag in a step before the group fails
 
   void add_to(CLI::App& app);
   EngineConfig config() const;
 };
 
-// A loaded model on its backend.
+// A loaded model: one backend and one model shard per tensor-parallel rank.
 struct LoadedModel {
   ModelConfig config;
   std::unique_ptr<Checkpoint> checkpoint;
-  std::unique_ptr<Backend> backend;
-  std::unique_ptr<Model> model;
+  std::vector<std::unique_ptr<Backend>> backends;
+  std::vector<std::unique_ptr<Model>> models;
+  std::vector<std::unique_ptr<Communicator>> comms;  // empty for one rank
+  std::chrono::milliseconds tp_timeout{60000};
+
+  int world_size() const { return static_cast<int>(models.size()); }
+  // The engine over every rank (moves the communicators into it; call once).
+  std::unique_ptr<Engine> make_engine(const EngineConfig& config, const Tokenizer* tokenizer = nullptr);
+  // One line per rank: device, weight bytes and (after make_engine) KV bytes.
+  std::string memory_report(int num_kv_blocks, int block_size) const;
 };
 
 // Loads `dir` on the device the options name; fails clearly for an unusable device.

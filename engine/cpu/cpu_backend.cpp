@@ -33,7 +33,7 @@ void check_f32(const Tensor& t, const char* what) {
 
 class CpuOps final : public Ops {
  public:
-  explicit CpuOps(ThreadPool& pool) : pool_(pool) {}
+  CpuOps(ThreadPool& pool, Communicator* const* comm) : pool_(pool), comm_(comm) {}
 
   void embedding(const Tensor& ids, const Tensor& table, Tensor& out) override {
     const int64_t n = ids.numel(), h = table.dim(1), v = table.dim(0);
@@ -42,6 +42,19 @@ class CpuOps final : public Ops {
     for (int64_t t = 0; t < n; ++t) {
       IRIS_CHECK(id[t] >= 0 && id[t] < v) << "token id " << id[t] << " outside vocab " << v;
       std::memcpy(out.ptr<float>() + t * h, table.ptr<float>() + id[t] * h, h * sizeof(float));
+    }
+  }
+
+  void embedding_shard(const Tensor& ids, const Tensor& table, int64_t vocab_start,
+                       Tensor& out) override {
+    const int64_t n = ids.numel(), h = table.dim(1), rows = table.dim(0);
+    IRIS_CHECK(out.dim(0) == n && out.dim(1) == h) << "embedding_shard out " << out.shape.str();
+    const int32_t* id = ids.ptr<int32_t>();
+    for (int64_t t = 0; t < n; ++t) {
+      const int64_t local = static_cast<int64_t>(id[t]) - vocab_start;
+      float* o = out.ptr<float>() + t * h;
+      if (local >= 0 && local < rows) std::memcpy(o, table.ptr<float>() + local * h, h * sizeof(float));
+      else std::memset(o, 0, h * sizeof(float));
     }
   }
 
@@ -197,10 +210,13 @@ class CpuOps final : public Ops {
     }
   }
 
-  void all_reduce_sum(Tensor&) override {}
+  void all_reduce_sum(Tensor& x) override {
+    if (comm_ && *comm_) (*comm_)->all_reduce_sum(x);
+  }
 
  private:
   ThreadPool& pool_;
+  Communicator* const* comm_;  // the backend's communicator slot
 };
 
 class CpuBackend final : public Backend {
@@ -208,7 +224,7 @@ class CpuBackend final : public Backend {
   explicit CpuBackend(int num_threads)
       : pool_(num_threads > 0 ? num_threads
                               : static_cast<int>(std::max(1u, std::thread::hardware_concurrency()))),
-        ops_(pool_) {
+        ops_(pool_, &comm_) {
     openblas_set_num_threads(pool_.size());
   }
   DeviceKind kind() const override { return DeviceKind::kCpu; }
@@ -271,6 +287,11 @@ class CpuBackend final : public Backend {
 
 }  // namespace
 }  // namespace cpu
+
+void Ops::embedding_shard(const Tensor&, const Tensor&, int64_t, Tensor&) {
+  // TODO(cuda): the CUDA backend's kernel lands with its tensor-parallel support.
+  fail("this backend has no vocabulary-parallel embedding (tensor parallelism)");
+}
 
 std::unique_ptr<Backend> make_cpu_backend(int num_threads) {
   return std::make_unique<cpu::CpuBackend>(num_threads);

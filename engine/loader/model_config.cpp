@@ -1,4 +1,6 @@
-// config.json parsing for the Llama family (Llama, Mistral, Qwen2, Qwen3).
+// config.json parsing for the Llama family (Llama, Mistral, Qwen2, Qwen3) and for LLaVA
+// (LlavaForConditionalGeneration: a Llama-family text_config, a CLIP or SigLIP
+// vision_config, and the projector / feature-selection fields).
 #include "engine/loader/model_config.h"
 
 #include <filesystem>
@@ -75,10 +77,15 @@ void add_token_ids(const json& v, std::vector<int32_t>& out, const std::string& 
   }
 }
 
+ModelConfig parse_llava(const json& j, const json& gen, const std::string& source);
+
 }  // namespace
 
 ModelConfig ModelConfig::from_json(const json& j, const json& gen, const std::string& source) {
   if (!j.is_object()) fail(source, ": not a JSON object");
+  if (j.contains("architectures") && j["architectures"].is_array() && !j["architectures"].empty() &&
+      j["architectures"][0] == "LlavaForConditionalGeneration")
+    return parse_llava(j, gen, source);
   ModelConfig c;
   Reader r(j, source);
   if (!j.contains("architectures") || !j["architectures"].is_array() ||
@@ -96,7 +103,7 @@ ModelConfig ModelConfig::from_json(const json& j, const json& gen, const std::st
   } else {
     fail(source, ": unknown architecture '", c.architecture_name,
          "' (supported: LlamaForCausalLM, MistralForCausalLM, Qwen2ForCausalLM, "
-         "Qwen3ForCausalLM)");
+         "Qwen3ForCausalLM, LlavaForConditionalGeneration)");
   }
 
   c.vocab_size = r.get_positive("vocab_size");
@@ -206,6 +213,185 @@ ModelConfig ModelConfig::from_json(const json& j, const json& gen, const std::st
     if (id < 0 || id >= c.vocab_size) fail(source, ": eos_token_id ", id, " outside the vocabulary");
   return c;
 }
+
+namespace {
+
+// Sub-configs inside a LLaVA config.json are written by transformers as differences from
+// their class defaults, so a missing field means the default of that config class.
+json text_defaults(const std::string& model_type, const std::string& source) {
+  if (model_type == "llama")
+    return {{"architectures", {"LlamaForCausalLM"}}, {"vocab_size", 32000}, {"hidden_size", 4096},
+            {"intermediate_size", 11008}, {"num_hidden_layers", 32}, {"num_attention_heads", 32},
+            {"hidden_act", "silu"}, {"max_position_embeddings", 2048}, {"rms_norm_eps", 1e-6},
+            {"rope_theta", 10000.0}, {"tie_word_embeddings", false}, {"attention_bias", false},
+            {"mlp_bias", false}, {"bos_token_id", 1}, {"eos_token_id", 2}};
+  if (model_type == "mistral")
+    return {{"architectures", {"MistralForCausalLM"}}, {"vocab_size", 32000}, {"hidden_size", 4096},
+            {"intermediate_size", 14336}, {"num_hidden_layers", 32}, {"num_attention_heads", 32},
+            {"num_key_value_heads", 8}, {"hidden_act", "silu"},
+            {"max_position_embeddings", 4096 * 32}, {"rms_norm_eps", 1e-6}, {"rope_theta", 10000.0},
+            {"tie_word_embeddings", false}, {"sliding_window", 4096}, {"bos_token_id", 1},
+            {"eos_token_id", 2}};
+  if (model_type == "qwen2")
+    return {{"architectures", {"Qwen2ForCausalLM"}}, {"vocab_size", 151936}, {"hidden_size", 4096},
+            {"intermediate_size", 22016}, {"num_hidden_layers", 32}, {"num_attention_heads", 32},
+            {"num_key_value_heads", 32}, {"hidden_act", "silu"}, {"max_position_embeddings", 32768},
+            {"rms_norm_eps", 1e-6}, {"rope_theta", 10000.0}, {"tie_word_embeddings", false},
+            {"use_sliding_window", false}, {"sliding_window", 4096}, {"max_window_layers", 28}};
+  if (model_type == "qwen3")
+    return {{"architectures", {"Qwen3ForCausalLM"}}, {"vocab_size", 151936}, {"hidden_size", 4096},
+            {"intermediate_size", 22016}, {"num_hidden_layers", 32}, {"num_attention_heads", 32},
+            {"num_key_value_heads", 32}, {"head_dim", 128}, {"hidden_act", "silu"},
+            {"max_position_embeddings", 32768}, {"rms_norm_eps", 1e-6}, {"rope_theta", 10000.0},
+            {"tie_word_embeddings", false}, {"attention_bias", false},
+            {"use_sliding_window", false}, {"sliding_window", 4096}, {"max_window_layers", 28}};
+  fail(source, ": text_config model_type '", model_type,
+       "' is not supported (llama, mistral, qwen2, qwen3)");
+}
+
+json vision_defaults(const std::string& model_type, const std::string& source) {
+  if (model_type == "clip_vision_model")
+    return {{"hidden_size", 768}, {"intermediate_size", 3072}, {"num_hidden_layers", 12},
+            {"num_attention_heads", 12}, {"num_channels", 3}, {"image_size", 224},
+            {"patch_size", 32}, {"hidden_act", "quick_gelu"}, {"layer_norm_eps", 1e-5}};
+  if (model_type == "siglip_vision_model")
+    return {{"hidden_size", 768}, {"intermediate_size", 3072}, {"num_hidden_layers", 12},
+            {"num_attention_heads", 12}, {"num_channels", 3}, {"image_size", 224},
+            {"patch_size", 16}, {"hidden_act", "gelu_pytorch_tanh"}, {"layer_norm_eps", 1e-6}};
+  fail(source, ": vision_config model_type '", model_type,
+       "' is not supported (clip_vision_model, siglip_vision_model)");
+}
+
+// The activations the encoder ops implement (Activation in engine/backend.h).
+void check_encoder_activation(const json& act, const std::string& source, const char* key) {
+  static const char* const kSupported[] = {"gelu", "gelu_pytorch_tanh", "gelu_new", "quick_gelu"};
+  if (act.is_string())
+    for (const char* s : kSupported)
+      if (act.get<std::string>() == s) return;
+  fail(source, ": ", key, " ", act.dump(),
+       " is not supported (gelu, gelu_pytorch_tanh, gelu_new, quick_gelu)");
+}
+
+json merged(json defaults, const json& given) {
+  for (auto it = given.begin(); it != given.end(); ++it)
+    if (!it.value().is_null()) defaults[it.key()] = it.value();
+  return defaults;
+}
+
+VisionConfig parse_vision(const json& given, const std::string& source) {
+  std::string model_type = "clip_vision_model";
+  if (given.contains("model_type") && given["model_type"].is_string())
+    model_type = given["model_type"].get<std::string>();
+  const json v = merged(vision_defaults(model_type, source), given);
+  const std::string src = source + " vision_config";
+  Reader r(v, src);
+  VisionConfig vc;
+  vc.model_type = model_type;
+  vc.type = model_type == "siglip_vision_model" ? VisionConfig::Type::kSiglip
+                                                : VisionConfig::Type::kClip;
+  vc.hidden_size = r.get_positive("hidden_size");
+  vc.intermediate_size = r.get_positive("intermediate_size");
+  vc.num_layers = static_cast<int>(r.get_positive("num_hidden_layers"));
+  vc.num_heads = static_cast<int>(r.get_positive("num_attention_heads"));
+  vc.num_channels = static_cast<int>(r.get_positive("num_channels"));
+  vc.image_size = static_cast<int>(r.get_positive("image_size"));
+  vc.patch_size = static_cast<int>(r.get_positive("patch_size"));
+  vc.layer_norm_eps = static_cast<float>(r.get_float("layer_norm_eps", 1e-5));
+  check_encoder_activation(v["hidden_act"], src, "hidden_act");
+  vc.hidden_act = v["hidden_act"].get<std::string>();
+  if (vc.hidden_size % vc.num_heads != 0)
+    fail(src, ": hidden_size ", vc.hidden_size, " is not a multiple of num_attention_heads ",
+         vc.num_heads);
+  // A stride-P convolution without padding: a remainder of image_size / patch_size pixels
+  // on the right and bottom is never seen (SigLIP so400m: 384 px, patch 14, 27 x 27 grid).
+  if (vc.patch_size > vc.image_size)
+    fail(src, ": patch_size ", vc.patch_size, " exceeds image_size ", vc.image_size);
+  return vc;
+}
+
+ModelConfig parse_llava(const json& j, const json& gen, const std::string& source) {
+  // The language model: text_config with its class defaults, parsed as a text-only config.
+  const json text_given = j.contains("text_config") && j["text_config"].is_object()
+                              ? j["text_config"] : json::object();
+  std::string text_type = "llama";
+  if (text_given.contains("model_type") && text_given["model_type"].is_string())
+    text_type = text_given["model_type"].get<std::string>();
+  json text = merged(text_defaults(text_type, source), text_given);
+  if (!text_given.contains("architectures") || !text_given["architectures"].is_array() ||
+      text_given["architectures"].empty())
+    text["architectures"] = text_defaults(text_type, source)["architectures"];
+  // Token ids and tying may sit at the top level (tie: either level, as LlavaConfig does).
+  for (const char* key : {"bos_token_id", "eos_token_id"})
+    if (j.contains(key) && !j[key].is_null() && !text_given.contains(key)) text[key] = j[key];
+  if (j.contains("tie_word_embeddings") && j["tie_word_embeddings"] == true)
+    text["tie_word_embeddings"] = true;
+  if (text["architectures"][0] == "LlavaForConditionalGeneration")
+    fail(source, ": text_config cannot itself be LLaVA");
+  ModelConfig c = ModelConfig::from_json(text, gen, source + " text_config");
+  c.architecture_name = j["architectures"][0].get<std::string>();
+
+  MultimodalConfig m;
+  const json vision_given = j.contains("vision_config") && j["vision_config"].is_object()
+                                ? j["vision_config"]
+                                : json{{"model_type", "clip_vision_model"},
+                                       {"intermediate_size", 4096}, {"hidden_size", 1024},
+                                       {"patch_size", 14}, {"image_size", 336},
+                                       {"num_hidden_layers", 24}, {"num_attention_heads", 16}};
+  m.vision = parse_vision(vision_given, source);
+
+  Reader r(j, source);
+  m.image_token_id = static_cast<int32_t>(
+      r.has("image_token_index") ? r.get_int("image_token_index") : r.get_int("image_token_id", 32000));
+  if (m.image_token_id < 0 || m.image_token_id >= c.vocab_size)
+    fail(source, ": image_token_index ", m.image_token_id, " outside the vocabulary [0, ",
+         c.vocab_size, ")");
+
+  if (!r.has("vision_feature_layer")) {
+    m.feature_layers = {-2};
+  } else {
+    const json& fl = j["vision_feature_layer"];
+    auto add = [&](const json& x) {
+      if (!x.is_number_integer())
+        fail(source, ": \"vision_feature_layer\" must be an integer or a list of integers");
+      m.feature_layers.push_back(static_cast<int>(x.get<int64_t>()));
+    };
+    if (fl.is_array()) {
+      for (const auto& x : fl) add(x);
+    } else {
+      add(fl);
+    }
+    if (m.feature_layers.empty()) fail(source, ": \"vision_feature_layer\" is an empty list");
+  }
+  const int layers = m.vision.num_layers;
+  for (int l : m.feature_layers)
+    if (l < -(layers + 1) || l > layers)
+      fail(source, ": vision_feature_layer ", l, " outside the ", layers + 1,
+           " hidden states of the vision tower");
+
+  std::string select = "default";
+  if (r.has("vision_feature_select_strategy")) {
+    if (!j["vision_feature_select_strategy"].is_string())
+      fail(source, ": \"vision_feature_select_strategy\" must be a string");
+    select = j["vision_feature_select_strategy"].get<std::string>();
+  }
+  if (select == "default") {
+    m.select = MultimodalConfig::Select::kDefault;
+  } else if (select == "full") {
+    m.select = MultimodalConfig::Select::kFull;
+  } else {
+    fail(source, ": vision_feature_select_strategy '", select, "' (expected default or full)");
+  }
+  if (r.has("projector_hidden_act")) {
+    check_encoder_activation(j["projector_hidden_act"], source, "projector_hidden_act");
+    m.projector_hidden_act = j["projector_hidden_act"].get<std::string>();
+  }
+  m.projector_bias = r.get_bool("multimodal_projector_bias", true);
+  if (m.tokens_per_image() <= 0) fail(source, ": an image would have no tokens");
+  c.multimodal = std::move(m);
+  return c;
+}
+
+}  // namespace
 
 ModelConfig ModelConfig::from_dir(const std::string& dir) {
   namespace fs = std::filesystem;

@@ -1,8 +1,10 @@
 // The model description read from config.json (and generation_config.json): architecture,
-// shapes, norms, rotary embedding and its scaling, special token ids. Validated once so
-// model code can trust every field.
+// shapes, norms, rotary embedding and its scaling, special token ids, and for multimodal
+// checkpoints (LLaVA) the vision tower and projector. Validated once so model code can
+// trust every field.
 #pragma once
 
+#include <algorithm>
 #include <cstdint>
 #include <optional>
 #include <string>
@@ -32,8 +34,66 @@ struct GenerationDefaults {
   std::optional<int> max_new_tokens;
 };
 
+// A ViT image encoder as LLaVA uses it (transformers' CLIPVisionModel / SiglipVisionModel).
+// CLIP prepends a class token (position embeddings over num_patches + 1) and applies
+// pre_layrnorm to the embeddings; SigLIP has neither but a bias on its patch embedding.
+struct VisionConfig {
+  enum class Type { kClip, kSiglip } type = Type::kClip;
+  std::string model_type;  // "clip_vision_model" or "siglip_vision_model"
+  int64_t hidden_size = 0;
+  int64_t intermediate_size = 0;
+  int num_heads = 0;
+  int num_layers = 0;
+  int image_size = 0;  // square input, pixels
+  int patch_size = 0;
+  int num_channels = 3;
+  float layer_norm_eps = 1e-5f;
+  std::string hidden_act;  // "quick_gelu", "gelu", "gelu_pytorch_tanh", "gelu_new"
+
+  int head_dim() const { return static_cast<int>(hidden_size / num_heads); }
+  // Patches per side; pixels past grid() * patch_size are not seen (as Conv2d's stride).
+  int grid() const { return image_size / patch_size; }
+  int num_patches() const { return grid() * grid(); }
+  // Elements of one flattened patch: num_channels * patch_size^2, ordered (c, ky, kx).
+  int patch_dim() const { return num_channels * patch_size * patch_size; }
+  bool has_class_token() const { return type == Type::kClip; }
+  // Rows of one image's sequence inside the tower.
+  int seq_len() const { return num_patches() + (has_class_token() ? 1 : 0); }
+};
+
+// LLaVA: vision tower -> hidden_states[feature layer(s)] -> select -> projector
+// (linear_1 -> act -> linear_2) -> embeddings that replace the image placeholder tokens.
+struct MultimodalConfig {
+  VisionConfig vision;
+  int32_t image_token_id = 0;  // "image_token_index" (or "image_token_id")
+  // vision_feature_layer as written (negative counts from the end); hidden_states[0] is the
+  // embeddings output, hidden_states[i] the output of encoder layer i. Several layers are
+  // concatenated along the hidden dimension in this order.
+  std::vector<int> feature_layers;
+  // "default" drops each image's first row (CLIP's class token), "full" keeps every row.
+  enum class Select { kDefault, kFull } select = Select::kDefault;
+  std::string projector_hidden_act = "gelu";
+  bool projector_bias = true;
+
+  // feature_layers[k] as an index into hidden_states, in [0, vision.num_layers].
+  int hidden_state_index(size_t k) const {
+    const int l = feature_layers[k];
+    return l >= 0 ? l : vision.num_layers + 1 + l;
+  }
+  // Encoder layers that must run (the deepest requested hidden state).
+  int layers_used() const {
+    int m = 0;
+    for (size_t k = 0; k < feature_layers.size(); ++k) m = std::max(m, hidden_state_index(k));
+    return m;
+  }
+  // Placeholder tokens (and embedding rows) per image.
+  int tokens_per_image() const { return vision.seq_len() - (select == Select::kDefault ? 1 : 0); }
+};
+
 struct ModelConfig {
-  std::string architecture_name;  // as spelled in config.json
+  // As spelled in config.json. For LLaVA "LlavaForConditionalGeneration", while `arch` and
+  // every text field below describe the language model (text_config).
+  std::string architecture_name;
   Architecture arch = Architecture::kLlama;
   int64_t vocab_size = 0;
   int64_t hidden_size = 0;
@@ -55,6 +115,8 @@ struct ModelConfig {
   std::optional<int32_t> bos_token_id;
   std::vector<int32_t> eos_token_ids;  // config.json ∪ generation_config.json
   GenerationDefaults generation;
+  // Set for LlavaForConditionalGeneration; empty for text-only models.
+  std::optional<MultimodalConfig> multimodal;
 
   // Parses config.json (and generation_config.json when given, may be null). `source`
   // names the file in error messages.

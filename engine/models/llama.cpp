@@ -1,13 +1,17 @@
 // The Llama family (Llama 2/3.x, Mistral, Qwen2, Qwen3) written once against Ops.
 // Differences between the architectures are data, not code paths: q/k/v biases (Qwen2),
 // per-head q/k RMSNorm (Qwen3), tied embeddings, sliding windows, rope scaling — all read
-// from ModelConfig. q/k/v and gate/up are fused into one GEMM each at load time.
+// from ModelConfig. q/k/v and gate/up are fused into one GEMM each at load time. The same
+// class is the language model of LLaVA: only the weight-name prefix differs, and a step may
+// carry image embeddings that replace the embeddings of its placeholder tokens.
+#include <algorithm>
 #include <cmath>
 #include <string>
 
 #include "engine/core/check.h"
 #include "engine/models/model.h"
 #include "engine/models/rope.h"
+#include "engine/models/weight_names.h"
 
 namespace iris {
 namespace {
@@ -29,11 +33,10 @@ struct LayerWeights {
 class LlamaModel final : public Model {
  public:
   LlamaModel(const Checkpoint& ckpt, const ModelConfig& cfg, Backend& backend,
-             ParallelConfig par)
+             ParallelConfig par, const WeightNames& names)
       : cfg_(cfg), backend_(backend), par_(par) {
-    IRIS_CHECK(par.world_size == 1)
-        << "tensor parallelism is not wired into the model runner yet (world_size "
-        << par.world_size << ")";
+    IRIS_CHECK(par.world_size >= 1 && par.rank >= 0 && par.rank < par.world_size)
+        << "rank " << par.rank << " of " << par.world_size;
     const int64_t h = cfg.hidden_size;
     const int world = par.world_size;
     IRIS_CHECK(cfg.num_heads % world == 0) << "num_attention_heads " << cfg.num_heads
@@ -55,14 +58,27 @@ class LlamaModel final : public Model {
     const int64_t k0 = cfg.num_kv_heads >= world ? par.rank * shape_.num_kv_heads
                                                  : par.rank * nk / world;
 
-    embed_ = load(ckpt, "model.embed_tokens.weight", {cfg.vocab_size, h});
-    final_norm_ = load(ckpt, "model.norm.weight", {h});
-    lm_head_ = cfg.tie_word_embeddings ? embed_ : load(ckpt, "lm_head.weight", {cfg.vocab_size, h});
+    // Vocabulary-parallel embedding and LM head: rank r holds rows [first, first + count).
+    const int64_t per_rank = (cfg.vocab_size + world - 1) / world;
+    vocab_first_ = std::min<int64_t>(cfg.vocab_size, par.rank * per_rank);
+    vocab_count_ = std::min<int64_t>(cfg.vocab_size, vocab_first_ + per_rank) - vocab_first_;
+    IRIS_CHECK(vocab_count_ > 0) << "vocabulary of " << cfg.vocab_size << " too small for "
+                                 << world << " ranks";
+    const Slice vocab_rows{0, vocab_first_, vocab_count_};
+    embed_ = alloc({vocab_count_, h});
+    load_into(ckpt, names.text_model + "embed_tokens.weight", {cfg.vocab_size, h}, vocab_rows, embed_, 0);
+    final_norm_ = load(ckpt, names.text_model + "norm.weight", {h});
+    if (cfg.tie_word_embeddings) {
+      lm_head_ = embed_;
+    } else {
+      lm_head_ = alloc({vocab_count_, h});
+      load_into(ckpt, names.lm_head, {cfg.vocab_size, h}, vocab_rows, lm_head_, 0);
+    }
     inv_freq_ = upload_f32(rope_inv_freq(cfg.head_dim, cfg.rope_theta, cfg.rope_scaling));
 
     layers_.resize(cfg.num_layers);
     for (int l = 0; l < cfg.num_layers; ++l) {
-      const std::string p = "model.layers." + std::to_string(l) + ".";
+      const std::string p = names.text_model + "layers." + std::to_string(l) + ".";
       LayerWeights& w = layers_[l];
       w.input_norm = load(ckpt, p + "input_layernorm.weight", {h});
       w.post_norm = load(ckpt, p + "post_attention_layernorm.weight", {h});
@@ -105,6 +121,7 @@ class LlamaModel final : public Model {
   const ModelConfig& config() const override { return cfg_; }
   AttentionShape attention_shape() const override { return shape_; }
   size_t weight_bytes() const override { return weight_bytes_; }
+  std::pair<int64_t, int64_t> vocab_shard() const override { return {vocab_first_, vocab_count_}; }
 
   void reserve(int max_tokens, int max_logits) override {
     const DType dt = backend_.compute_dtype();
@@ -139,7 +156,18 @@ class LlamaModel final : public Model {
     const float eps = cfg_.rms_norm_eps;
     const float scale = static_cast<float>(1.0 / std::sqrt(static_cast<double>(cfg_.head_dim)));
 
-    ops.embedding(in.token_ids, embed_.tensor, residual);
+    if (par_.world_size == 1) {
+      ops.embedding(in.token_ids, embed_.tensor, residual);
+    } else {
+      ops.embedding_shard(in.token_ids, embed_.tensor, vocab_first_, residual);
+      ops.all_reduce_sum(residual);
+    }
+    if (in.embeds.defined() && in.embed_rows.numel() > 0) {
+      IRIS_CHECK(in.embeds.dim(0) == in.embed_rows.numel() && in.embeds.dim(1) == cfg_.hidden_size)
+          << "step embeddings " << in.embeds.shape.str() << " for " << in.embed_rows.numel()
+          << " rows of hidden size " << cfg_.hidden_size;
+      ops.scatter_rows(in.embeds, in.embed_rows, residual);
+    }
     for (int l = 0; l < cfg_.num_layers; ++l) {
       LayerWeights& w = layers_[l];
       if (l == 0) {
@@ -199,6 +227,7 @@ class LlamaModel final : public Model {
   ParallelConfig par_;
   AttentionShape shape_;
   int64_t inter_ = 0;
+  int64_t vocab_first_ = 0, vocab_count_ = 0;
   size_t weight_bytes_ = 0;
   Buffer embed_, final_norm_, lm_head_, inv_freq_;
   std::vector<LayerWeights> layers_;
@@ -215,7 +244,8 @@ std::unique_ptr<Model> load_model(const Checkpoint& ckpt, const ModelConfig& con
     case Architecture::kMistral:
     case Architecture::kQwen2:
     case Architecture::kQwen3:
-      return std::make_unique<LlamaModel>(ckpt, config, backend, parallel);
+      return std::make_unique<LlamaModel>(ckpt, config, backend, parallel,
+                                          weight_names(ckpt, config));
   }
   fail("no model definition for ", config.architecture_name);
 }

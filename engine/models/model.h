@@ -3,6 +3,7 @@
 #pragma once
 
 #include <memory>
+#include <utility>
 #include <vector>
 
 #include "engine/backend.h"
@@ -23,6 +24,10 @@ struct StepInputs {
   Tensor positions;       // I32 [T]
   Tensor logits_indices;  // I32 [S_out]   rows of the step whose logits are wanted
   AttentionMetadata attn;
+  // Image (or other media) embeddings that replace the token embeddings of some rows of
+  // the step, e.g. LLaVA's image placeholders; both undefined (or N = 0) when none.
+  Tensor embed_rows;  // I32 [N]   distinct rows of the step whose input embedding is replaced
+  Tensor embeds;      // [N, hidden_size]   in the backend's compute dtype
 };
 
 // Paged KV cache for all layers of one rank.
@@ -46,11 +51,21 @@ class Model {
   virtual void forward(const StepInputs& in, KvCache& kv, Tensor& logits) = 0;
   // Bytes of weights held on this rank's device.
   virtual size_t weight_bytes() const = 0;
+  // The vocabulary rows [first, first + count) whose logits this rank computes: the whole
+  // vocabulary on a single rank, a contiguous shard under tensor parallelism.
+  virtual std::pair<int64_t, int64_t> vocab_shard() const { return {0, config().vocab_size}; }
 };
 
 // Builds the model named by config.arch, reading this rank's shard of every weight.
 std::unique_ptr<Model> load_model(const Checkpoint& ckpt, const ModelConfig& config,
                                   Backend& backend, ParallelConfig parallel = {});
+
+class VisionEncoder;  // engine/models/vision.h
+
+// The vision tower + projector of a multimodal checkpoint (config.multimodal set), or null
+// for a text-only model. load_model() gives the language model of the same checkpoint.
+std::unique_ptr<VisionEncoder> load_vision_encoder(const Checkpoint& ckpt,
+                                                   const ModelConfig& config, Backend& backend);
 
 // Allocates a KV cache of num_blocks blocks for `model` on `backend`.
 KvCache allocate_kv_cache(Backend& backend, const Model& model, int num_blocks, int block_size);

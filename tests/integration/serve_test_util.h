@@ -12,6 +12,7 @@
 
 #include <chrono>
 #include <cstdio>
+#include <cstring>
 #include <string>
 #include <thread>
 #include <vector>
@@ -79,11 +80,14 @@ struct ServerProcess {
   pid_t pid = -1;
   int port = 0;
 
-  // Starts `iris serve --host 127.0.0.1 --port P` plus `args`.
-  void start(const std::string& iris, const std::vector<std::string>& args) {
+  // Starts `iris serve --host 127.0.0.1 --port P` plus `args`, with `env` ("NAME=value")
+  // added to its environment.
+  void start(const std::string& iris, const std::vector<std::string>& args,
+             const std::vector<std::string>& env = {}) {
     port = free_port();
     pid = fork();
     if (pid == 0) {
+      for (const auto& e : env) putenv(strdup(e.c_str()));
       std::vector<std::string> all = {iris, "serve", "--host", "127.0.0.1", "--port",
                                       std::to_string(port)};
       all.insert(all.end(), args.begin(), args.end());

@@ -239,6 +239,61 @@ int main(int argc, char** argv) {
   // connection still open.
   EXPECT(secs < 2.0, "exit took %.2f s with nothing to drain", secs);
 
+  // Tensor parallelism through the server: two CPU ranks stream the same greedy tokens.
+  {
+    ServerProcess tp;
+    tp.start(iris, {"--model", model, "--tensor-parallel-size", "2", "--num-kv-blocks", "64",
+                    "--threads", "2"});
+    auto tp_channel = grpc::CreateCustomChannel(tp.address(), grpc::InsecureChannelCredentials(),
+                                                quick_reconnect());
+    auto tp_stub = iris::v1::Inference::NewStub(tp_channel);
+    if (tp.wait_serving(tp_channel)) {
+      StreamResult r = generate(*tp_stub, greedy_request(prompt, kMaxTokens), /*auth=*/false);
+      EXPECT(r.status.ok() && r.ids() == expected, "TP=2 server: %s, ids differ: %d",
+             r.status.error_message().c_str(), r.ids() != expected);
+      GenerateRequest n3 = greedy_request(prompt, kMaxTokens);
+      n3.set_n(3);
+      r = generate(*tp_stub, n3, false);
+      for (int i = 0; i < 3; ++i) EXPECT(r.status.ok() && r.ids(i) == expected, "TP=2 choice %d differs", i);
+    }
+    const int st = tp.stop(SIGTERM, std::chrono::seconds(20));
+    EXPECT(st != -1 && WIFEXITED(st) && WEXITSTATUS(st) == 0, "TP=2 server exit %d", st);
+  }
+
+  // A stalled rank brings the server down fast: the request fails with INTERNAL, health
+  // stops saying SERVING and the process exits non-zero instead of hanging.
+  {
+    ServerProcess stall;
+    stall.start(iris, {"--model", model, "--tensor-parallel-size", "2", "--tp-timeout", "1",
+                       "--num-kv-blocks", "64", "--threads", "2"},
+                {"IRIS_FAILPOINT=stall_rank:1:3"});
+    auto ch = grpc::CreateCustomChannel(stall.address(), grpc::InsecureChannelCredentials(),
+                                        quick_reconnect());
+    auto st_stub = iris::v1::Inference::NewStub(ch);
+    if (stall.wait_serving(ch)) {
+      const auto t0 = std::chrono::steady_clock::now();
+      StreamResult r = generate(*st_stub, greedy_request(prompt, kMaxTokens), false);
+      const double secs = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+      EXPECT(r.status.error_code() == grpc::StatusCode::INTERNAL &&
+                 r.status.error_message().find("rank") != std::string::npos,
+             "stalled rank: code %d (%s)", r.status.error_code(), r.status.error_message().c_str());
+      EXPECT(secs < 10.0, "the failing request took %.1f s", secs);
+      int code = -1;
+      const auto t1 = std::chrono::steady_clock::now();
+      while (std::chrono::steady_clock::now() - t1 < std::chrono::seconds(15)) {
+        int status = 0;
+        if (waitpid(stall.pid, &status, WNOHANG) == stall.pid) {
+          stall.pid = -1;
+          code = status;
+          break;
+        }
+        std::this_thread::sleep_for(std::chrono::milliseconds(50));
+      }
+      EXPECT(code != -1, "the server with a stalled rank did not exit");
+      EXPECT(code != -1 && WIFEXITED(code) && WEXITSTATUS(code) != 0, "exit status %d", code);
+    }
+  }
+
   if (iris_test::g_failures) {
     std::fprintf(stderr, "%d check(s) failed\n", iris_test::g_failures);
     return 1;

@@ -201,3 +201,56 @@ TEST_CASE("bad requests fail alone with a clear error") {
   REQUIRE(good_out == alone.generate({5, 6, 7}, greedy(6)).output_ids);
   REQUIRE(engine.stats().num_free_blocks == engine.stats().num_total_blocks);
 }
+
+TEST_CASE("tensor parallelism on CPU ranks: the same tokens with 1, 2 and 4 ranks") {
+  // 4 heads and 2 KV heads (fewer KV heads than 4 ranks), an odd vocabulary (uneven shards).
+  auto c = small_llama_config({{"max_position_embeddings", 256}, {"vocab_size", 67}});
+  const auto dir = write_checkpoint("engine_tp", c, random_weights(c, 5));
+  auto ck = Checkpoint::open(dir);
+  const ModelConfig cfg = ModelConfig::from_dir(dir);
+  std::map<int, std::vector<std::vector<int32_t>>> out;
+  std::map<int, std::vector<std::vector<float>>> logprobs;
+  for (int world : {1, 2, 4}) {
+    std::vector<std::unique_ptr<Backend>> backends;
+    std::vector<std::unique_ptr<Model>> models;
+    std::vector<RankModel> ranks;
+    for (int r = 0; r < world; ++r) {
+      backends.push_back(make_cpu_backend(1));
+      models.push_back(load_model(*ck, cfg, *backends.back(), ParallelConfig{r, world}));
+      ranks.push_back({backends.back().get(), models.back().get()});
+    }
+    auto comms = world > 1 ? make_cpu_communicators(world, std::chrono::seconds(30))
+                           : std::vector<std::unique_ptr<Communicator>>{};
+    EngineConfig ec;
+    ec.num_kv_blocks = 64;
+    ec.max_num_seqs = 4;
+    ec.max_num_batched_tokens = 64;
+    Engine engine(std::make_unique<ModelExecutor>(std::move(ranks), std::move(comms)), ec);
+    std::vector<Collected> got(5);
+    std::vector<std::vector<float>> lps(5);
+    for (int i = 0; i < 5; ++i) {
+      EngineRequest r;
+      r.id = "tp" + std::to_string(i);
+      for (int k = 0; k <= 9 * i; ++k) r.prompt.push_back((7 * k + i) % 67);
+      r.params = greedy(12);
+      engine.submit(r, [&got, &lps, i](const EngineOutput& o) {
+        got[i].tokens[o.index].insert(got[i].tokens[o.index].end(), o.token_ids.begin(), o.token_ids.end());
+        lps[i].insert(lps[i].end(), o.logprobs.begin(), o.logprobs.end());
+        if (!o.error.empty()) got[i].error = o.error;
+      });
+    }
+    while (engine.has_work()) engine.step();
+    for (int i = 0; i < 5; ++i) {
+      REQUIRE(got[i].error.empty());
+      out[world].push_back(got[i].tokens[0]);
+      logprobs[world].push_back(lps[i]);
+    }
+    CHECK(engine.stats().num_free_blocks == engine.stats().num_total_blocks);
+  }
+  for (int world : {2, 4}) {
+    CHECK(out[world] == out[1]);
+    for (size_t i = 0; i < out[1].size(); ++i)
+      for (size_t k = 0; k < logprobs[1][i].size(); ++k)
+        CHECK(logprobs[world][i][k] == Approx(logprobs[1][i][k]).margin(1e-4));
+  }
+}

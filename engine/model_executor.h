@@ -1,0 +1,82 @@
+// ModelExecutor runs one step of the model on every tensor-parallel rank in lockstep. Rank 0
+// runs on the calling thread (the engine's); ranks 1..N-1 each have a worker thread that
+// receives the same step plan, builds the same inputs and runs the same forward, meeting the
+// others in the all-reduces. Each rank computes the logits of its vocabulary shard; the
+// executor assembles them into one host row per sampled sequence, so sampling stays on rank
+// 0. A rank that throws, or that does not finish within the step timeout, fails the step:
+// the communicators are aborted (peers waiting in a collective stop) and run() throws.
+#pragma once
+
+#include <atomic>
+#include <chrono>
+#include <condition_variable>
+#include <memory>
+#include <mutex>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include "engine/model_runner.h"
+
+namespace iris {
+
+// One rank: its device and its shard of the model (not owned).
+struct RankModel {
+  Backend* backend = nullptr;
+  Model* model = nullptr;
+};
+
+class ModelExecutor {
+ public:
+  // ranks[r] is rank r; comms (one per rank, or empty for a single rank) are wired into each
+  // rank's backend and kept alive here.
+  ModelExecutor(std::vector<RankModel> ranks, std::vector<std::unique_ptr<Communicator>> comms,
+                std::chrono::milliseconds step_timeout = std::chrono::minutes(5));
+  ~ModelExecutor();
+  ModelExecutor(const ModelExecutor&) = delete;
+  ModelExecutor& operator=(const ModelExecutor&) = delete;
+
+  int world_size() const { return static_cast<int>(ranks_.size()); }
+  const ModelConfig& config() const { return ranks_[0].model->config(); }
+  // KV bytes of one block on the rank that needs the most, and free device memory on the
+  // rank that has the least: the KV cache is sized from these.
+  size_t kv_bytes_per_block(int block_size) const;
+  size_t free_memory_bytes() const;
+
+  // Allocates num_blocks KV blocks on every rank and the per-step buffers. Call once.
+  void allocate(int num_blocks, int block_size, RunnerLimits limits);
+  const RunnerLimits& limits() const { return limits_; }
+
+  // One step on all ranks; returns host logits [n_wanted, vocab], rows in chunk order.
+  const std::vector<float>& run(const std::vector<SeqChunk>& chunks);
+
+ private:
+  void worker(int rank);
+  // Aborts the communicators and records the first failure.
+  void fail_group(const std::string& why);
+
+  std::vector<RankModel> ranks_;
+  std::vector<std::unique_ptr<Communicator>> comms_;
+  std::chrono::milliseconds step_timeout_;
+  RunnerLimits limits_;
+  std::vector<KvCache> kv_;
+  std::vector<std::unique_ptr<ModelRunner>> runners_;
+  std::vector<float> logits_;
+
+  // Lockstep hand-off to the workers.
+  std::mutex mu_;
+  std::condition_variable cv_;
+  const std::vector<SeqChunk>* step_chunks_ = nullptr;
+  uint64_t step_id_ = 0;
+  int workers_done_ = 0;
+  std::vector<uint8_t> worker_done_;   // per rank, for the current step
+  std::vector<std::string> worker_error_;
+  std::string failure_;
+  bool stop_ = false;
+  std::vector<std::thread> workers_;
+  // Test hook (IRIS_FAILPOINT=stall_rank:R:S): rank R sleeps instead of running step S.
+  int stall_rank_ = -1;
+  uint64_t stall_step_ = 0;
+};
+
+}  // namespace iris

@@ -1,0 +1,30 @@
+// Weight-name layout detection (see weight_names.h).
+#include "engine/models/weight_names.h"
+
+#include "engine/core/check.h"
+
+namespace iris {
+
+WeightNames weight_names(const Checkpoint& ckpt, const ModelConfig& config) {
+  WeightNames n;
+  if (!config.multimodal) return n;
+  const std::string current = "model.language_model.embed_tokens.weight";
+  const std::string legacy = "language_model.model.embed_tokens.weight";
+  if (ckpt.has(current)) {
+    n.text_model = "model.language_model.";
+    n.lm_head = "lm_head.weight";
+    n.vision_model = "model.vision_tower.vision_model.";
+    n.projector = "model.multi_modal_projector.";
+  } else if (ckpt.has(legacy)) {
+    n.text_model = "language_model.model.";
+    n.lm_head = "language_model.lm_head.weight";
+    n.vision_model = "vision_tower.vision_model.";
+    n.projector = "multi_modal_projector.";
+  } else {
+    fail(ckpt.dir(), ": a ", config.architecture_name, " checkpoint needs '", current,
+         "' (transformers >= 4.52 layout) or '", legacy, "' (legacy layout); it has neither");
+  }
+  return n;
+}
+
+}  // namespace iris
