@@ -20,7 +20,7 @@ build_pkgs=(
   libgrpc++-dev protobuf-compiler-grpc libprotobuf-dev protobuf-compiler
   libspdlog-dev libfmt-dev nlohmann-json3-dev libopenblas-dev libcli11-dev
   libpcre2-dev libutf8proc-dev libicu-dev libjpeg-dev libpng-dev libssl-dev zlib1g-dev
-  catch2
+  catch2 patchelf
 )
 test_pkgs=(python3-torch python3-numpy python3-jinja2 openssl python3-pil)
 # Node.js may already come from elsewhere (its own npm); only ask Debian for it when absent.

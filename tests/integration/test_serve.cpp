@@ -239,25 +239,29 @@ int main(int argc, char** argv) {
   // connection still open.
   EXPECT(secs < 2.0, "exit took %.2f s with nothing to drain", secs);
 
-  // Tensor parallelism through the server: two CPU ranks stream the same greedy tokens.
-  {
+  // Tensor parallelism through the server: 2 and 4 CPU ranks (the checkpoint has 2 KV heads,
+  // fewer than 4 ranks) stream the same greedy tokens as `iris generate` with one.
+  for (const char* tp_size : {"2", "4"}) {
     ServerProcess tp;
-    tp.start(iris, {"--model", model, "--tensor-parallel-size", "2", "--num-kv-blocks", "64",
+    tp.start(iris, {"--model", model, "--tensor-parallel-size", tp_size, "--num-kv-blocks", "64",
                     "--threads", "2"});
     auto tp_channel = grpc::CreateCustomChannel(tp.address(), grpc::InsecureChannelCredentials(),
                                                 quick_reconnect());
     auto tp_stub = iris::v1::Inference::NewStub(tp_channel);
     if (tp.wait_serving(tp_channel)) {
-      StreamResult r = generate(*tp_stub, greedy_request(prompt, kMaxTokens), /*auth=*/false);
-      EXPECT(r.status.ok() && r.ids() == expected, "TP=2 server: %s, ids differ: %d",
+      GenerateRequest one = greedy_request(prompt, kMaxTokens);
+      one.set_logprobs(0);
+      StreamResult r = generate(*tp_stub, one, /*auth=*/false);
+      EXPECT(r.status.ok() && r.ids() == expected, "TP=%s server: %s, ids differ: %d", tp_size,
              r.status.error_message().c_str(), r.ids() != expected);
       GenerateRequest n3 = greedy_request(prompt, kMaxTokens);
       n3.set_n(3);
       r = generate(*tp_stub, n3, false);
-      for (int i = 0; i < 3; ++i) EXPECT(r.status.ok() && r.ids(i) == expected, "TP=2 choice %d differs", i);
+      for (int i = 0; i < 3; ++i)
+        EXPECT(r.status.ok() && r.ids(i) == expected, "TP=%s choice %d differs", tp_size, i);
     }
     const int st = tp.stop(SIGTERM, std::chrono::seconds(20));
-    EXPECT(st != -1 && WIFEXITED(st) && WEXITSTATUS(st) == 0, "TP=2 server exit %d", st);
+    EXPECT(st != -1 && WIFEXITED(st) && WEXITSTATUS(st) == 0, "TP=%s server exit %d", tp_size, st);
   }
 
   // A stalled rank brings the server down fast: the request fails with INTERNAL, health
