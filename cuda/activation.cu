@@ -14,7 +14,9 @@ unsigned grid_for(int64_t work, int threads) {
   return static_cast<unsigned>(std::clamp<int64_t>((work + threads - 1) / threads, 1, 65536));
 }
 
-__device__ __forceinline__ float silu(float g) { return g / (1.0f + expf(-g)); }
+__device__ __forceinline__ float silu(float g) {
+  return g / (1.0f + expf(-g));
+}
 
 // Vector path: inter % 8 == 0 and 16-byte aligned pointers; unit u covers 8 outputs.
 __global__ void silu_mul_vec_kernel(const bf16* __restrict__ gate_up, int64_t rows, int64_t inter,
@@ -114,8 +116,8 @@ void launch_silu_mul(const bf16* gate_up, int64_t rows, int64_t inter, bf16* out
     silu_mul_vec_kernel<<<grid_for(rows * inter / 8, kThreads), kThreads, 0, stream>>>(
         gate_up, rows, inter, out);
   else
-    silu_mul_kernel<<<grid_for(rows * inter, kThreads), kThreads, 0, stream>>>(gate_up, rows,
-                                                                               inter, out);
+    silu_mul_kernel<<<grid_for(rows * inter, kThreads), kThreads, 0, stream>>>(gate_up, rows, inter,
+                                                                               out);
   IRIS_CUDA_CHECK_LAUNCH();
 }
 

@@ -24,8 +24,8 @@ namespace iris::cuda {
 namespace {
 
 constexpr int kThreads = 128;
-constexpr int kTile = 64;         // keys per tile
-constexpr int kMaxGroup = 8;      // q heads per CTA; larger GQA groups use several chunks
+constexpr int kTile = 64;     // keys per tile
+constexpr int kMaxGroup = 8;  // q heads per CTA; larger GQA groups use several chunks
 constexpr int kMaxSplits = 128;
 constexpr int kRowFloats = 256 + 2;  // workspace floats per (seq, q head, split): acc + (m, l)
 
@@ -229,10 +229,14 @@ template <int DP>
 void launch_decode_group(const AttentionArgs& a, int g, float* part, int splits, int chunks,
                          cudaStream_t stream) {
   switch (g) {
-    case 1: return launch_decode<DP, 1>(a, part, splits, chunks, stream);
-    case 2: return launch_decode<DP, 2>(a, part, splits, chunks, stream);
-    case 4: return launch_decode<DP, 4>(a, part, splits, chunks, stream);
-    default: return launch_decode<DP, 8>(a, part, splits, chunks, stream);
+    case 1:
+      return launch_decode<DP, 1>(a, part, splits, chunks, stream);
+    case 2:
+      return launch_decode<DP, 2>(a, part, splits, chunks, stream);
+    case 4:
+      return launch_decode<DP, 4>(a, part, splits, chunks, stream);
+    default:
+      return launch_decode<DP, 8>(a, part, splits, chunks, stream);
   }
 }
 
@@ -261,10 +265,10 @@ void launch_paged_decode(const AttentionArgs& a, const DecodeWorkspace& ws, cuda
   const int64_t target = 2 * static_cast<int64_t>(ws.num_sms);
   int64_t splits = 1;
   if (base < target) {
-    const int64_t keys = a.sliding_window > 0 ? std::min(a.max_seq_len, a.sliding_window)
-                                              : a.max_seq_len;
-    splits = std::min<int64_t>({(target + base - 1) / base, (keys + kTile - 1) / kTile,
-                                kMaxSplits});
+    const int64_t keys =
+        a.sliding_window > 0 ? std::min(a.max_seq_len, a.sliding_window) : a.max_seq_len;
+    splits =
+        std::min<int64_t>({(target + base - 1) / base, (keys + kTile - 1) / kTile, kMaxSplits});
     splits = std::max<int64_t>(splits, 1);
     const int64_t need = static_cast<int64_t>(a.num_seqs) * a.num_q_heads * splits * kRowFloats;
     IRIS_CHECK(need <= ws.floats) << "cuda decode attention: workspace of " << ws.floats

@@ -153,8 +153,9 @@ __global__ void __launch_bounds__(kThreads) prefill_attention_kernel(AttentionAr
       if (key < kv_hi && cc * 8 < D) {
         if constexpr (kPaged) {
           const int blk = table[key / a.block_size];
-          const int64_t off = (static_cast<int64_t>(blk) * a.block_size + key % a.block_size) *
-                                  kv_row + static_cast<int64_t>(kvh) * D + cc * 8;
+          const int64_t off =
+              (static_cast<int64_t>(blk) * a.block_size + key % a.block_size) * kv_row +
+              static_cast<int64_t>(kvh) * D + cc * 8;
           kv = *reinterpret_cast<const uint4*>(a.k_cache + off);
           vv = *reinterpret_cast<const uint4*>(a.v_cache + off);
         } else {
@@ -236,7 +237,8 @@ __global__ void __launch_bounds__(kThreads) prefill_attention_kernel(AttentionAr
       for (int nd = 0; nd < DP / 8; ++nd) {
         if (nd * 8 >= D) break;
         const uint16_t* vb = Vs + (j * 16 + tig * 2) * STRIDE + nd * 8 + gid;
-        const uint32_t b0 = static_cast<uint32_t>(vb[0]) | (static_cast<uint32_t>(vb[STRIDE]) << 16);
+        const uint32_t b0 =
+            static_cast<uint32_t>(vb[0]) | (static_cast<uint32_t>(vb[STRIDE]) << 16);
         const uint32_t b1 =
             static_cast<uint32_t>(vb[8 * STRIDE]) | (static_cast<uint32_t>(vb[9 * STRIDE]) << 16);
         mma_16816(o[nd], a0, a1, a2, a3, b0, b1);

@@ -29,7 +29,10 @@ __global__ void __launch_bounds__(kWarps * 32) rowwise_attention_kernel(Attentio
     int a0 = 0, a1 = a.num_seqs - 1;
     while (a0 < a1) {
       const int mid = (a0 + a1 + 1) / 2;
-      if (a.query_start[mid] <= t) a0 = mid; else a1 = mid - 1;
+      if (a.query_start[mid] <= t)
+        a0 = mid;
+      else
+        a1 = mid - 1;
     }
     s = a0;
     q0 = a.query_start[s];
@@ -48,8 +51,9 @@ __global__ void __launch_bounds__(kWarps * 32) rowwise_attention_kernel(Attentio
 #pragma unroll
   for (int i = 0; i < PER; ++i) {
     const int d = lane * PER + i;
-    q[i] = d < D ? to_f32(a.qkv[static_cast<int64_t>(t) * a.qkv_row + static_cast<int64_t>(h) * D + d])
-                 : 0.0f;
+    q[i] =
+        d < D ? to_f32(a.qkv[static_cast<int64_t>(t) * a.qkv_row + static_cast<int64_t>(h) * D + d])
+              : 0.0f;
     acc[i] = 0.0f;
   }
   const int64_t kv_row = static_cast<int64_t>(Hkv) * D;
@@ -104,9 +108,11 @@ void launch_rowwise_attention(const AttentionArgs& a, cudaStream_t stream) {
   dispatch_head_dim(a.head_dim, "attention", [&](auto dp) {
     constexpr int DP = decltype(dp)::value;
     if (a.paged)
-      rowwise_attention_kernel<DP, true><<<static_cast<unsigned>(blocks), kWarps * 32, 0, stream>>>(a);
+      rowwise_attention_kernel<DP, true>
+          <<<static_cast<unsigned>(blocks), kWarps * 32, 0, stream>>>(a);
     else
-      rowwise_attention_kernel<DP, false><<<static_cast<unsigned>(blocks), kWarps * 32, 0, stream>>>(a);
+      rowwise_attention_kernel<DP, false>
+          <<<static_cast<unsigned>(blocks), kWarps * 32, 0, stream>>>(a);
     IRIS_CUDA_CHECK_LAUNCH();
   });
 }

@@ -18,8 +18,12 @@ using bf16 = __nv_bfloat16;
 
 constexpr float kLog2e = 1.4426950408889634f;
 
-__device__ __forceinline__ float to_f32(bf16 x) { return __bfloat162float(x); }
-__device__ __forceinline__ bf16 to_bf16(float x) { return __float2bfloat16_rn(x); }
+__device__ __forceinline__ float to_f32(bf16 x) {
+  return __bfloat162float(x);
+}
+__device__ __forceinline__ bf16 to_bf16(float x) {
+  return __float2bfloat16_rn(x);
+}
 
 // 8 bf16 values in one 16-byte register quad.
 union Vec8 {
@@ -83,9 +87,13 @@ __device__ __forceinline__ float block_max(float v, float* scratch) {
   return t;
 }
 
-inline bool aligned16(const void* p) { return (reinterpret_cast<uintptr_t>(p) & 15u) == 0; }
+inline bool aligned16(const void* p) {
+  return (reinterpret_cast<uintptr_t>(p) & 15u) == 0;
+}
 
-inline unsigned ceil_div(int64_t a, int64_t b) { return static_cast<unsigned>((a + b - 1) / b); }
+inline unsigned ceil_div(int64_t a, int64_t b) {
+  return static_cast<unsigned>((a + b - 1) / b);
+}
 
 // head_dim -> padded template head dim. Kernels read and write only the first head_dim
 // elements and zero-fill the rest, so any multiple of 8 up to 256 runs on three
@@ -93,8 +101,7 @@ inline unsigned ceil_div(int64_t a, int64_t b) { return static_cast<unsigned>((a
 template <class F>
 void dispatch_head_dim(int head_dim, const char* op, F&& f) {
   if (head_dim <= 0 || head_dim % 8 != 0 || head_dim > 256)
-    fail("cuda ", op, ": head_dim ", head_dim,
-         " is not supported (a multiple of 8, at most 256)");
+    fail("cuda ", op, ": head_dim ", head_dim, " is not supported (a multiple of 8, at most 256)");
   if (head_dim <= 64)
     f(std::integral_constant<int, 64>{});
   else if (head_dim <= 128)

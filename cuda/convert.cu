@@ -14,7 +14,9 @@ namespace {
 template <typename T>
 __device__ __forceinline__ float load_as_f32(const T* p, int64_t i);
 template <>
-__device__ __forceinline__ float load_as_f32<float>(const float* p, int64_t i) { return p[i]; }
+__device__ __forceinline__ float load_as_f32<float>(const float* p, int64_t i) {
+  return p[i];
+}
 template <>
 __device__ __forceinline__ float load_as_f32<__half>(const __half* p, int64_t i) {
   return __half2float(p[i]);
@@ -27,7 +29,9 @@ __device__ __forceinline__ float load_as_f32<bf16>(const bf16* p, int64_t i) {
 template <typename T>
 __device__ __forceinline__ void store_from_f32(T* p, int64_t i, float v);
 template <>
-__device__ __forceinline__ void store_from_f32<float>(float* p, int64_t i, float v) { p[i] = v; }
+__device__ __forceinline__ void store_from_f32<float>(float* p, int64_t i, float v) {
+  p[i] = v;
+}
 template <>
 __device__ __forceinline__ void store_from_f32<__half>(__half* p, int64_t i, float v) {
   p[i] = __float2half_rn(v);
@@ -47,7 +51,8 @@ __global__ void convert_kernel(const S* __restrict__ src, D* __restrict__ dst, i
 template <typename S>
 void launch_from(const S* src, void* dst, DType dst_dtype, int64_t n, cudaStream_t stream) {
   const int threads = 256;
-  const unsigned blocks = static_cast<unsigned>(std::min<int64_t>((n + threads - 1) / threads, 4096));
+  const unsigned blocks =
+      static_cast<unsigned>(std::min<int64_t>((n + threads - 1) / threads, 4096));
   switch (dst_dtype) {
     case DType::F32:
       convert_kernel<<<blocks, threads, 0, stream>>>(src, static_cast<float*>(dst), n);

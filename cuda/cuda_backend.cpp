@@ -35,11 +35,19 @@ namespace {
 
 constexpr size_t kStagingBytes = size_t{64} << 20;
 
-bool aligned16(const void* p) { return (reinterpret_cast<uintptr_t>(p) & 15u) == 0; }
+bool aligned16(const void* p) {
+  return (reinterpret_cast<uintptr_t>(p) & 15u) == 0;
+}
 
-const bf16* bf16_ptr(const Tensor& t) { return static_cast<const bf16*>(t.data); }
-bf16* bf16_ptr(Tensor& t) { return static_cast<bf16*>(t.data); }
-const bf16* bf16_or_null(const Tensor& t) { return t.defined() ? bf16_ptr(t) : nullptr; }
+const bf16* bf16_ptr(const Tensor& t) {
+  return static_cast<const bf16*>(t.data);
+}
+bf16* bf16_ptr(Tensor& t) {
+  return static_cast<bf16*>(t.data);
+}
+const bf16* bf16_or_null(const Tensor& t) {
+  return t.defined() ? bf16_ptr(t) : nullptr;
+}
 
 void check_dtype(const Tensor& t, DType want, const char* op, const char* what) {
   IRIS_CHECK(t.dtype == want) << "cuda " << op << ": " << what << " must be " << dtype_name(want)
@@ -55,7 +63,9 @@ void check_same_numel(const Tensor& a, const Tensor& b, const char* op) {
       << "cuda " << op << ": " << a.shape.str() << " vs " << b.shape.str();
 }
 
-int64_t row_width(const Tensor& t) { return t.shape.ndim >= 2 ? t.numel() / t.dim(0) : t.numel(); }
+int64_t row_width(const Tensor& t) {
+  return t.shape.ndim >= 2 ? t.numel() / t.dim(0) : t.numel();
+}
 
 class CudaBackend;
 
@@ -64,6 +74,8 @@ class CudaOps final : public Ops {
   explicit CudaOps(CudaBackend& b) : b_(b) {}
 
   void embedding(const Tensor& ids, const Tensor& table, Tensor& out) override;
+  void embedding_shard(const Tensor& ids, const Tensor& table, int64_t vocab_start,
+                       Tensor& out) override;
   void linear(const Tensor& x, const Tensor& w, const Tensor& bias, Tensor& out) override;
   void rms_norm(const Tensor& x, const Tensor& w, float eps, Tensor& out) override;
   void add_rms_norm(Tensor& residual, const Tensor& x, const Tensor& w, float eps,
@@ -84,10 +96,9 @@ class CudaOps final : public Ops {
   void encoder_attention(const Tensor& qkv, const AttentionShape& shape, int seq_len, float scale,
                          Tensor& out) override;
   void scatter_rows(const Tensor& x, const Tensor& indices, Tensor& out) override;
-  // Tensor parallelism is not wired yet (world size 1): nothing to reduce. A multi-GPU
-  // build gives the backend an NCCL communicator and runs ncclAllReduce(sum) on the
-  // backend's stream here, in place.
-  void all_reduce_sum(Tensor&) override {}
+  // Over the backend's communicator (cuda/nccl_communicator.h enqueues ncclAllReduce on
+  // this backend's stream); a single rank has none and nothing to reduce.
+  void all_reduce_sum(Tensor& x) override;
 
  private:
   cudaStream_t stream() const;
@@ -117,9 +128,9 @@ class CudaBackend final : public Backend {
     const cudaError_t probe = probe_kernel_image();
     if (probe != cudaSuccess) {
       (void)cudaGetLastError();
-      fail("--device cuda: device ", device_, " (", prop.name, ", compute capability ",
-           prop.major, ".", prop.minor, ") cannot run this build's kernels: ",
-           cudaGetErrorString(probe), " (built for CMAKE_CUDA_ARCHITECTURES ",
+      fail("--device cuda: device ", device_, " (", prop.name, ", compute capability ", prop.major,
+           ".", prop.minor, ") cannot run this build's kernels: ", cudaGetErrorString(probe),
+           " (built for CMAKE_CUDA_ARCHITECTURES ",
 #ifdef IRIS_CUDA_ARCHITECTURES
            IRIS_CUDA_ARCHITECTURES,
 #else
@@ -134,7 +145,8 @@ class CudaBackend final : public Backend {
     gemm_ = std::make_unique<Gemm>();
     decode_ws_.num_sms = prop.multiProcessorCount;
     decode_ws_.floats = decode_workspace_floats(prop.multiProcessorCount);
-    IRIS_CUDA_CHECK(cudaMalloc(reinterpret_cast<void**>(&decode_ws_.data), static_cast<size_t>(decode_ws_.floats) * 4));
+    IRIS_CUDA_CHECK(cudaMalloc(reinterpret_cast<void**>(&decode_ws_.data),
+                               static_cast<size_t>(decode_ws_.floats) * 4));
     IRIS_CUDA_CHECK(cudaMalloc(&staging_, kStagingBytes));
   }
 
@@ -147,9 +159,15 @@ class CudaBackend final : public Backend {
     if (stream_) cudaStreamDestroy(stream_);
   }
 
-  DeviceKind kind() const override { return DeviceKind::kCuda; }
-  std::string name() const override { return name_; }
-  DType compute_dtype() const override { return DType::BF16; }
+  DeviceKind kind() const override {
+    return DeviceKind::kCuda;
+  }
+  std::string name() const override {
+    return name_;
+  }
+  DType compute_dtype() const override {
+    return DType::BF16;
+  }
 
   Buffer allocate(DType dtype, Shape shape) override {
     IRIS_CUDA_CHECK(cudaSetDevice(device_));
@@ -168,7 +186,14 @@ class CudaBackend final : public Backend {
            " (", cudaGetErrorString(e), "; ", free >> 20, " MiB of ", total >> 20, " MiB free)");
     }
     IRIS_CUDA_CHECK(cudaMemsetAsync(p, 0, bytes, stream_));
-    b.memory = std::shared_ptr<void>(p, [](void* q) { cudaFree(q); });
+    // The last Buffer copy may go away on a thread whose current device is another one.
+    b.memory = std::shared_ptr<void>(p, [dev = device_](void* q) {
+      int cur = -1;
+      cudaGetDevice(&cur);
+      if (cur != dev) cudaSetDevice(dev);
+      cudaFree(q);
+      if (cur != dev && cur >= 0) cudaSetDevice(cur);
+    });
     b.tensor.data = p;
     return b;
   }
@@ -241,13 +266,32 @@ class CudaBackend final : public Backend {
     return static_cast<double>(free) > reserve ? free - static_cast<size_t>(reserve) : 0;
   }
 
-  Ops& ops() override { return ops_; }
+  Ops& ops() override {
+    return ops_;
+  }
 
-  cudaStream_t stream() const { return stream_; }
-  int device() const { return device_; }
-  Gemm& gemm() { return *gemm_; }
-  const DecodeWorkspace& decode_workspace() const { return decode_ws_; }
-  bool rowwise_attention() const { return rowwise_; }
+  void bind_to_current_thread() override {
+    IRIS_CUDA_CHECK(cudaSetDevice(device_));
+  }
+  void* native_stream() const override {
+    return stream_;
+  }
+
+  cudaStream_t stream() const {
+    return stream_;
+  }
+  int device() const {
+    return device_;
+  }
+  Gemm& gemm() {
+    return *gemm_;
+  }
+  const DecodeWorkspace& decode_workspace() const {
+    return decode_ws_;
+  }
+  bool rowwise_attention() const {
+    return rowwise_;
+  }
 
  private:
   CudaBackendOptions opts_;
@@ -273,9 +317,28 @@ void CudaOps::embedding(const Tensor& ids, const Tensor& table, Tensor& out) {
              out.dim(0) == ids.numel() && out.dim(1) == table.dim(1))
       << "cuda embedding: ids " << ids.shape.str() << " table " << table.shape.str() << " out "
       << out.shape.str();
-  launch_copy_rows(table.data, out.data, ids.ptr<int32_t>(), ids.numel(), table.dim(0),
+  launch_copy_rows(table.data, out.data, ids.ptr<int32_t>(), 0, ids.numel(), table.dim(0),
                    static_cast<int64_t>(table.dim(1) * dtype_size(table.dtype)), RowCopy::kGather,
                    stream());
+}
+
+void CudaOps::embedding_shard(const Tensor& ids, const Tensor& table, int64_t vocab_start,
+                              Tensor& out) {
+  check_dtype(ids, DType::I32, "embedding_shard", "ids");
+  IRIS_CHECK(table.dtype == out.dtype && table.shape.ndim == 2 && out.shape.ndim == 2 &&
+             out.dim(0) == ids.numel() && out.dim(1) == table.dim(1))
+      << "cuda embedding_shard: ids " << ids.shape.str() << " table " << table.shape.str()
+      << " out " << out.shape.str();
+  launch_copy_rows(table.data, out.data, ids.ptr<int32_t>(), vocab_start, ids.numel(), table.dim(0),
+                   static_cast<int64_t>(table.dim(1) * dtype_size(table.dtype)), RowCopy::kGather,
+                   stream());
+}
+
+void CudaOps::all_reduce_sum(Tensor& x) {
+  if (Communicator* comm = b_.communicator()) {
+    stream();  // selects the device
+    comm->all_reduce_sum(x);
+  }
 }
 
 void CudaOps::linear(const Tensor& x, const Tensor& w, const Tensor& bias, Tensor& out) {
@@ -285,8 +348,7 @@ void CudaOps::linear(const Tensor& x, const Tensor& w, const Tensor& bias, Tenso
   const int64_t m = x.dim(0), k = x.dim(1), n = w.dim(0);
   IRIS_CHECK(w.dim(1) == k && out.dim(0) == m && out.dim(1) == n &&
              (!bias.defined() || bias.numel() == n))
-      << "cuda linear: x " << x.shape.str() << " w " << w.shape.str() << " out "
-      << out.shape.str();
+      << "cuda linear: x " << x.shape.str() << " w " << w.shape.str() << " out " << out.shape.str();
   b_.gemm().linear(bf16_ptr(x), bf16_ptr(w), bf16_or_null(bias), out.data, out.dtype, m, n, k,
                    stream());
 }
@@ -375,7 +437,8 @@ void CudaOps::attention(const Tensor& qkv, const KvLayer& kv, const AttentionSha
   check_kv(kv, shape, op);
   check_heads(shape, op);
   IRIS_CHECK(qkv.shape.ndim == 2 && qkv.dim(1) == shape.qkv_dim() &&
-             qkv.dim(0) >= meta.num_tokens && out.numel() >= int64_t{meta.num_tokens} * shape.q_dim())
+             qkv.dim(0) >= meta.num_tokens &&
+             out.numel() >= int64_t{meta.num_tokens} * shape.q_dim())
       << "cuda attention: qkv " << qkv.shape.str() << " out " << out.shape.str() << " for "
       << meta.num_tokens << " tokens";
   IRIS_CHECK(aligned16(qkv.data) && aligned16(kv.k.data) && aligned16(kv.v.data) &&
@@ -422,9 +485,10 @@ void CudaOps::silu_mul(const Tensor& gate_up, Tensor& out) {
 
 void CudaOps::gather_rows(const Tensor& x, const Tensor& indices, Tensor& out) {
   check_dtype(indices, DType::I32, "gather_rows", "indices");
-  IRIS_CHECK(x.dtype == out.dtype && out.dim(0) == indices.numel() && row_width(out) == row_width(x))
+  IRIS_CHECK(x.dtype == out.dtype && out.dim(0) == indices.numel() &&
+             row_width(out) == row_width(x))
       << "cuda gather_rows: x " << x.shape.str() << " out " << out.shape.str();
-  launch_copy_rows(x.data, out.data, indices.ptr<int32_t>(), indices.numel(), x.dim(0),
+  launch_copy_rows(x.data, out.data, indices.ptr<int32_t>(), 0, indices.numel(), x.dim(0),
                    static_cast<int64_t>(row_width(x) * dtype_size(x.dtype)), RowCopy::kGather,
                    stream());
 }
@@ -438,8 +502,8 @@ void CudaOps::layer_norm(const Tensor& x, const Tensor& w, const Tensor& b, floa
   const int64_t h = row_width(x);
   IRIS_CHECK(w.numel() == h && (!b.defined() || b.numel() == h) && out.numel() == x.numel())
       << "cuda layer_norm: x " << x.shape.str() << " w " << w.shape.str();
-  launch_layer_norm(bf16_ptr(x), bf16_ptr(w), bf16_or_null(b), eps, x.numel() / h, h,
-                    bf16_ptr(out), stream());
+  launch_layer_norm(bf16_ptr(x), bf16_ptr(w), bf16_or_null(b), eps, x.numel() / h, h, bf16_ptr(out),
+                    stream());
 }
 
 void CudaOps::activation(Tensor& x, Activation act) {
@@ -492,7 +556,7 @@ void CudaOps::scatter_rows(const Tensor& x, const Tensor& indices, Tensor& out) 
   check_dtype(indices, DType::I32, "scatter_rows", "indices");
   IRIS_CHECK(x.dtype == out.dtype && x.dim(0) == indices.numel() && row_width(out) == row_width(x))
       << "cuda scatter_rows: x " << x.shape.str() << " into " << out.shape.str();
-  launch_copy_rows(x.data, out.data, indices.ptr<int32_t>(), indices.numel(), out.dim(0),
+  launch_copy_rows(x.data, out.data, indices.ptr<int32_t>(), 0, indices.numel(), out.dim(0),
                    static_cast<int64_t>(row_width(x) * dtype_size(x.dtype)), RowCopy::kScatter,
                    stream());
 }

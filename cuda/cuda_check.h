@@ -6,12 +6,12 @@
 
 #include "engine/core/check.h"
 
-#define IRIS_CUDA_CHECK(expr)                                                                 \
-  do {                                                                                        \
-    const cudaError_t iris_cuda_err_ = (expr);                                                \
-    if (iris_cuda_err_ != cudaSuccess)                                                        \
-      ::iris::fail(#expr, " failed: ", cudaGetErrorString(iris_cuda_err_), " (", __FILE__, \
-                   ":", __LINE__, ")");                                                       \
+#define IRIS_CUDA_CHECK(expr)                                                                   \
+  do {                                                                                          \
+    const cudaError_t iris_cuda_err_ = (expr);                                                  \
+    if (iris_cuda_err_ != cudaSuccess)                                                          \
+      ::iris::fail(#expr, " failed: ", cudaGetErrorString(iris_cuda_err_), " (", __FILE__, ":", \
+                   __LINE__, ")");                                                              \
   } while (0)
 
 // After every kernel launch: launch-configuration errors surface here, at the launcher.

@@ -13,11 +13,11 @@
 namespace iris::cuda {
 namespace {
 
-#define IRIS_CUBLAS_CHECK(expr)                                                              \
-  do {                                                                                       \
-    const cublasStatus_t iris_st_ = (expr);                                                  \
-    if (iris_st_ != CUBLAS_STATUS_SUCCESS)                                                   \
-      ::iris::fail(#expr, " failed: cuBLAS status ", static_cast<int>(iris_st_), " (",       \
+#define IRIS_CUBLAS_CHECK(expr)                                                            \
+  do {                                                                                     \
+    const cublasStatus_t iris_st_ = (expr);                                                \
+    if (iris_st_ != CUBLAS_STATUS_SUCCESS)                                                 \
+      ::iris::fail(#expr, " failed: cuBLAS status ", static_cast<int>(iris_st_), " (",     \
                    cublasLtGetStatusString(iris_st_), ", ", __FILE__, ":", __LINE__, ")"); \
   } while (0)
 
@@ -50,12 +50,15 @@ Gemm::Plan& Gemm::plan(const Key& key) {
   auto it = plans_.find(key);
   if (it != plans_.end()) return it->second;
   const auto [m, n, k, out_dt, bias, align_x, align_w, align_out] = key;
-  const cudaDataType_t out_type = static_cast<DType>(out_dt) == DType::F32 ? CUDA_R_32F : CUDA_R_16BF;
+  const cudaDataType_t out_type =
+      static_cast<DType>(out_dt) == DType::F32 ? CUDA_R_32F : CUDA_R_16BF;
   Plan p;
   IRIS_CUBLAS_CHECK(cublasLtMatmulDescCreate(&p.op, CUBLAS_COMPUTE_32F, CUDA_R_32F));
   const cublasOperation_t ta = CUBLAS_OP_T, tb = CUBLAS_OP_N;
-  IRIS_CUBLAS_CHECK(cublasLtMatmulDescSetAttribute(p.op, CUBLASLT_MATMUL_DESC_TRANSA, &ta, sizeof(ta)));
-  IRIS_CUBLAS_CHECK(cublasLtMatmulDescSetAttribute(p.op, CUBLASLT_MATMUL_DESC_TRANSB, &tb, sizeof(tb)));
+  IRIS_CUBLAS_CHECK(
+      cublasLtMatmulDescSetAttribute(p.op, CUBLASLT_MATMUL_DESC_TRANSA, &ta, sizeof(ta)));
+  IRIS_CUBLAS_CHECK(
+      cublasLtMatmulDescSetAttribute(p.op, CUBLASLT_MATMUL_DESC_TRANSB, &tb, sizeof(tb)));
   if (bias) {
     const cublasLtEpilogue_t epi = CUBLASLT_EPILOGUE_BIAS;
     IRIS_CUBLAS_CHECK(
@@ -70,17 +73,22 @@ Gemm::Plan& Gemm::plan(const Key& key) {
   IRIS_CUBLAS_CHECK(cublasLtMatmulPreferenceCreate(&pref));
   const uint64_t ws = workspace_bytes_;
   const uint32_t ax = align_x, aw = align_w, ao = align_out;
-  cublasLtMatmulPreferenceSetAttribute(pref, CUBLASLT_MATMUL_PREF_MAX_WORKSPACE_BYTES, &ws, sizeof(ws));
+  cublasLtMatmulPreferenceSetAttribute(pref, CUBLASLT_MATMUL_PREF_MAX_WORKSPACE_BYTES, &ws,
+                                       sizeof(ws));
   // The heuristic assumes 256-byte aligned matrices unless told otherwise; row views of
   // activation buffers can be less aligned, so say what each pointer really is.
-  cublasLtMatmulPreferenceSetAttribute(pref, CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_A_BYTES, &aw, sizeof(aw));
-  cublasLtMatmulPreferenceSetAttribute(pref, CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_B_BYTES, &ax, sizeof(ax));
-  cublasLtMatmulPreferenceSetAttribute(pref, CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_C_BYTES, &ao, sizeof(ao));
-  cublasLtMatmulPreferenceSetAttribute(pref, CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_D_BYTES, &ao, sizeof(ao));
+  cublasLtMatmulPreferenceSetAttribute(pref, CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_A_BYTES, &aw,
+                                       sizeof(aw));
+  cublasLtMatmulPreferenceSetAttribute(pref, CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_B_BYTES, &ax,
+                                       sizeof(ax));
+  cublasLtMatmulPreferenceSetAttribute(pref, CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_C_BYTES, &ao,
+                                       sizeof(ao));
+  cublasLtMatmulPreferenceSetAttribute(pref, CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_D_BYTES, &ao,
+                                       sizeof(ao));
   cublasLtMatmulHeuristicResult_t result{};
   int found = 0;
-  const cublasStatus_t st = cublasLtMatmulAlgoGetHeuristic(handle_, p.op, p.a, p.b, p.c, p.c, pref,
-                                                           1, &result, &found);
+  const cublasStatus_t st =
+      cublasLtMatmulAlgoGetHeuristic(handle_, p.op, p.a, p.b, p.c, p.c, pref, 1, &result, &found);
   cublasLtMatmulPreferenceDestroy(pref);
   if (st != CUBLAS_STATUS_SUCCESS || found == 0) {
     cublasLtMatrixLayoutDestroy(p.a);
@@ -105,17 +113,23 @@ void Gemm::linear(const __nv_bfloat16* x, const __nv_bfloat16* w, const __nv_bfl
   // cuBLASLt's bias epilogue takes the bias in D's type; for F32 outputs (logits) a bf16
   // bias is added by a separate kernel instead.
   const bool epilogue_bias = bias != nullptr && out_dtype == DType::BF16;
-  const Key key{m, n, k, static_cast<int>(out_dtype), epilogue_bias, alignment(x), alignment(w),
+  const Key key{m,
+                n,
+                k,
+                static_cast<int>(out_dtype),
+                epilogue_bias,
+                alignment(x),
+                alignment(w),
                 alignment(out)};
   Plan& p = plan(key);
   if (epilogue_bias) {
     IRIS_CHECK(alignment(bias) >= 16) << "cuda linear: bias pointer is not 16-byte aligned";
-    IRIS_CUBLAS_CHECK(cublasLtMatmulDescSetAttribute(p.op, CUBLASLT_MATMUL_DESC_BIAS_POINTER,
-                                                     &bias, sizeof(bias)));
+    IRIS_CUBLAS_CHECK(cublasLtMatmulDescSetAttribute(p.op, CUBLASLT_MATMUL_DESC_BIAS_POINTER, &bias,
+                                                     sizeof(bias)));
   }
   const float alpha = 1.0f, beta = 0.0f;
-  IRIS_CUBLAS_CHECK(cublasLtMatmul(handle_, p.op, &alpha, w, p.a, x, p.b, &beta, out, p.c, out,
-                                   p.c, &p.algo, workspace_, workspace_bytes_, stream));
+  IRIS_CUBLAS_CHECK(cublasLtMatmul(handle_, p.op, &alpha, w, p.a, x, p.b, &beta, out, p.c, out, p.c,
+                                   &p.algo, workspace_, workspace_bytes_, stream));
   if (bias != nullptr && !epilogue_bias)
     launch_add_bias_f32(static_cast<float*>(out), bias, m, n, stream);
 }

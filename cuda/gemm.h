@@ -27,8 +27,8 @@ class Gemm {
 
   // x: [m, k] bf16; w: [n, k] bf16; bias: [n] bf16 or null; out: [m, n] of out_dtype
   // (BF16 or F32). Row-major throughout.
-  void linear(const __nv_bfloat16* x, const __nv_bfloat16* w, const __nv_bfloat16* bias,
-              void* out, DType out_dtype, int64_t m, int64_t n, int64_t k, cudaStream_t stream);
+  void linear(const __nv_bfloat16* x, const __nv_bfloat16* w, const __nv_bfloat16* bias, void* out,
+              DType out_dtype, int64_t m, int64_t n, int64_t k, cudaStream_t stream);
 
   size_t cached_plans() const { return plans_.size(); }
 

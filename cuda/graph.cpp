@@ -15,7 +15,9 @@ StepGraphs::StepGraphs(Backend& backend, std::vector<int> buckets)
   IRIS_CHECK(buckets_.empty() || buckets_.front() > 0) << "graph buckets must be positive";
 }
 
-StepGraphs::~StepGraphs() { clear(); }
+StepGraphs::~StepGraphs() {
+  clear();
+}
 
 int StepGraphs::bucket_for(int n) const {
   auto it = std::lower_bound(buckets_.begin(), buckets_.end(), n);

@@ -36,12 +36,14 @@ void launch_layer_norm(const bf16* x, const bf16* w, const bf16* b, float eps, i
                        int64_t h, bf16* out, cudaStream_t stream);
 
 // ---- embedding.cu ----
-// Row copies of `row_bytes` bytes, any dtype. kGather: dst[i] = src[idx[i]];
-// kScatter: dst[idx[i]] = src[i]; i < n. Indices outside [0, limit) (limit = src rows for
-// a gather, dst rows for a scatter) are skipped; a gather then writes zeros.
+// Row copies of `row_bytes` bytes, any dtype, with r = idx[i] - index_offset.
+// kGather: dst[i] = src[r]; kScatter: dst[r] = src[i]; i < n. Rows r outside [0, limit)
+// (limit = src rows for a gather, dst rows for a scatter) are skipped, and a gather writes
+// zeros there (what a vocabulary-parallel embedding needs for ids other ranks hold).
 enum class RowCopy { kGather, kScatter };
-void launch_copy_rows(const void* src, void* dst, const int32_t* idx, int64_t n, int64_t limit,
-                      int64_t row_bytes, RowCopy mode, cudaStream_t stream);
+void launch_copy_rows(const void* src, void* dst, const int32_t* idx, int64_t index_offset,
+                      int64_t n, int64_t limit, int64_t row_bytes, RowCopy mode,
+                      cudaStream_t stream);
 
 // ---- activation.cu ----
 // out[r, i] = silu(gate_up[r, i]) * gate_up[r, inter + i]. gate_up: [rows, 2 inter].
@@ -58,18 +60,18 @@ void launch_add_bias_f32(float* out, const bf16* bias, int64_t rows, int64_t col
 
 // ---- rope_kv.cu ----
 struct RopeKvArgs {
-  bf16* qkv = nullptr;                 // [T, (Hq + 2 Hkv) * D], rows q | k | v, in place
-  const int32_t* positions = nullptr;  // [T]
-  const float* inv_freq = nullptr;     // [rotary_dim / 2]
-  const bf16* q_norm = nullptr;        // [D] or null
-  const bf16* k_norm = nullptr;        // [D] or null
+  bf16* qkv = nullptr;                    // [T, (Hq + 2 Hkv) * D], rows q | k | v, in place
+  const int32_t* positions = nullptr;     // [T]
+  const float* inv_freq = nullptr;        // [rotary_dim / 2]
+  const bf16* q_norm = nullptr;           // [D] or null
+  const bf16* k_norm = nullptr;           // [D] or null
   const int32_t* slot_mapping = nullptr;  // [T]; -1 = do not store
-  bf16* k_cache = nullptr;             // [num_blocks, block_size, Hkv, D]
-  bf16* v_cache = nullptr;             // [num_blocks, block_size, Hkv, D]
-  int64_t num_slots = 0;               // num_blocks * block_size (slots past it are skipped)
+  bf16* k_cache = nullptr;                // [num_blocks, block_size, Hkv, D]
+  bf16* v_cache = nullptr;                // [num_blocks, block_size, Hkv, D]
+  int64_t num_slots = 0;                  // num_blocks * block_size (slots past it are skipped)
   int num_tokens = 0;
   int num_q_heads = 0, num_kv_heads = 0, head_dim = 0;
-  int rotary_half = 0;                 // rotary_dim / 2
+  int rotary_half = 0;  // rotary_dim / 2
   float norm_eps = 1e-6f;
 };
 void launch_qk_norm_rope_store_kv(const RopeKvArgs& a, cudaStream_t stream);
@@ -84,14 +86,14 @@ struct AttentionArgs {
   bf16* out = nullptr;        // [T, Hq * D]
   bool paged = true;
   // paged mode
-  const bf16* k_cache = nullptr;        // [num_blocks, block_size, Hkv, D]
-  const bf16* v_cache = nullptr;        // [num_blocks, block_size, Hkv, D]
-  const int32_t* query_start = nullptr; // [S + 1]
-  const int32_t* seq_lens = nullptr;    // [S]
-  const int32_t* block_tables = nullptr;// [S, max_blocks_per_seq]
+  const bf16* k_cache = nullptr;          // [num_blocks, block_size, Hkv, D]
+  const bf16* v_cache = nullptr;          // [num_blocks, block_size, Hkv, D]
+  const int32_t* query_start = nullptr;   // [S + 1]
+  const int32_t* seq_lens = nullptr;      // [S]
+  const int32_t* block_tables = nullptr;  // [S, max_blocks_per_seq]
   int max_blocks_per_seq = 0;
   int block_size = 0;
-  int sliding_window = 0;               // 0 = off
+  int sliding_window = 0;  // 0 = off
   // encoder mode: S = T / seq_len sequences of exactly seq_len rows
   int encoder_seq_len = 0;
   // sizes

@@ -12,8 +12,7 @@ namespace {
 constexpr int kWarps = 4;
 constexpr int kMaxHeadDim = 256;
 
-__global__ void __launch_bounds__(kWarps * 32)
-    qk_norm_rope_store_kv_kernel(RopeKvArgs a) {
+__global__ void __launch_bounds__(kWarps * 32) qk_norm_rope_store_kv_kernel(RopeKvArgs a) {
   __shared__ float buf[kWarps][kMaxHeadDim];
   const int t = blockIdx.x;
   const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31;
@@ -55,9 +54,8 @@ __global__ void __launch_bounds__(kWarps * 32)
       x[i + half] = x2 * c + x1 * s;
     }
     __syncwarp();
-    bf16* cache = (h >= nq && store)
-                      ? a.k_cache + slot * kv_row + static_cast<int64_t>(h - nq) * D
-                      : nullptr;
+    bf16* cache =
+        (h >= nq && store) ? a.k_cache + slot * kv_row + static_cast<int64_t>(h - nq) * D : nullptr;
     for (int d = lane; d < D; d += 32) {
       const bf16 v = to_bf16(x[d]);
       head[d] = v;
@@ -74,9 +72,8 @@ void launch_qk_norm_rope_store_kv(const RopeKvArgs& a, cudaStream_t stream) {
   IRIS_CHECK(a.head_dim > 0 && a.head_dim <= kMaxHeadDim)
       << "cuda qk_norm_rope_store_kv: head_dim " << a.head_dim << " (at most " << kMaxHeadDim
       << ")";
-  IRIS_CHECK(2 * a.rotary_half <= a.head_dim)
-      << "cuda qk_norm_rope_store_kv: rotary dim " << 2 * a.rotary_half << " > head_dim "
-      << a.head_dim;
+  IRIS_CHECK(2 * a.rotary_half <= a.head_dim) << "cuda qk_norm_rope_store_kv: rotary dim "
+                                              << 2 * a.rotary_half << " > head_dim " << a.head_dim;
   qk_norm_rope_store_kv_kernel<<<a.num_tokens, kWarps * 32, 0, stream>>>(a);
   IRIS_CUDA_CHECK_LAUNCH();
 }

@@ -151,8 +151,8 @@ __device__ Prefix select_prefix(const Row& row, const Prefix& prev, bool by_mass
       for (int d = 255; d >= 0; --d) {
         const int c = static_cast<int>(sm.cnt[d]);
         if (c == 0) continue;
-        const bool reached = by_mass ? cm + sm.mass[d] >= target
-                                     : static_cast<float>(cc + c) >= target;
+        const bool reached =
+            by_mass ? cm + sm.mass[d] >= target : static_cast<float>(cc + c) >= target;
         if (reached) {
           chosen = d;
           break;
@@ -266,11 +266,9 @@ __global__ void __launch_bounds__(kThreads) sample_kernel(SamplingBatch b) {
     int best_i = V;
     for (int i = tid; i < V; i += blockDim.x) {
       const float v = x[i];
-      if (v > best || best_i == V) {
-        if (best_i == V || v > best) {
-          best = v;
-          best_i = i;
-        }
+      if (best_i == V || v > best) {
+        best = v;
+        best_i = i;
       }
     }
     for (int o = 16; o > 0; o >>= 1) {
@@ -306,7 +304,8 @@ __global__ void __launch_bounds__(kThreads) sample_kernel(SamplingBatch b) {
   row.mx = block_max(mx, sm.f);
 
   Prefix kept;  // all
-  if (p.top_k > 0 && p.top_k < V) kept = select_prefix(row, kept, false, static_cast<float>(p.top_k), sm);
+  if (p.top_k > 0 && p.top_k < V)
+    kept = select_prefix(row, kept, false, static_cast<float>(p.top_k), sm);
   if (p.top_p < 1.0f) kept = select_prefix(row, kept, true, p.top_p, sm);
 
   // Min-p and the draw: inverse CDF over the kept set in id order, per-thread segments.
@@ -341,7 +340,8 @@ __global__ void __launch_bounds__(kThreads) sample_kernel(SamplingBatch b) {
   }
   // Fallback when rounding put the target past the end: the last kept token.
   int fallback = last_kept;
-  for (int o = 16; o > 0; o >>= 1) fallback = max(fallback, __shfl_xor_sync(0xffffffffu, fallback, o));
+  for (int o = 16; o > 0; o >>= 1)
+    fallback = max(fallback, __shfl_xor_sync(0xffffffffu, fallback, o));
   if ((tid & 31) == 0) sm.n[tid >> 5] = fallback;
   __syncthreads();
   if (tid == 0) {
@@ -359,8 +359,8 @@ __global__ void __launch_bounds__(kThreads) sample_kernel(SamplingBatch b) {
 
 void launch_sample(const SamplingBatch& batch, cudaStream_t stream) {
   if (batch.num_rows == 0) return;
-  IRIS_CHECK(batch.vocab > 0 && batch.logits && batch.scratch && batch.params &&
-             batch.out_tokens && batch.out_logprobs)
+  IRIS_CHECK(batch.vocab > 0 && batch.logits && batch.scratch && batch.params && batch.out_tokens &&
+             batch.out_logprobs)
       << "cuda sampling: incomplete batch (vocab " << batch.vocab << ")";
   IRIS_CHECK(!batch.penalty_offsets || (batch.penalty_tokens && batch.penalty_counts))
       << "cuda sampling: penalty offsets without tokens/counts";

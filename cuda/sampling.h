@@ -49,8 +49,8 @@ inline SamplingRowParams row_params(const SamplingParams& p, uint64_t seed, uint
 }
 
 struct SamplingBatch {
-  const float* logits = nullptr;  // [S, V], read only
-  float* scratch = nullptr;       // [S, V] workspace (penalised logits)
+  const float* logits = nullptr;              // [S, V], read only
+  float* scratch = nullptr;                   // [S, V] workspace (penalised logits)
   const SamplingRowParams* params = nullptr;  // [S]
   // Tokens each row has seen, CSR: row s owns entries [offsets[s], offsets[s + 1]) of
   // tokens (distinct ids: prompt and output) and counts (times in the output; 0 = prompt

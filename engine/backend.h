@@ -69,7 +69,7 @@ class Ops {
   // this rank's table, zeros otherwise (the rank that holds it contributes it through an
   // all-reduce). ids: I32 [T] (global ids); table: [V_rank, H]; out: [T, H].
   virtual void embedding_shard(const Tensor& ids, const Tensor& table, int64_t vocab_start,
-                               Tensor& out);
+                               Tensor& out) = 0;
 
   // out = x @ w^T (+ bias). x: [T, K]; w: [N, K]; bias: [N] or undefined; out: [T, N].
   // out may be F32 even when x and w are in the backend's compute dtype (logits).

@@ -288,11 +288,6 @@ class CpuBackend final : public Backend {
 }  // namespace
 }  // namespace cpu
 
-void Ops::embedding_shard(const Tensor&, const Tensor&, int64_t, Tensor&) {
-  // TODO(cuda): the CUDA backend's kernel lands with its tensor-parallel support.
-  fail("this backend has no vocabulary-parallel embedding (tensor parallelism)");
-}
-
 std::unique_ptr<Backend> make_cpu_backend(int num_threads) {
   return std::make_unique<cpu::CpuBackend>(num_threads);
 }

@@ -83,10 +83,12 @@ void run_paged(const std::vector<Seq>& seqs, const Geometry& g, int window, uint
   Pair vc = random_pair({num_blocks, g.block_size, g.hkv, g.d}, seed + 3);
   const float scale = 1.0f / std::sqrt(static_cast<float>(g.d));
   Pair out = output_pair({tokens, shape.q_dim()});
-  cpu().ops().attention(qkv.cpu(), KvLayer{kc.cpu(), vc.cpu()}, shape, mc, scale, window, out.cpu());
+  cpu().ops().attention(qkv.cpu(), KvLayer{kc.cpu(), vc.cpu()}, shape, mc, scale, window,
+                        out.cpu());
   const auto ref = download(cpu(), out.cpu());
 
-  gpu().ops().attention(qkv.gpu(), KvLayer{kc.gpu(), vc.gpu()}, shape, mg, scale, window, out.gpu());
+  gpu().ops().attention(qkv.gpu(), KvLayer{kc.gpu(), vc.gpu()}, shape, mg, scale, window,
+                        out.gpu());
   require_close(ref, download(gpu(), out.gpu()), 2e-2, "tiled attention");
 
   poison(out.gpu());
@@ -125,11 +127,11 @@ TEST_CASE("paged decode with many sequences (one split per CTA)", "[attention]")
 }
 
 TEST_CASE("paged attention: GQA groups above 8, unusual head dims", "[attention]") {
-  run_paged({{1, 33}, {1, 1000}}, Geometry{128, 24, 2, 16}, 0, 101);        // group 12 decode
-  run_paged({{40, 90}, {1, 1000}}, Geometry{128, 24, 2, 16}, 0, 102);       // group 12 prefill
+  run_paged({{1, 33}, {1, 1000}}, Geometry{128, 24, 2, 16}, 0, 101);   // group 12 decode
+  run_paged({{40, 90}, {1, 1000}}, Geometry{128, 24, 2, 16}, 0, 102);  // group 12 prefill
   for (int d : {16, 32, 96, 200})
     run_paged({{23, 23}, {1, 500}, {9, 130}}, Geometry{d, 8, 2, 16}, 0, 103 + d);
-  run_paged({{1, 100}, {1, 7}}, Geometry{32, 8, 2, 16}, 0, 110);           // decode, small D
+  run_paged({{1, 100}, {1, 7}}, Geometry{32, 8, 2, 16}, 0, 110);  // decode, small D
 }
 
 TEST_CASE("paged attention: long prefill and a long chunk", "[attention]") {

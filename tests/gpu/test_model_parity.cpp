@@ -34,7 +34,9 @@ struct Loaded {
   ModelConfig cfg;
   std::unique_ptr<Model> model;
   Loaded(const std::string& dir, Backend& b)
-      : ck(Checkpoint::open(dir)), cfg(ModelConfig::from_dir(dir)), model(load_model(*ck, cfg, b)) {}
+      : ck(Checkpoint::open(dir)),
+        cfg(ModelConfig::from_dir(dir)),
+        model(load_model(*ck, cfg, b)) {}
 };
 
 // Random weights at 1/sqrt(fan_in) scale, stored as BF16 so both backends hold the same
@@ -149,34 +151,56 @@ TEST_CASE("greedy parity of whole models between the CPU and CUDA backends", "[m
     const char* name;
     nlohmann::json over;
   };
-  auto a = GENERATE(
-      Arch{"llama", {{"hidden_size", 512}, {"num_attention_heads", 8}, {"num_key_value_heads", 2},
-                     {"intermediate_size", 1024}, {"num_hidden_layers", 3}, {"vocab_size", 2000},
-                     {"max_position_embeddings", 1024}, {"rope_theta", 500000.0}}},
-      Arch{"qwen3", {{"architectures", {"Qwen3ForCausalLM"}}, {"hidden_size", 256},
-                     {"num_attention_heads", 4}, {"num_key_value_heads", 2}, {"head_dim", 128},
-                     {"intermediate_size", 512}, {"vocab_size", 1500},
-                     {"max_position_embeddings", 1024}}},
-      Arch{"mistral", {{"architectures", {"MistralForCausalLM"}}, {"hidden_size", 256},
-                       {"num_attention_heads", 4}, {"num_key_value_heads", 1},
-                       {"intermediate_size", 512}, {"vocab_size", 1500}, {"sliding_window", 24},
-                       {"max_position_embeddings", 1024}}},
-      Arch{"qwen2", {{"architectures", {"Qwen2ForCausalLM"}}, {"hidden_size", 256},
-                     {"num_attention_heads", 4}, {"num_key_value_heads", 4},
-                     {"intermediate_size", 512}, {"vocab_size", 1500}, {"tie_word_embeddings", true},
-                     {"max_position_embeddings", 1024}}});
-  const std::string dir = write_bf16_checkpoint(std::string("gpu_parity_") + a.name,
-                                                small_llama_config(a.over));
+  auto a = GENERATE(Arch{"llama",
+                         {{"hidden_size", 512},
+                          {"num_attention_heads", 8},
+                          {"num_key_value_heads", 2},
+                          {"intermediate_size", 1024},
+                          {"num_hidden_layers", 3},
+                          {"vocab_size", 2000},
+                          {"max_position_embeddings", 1024},
+                          {"rope_theta", 500000.0}}},
+                    Arch{"qwen3",
+                         {{"architectures", {"Qwen3ForCausalLM"}},
+                          {"hidden_size", 256},
+                          {"num_attention_heads", 4},
+                          {"num_key_value_heads", 2},
+                          {"head_dim", 128},
+                          {"intermediate_size", 512},
+                          {"vocab_size", 1500},
+                          {"max_position_embeddings", 1024}}},
+                    Arch{"mistral",
+                         {{"architectures", {"MistralForCausalLM"}},
+                          {"hidden_size", 256},
+                          {"num_attention_heads", 4},
+                          {"num_key_value_heads", 1},
+                          {"intermediate_size", 512},
+                          {"vocab_size", 1500},
+                          {"sliding_window", 24},
+                          {"max_position_embeddings", 1024}}},
+                    Arch{"qwen2",
+                         {{"architectures", {"Qwen2ForCausalLM"}},
+                          {"hidden_size", 256},
+                          {"num_attention_heads", 4},
+                          {"num_key_value_heads", 4},
+                          {"intermediate_size", 512},
+                          {"vocab_size", 1500},
+                          {"tie_word_embeddings", true},
+                          {"max_position_embeddings", 1024}}});
+  const std::string dir =
+      write_bf16_checkpoint(std::string("gpu_parity_") + a.name, small_llama_config(a.over));
   check_model(dir, 100, 24, 7);
   std::filesystem::remove_all(dir);
 }
 
 TEST_CASE("a GPU step mixing a prefill chunk and a decode matches the CPU", "[model]") {
   const std::string dir = write_bf16_checkpoint(
-      "gpu_parity_mixed",
-      small_llama_config({{"hidden_size", 256}, {"num_attention_heads", 8},
-                          {"num_key_value_heads", 2}, {"intermediate_size", 512},
-                          {"vocab_size", 1000}, {"max_position_embeddings", 512}}));
+      "gpu_parity_mixed", small_llama_config({{"hidden_size", 256},
+                                              {"num_attention_heads", 8},
+                                              {"num_key_value_heads", 2},
+                                              {"intermediate_size", 512},
+                                              {"vocab_size", 1000},
+                                              {"max_position_embeddings", 512}}));
   Loaded c(dir, cpu()), g(dir, gpu());
   std::mt19937 rng(5);
   std::vector<int32_t> a(60), b(20);
@@ -186,7 +210,8 @@ TEST_CASE("a GPU step mixing a prefill chunk and a decode matches the CPU", "[mo
     KvCache kv = allocate_kv_cache(be, m, 16, 16);
     const std::vector<int32_t> ta = {9, 2, 14, 5}, tb = {11, 0};
     ModelRunner r(be, m, kv, RunnerLimits{128, 4, 4});
-    r.run({SeqChunk{a.data(), 40, 0, ta.data(), 4, false}, SeqChunk{b.data(), 19, 0, tb.data(), 2, false}});
+    r.run({SeqChunk{a.data(), 40, 0, ta.data(), 4, false},
+           SeqChunk{b.data(), 19, 0, tb.data(), 2, false}});
     return r.run({SeqChunk{a.data() + 40, 20, 40, ta.data(), 4, true},
                   SeqChunk{b.data() + 19, 1, 19, tb.data(), 2, true}});
   };

@@ -97,7 +97,7 @@ TEST_CASE("upload converts on the device and download_f32 reads every dtype back
   }
 }
 
-TEST_CASE("embedding, gather_rows and scatter_rows copy rows exactly", "[ops]") {
+TEST_CASE("embedding, embedding_shard, gather_rows and scatter_rows copy rows exactly", "[ops]") {
   auto h = GENERATE(as<int64_t>{}, 4096, 100, 8);  // vector path, 2-byte path, tiny rows
   const int64_t vocab = 1000, t = 37;
   Pair table = random_pair({vocab, h}, 3);
@@ -110,12 +110,22 @@ TEST_CASE("embedding, gather_rows and scatter_rows copy rows exactly", "[ops]") 
   gpu().ops().embedding(ids.g.tensor, table.gpu(), out.gpu());
   require_close(download(cpu(), out.cpu()), download(gpu(), out.gpu()), 0.0, "embedding");
 
+  // Vocabulary-parallel: this rank holds rows [400, 400 + 300) of the table; other ids
+  // give zero rows.
+  Pair shard = random_pair({300, h}, 8);
+  Pair sharded = output_pair({t, h});
+  cpu().ops().embedding_shard(ids.c.tensor, shard.cpu(), 400, sharded.cpu());
+  gpu().ops().embedding_shard(ids.g.tensor, shard.gpu(), 400, sharded.gpu());
+  require_close(download(cpu(), sharded.cpu()), download(gpu(), sharded.gpu()), 0.0,
+                "embedding_shard");
+
   const std::vector<int32_t> rows_v = {36, 0, 5, 5, 17};
   IntPair rows = int_pair(rows_v);
   Pair gathered = output_pair({5, h});
   cpu().ops().gather_rows(out.cpu(), rows.c.tensor, gathered.cpu());
   gpu().ops().gather_rows(out.gpu(), rows.g.tensor, gathered.gpu());
-  require_close(download(cpu(), gathered.cpu()), download(gpu(), gathered.gpu()), 0.0, "gather_rows");
+  require_close(download(cpu(), gathered.cpu()), download(gpu(), gathered.gpu()), 0.0,
+                "gather_rows");
 
   std::vector<int32_t> perm(t);
   std::iota(perm.begin(), perm.end(), 0);
@@ -126,7 +136,8 @@ TEST_CASE("embedding, gather_rows and scatter_rows copy rows exactly", "[ops]") 
   Pair scattered = random_pair({t, h}, 7);  // rows not scattered into keep their values
   cpu().ops().scatter_rows(src.cpu(), dst_rows.c.tensor, scattered.cpu());
   gpu().ops().scatter_rows(src.gpu(), dst_rows.g.tensor, scattered.gpu());
-  require_close(download(cpu(), scattered.cpu()), download(gpu(), scattered.gpu()), 0.0, "scatter_rows");
+  require_close(download(cpu(), scattered.cpu()), download(gpu(), scattered.gpu()), 0.0,
+                "scatter_rows");
 }
 
 TEST_CASE("linear matches the fp32 reference (bf16 and f32 outputs, bias, odd shapes)", "[ops]") {
@@ -136,12 +147,12 @@ TEST_CASE("linear matches the fp32 reference (bf16 and f32 outputs, bias, odd sh
     DType out;
     int64_t row_offset;  // x is a view starting at this row (pointer alignment < 256)
   };
-  auto c = GENERATE(Case{1, 4096, 4096, false, DType::BF16, 0},    // decode, square
-                    Case{7, 6144, 4096, true, DType::BF16, 0},     // fused qkv with bias
-                    Case{300, 1024, 512, false, DType::BF16, 1},   // prefill, misaligned x
-                    Case{33, 2816, 1000, true, DType::BF16, 3},    // x only 16-byte aligned
-                    Case{5, 32000, 1024, false, DType::F32, 0},    // logits
-                    Case{64, 4100, 256, true, DType::F32, 1});     // F32 out with bias
+  auto c = GENERATE(Case{1, 4096, 4096, false, DType::BF16, 0},   // decode, square
+                    Case{7, 6144, 4096, true, DType::BF16, 0},    // fused qkv with bias
+                    Case{300, 1024, 512, false, DType::BF16, 1},  // prefill, misaligned x
+                    Case{33, 2816, 1000, true, DType::BF16, 3},   // x only 16-byte aligned
+                    Case{5, 32000, 1024, false, DType::F32, 0},   // logits
+                    Case{64, 4100, 256, true, DType::F32, 1});    // F32 out with bias
   CAPTURE(c.m, c.n, c.k, c.bias, dtype_name(c.out), c.row_offset);
   const float wscale = 1.0f / std::sqrt(static_cast<float>(c.k));
   Pair x = random_pair({c.m + c.row_offset, c.k}, 11);
@@ -172,7 +183,8 @@ TEST_CASE("rms_norm, add_rms_norm and layer_norm", "[ops]") {
   poison(out.gpu());
   cpu().ops().add_rms_norm(res.cpu(), x.cpu(), w.cpu(), 1e-6f, out.cpu());
   gpu().ops().add_rms_norm(res.gpu(), x.gpu(), w.gpu(), 1e-6f, out.gpu());
-  require_close(download(cpu(), res.cpu()), download(gpu(), res.gpu()), 1e-2, "add_rms_norm residual");
+  require_close(download(cpu(), res.cpu()), download(gpu(), res.gpu()), 1e-2,
+                "add_rms_norm residual");
   require_close(download(cpu(), out.cpu()), download(gpu(), out.gpu()), 1.5e-2, "add_rms_norm out");
 
   for (bool with_bias : {true, false}) {
@@ -254,11 +266,11 @@ TEST_CASE("qk_norm_rope_store_kv: per-head norms, partial rotary, KV store, skip
   Pair vc = random_pair({num_blocks, c.block_size, c.hkv, c.d}, 46);
   KvLayer kvc{kc.cpu(), vc.cpu()}, kvg{kc.gpu(), vc.gpu()};
   cpu().ops().qk_norm_rope_store_kv(qkv.cpu(), p.c.tensor, freq.cpu(),
-                                    c.qk_norm ? qn.cpu() : Tensor{}, c.qk_norm ? kn.cpu() : Tensor{},
-                                    1e-6f, shape, mc, kvc);
+                                    c.qk_norm ? qn.cpu() : Tensor{},
+                                    c.qk_norm ? kn.cpu() : Tensor{}, 1e-6f, shape, mc, kvc);
   gpu().ops().qk_norm_rope_store_kv(qkv.gpu(), p.g.tensor, freq.gpu(),
-                                    c.qk_norm ? qn.gpu() : Tensor{}, c.qk_norm ? kn.gpu() : Tensor{},
-                                    1e-6f, shape, mg, kvg);
+                                    c.qk_norm ? qn.gpu() : Tensor{},
+                                    c.qk_norm ? kn.gpu() : Tensor{}, 1e-6f, shape, mg, kvg);
   require_close(download(cpu(), qkv.cpu()), download(gpu(), qkv.gpu()), 1e-2, "qkv after rope");
   require_close(download(cpu(), kc.cpu()), download(gpu(), kc.gpu()), 1e-2, "K cache");
   require_close(download(cpu(), vc.cpu()), download(gpu(), vc.gpu()), 0.0, "V cache");

@@ -25,8 +25,8 @@ template <typename T>
 struct DeviceArray {
   T* p = nullptr;
   explicit DeviceArray(const std::vector<T>& host) {
-    REQUIRE(cudaMalloc(reinterpret_cast<void**>(&p), std::max<size_t>(1, host.size()) * sizeof(T)) ==
-            cudaSuccess);
+    REQUIRE(cudaMalloc(reinterpret_cast<void**>(&p),
+                       std::max<size_t>(1, host.size()) * sizeof(T)) == cudaSuccess);
     if (!host.empty())
       REQUIRE(cudaMemcpy(p, host.data(), host.size() * sizeof(T), cudaMemcpyHostToDevice) ==
               cudaSuccess);
@@ -109,11 +109,13 @@ std::vector<double> host_probs(const std::vector<float>& logits, const SamplingP
     seen.insert(seen.end(), h.output.begin(), h.output.end());
     std::sort(seen.begin(), seen.end());
     seen.erase(std::unique(seen.begin(), seen.end()), seen.end());
-    for (int32_t t : seen) x[t] = x[t] > 0 ? x[t] / p.repetition_penalty : x[t] * p.repetition_penalty;
+    for (int32_t t : seen)
+      x[t] = x[t] > 0 ? x[t] / p.repetition_penalty : x[t] * p.repetition_penalty;
   }
   std::map<int32_t, int> counts;
   for (int32_t t : h.output) ++counts[t];
-  for (auto [t, n] : counts) x[t] -= p.presence_penalty + p.frequency_penalty * static_cast<float>(n);
+  for (auto [t, n] : counts)
+    x[t] -= p.presence_penalty + p.frequency_penalty * static_cast<float>(n);
   for (int32_t t : h.banned) x[t] = -INFINITY;
   for (float& f : x) f /= p.temperature;
   std::vector<int32_t> order(v);
@@ -123,7 +125,8 @@ std::vector<double> host_probs(const std::vector<float>& logits, const SamplingP
   int64_t keep = (p.top_k > 0 && p.top_k < v) ? p.top_k : v;
   std::vector<double> probs(keep);
   double sum = 0;
-  for (int64_t i = 0; i < keep; ++i) sum += probs[i] = std::exp(static_cast<double>(x[order[i]] - x[order[0]]));
+  for (int64_t i = 0; i < keep; ++i)
+    sum += probs[i] = std::exp(static_cast<double>(x[order[i]] - x[order[0]]));
   for (double& q : probs) q /= sum;
   if (p.top_p < 1.0f) {
     double cum = 0;
@@ -189,9 +192,8 @@ TEST_CASE("GPU greedy sampling equals the host sampler, penalties and banned ids
     // Make the penalties matter: the prompt and output include the row's top tokens.
     std::vector<int32_t> top(vocab);
     std::iota(top.begin(), top.end(), 0);
-    std::partial_sort(top.begin(), top.begin() + 5, top.end(), [&](int a, int b) {
-      return logits[r * vocab + a] > logits[r * vocab + b];
-    });
+    std::partial_sort(top.begin(), top.begin() + 5, top.end(),
+                      [&](int a, int b) { return logits[r * vocab + a] > logits[r * vocab + b]; });
     hist[r].prompt = {top[0], static_cast<int32_t>(rng() % vocab), top[2]};
     hist[r].output = {top[1], top[1], top[3], static_cast<int32_t>(rng() % vocab)};
     if (r % 5 == 2) hist[r].banned = {top[0], top[1], top[2]};
@@ -210,7 +212,8 @@ TEST_CASE("GPU greedy sampling equals the host sampler, penalties and banned ids
     p.presence_penalty = params[r].presence_penalty;
     p.frequency_penalty = params[r].frequency_penalty;
     auto s = host_sampler(p, hist[r]);
-    const auto want = s.sample(logits.data() + static_cast<size_t>(r) * vocab, vocab, hist[r].banned);
+    const auto want =
+        s.sample(logits.data() + static_cast<size_t>(r) * vocab, vocab, hist[r].banned);
     INFO("row " << r);
     REQUIRE(got.tokens[r] == want.token);
     REQUIRE(got.logprobs[r] == Approx(want.logprob).margin(1e-3));
@@ -272,13 +275,13 @@ TEST_CASE("GPU sampling draws from the host sampler's distribution", "[sampling]
     REQUIRE(got.tokens[i] >= 0);
     REQUIRE(got.tokens[i] < vocab);
     ++gpu_hits[got.tokens[i]];
-    REQUIRE(got.logprobs[i] == Approx(token_logprob(row.data(), vocab, got.tokens[i])).margin(1e-4));
+    REQUIRE(got.logprobs[i] ==
+            Approx(token_logprob(row.data(), vocab, got.tokens[i])).margin(1e-4));
   }
   require_distribution(gpu_hits, n, want, "gpu sampler");
 }
 
-TEST_CASE("GPU sampling over a 128k vocabulary keeps exactly the host's candidates",
-          "[sampling]") {
+TEST_CASE("GPU sampling over a 128k vocabulary keeps exactly the host's candidates", "[sampling]") {
   const int vocab = 128256, n = 1024;
   std::vector<float> row = random_logits(vocab, 4, 2.0f);
   row[100] = row[101] = row[102] = 9.0f;  // ties at the top

@@ -1,9 +1,12 @@
 #!/usr/bin/env python3
 """Writes a random-weight Llama checkpoint of a given size for benchmarks (BF16 storage).
 
-usage: make_random_llama.py OUT_DIR [--hidden 768] [--layers 12] [--heads 12] [--kv-heads 4]
-                            [--intermediate 2048] [--vocab 32000]
-Default shape: ~110M parameters.
+usage: make_random_llama.py OUT_DIR [--preset llama3-8b] [--hidden 768] [--layers 12] [--heads 12]
+                            [--kv-heads 4] [--intermediate 2048] [--vocab 32000]
+                            [--rope-theta 10000] [--max-position 4096]
+Default shape: ~110M parameters. --preset llama3-8b: Llama-3-8B's shapes (hidden 4096, 32
+layers, 32 heads, 8 KV heads, intermediate 14336, vocabulary 128256, rope theta 500000,
+8192 positions; 8.0B parameters, 16 GB of BF16), the figures explicitly given win.
 """
 import argparse
 import json
@@ -13,23 +16,41 @@ import struct
 import numpy as np
 
 
+DEFAULT = dict(hidden=768, layers=12, heads=12, kv_heads=4, intermediate=2048, vocab=32000,
+               rope_theta=10000.0, max_position=4096)
+CHUNK = 1 << 26
+PRESETS = {
+    "llama3-8b": dict(hidden=4096, layers=32, heads=32, kv_heads=8, intermediate=14336,
+                      vocab=128256, rope_theta=500000.0, max_position=8192),
+}
+
+
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("out")
-    ap.add_argument("--hidden", type=int, default=768)
-    ap.add_argument("--layers", type=int, default=12)
-    ap.add_argument("--heads", type=int, default=12)
-    ap.add_argument("--kv-heads", type=int, default=4)
-    ap.add_argument("--intermediate", type=int, default=2048)
-    ap.add_argument("--vocab", type=int, default=32000)
+    ap.add_argument("--preset", choices=sorted(PRESETS))
+    ap.add_argument("--hidden", type=int)
+    ap.add_argument("--layers", type=int)
+    ap.add_argument("--heads", type=int)
+    ap.add_argument("--kv-heads", type=int)
+    ap.add_argument("--intermediate", type=int)
+    ap.add_argument("--vocab", type=int)
+    ap.add_argument("--rope-theta", type=float)
+    ap.add_argument("--max-position", type=int)
     a = ap.parse_args()
+    shape = dict(DEFAULT, **PRESETS.get(a.preset, {}))
+    for k in DEFAULT:
+        if getattr(a, k) is not None:
+            shape[k] = getattr(a, k)
+    for k, v in shape.items():
+        setattr(a, k, v)
     os.makedirs(a.out, exist_ok=True)
     hd = a.hidden // a.heads
     cfg = {"architectures": ["LlamaForCausalLM"], "model_type": "llama", "vocab_size": a.vocab,
            "hidden_size": a.hidden, "intermediate_size": a.intermediate,
            "num_hidden_layers": a.layers, "num_attention_heads": a.heads,
-           "num_key_value_heads": a.kv_heads, "rms_norm_eps": 1e-5, "rope_theta": 10000.0,
-           "max_position_embeddings": 4096, "hidden_act": "silu", "tie_word_embeddings": False,
+           "num_key_value_heads": a.kv_heads, "rms_norm_eps": 1e-5, "rope_theta": a.rope_theta,
+           "max_position_embeddings": a.max_position, "hidden_act": "silu", "tie_word_embeddings": False,
            "bos_token_id": 1, "eos_token_id": 2, "torch_dtype": "bfloat16"}
     shapes = {"model.embed_tokens.weight": (a.vocab, a.hidden), "model.norm.weight": (a.hidden,),
               "lm_head.weight": (a.vocab, a.hidden)}
@@ -57,10 +78,12 @@ def main():
         f.write(struct.pack("<Q", len(h)))
         f.write(h)
         for name, shp in shapes.items():
-            x = rng.standard_normal(int(np.prod(shp)), dtype=np.float32) * 0.02
-            if "norm" in name:
-                x = x + 1.0
-            f.write((x.view(np.uint32) >> 16).astype(np.uint16).tobytes())
+            n = int(np.prod(shp))
+            for start in range(0, n, CHUNK):  # bounded memory for 8B-parameter shapes
+                x = rng.standard_normal(min(CHUNK, n - start), dtype=np.float32) * 0.02
+                if "norm" in name:
+                    x = x + 1.0
+                f.write((x.view(np.uint32) >> 16).astype(np.uint16).tobytes())
     with open(os.path.join(a.out, "config.json"), "w") as f:
         json.dump(cfg, f, indent=2)
     print(f"{params / 1e6:.1f}M parameters -> {a.out}")
