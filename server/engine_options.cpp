@@ -9,10 +9,7 @@
 #include <thread>
 
 #include "engine/core/check.h"
-#ifdef IRIS_HAVE_CUDA
-#include "cuda/cuda_backend.h"
-#include "cuda/nccl_communicator.h"
-#endif
+#include "engine/device_registry.h"
 
 namespace iris::cli {
 
@@ -50,11 +47,9 @@ EngineConfig EngineOptions::config() const {
 }
 
 LoadedModel load(const std::string& dir, const EngineOptions& opts) {
-  const bool cuda = opts.device == "cuda";
-  if (!cuda && opts.device != "cpu") fail("--device ", opts.device, ": expected cpu or cuda");
-#ifndef IRIS_HAVE_CUDA
-  if (cuda) fail("--device cuda: this build has no CUDA backend (built without nvcc); use --device cpu");
-#endif
+  const bool device = opts.device != "cpu";  // a registered device backend, e.g. cuda
+  if (device && !has_device_backend(opts.device))
+    fail("--device ", opts.device, ": this build has no such backend (built without nvcc?); use --device cpu");
   const int world = opts.tensor_parallel_size;
   IRIS_CHECK(world >= 1 && world <= 64) << "--tensor-parallel-size must be in [1, 64], got " << world;
   IRIS_CHECK(opts.tp_timeout > 0) << "--tp-timeout must be positive";
@@ -67,28 +62,22 @@ LoadedModel load(const std::string& dir, const EngineOptions& opts) {
                                      : static_cast<int>(std::max(1u, std::thread::hardware_concurrency()));
   const int per_rank = std::max(1, cores / world);
   for (int r = 0; r < world; ++r) {
-#ifdef IRIS_HAVE_CUDA
-    if (cuda) {
-      CudaBackendOptions co;
-      co.device = r;
-      co.gpu_memory_utilization = opts.gpu_memory_utilization;
-      m.backends.push_back(make_cuda_backend(co));
+    if (device) {
+      m.backends.push_back(make_device_backend(opts.device, DeviceOptions{r, opts.gpu_memory_utilization}));
+    } else {
+      m.backends.push_back(make_cpu_backend(per_rank));
     }
-#endif
-    if (!cuda) m.backends.push_back(make_cpu_backend(per_rank));
     m.models.push_back(load_model(*m.checkpoint, m.config, *m.backends.back(), ParallelConfig{r, world}));
   }
   if (world > 1) {
-    if (cuda) {
-#ifdef IRIS_HAVE_CUDA
+    if (device) {
       std::vector<int> devices;
       std::vector<void*> streams;
       for (int r = 0; r < world; ++r) {
         devices.push_back(r);
         streams.push_back(m.backends[r]->native_stream());
       }
-      m.comms = make_nccl_communicators(devices, streams, m.tp_timeout);
-#endif
+      m.comms = make_device_communicators(opts.device, devices, streams, m.tp_timeout);
     } else {
       m.comms = make_cpu_communicators(world, m.tp_timeout);
     }
