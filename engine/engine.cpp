@@ -13,6 +13,7 @@ namespace iris {
 struct Engine::Pending {
   EngineRequest request;
   std::shared_ptr<OutputCallback> on_output;
+  PrepareFn prepare;
 };
 
 struct Engine::Sequence {
@@ -25,12 +26,13 @@ struct Engine::Sequence {
   int prompt_tokens = 0;
   int generated = 0;
   std::unique_ptr<IncrementalDetokenizer> detok;  // with a tokenizer
+  std::vector<MediaEmbeds> media;
 
   Sequence(const EngineRequest& r, int i, std::shared_ptr<OutputCallback> cb,
            const Tokenizer* tokenizer)
       : request_id(r.id), seq_id(r.id + "#" + std::to_string(i)), index(i), params(r.params),
         sampler(with_seed(r.params, i), r.prompt), on_output(std::move(cb)),
-        prompt_tokens(static_cast<int>(r.prompt.size())) {
+        prompt_tokens(static_cast<int>(r.prompt.size())), media(r.media) {
     if (tokenizer)
       detok = std::make_unique<IncrementalDetokenizer>(*tokenizer, r.prompt, r.params.stop,
                                                        r.params.skip_special_tokens);
@@ -96,7 +98,7 @@ void Engine::init(const EngineConfig& config) {
 
 Engine::~Engine() { stop(); }
 
-void Engine::submit(EngineRequest request, OutputCallback on_output) {
+void Engine::submit(EngineRequest request, OutputCallback on_output, PrepareFn prepare) {
   {
     std::unique_lock<std::mutex> lock(mu_);
     if (!failure_.empty()) {
@@ -109,8 +111,9 @@ void Engine::submit(EngineRequest request, OutputCallback on_output) {
       on_output(o);
       return;
     }
-    incoming_.push_back(
-        Pending{std::move(request), std::make_shared<OutputCallback>(std::move(on_output))});
+    incoming_.push_back(Pending{std::move(request),
+                               std::make_shared<OutputCallback>(std::move(on_output)),
+                               std::move(prepare)});
   }
   cv_.notify_one();
 }
@@ -153,7 +156,7 @@ void Engine::admit_pending() {
     aborts.swap(aborts_);
   }
   for (Pending& p : incoming) {
-    const EngineRequest& r = p.request;
+    EngineRequest& r = p.request;
     auto reject = [&](const std::string& why) {
       EngineOutput o;
       o.id = r.id;
@@ -166,11 +169,32 @@ void Engine::admit_pending() {
       reject("a request with id '" + r.id + "' is already running");
       continue;
     }
+    if (p.prepare) {
+      try {
+        p.prepare(r);  // e.g. encode the request's images, on this (the device's) thread
+      } catch (const Error& e) {
+        reject(e.what());
+        continue;
+      }
+    }
     try {
       r.params.validate();
       if (!r.params.stop.empty() && !tokenizer_)
         fail("stop strings need a tokenizer, and this model has none");
       IRIS_CHECK(r.n >= 1) << "n must be at least 1, got " << r.n;
+      int32_t media_end = 0;
+      for (const MediaEmbeds& m : r.media) {
+        IRIS_CHECK(model_config_.multimodal) << "this model does not take images";
+        IRIS_CHECK(m.length > 0 && m.position >= media_end &&
+                   static_cast<size_t>(m.position) + m.length <= r.prompt.size())
+            << "media span [" << m.position << ", " << m.position + m.length
+            << ") is empty, overlaps another or lies outside the prompt";
+        IRIS_CHECK(m.embeds && static_cast<int64_t>(m.embeds->size()) ==
+                                   static_cast<int64_t>(m.length) * model_config_.hidden_size)
+            << "media span at " << m.position << " has " << (m.embeds ? m.embeds->size() : 0)
+            << " embedding values, expected " << m.length << " x " << model_config_.hidden_size;
+        media_end = m.position + m.length;
+      }
       for (int32_t t : r.prompt)
         if (t < 0 || t >= model_config_.vocab_size)
           fail("prompt token id ", t, " is outside the vocabulary [0, ", model_config_.vocab_size, ")");
@@ -188,6 +212,8 @@ void Engine::admit_pending() {
       spec.max_tokens = r.params.max_tokens;
       spec.priority = r.priority;
       spec.arrival_seq = arrival_++;
+      for (const MediaEmbeds& m : r.media)
+        spec.media.push_back(sched::MediaSpan{m.position, m.length, m.content_hash});
       const sched::AdmitResult a = scheduler_->add_request(std::move(spec));
       if (!a.ok()) {
         error = a.message;
@@ -266,10 +292,12 @@ bool Engine::step() {
   auto t1 = clock_type::now();
   std::vector<SeqChunk> chunks;
   chunks.reserve(out.scheduled.size());
-  for (const auto& s : out.scheduled)
+  for (const auto& s : out.scheduled) {
+    const Sequence& seq = *sequences_.at(std::string(s.id));
     chunks.push_back(SeqChunk{s.new_token_ids.data(), s.num_new_tokens, s.num_computed_tokens,
                               s.block_table.data(), static_cast<int>(s.block_table.size()),
-                              s.samples});
+                              s.samples, seq.media.empty() ? nullptr : &seq.media});
+  }
   const std::vector<float>& logits = executor_->run(chunks);
   const double t_forward = seconds_since(t1);
 

@@ -43,6 +43,8 @@ struct EngineRequest {
   SamplingParams params;
   int n = 1;
   int priority = 0;
+  // Image (media) embeddings replacing prompt positions; sorted, non-overlapping.
+  std::vector<MediaEmbeds> media;
 };
 
 // One message on a request's output stream. The last one for choice `index` carries
@@ -63,6 +65,10 @@ struct EngineOutput {
 };
 
 using OutputCallback = std::function<void(const EngineOutput&)>;
+// Runs on the engine thread just before admission and may complete the request (e.g. encode
+// its images into media spans, which needs the device the engine drives). Throwing
+// iris::Error rejects the request alone.
+using PrepareFn = std::function<void(EngineRequest&)>;
 
 struct EngineStats {
   int num_running = 0;
@@ -89,7 +95,7 @@ class Engine {
   ~Engine();
 
   // Thread-safe. Outputs for this request go to `on_output` (called on the engine thread).
-  void submit(EngineRequest request, OutputCallback on_output);
+  void submit(EngineRequest request, OutputCallback on_output, PrepareFn prepare = {});
   // Thread-safe; effective at the start of the next step.
   void abort(const std::string& id);
   // One engine step on the calling thread. False when there was nothing to do.

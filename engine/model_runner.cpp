@@ -20,6 +20,10 @@ ModelRunner::ModelRunner(Backend& backend, Model& model, KvCache& kv, RunnerLimi
   seq_lens_ = backend.allocate(DType::I32, {s});
   block_tables_ = backend.allocate(DType::I32, {s, limits.max_blocks_per_seq});
   logits_ = backend.allocate(DType::F32, {s, model.vocab_shard().second});
+  if (model.config().multimodal) {
+    embed_rows_ = backend.allocate(DType::I32, {t});
+    embeds_ = backend.allocate(backend.compute_dtype(), {t, model.config().hidden_size});
+  }
   model.reserve(limits.max_tokens, limits.max_seqs);
 }
 
@@ -36,6 +40,9 @@ const std::vector<float>& ModelRunner::run(const std::vector<SeqChunk>& chunks) 
   h_qstart_.assign(1, 0);
   h_seq_lens_.clear();
   h_tables_.assign(static_cast<size_t>(num_seqs) * mb, 0);
+  h_embed_rows_.clear();
+  h_embeds_.clear();
+  const int64_t hidden = model_.config().hidden_size;
   int max_q = 0, max_len = 0;
   for (int s = 0; s < num_seqs; ++s) {
     const SeqChunk& c = chunks[s];
@@ -48,6 +55,22 @@ const std::vector<float>& ModelRunner::run(const std::vector<SeqChunk>& chunks) 
       IRIS_CHECK(c.block_table[b] >= 0 && c.block_table[b] < kv_.num_blocks)
           << "block " << c.block_table[b] << " outside the KV cache";
       h_tables_[static_cast<size_t>(s) * mb + b] = c.block_table[b];
+    }
+    // Media spans overlapping this chunk: their rows take the given embeddings.
+    if (c.media) {
+      const int row0 = static_cast<int>(h_tokens_.size());
+      for (const MediaEmbeds& m : *c.media) {
+        const int lo = std::max(c.start_pos, m.position);
+        const int hi = std::min(end, m.position + m.length);
+        IRIS_CHECK(lo >= hi || (embeds_.tensor.defined() && m.embeds &&
+                                static_cast<int64_t>(m.embeds->size()) == m.length * hidden))
+            << "media span of chunk " << s << " has no usable embeddings";
+        for (int p = lo; p < hi; ++p) {
+          h_embed_rows_.push_back(row0 + (p - c.start_pos));
+          const float* src = m.embeds->data() + static_cast<int64_t>(p - m.position) * hidden;
+          h_embeds_.insert(h_embeds_.end(), src, src + hidden);
+        }
+      }
     }
     for (int i = 0; i < c.num_tokens; ++i) {
       const int pos = c.start_pos + i;
@@ -88,6 +111,14 @@ const std::vector<float>& ModelRunner::run(const std::vector<SeqChunk>& chunks) 
   backend_.upload_i32(h_seq_lens_.data(), in.attn.seq_lens);
   backend_.upload_i32(h_tables_.data(), in.attn.block_tables);
   if (!h_logits_idx_.empty()) backend_.upload_i32(h_logits_idx_.data(), in.logits_indices);
+
+  if (!h_embed_rows_.empty()) {
+    const int64_t n = static_cast<int64_t>(h_embed_rows_.size());
+    in.embed_rows = embed_rows_.tensor.rows(0, n);
+    in.embeds = embeds_.tensor.rows(0, n);
+    backend_.upload_i32(h_embed_rows_.data(), in.embed_rows);
+    backend_.upload(h_embeds_.data(), DType::F32, in.embeds);
+  }
 
   Tensor logits = logits_.tensor.rows(0, static_cast<int64_t>(h_logits_idx_.size()));
   model_.forward(in, kv_, logits);

@@ -5,11 +5,21 @@
 #pragma once
 
 #include <cstdint>
+#include <memory>
 #include <vector>
 
 #include "engine/models/model.h"
 
 namespace iris {
+
+// Embeddings that replace the input embeddings of a span of a prompt's positions (an image's
+// placeholder tokens), computed by a vision encoder. Shared, read-only, on the host.
+struct MediaEmbeds {
+  int32_t position = 0;  // first prompt position replaced
+  int32_t length = 0;    // positions replaced (rows of `embeds`)
+  std::shared_ptr<const std::vector<float>> embeds;  // fp32 [length, hidden_size]
+  uint64_t content_hash = 0;  // of the media itself (prefix-cache key)
+};
 
 struct SeqChunk {
   const int32_t* tokens = nullptr;  // the tokens fed this step
@@ -18,6 +28,7 @@ struct SeqChunk {
   const int32_t* block_table = nullptr;
   int num_blocks = 0;                 // entries in block_table
   bool want_logits = false;           // sample after the chunk's last token
+  const std::vector<MediaEmbeds>* media = nullptr;  // the sequence's media spans, if any
 };
 
 struct RunnerLimits {
@@ -46,6 +57,9 @@ class ModelRunner {
   RunnerLimits limits_;
   Buffer token_ids_, positions_, logits_indices_, query_start_, seq_lens_, block_tables_,
       slot_mapping_, logits_;
+  Buffer embed_rows_, embeds_;  // multimodal models only
+  std::vector<int32_t> h_embed_rows_;
+  std::vector<float> h_embeds_;
   std::vector<int32_t> h_tokens_, h_positions_, h_logits_idx_, h_qstart_, h_seq_lens_,
       h_tables_, h_slots_;
   std::vector<float> h_logits_;

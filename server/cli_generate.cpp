@@ -4,6 +4,8 @@
 
 #include <chrono>
 #include <filesystem>
+#include <fstream>
+#include <iterator>
 #include <iostream>
 #include <nlohmann/json.hpp>
 #include <optional>
@@ -12,6 +14,7 @@
 
 #include "engine/core/check.h"
 #include "engine/engine.h"
+#include "engine/image_encoder.h"
 #include "engine/tokenizer/tokenizer.h"
 #include "server/cli.h"
 #include "server/engine_options.h"
@@ -33,6 +36,8 @@ struct GenerateOptions {
   bool json = false;
   bool prompt_given = false;
   std::vector<std::string> stop;
+  std::vector<std::string> images;
+  uint64_t max_image_pixels = 89'478'485;
   EngineOptions engine;
 };
 
@@ -72,6 +77,28 @@ int run_generate(const GenerateOptions& o) {
 
   LoadedModel m = load(o.model, o.engine);
   const ModelConfig& cfg = m.config;
+  // Images: encoded once, before generation; each image placeholder token of the prompt
+  // becomes the vision tower's number of tokens.
+  std::vector<MediaEmbeds> media;
+  if (!o.images.empty()) {
+    if (!cfg.multimodal) fail("--image: ", o.model, " is not a vision-language model");
+    auto encoder = ImageEncoder::load(o.model, *m.checkpoint, cfg, *m.backends[0]);
+    image::DecodeLimits limits;
+    limits.max_pixels = o.max_image_pixels;
+    std::vector<ImageEncoder::Encoded> encoded;
+    for (const std::string& path : o.images) {
+      std::ifstream in(path, std::ios::binary);
+      if (!in) fail("--image ", path, ": cannot open");
+      const std::vector<uint8_t> bytes((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
+      try {
+        encoded.push_back(encoder->encode(bytes, limits));
+      } catch (const Error& e) {
+        fail("--image ", path, ": ", e.what());
+      }
+    }
+    media = expand_image_placeholders(prompt, encoder->image_token_id(), encoder->tokens_per_image(),
+                                      encoded);
+  }
   SamplingParams p;
   p.max_tokens = o.max_tokens;
   p.temperature = o.temperature.value_or(cfg.generation.temperature.value_or(1.0f));
@@ -106,7 +133,9 @@ int run_generate(const GenerateOptions& o) {
   using clock = std::chrono::steady_clock;
   const auto t0 = clock::now();
   std::optional<clock::time_point> first_token;
-  engine.submit(EngineRequest{"generate", prompt, p}, [&](const EngineOutput& out) {
+  EngineRequest request{"generate", prompt, p};
+  request.media = std::move(media);
+  engine.submit(std::move(request), [&](const EngineOutput& out) {
     if (!first_token && !out.token_ids.empty()) first_token = clock::now();
     r.output_ids.insert(r.output_ids.end(), out.token_ids.begin(), out.token_ids.end());
     r.logprobs.insert(r.logprobs.end(), out.logprobs.begin(), out.logprobs.end());
@@ -163,6 +192,11 @@ Command add_generate(CLI::App& app) {
   sub->add_option("--min-tokens", opts->min_tokens);
   sub->add_flag("--ignore-eos", opts->ignore_eos);
   sub->add_option("--stop", opts->stop, "stop string (repeatable; needs a tokenizer)");
+  sub->add_option("--image", opts->images,
+                  "image file (JPEG/PNG; repeatable): the prompt holds the model's image token once "
+                  "per image, in order");
+  sub->add_option("--max-image-pixels", opts->max_image_pixels,
+                  "refuse larger images (checked on the header)")->capture_default_str();
   opts->engine.add_to(*sub);
   sub->add_flag("--json", opts->json, "print one JSON object");
   return {sub, [opts, prompt, ids]() {

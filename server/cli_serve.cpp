@@ -24,6 +24,7 @@
 #include "engine/chat_template/chat_template.h"
 #include "engine/core/check.h"
 #include "engine/engine.h"
+#include "engine/image_encoder.h"
 #include "engine/tokenizer/tokenizer.h"
 #include "server/cli.h"
 #include "server/engine_options.h"
@@ -47,6 +48,8 @@ struct ServeOptions {
   int max_message_bytes = 16 << 20;
   bool reflection = false;
   std::string tls_cert, tls_key, tls_client_ca;
+  int max_images = 8;
+  uint64_t max_image_pixels = 89'478'485;
   EngineOptions engine;
 };
 
@@ -134,7 +137,15 @@ int run_serve(ServeOptions o) {
   so.max_queue = o.max_queue;
   so.max_n = o.max_n;
   so.version = IRIS_VERSION;
+  so.max_images = o.max_images;
+  so.image_limits.max_pixels = o.max_image_pixels;
+  so.image_limits.max_bytes = static_cast<size_t>(o.max_message_bytes);
+  // Vision-language models: the encoder lives on rank 0's device and runs on the engine
+  // thread (requests carry a prepare step that encodes their images before admission).
+  std::unique_ptr<ImageEncoder> image_encoder =
+      ImageEncoder::load(o.model, *m.checkpoint, m.config, *m.backends[0]);
   server::InferenceService service(engine, m.config, tokenizer.get(), chat_template.get(), so);
+  service.set_image_encoder(image_encoder.get());
 
   grpc::EnableDefaultHealthCheckService(true);
   if (o.reflection) grpc::reflection::InitProtoReflectionServerBuilderPlugin();
@@ -210,6 +221,10 @@ Command add_serve(CLI::App& app) {
   sub->add_option("--max-message-bytes", opts->max_message_bytes,
                   "largest request message accepted")->capture_default_str();
   sub->add_flag("--enable-reflection", opts->reflection, "serve grpc.reflection.v1alpha");
+  sub->add_option("--max-images", opts->max_images, "images per request at most (vision models)")
+      ->capture_default_str();
+  sub->add_option("--max-image-pixels", opts->max_image_pixels,
+                  "refuse larger images, on their header, before decoding")->capture_default_str();
   sub->add_option("--tls-cert", opts->tls_cert, "PEM certificate chain (enables TLS)");
   sub->add_option("--tls-key", opts->tls_key, "PEM private key");
   sub->add_option("--tls-client-ca", opts->tls_client_ca,

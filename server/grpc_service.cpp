@@ -57,7 +57,7 @@ class InferenceService::GenerateReactor final : public grpc::ServerWriteReactor<
   };
 
   GenerateReactor(InferenceService& svc, const char* rpc, EngineRequest request, bool want_logprobs,
-                  bool return_prompt_ids)
+                  bool return_prompt_ids, PrepareFn prepare)
       : svc_(svc), rpc_(rpc), id_(request.id), n_(request.n), want_logprobs_(want_logprobs),
         prompt_tokens_(static_cast<int>(request.prompt.size())),
         bridge_(std::make_shared<Bridge>()), start_(std::chrono::steady_clock::now()) {
@@ -74,10 +74,13 @@ class InferenceService::GenerateReactor final : public grpc::ServerWriteReactor<
       std::lock_guard<std::recursive_mutex> lock(bridge->mu);
       pump();
     }
-    svc_.engine_.submit(std::move(request), [bridge](const EngineOutput& out) {
-      std::lock_guard<std::recursive_mutex> lock(bridge->mu);
-      if (bridge->reactor) bridge->reactor->on_output(out);  // may end in Finish → OnDone
-    });
+    svc_.engine_.submit(
+        std::move(request),
+        [bridge](const EngineOutput& out) {
+          std::lock_guard<std::recursive_mutex> lock(bridge->mu);
+          if (bridge->reactor) bridge->reactor->on_output(out);  // may end in Finish → OnDone
+        },
+        std::move(prepare));
   }
 
   // Reactions hold a local reference to the bridge: once Finish is called, OnDone may delete
@@ -338,7 +341,8 @@ Status InferenceService::to_engine_request(const Req& in, std::vector<int32_t> p
 grpc::ServerWriteReactor<GenerateResponse>* InferenceService::start_stream(const char* rpc,
                                                                            EngineRequest er,
                                                                            bool has_logprobs,
-                                                                           bool return_prompt_ids) {
+                                                                           bool return_prompt_ids,
+                                                                           PrepareFn prepare) {
   if (draining_.load())
     return new FailedStream(Status(StatusCode::UNAVAILABLE, "the server is shutting down"));
   if (options_.max_queue > 0 && engine_.num_queued() >= options_.max_queue)
@@ -346,7 +350,8 @@ grpc::ServerWriteReactor<GenerateResponse>* InferenceService::start_stream(const
                                    "the waiting queue is full (--max-queue " +
                                        std::to_string(options_.max_queue) + "); retry later"));
   active_.fetch_add(1);
-  return new GenerateReactor(*this, rpc, std::move(er), has_logprobs, return_prompt_ids);
+  return new GenerateReactor(*this, rpc, std::move(er), has_logprobs, return_prompt_ids,
+                             std::move(prepare));
 }
 
 namespace {
@@ -378,11 +383,72 @@ grpc::ServerWriteReactor<GenerateResponse>* InferenceService::Generate(
     default:
       break;
   }
+  PrepareFn prepare;
+  if (request->images_size() > 0) {
+    s = attach_images(request->images(), prompt, prepare);
+    if (!s.ok()) return rejected("generate", s);
+  }
   EngineRequest er;
   s = to_engine_request(*request, std::move(prompt), er);
   if (!s.ok()) return rejected("generate", s);
   return start_stream("generate", std::move(er), request->has_logprobs(),
-                      request->return_prompt_token_ids());
+                      request->return_prompt_token_ids(), std::move(prepare));
+}
+
+Status InferenceService::attach_images(
+    const google::protobuf::RepeatedPtrField<iris::v1::ImagePart>& images,
+    std::vector<int32_t>& prompt, PrepareFn& prepare) const {
+  if (!image_encoder_)
+    return invalid("images: model '" + options_.model_id + "' does not take images");
+  if (images.size() > options_.max_images)
+    return invalid("images: " + std::to_string(images.size()) + " images, at most " +
+                   std::to_string(options_.max_images));
+  auto bytes = std::make_shared<std::vector<std::string>>();
+  for (int i = 0; i < images.size(); ++i) {
+    const iris::v1::ImagePart& img = images[i];
+    const std::string where = "images[" + std::to_string(i) + "]";
+    const std::string& mime = img.mime_type();
+    if (!mime.empty() && mime != "image/jpeg" && mime != "image/png")
+      return invalid(where + ".mime_type: '" + mime + "' (expected image/jpeg or image/png)");
+    try {
+      // Header only: oversized, truncated-header or unknown data is refused here, before
+      // anything is decoded.
+      const auto* data = reinterpret_cast<const uint8_t*>(img.data().data());
+      image::probe(std::span<const uint8_t>(data, img.data().size()), options_.image_limits);
+    } catch (const Error& e) {
+      return invalid(where + ".data: " + e.what());
+    }
+    bytes->push_back(img.data());
+  }
+  // Expand the placeholders now, so the context checks see the real prompt length; the
+  // embeddings are computed on the engine thread just before admission.
+  const int32_t token = image_encoder_->image_token_id();
+  const int tpi = image_encoder_->tokens_per_image();
+  int placeholders = 0;
+  for (int32_t t : prompt) placeholders += t == token;
+  if (placeholders != images.size())
+    return invalid("images: " + std::to_string(images.size()) + " images for " +
+                   std::to_string(placeholders) + " image placeholder tokens (id " +
+                   std::to_string(token) + ") in the prompt");
+  std::vector<ImageEncoder::Encoded> none(images.size());
+  std::vector<MediaEmbeds> spans = expand_image_placeholders(prompt, token, tpi, none);
+  ImageEncoder* encoder = image_encoder_;
+  const image::DecodeLimits limits = options_.image_limits;
+  prepare = [encoder, limits, bytes, spans](EngineRequest& r) mutable {
+    for (size_t i = 0; i < spans.size(); ++i) {
+      const auto* data = reinterpret_cast<const uint8_t*>((*bytes)[i].data());
+      ImageEncoder::Encoded e;
+      try {
+        e = encoder->encode(std::span<const uint8_t>(data, (*bytes)[i].size()), limits);
+      } catch (const Error& err) {
+        fail("images[", i, "]: ", err.what());
+      }
+      spans[i].embeds = e.embeds;
+      spans[i].content_hash = e.hash.lo ^ e.hash.hi;
+    }
+    r.media = std::move(spans);
+  };
+  return Status::OK;
 }
 
 Status InferenceService::chat_prompt(const iris::v1::ChatRequest& in,

@@ -11,6 +11,7 @@
 
 #include "engine/chat_template/chat_template.h"
 #include "engine/engine.h"
+#include "engine/image_encoder.h"
 #include "engine/loader/model_config.h"
 #include "engine/tokenizer/tokenizer.h"
 #include "iris/v1/inference.grpc.pb.h"
@@ -24,6 +25,8 @@ struct ServiceOptions {
   int max_n = 16;        // choices per request at most
   int max_stop = 16;     // stop strings per request at most
   int max_stop_bytes = 256;
+  int max_images = 8;  // images per request at most
+  image::DecodeLimits image_limits;
   std::string version;
 };
 
@@ -54,6 +57,8 @@ class InferenceService final : public iris::v1::Inference::CallbackService {
                                           iris::v1::ServerInfo* response) override;
 
   int active_streams() const { return active_.load(); }
+  // The vision encoder of a multimodal model (images are encoded on the engine thread).
+  void set_image_encoder(ImageEncoder* encoder) { image_encoder_ = encoder; }
   // While draining, new Generate/Chat calls get UNAVAILABLE; streams in flight continue.
   void set_draining(bool draining) { draining_.store(draining); }
 
@@ -71,12 +76,17 @@ class InferenceService final : public iris::v1::Inference::CallbackService {
   grpc::Status chat_prompt(const iris::v1::ChatRequest& in, std::vector<int32_t>& prompt) const;
   // Admission (queue bound) and the stream that runs the request.
   grpc::ServerWriteReactor<iris::v1::GenerateResponse>* start_stream(
-      const char* rpc, EngineRequest request, bool has_logprobs, bool return_prompt_ids);
+      const char* rpc, EngineRequest request, bool has_logprobs, bool return_prompt_ids,
+      PrepareFn prepare = {});
+  // Checks the images of a request and expands its placeholders; `prepare` will encode them.
+  grpc::Status attach_images(const google::protobuf::RepeatedPtrField<iris::v1::ImagePart>& images,
+                             std::vector<int32_t>& prompt, PrepareFn& prepare) const;
 
   Engine& engine_;
   const ModelConfig& config_;
   const Tokenizer* tokenizer_;
   const ChatTemplate* chat_template_;
+  ImageEncoder* image_encoder_ = nullptr;
   ServiceOptions options_;
   std::atomic<int> active_{0};
   std::atomic<bool> draining_{false};

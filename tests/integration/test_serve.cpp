@@ -4,7 +4,9 @@
 #include <chrono>
 #include <cmath>
 #include <cstdio>
+#include <fstream>
 #include <functional>
+#include <sstream>
 #include <limits>
 #include <memory>
 #include <nlohmann/json.hpp>
@@ -48,8 +50,8 @@ iris::v1::ServerInfo info(iris::v1::Inference::Stub& stub) {
 }  // namespace
 
 int main(int argc, char** argv) {
-  if (argc != 3) {
-    std::fprintf(stderr, "usage: %s IRIS_BINARY CHECKPOINT_DIR\n", argv[0]);
+  if (argc != 3 && argc != 4) {
+    std::fprintf(stderr, "usage: %s IRIS_BINARY CHECKPOINT_DIR [VISION_DIR]\n", argv[0]);
     return 2;
   }
   const std::string iris = argv[1], model = argv[2];
@@ -172,6 +174,8 @@ int main(int argc, char** argv) {
       {"n 17", [](GenerateRequest& r) { r.set_n(17); }, grpc::StatusCode::INVALID_ARGUMENT, "n"},
       {"unknown model", [](GenerateRequest& r) { r.set_model("no-such-model"); }, grpc::StatusCode::NOT_FOUND, "model"},
       {"beyond context", [](GenerateRequest& r) { r.set_max_tokens(251); }, grpc::StatusCode::INVALID_ARGUMENT, "max_tokens"},
+      {"image for a text model", [](GenerateRequest& r) { r.add_images()->set_data("\x89PNG"); },
+       grpc::StatusCode::INVALID_ARGUMENT, "images"},
       // Rejected by the engine at admission (stop strings need a tokenizer): arrives as an
       // EngineOutput with `error`.
       {"engine admission", [](GenerateRequest& r) { r.add_stop("x"); }, grpc::StatusCode::INVALID_ARGUMENT, "stop"},
@@ -238,6 +242,83 @@ int main(int argc, char** argv) {
   // Nothing was in flight: no waiting for the drain deadline (5 s), even with this client's
   // connection still open.
   EXPECT(secs < 2.0, "exit took %.2f s with nothing to drain", secs);
+
+  // Images through Generate on a LLaVA checkpoint: the served tokens equal the reference fed
+  // with PIL-preprocessed pixels (tests/vision/image_fixtures.json); bad images fail alone.
+  if (argc == 4) {
+    const std::string vision = argv[3];
+    nlohmann::json fx;
+    try {
+      std::ifstream in(vision + "/image_fixtures.json");
+      fx = nlohmann::json::parse(in);
+    } catch (const std::exception& e) {
+      EXPECT(false, "image fixtures unreadable: %s", e.what());
+    }
+    for (const auto& c : fx.value("cases", nlohmann::json::array())) {
+      const std::string name = c["model"];
+      ServerProcess vs;
+      vs.start(iris, {"--model", vision + "/" + name, "--num-kv-blocks", "64", "--threads", "2",
+                      "--max-num-batched-tokens", "16"});
+      auto vch = grpc::CreateCustomChannel(vs.address(), grpc::InsecureChannelCredentials(), quick_reconnect());
+      auto vstub = iris::v1::Inference::NewStub(vch);
+      auto vhealth = grpc::health::v1::Health::NewStub(vch);
+      if (!vs.wait_serving(vch)) continue;
+      const auto want = c["output_ids"].get<std::vector<int32_t>>();
+      const auto want_lps = c["logprobs"].get<std::vector<float>>();
+      GenerateRequest req = greedy_request(c["prompt_ids"].get<std::vector<int32_t>>(),
+                                           static_cast<int>(want.size()));
+      req.set_logprobs(0);
+      req.set_return_prompt_token_ids(true);
+      std::vector<std::string> files = c["images"].get<std::vector<std::string>>();
+      for (const auto& f : files) {
+        std::ifstream in(f, std::ios::binary);
+        std::stringstream ss;
+        ss << in.rdbuf();
+        iris::v1::ImagePart* part = req.add_images();
+        part->set_data(ss.str());
+        part->set_mime_type(f.size() > 4 && f.substr(f.size() - 4) == ".png" ? "image/png" : "image/jpeg");
+      }
+      StreamResult r = generate(*vstub, req, /*auth=*/false);
+      EXPECT(r.status.ok(), "%s with images: %s", name.c_str(), r.status.error_message().c_str());
+      EXPECT(r.ids() == want, "%s: served tokens differ from the reference", name.c_str());
+      EXPECT(r.prompt_ids() == c["expanded_prompt_ids"].get<std::vector<int32_t>>(),
+             "%s: expanded prompt differs", name.c_str());
+      float worst = 0;
+      size_t k = 0;
+      for (const auto& m : r.messages)
+        for (float lp : m.logprobs()) {
+          if (k < want_lps.size()) worst = std::max(worst, std::fabs(lp - want_lps[k]));
+          ++k;
+        }
+      EXPECT(worst <= 1e-4f, "%s: logprob max diff %g", name.c_str(), worst);
+
+      struct BadImage {
+        const char* what;
+        std::function<void(GenerateRequest&)> edit;
+        const char* field;
+      };
+      const std::vector<BadImage> bad_images = {
+          {"one image too few", [](GenerateRequest& g) { g.mutable_images()->RemoveLast(); }, "images"},
+          {"garbage bytes", [](GenerateRequest& g) { g.mutable_images(0)->set_data("not an image at all"); }, "images[0]"},
+          {"truncated PNG", [](GenerateRequest& g) { g.mutable_images(0)->set_data(g.images(0).data().substr(0, 40)); }, "images[0]"},
+          {"wrong mime type", [](GenerateRequest& g) { g.mutable_images(1)->set_mime_type("image/gif"); }, "images[1].mime_type"},
+      };
+      for (const BadImage& b : bad_images) {
+        GenerateRequest bad = req;
+        b.edit(bad);
+        StreamResult br = generate(*vstub, bad, false);
+        EXPECT(br.status.error_code() == grpc::StatusCode::INVALID_ARGUMENT &&
+                   br.status.error_message().find(b.field) != std::string::npos,
+               "%s %s: code %d (%s)", name.c_str(), b.what, br.status.error_code(),
+               br.status.error_message().c_str());
+      }
+      EXPECT(health(*vhealth) == grpc::health::v1::HealthCheckResponse::SERVING, "%s unhealthy", name.c_str());
+      StreamResult again = generate(*vstub, req, false);
+      EXPECT(again.status.ok() && again.ids() == want, "%s: second request differs", name.c_str());
+      const int st = vs.stop(SIGTERM, std::chrono::seconds(20));
+      EXPECT(st != -1 && WIFEXITED(st) && WEXITSTATUS(st) == 0, "%s server exit %d", name.c_str(), st);
+    }
+  }
 
   // Tensor parallelism through the server: 2 and 4 CPU ranks (the checkpoint has 2 KV heads,
   // fewer than 4 ranks) stream the same greedy tokens as `iris generate` with one.

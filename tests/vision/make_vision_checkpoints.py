@@ -13,6 +13,12 @@ and reference fixtures from reference_llava.py:
   clip-llava-multilayer CLIP tower (gelu), feature layers [-2, 0] concatenated, strategy
                         "full", Mistral text model; transformers >= 4.52 names; fp32.
 
+image_fixtures.json holds end-to-end cases: image files (PNG and JPEG written by PIL), the
+checkpoint's preprocessor_config.json, a prompt with one image token per image (Iris
+expands it), and the greedy continuation of the reference fed with pixel values computed by
+PIL + numpy exactly as transformers' CLIPImageProcessor / SiglipImageProcessor
+(tests/image/make_reference.py).
+
 fixtures.json holds, per checkpoint: pixel_values [num_images, 3, S, S], the selected vision
 features of every feature layer [num_images * tokens, D], the projector output
 [num_images * tokens, text hidden], a prompt whose image placeholders are already expanded
@@ -29,7 +35,9 @@ import torch
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, HERE)
 sys.path.insert(0, os.path.join(HERE, "..", "parity"))
+sys.path.insert(0, os.path.join(HERE, "..", "image"))
 import reference_llava  # noqa: E402
+import make_reference as image_reference  # noqa: E402
 from make_checkpoints import write_safetensors  # noqa: E402
 
 DTYPES = {"f32": (torch.float32, "F32", "float32"), "bf16": (torch.bfloat16, "BF16", "bfloat16")}
@@ -202,6 +210,41 @@ def main():
             "output_ids": ids,
             "logprobs": lps,
         })
+    # End to end from image files, for `iris generate --image`.
+    from PIL import Image
+    image_cases = []
+    for mi, name in enumerate(["clip-llava", "siglip-llava"]):
+        cfg = MODELS[name]["config"]
+        vc = cfg["vision_config"]
+        size = vc["image_size"]
+        if vc["model_type"] == "clip_vision_model":
+            pcfg = image_reference.clip_config(shortest=size, crop=(size, size))
+        else:
+            pcfg = image_reference.siglip_config(size, size)
+        d = os.path.join(out, name)
+        with open(os.path.join(d, "preprocessor_config.json"), "w") as f:
+            json.dump(pcfg, f)
+        files = []
+        for k, (w, h, fmt) in enumerate([(83, 61, "PNG"), (50, 97, "JPEG")]):
+            path = os.path.join(d, f"image{k}.{fmt.lower()}")
+            Image.fromarray(image_reference.photo(w, h, 11 + k + 7 * mi)).save(path, fmt)
+            files.append(path)
+        pixels = torch.stack([torch.from_numpy(image_reference.hf_pixel_values(Image.open(p), pcfg))
+                              for p in files])
+        gen = torch.Generator().manual_seed(99 + mi)
+        expanded = make_prompt(cfg, len(files), gen)
+        img = cfg["image_token_index"]
+        collapsed = [t for i, t in enumerate(expanded) if t != img or i == 0 or expanded[i - 1] != img]
+        W = random_weights(cfg, MODELS[name]["layout"], torch.Generator().manual_seed(4321 + list(MODELS).index(name)))
+        dtype = DTYPES[MODELS[name]["dtype"]][0]
+        ref = reference_llava.Llava(cfg, {k: v.to(dtype).float() for k, v in W.items()})
+        ids, lps = ref.greedy(expanded, pixels.float(), NEW_TOKENS)
+        image_cases.append({"model": name, "images": files, "prompt_ids": collapsed,
+                            "expanded_prompt_ids": expanded, "output_ids": ids, "logprobs": lps})
+    with open(os.path.join(out, "image_fixtures.json"), "w") as f:
+        json.dump({"reference": "PIL + numpy preprocessing, tests/vision/reference_llava.py",
+                   "cases": image_cases}, f)
+
     with open(os.path.join(out, "fixtures.json"), "w") as f:
         json.dump({"reference": "tests/vision/reference_llava.py (independent PyTorch)",
                    "cases": cases}, f)
