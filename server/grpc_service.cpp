@@ -478,6 +478,9 @@ Status InferenceService::chat_prompt(const iris::v1::ChatRequest& in,
           cm.content += part.text();
           break;
         case iris::v1::ContentPart::kImage:
+          if (image_encoder_)
+            return invalid(pw + ".image: images in chat messages are not supported yet; send "
+                                "them with Generate (images + placeholder tokens)");
           return invalid(pw + ".image: model '" + options_.model_id + "' does not take images");
         default:
           return invalid(pw + ": empty content part");
