@@ -64,11 +64,8 @@ ModelExecutor::~ModelExecutor() {
 
 size_t ModelExecutor::kv_bytes_per_block(int block_size) const {
   size_t most = 0;
-  for (const RankModel& r : ranks_) {
-    const AttentionShape s = r.model->attention_shape();
-    most = std::max<size_t>(most, 2ull * r.model->config().num_layers * block_size * s.kv_dim() *
-                              dtype_size(r.backend->compute_dtype()));
-  }
+  for (const RankModel& r : ranks_)
+    most = std::max(most, iris::kv_bytes_per_block(*r.backend, *r.model, block_size));
   return most;
 }
 

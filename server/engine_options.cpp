@@ -96,8 +96,8 @@ std::string LoadedModel::memory_report(int num_kv_blocks, int block_size) const 
   std::string out;
   for (size_t r = 0; r < models.size(); ++r) {
     const AttentionShape s = models[r]->attention_shape();
-    const double kv = 2.0 * config.num_layers * block_size * s.kv_dim() *
-                      dtype_size(backends[r]->compute_dtype()) * num_kv_blocks;
+    const double kv = static_cast<double>(kv_bytes_per_block(*backends[r], *models[r], block_size)) *
+                      num_kv_blocks;
     char line[256];
     std::snprintf(line, sizeof line, "%srank %zu/%zu on %s: weights %.1f MiB, KV cache %.1f MiB (%d heads, %d KV heads)",
                   r ? "; " : "", r, models.size(), backends[r]->name().c_str(),

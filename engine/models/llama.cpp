@@ -250,6 +250,11 @@ std::unique_ptr<Model> load_model(const Checkpoint& ckpt, const ModelConfig& con
   fail("no model definition for ", config.architecture_name);
 }
 
+size_t kv_bytes_per_block(const Backend& backend, const Model& model, int block_size) {
+  const AttentionShape s = model.attention_shape();
+  return 2ull * model.config().num_layers * block_size * s.kv_dim() * dtype_size(backend.compute_dtype());
+}
+
 KvCache allocate_kv_cache(Backend& backend, const Model& model, int num_blocks, int block_size) {
   const AttentionShape s = model.attention_shape();
   KvCache kv;

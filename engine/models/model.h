@@ -69,5 +69,7 @@ std::unique_ptr<VisionEncoder> load_vision_encoder(const Checkpoint& ckpt,
 
 // Allocates a KV cache of num_blocks blocks for `model` on `backend`.
 KvCache allocate_kv_cache(Backend& backend, const Model& model, int num_blocks, int block_size);
+// Bytes one KV block (K and V of every layer) takes for `model` on `backend`.
+size_t kv_bytes_per_block(const Backend& backend, const Model& model, int block_size);
 
 }  // namespace iris

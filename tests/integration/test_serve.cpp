@@ -65,8 +65,10 @@ int main(int argc, char** argv) {
                                       ids_arg + " --max-tokens " + std::to_string(kMaxTokens) +
                                       " --temperature 0 --ignore-eos --json");
   std::vector<int32_t> expected;
+  std::vector<float> expected_lps;
   try {
     expected = nlohmann::json::parse(out).at("output_ids").get<std::vector<int32_t>>();
+    expected_lps = nlohmann::json::parse(out).at("logprobs").get<std::vector<float>>();
   } catch (const std::exception& e) {
     std::fprintf(stderr, "FAIL: iris generate --json gave unparsable output (%s): %s\n", e.what(),
                  out.c_str());
@@ -335,6 +337,16 @@ int main(int argc, char** argv) {
       StreamResult r = generate(*tp_stub, one, /*auth=*/false);
       EXPECT(r.status.ok() && r.ids() == expected, "TP=%s server: %s, ids differ: %d", tp_size,
              r.status.error_message().c_str(), r.ids() != expected);
+      // Logprobs within 1e-4 of the single-rank `iris generate`.
+      float worst = 0;
+      size_t k = 0;
+      for (const auto& m : r.messages)
+        for (float lp : m.logprobs()) {
+          if (k < expected_lps.size()) worst = std::max(worst, std::fabs(lp - expected_lps[k]));
+          ++k;
+        }
+      EXPECT(k == expected_lps.size() && worst <= 1e-4f, "TP=%s logprobs: %zu, max diff %g", tp_size,
+             k, worst);
       GenerateRequest n3 = greedy_request(prompt, kMaxTokens);
       n3.set_n(3);
       r = generate(*tp_stub, n3, false);
