@@ -13,7 +13,6 @@ namespace iris {
 struct Engine::Pending {
   EngineRequest request;
   std::shared_ptr<OutputCallback> on_output;
-  PrepareFn prepare;
 };
 
 struct Engine::Sequence {
@@ -26,13 +25,20 @@ struct Engine::Sequence {
   int prompt_tokens = 0;
   int generated = 0;
   std::unique_ptr<IncrementalDetokenizer> detok;  // with a tokenizer
-  std::vector<MediaEmbeds> media;
+  std::vector<MediaEmbeds> media;  // as requested: embeddings or encoder inputs
+  // What the runner sees: media[i] with `embeds` pointing into the encoder cache while a
+  // chunk of the step overlaps the span, null otherwise.
+  std::vector<MediaEmbeds> view;
 
   Sequence(const EngineRequest& r, int i, std::shared_ptr<OutputCallback> cb,
            const Tokenizer* tokenizer)
       : request_id(r.id), seq_id(r.id + "#" + std::to_string(i)), index(i), params(r.params),
         sampler(with_seed(r.params, i), r.prompt), on_output(std::move(cb)),
-        prompt_tokens(static_cast<int>(r.prompt.size())), media(r.media) {
+        prompt_tokens(static_cast<int>(r.prompt.size())), media(r.media), view(r.media) {
+    for (MediaEmbeds& m : view) {
+      m.embeds.reset();
+      m.encoder_input.reset();
+    }
     if (tokenizer)
       detok = std::make_unique<IncrementalDetokenizer>(*tokenizer, r.prompt, r.params.stop,
                                                        r.params.skip_special_tokens);
@@ -54,14 +60,17 @@ double seconds_since(clock_type::time_point t) {
 }  // namespace
 
 Engine::Engine(Backend& backend, Model& model, const EngineConfig& config,
-               const Tokenizer* tokenizer)
+               const Tokenizer* tokenizer, MediaEncoder* media_encoder)
     : Engine(std::make_unique<ModelExecutor>(std::vector<RankModel>{{&backend, &model}},
                                              std::vector<std::unique_ptr<Communicator>>{}),
-             config, tokenizer) {}
+             config, tokenizer, media_encoder) {}
 
 Engine::Engine(std::unique_ptr<ModelExecutor> executor, const EngineConfig& config,
-               const Tokenizer* tokenizer)
-    : executor_(std::move(executor)), model_config_(executor_->config()), tokenizer_(tokenizer) {
+               const Tokenizer* tokenizer, MediaEncoder* media_encoder)
+    : executor_(std::move(executor)),
+      model_config_(executor_->config()),
+      tokenizer_(tokenizer),
+      media_encoder_(media_encoder) {
   init(config);
 }
 
@@ -89,6 +98,16 @@ void Engine::init(const EngineConfig& config) {
                                 << " bytes per block)";
   }
   sched_config_.num_blocks = num_blocks;
+  if (mc.multimodal) {
+    const int per_item = mc.multimodal->tokens_per_image();
+    sched_config_.max_num_encoder_tokens =
+        config.max_num_encoder_tokens > 0 ? config.max_num_encoder_tokens
+                                          : std::max(config.max_num_batched_tokens, per_item);
+    sched_config_.encoder_cache_tokens =
+        config.encoder_cache_tokens > 0
+            ? config.encoder_cache_tokens
+            : std::max(sched_config_.max_num_encoder_tokens, 8 * per_item);
+  }
   const std::string bad = sched_config_.validate();
   if (!bad.empty()) fail("engine configuration: ", bad);
   executor_->allocate(num_blocks, config.block_size,
@@ -98,7 +117,7 @@ void Engine::init(const EngineConfig& config) {
 
 Engine::~Engine() { stop(); }
 
-void Engine::submit(EngineRequest request, OutputCallback on_output, PrepareFn prepare) {
+void Engine::submit(EngineRequest request, OutputCallback on_output) {
   {
     std::unique_lock<std::mutex> lock(mu_);
     if (!failure_.empty()) {
@@ -111,9 +130,8 @@ void Engine::submit(EngineRequest request, OutputCallback on_output, PrepareFn p
       on_output(o);
       return;
     }
-    incoming_.push_back(Pending{std::move(request),
-                               std::make_shared<OutputCallback>(std::move(on_output)),
-                               std::move(prepare)});
+    incoming_.push_back(
+        Pending{std::move(request), std::make_shared<OutputCallback>(std::move(on_output))});
   }
   cv_.notify_one();
 }
@@ -169,14 +187,6 @@ void Engine::admit_pending() {
       reject("a request with id '" + r.id + "' is already running");
       continue;
     }
-    if (p.prepare) {
-      try {
-        p.prepare(r);  // e.g. encode the request's images, on this (the device's) thread
-      } catch (const Error& e) {
-        reject(e.what());
-        continue;
-      }
-    }
     try {
       r.params.validate();
       if (!r.params.stop.empty() && !tokenizer_)
@@ -189,10 +199,20 @@ void Engine::admit_pending() {
                    static_cast<size_t>(m.position) + m.length <= r.prompt.size())
             << "media span [" << m.position << ", " << m.position + m.length
             << ") is empty, overlaps another or lies outside the prompt";
-        IRIS_CHECK(m.embeds && static_cast<int64_t>(m.embeds->size()) ==
-                                   static_cast<int64_t>(m.length) * model_config_.hidden_size)
-            << "media span at " << m.position << " has " << (m.embeds ? m.embeds->size() : 0)
-            << " embedding values, expected " << m.length << " x " << model_config_.hidden_size;
+        if (m.embeds) {
+          IRIS_CHECK(static_cast<int64_t>(m.embeds->size()) ==
+                     static_cast<int64_t>(m.length) * model_config_.hidden_size)
+              << "media span at " << m.position << " has " << m.embeds->size()
+              << " embedding values, expected " << m.length << " x " << model_config_.hidden_size;
+        } else {
+          IRIS_CHECK(m.encoder_input) << "media span at " << m.position
+                                      << " has neither embeddings nor an encoder input";
+          IRIS_CHECK(media_encoder_) << "media span at " << m.position
+                                     << " needs encoding, and this engine has no media encoder";
+          IRIS_CHECK(m.length == media_encoder_->tokens_per_item())
+              << "media span at " << m.position << " has " << m.length
+              << " tokens, the encoder yields " << media_encoder_->tokens_per_item();
+        }
         media_end = m.position + m.length;
       }
       for (int32_t t : r.prompt)
@@ -250,7 +270,8 @@ void Engine::publish_waiting() {
   sched_waiting_ = waiting;
 }
 
-void Engine::refresh_stats(int64_t computed, double t_sched, double t_forward, double t_sample) {
+void Engine::refresh_stats(int64_t computed, double t_sched, double t_forward, double t_sample,
+                           double t_encode) {
   const sched::SchedulerStats ss = scheduler_->stats();
   std::lock_guard<std::mutex> lock(mu_);
   stats_.num_running = ss.num_running;
@@ -263,6 +284,13 @@ void Engine::refresh_stats(int64_t computed, double t_sched, double t_forward, d
   stats_.num_preemptions = ss.num_preemptions;
   stats_.num_steps = ss.num_steps;
   stats_.num_computed_tokens += computed;
+  stats_.encoder_cache_queries = ss.encoder_cache.queries;
+  stats_.encoder_cache_hits = ss.encoder_cache.hits;
+  stats_.media_encoded = ss.encoder_cache.encoded_items;
+  stats_.encoder_cache_evictions = ss.encoder_cache.evictions;
+  stats_.encoder_cache_used_tokens = ss.encoder_cache.used_tokens;
+  stats_.encoder_cache_capacity_tokens = ss.encoder_cache.capacity_tokens;
+  stats_.encode_seconds += t_encode;
   stats_.schedule_seconds += t_sched;
   stats_.prepare_forward_seconds += t_forward;
   stats_.sample_seconds += t_sample;
@@ -289,16 +317,35 @@ bool Engine::step() {
     return true;
   }
 
+  const auto t_enc0 = clock_type::now();
+  run_encoder(out);
+  const double t_encode = seconds_since(t_enc0);
+
   auto t1 = clock_type::now();
   std::vector<SeqChunk> chunks;
   chunks.reserve(out.scheduled.size());
   for (const auto& s : out.scheduled) {
-    const Sequence& seq = *sequences_.at(std::string(s.id));
+    Sequence& seq = *sequences_.at(std::string(s.id));
+    const int lo = s.num_computed_tokens, hi = lo + s.num_new_tokens;
+    for (MediaEmbeds& m : seq.view) {
+      if (m.position >= hi || m.position + m.length <= lo) continue;
+      auto it = encoder_cache_.find(m.content_hash);
+      IRIS_CHECK(it != encoder_cache_.end())
+          << "internal: the embeddings of media span " << m.position << " of " << s.id
+          << " are not in the encoder cache";
+      m.embeds = it->second;
+    }
     chunks.push_back(SeqChunk{s.new_token_ids.data(), s.num_new_tokens, s.num_computed_tokens,
                               s.block_table.data(), static_cast<int>(s.block_table.size()),
-                              s.samples, seq.media.empty() ? nullptr : &seq.media});
+                              s.samples, seq.view.empty() ? nullptr : &seq.view});
   }
   const std::vector<float>& logits = executor_->run(chunks);
+  // Spans this step completed no longer pin their embeddings (the cache decides their fate).
+  for (const auto& s : out.scheduled) {
+    Sequence& seq = *sequences_.at(std::string(s.id));
+    for (MediaEmbeds& m : seq.view)
+      if (m.position + m.length <= s.num_computed_tokens + s.num_new_tokens) m.embeds.reset();
+  }
   const double t_forward = seconds_since(t1);
 
   auto t2 = clock_type::now();
@@ -365,8 +412,31 @@ bool Engine::step() {
     if (kids.empty()) children_.erase(seq.request_id);
     sequences_.erase(it);
   }
-  refresh_stats(computed, t_sched, t_forward, seconds_since(t2));
+  refresh_stats(computed, t_sched, t_forward, seconds_since(t2), t_encode);
   return true;
+}
+
+void Engine::run_encoder(const sched::SchedulerOutput& out) {
+  for (uint64_t h : out.encoder_evicted) encoder_cache_.erase(h);
+  if (out.encoder_inputs.empty()) return;
+  std::vector<const std::vector<float>*> inputs;
+  std::vector<uint64_t> hashes;
+  for (const sched::EncoderInput& e : out.encoder_inputs) {
+    const Sequence& seq = *sequences_.at(std::string(e.id));
+    const MediaEmbeds& m = seq.media.at(static_cast<size_t>(e.media_index));
+    if (m.embeds) {
+      encoder_cache_[e.content_hash] = m.embeds;  // given with the request
+    } else {
+      inputs.push_back(m.encoder_input.get());
+      hashes.push_back(e.content_hash);
+    }
+  }
+  if (inputs.empty()) return;
+  IRIS_CHECK(media_encoder_) << "internal: media to encode and no media encoder";
+  std::vector<std::shared_ptr<const std::vector<float>>> embeds = media_encoder_->encode(inputs);
+  IRIS_CHECK(embeds.size() == inputs.size()) << "the media encoder returned " << embeds.size()
+                                             << " results for " << inputs.size() << " inputs";
+  for (size_t i = 0; i < embeds.size(); ++i) encoder_cache_[hashes[i]] = std::move(embeds[i]);
 }
 
 EngineStats Engine::stats() const {

@@ -3,6 +3,14 @@
 // Requests arrive from any thread through submit() and leave through per-request output
 // callbacks. `n > 1` becomes n scheduler sequences that share the prompt through the
 // prefix cache. Abort (any thread) frees every block of the request within one step.
+//
+// Media (vision-language models). A request's images are media spans of its prompt, each with
+// a content hash and either ready embeddings or a MediaEncoder input. The scheduler hands out
+// a per-step encoder budget and accounts for the encoder cache (scheduler/
+// encoder_cache_manager.h); in each step the engine drops the entries the scheduler evicted,
+// encodes the listed inputs (one batch), and points every chunk's overlapping spans at the
+// cached embeddings. A repeated image (same decoded pixels) is encoded once while it stays
+// cached.
 #pragma once
 
 #include <atomic>
@@ -18,6 +26,7 @@
 #include <unordered_map>
 #include <vector>
 
+#include "engine/media_encoder.h"
 #include "engine/model_executor.h"
 #include "engine/sampler.h"
 #include "engine/stop_conditions.h"
@@ -35,6 +44,11 @@ struct EngineConfig {
   int max_model_len = 0;  // 0 = the model's max_position_embeddings
   bool enable_prefix_caching = true;
   bool priority_policy = false;
+  // Vision-language models: media tokens encoded per step at most, and the encoder cache's
+  // capacity in tokens. 0 = max(max_num_batched_tokens, tokens per image), and for the
+  // cache at least 8 images.
+  int max_num_encoder_tokens = 0;
+  int encoder_cache_tokens = 0;
 };
 
 struct EngineRequest {
@@ -43,7 +57,8 @@ struct EngineRequest {
   SamplingParams params;
   int n = 1;
   int priority = 0;
-  // Image (media) embeddings replacing prompt positions; sorted, non-overlapping.
+  // Image (media) spans of the prompt: sorted, non-overlapping; each with its embeddings or
+  // an encoder input (see MediaEmbeds).
   std::vector<MediaEmbeds> media;
 };
 
@@ -65,10 +80,6 @@ struct EngineOutput {
 };
 
 using OutputCallback = std::function<void(const EngineOutput&)>;
-// Runs on the engine thread just before admission and may complete the request (e.g. encode
-// its images into media spans, which needs the device the engine drives). Throwing
-// iris::Error rejects the request alone.
-using PrepareFn = std::function<void(EngineRequest&)>;
 
 struct EngineStats {
   int num_running = 0;
@@ -80,22 +91,33 @@ struct EngineStats {
   int64_t num_preemptions = 0;
   uint64_t num_steps = 0;
   int64_t num_computed_tokens = 0;  // tokens run through the model, all requests
-  // Cumulative seconds per phase of the step.
+  // Encoder cache (vision-language models): spans that needed embeddings for a chunk, those
+  // found cached, items encoded, entries evicted, tokens held now and the capacity.
+  int64_t encoder_cache_queries = 0;
+  int64_t encoder_cache_hits = 0;
+  int64_t media_encoded = 0;
+  int64_t encoder_cache_evictions = 0;
+  int64_t encoder_cache_used_tokens = 0;
+  int64_t encoder_cache_capacity_tokens = 0;
+  // Cumulative seconds per phase of the step (encode: the media encoder, inside none of the
+  // others).
   double schedule_seconds = 0, prepare_forward_seconds = 0, sample_seconds = 0;
+  double encode_seconds = 0;
 };
 
 class Engine {
  public:
-  // With a tokenizer, outputs carry text and requests may use stop strings.
+  // With a tokenizer, outputs carry text and requests may use stop strings. With a media
+  // encoder (not owned; used on the engine thread), requests may carry encoder inputs.
   Engine(Backend& backend, Model& model, const EngineConfig& config,
-         const Tokenizer* tokenizer = nullptr);
+         const Tokenizer* tokenizer = nullptr, MediaEncoder* media_encoder = nullptr);
   // Tensor-parallel: the executor drives every rank.
   Engine(std::unique_ptr<ModelExecutor> executor, const EngineConfig& config,
-         const Tokenizer* tokenizer = nullptr);
+         const Tokenizer* tokenizer = nullptr, MediaEncoder* media_encoder = nullptr);
   ~Engine();
 
   // Thread-safe. Outputs for this request go to `on_output` (called on the engine thread).
-  void submit(EngineRequest request, OutputCallback on_output, PrepareFn prepare = {});
+  void submit(EngineRequest request, OutputCallback on_output);
   // Thread-safe; effective at the start of the next step.
   void abort(const std::string& id);
   // One engine step on the calling thread. False when there was nothing to do.
@@ -124,7 +146,10 @@ class Engine {
   // Makes num_queued() see the scheduler's current waiting count.
   void publish_waiting();
   // Publishes the scheduler's counters and adds this step's token count and phase times.
-  void refresh_stats(int64_t computed, double t_sched, double t_forward, double t_sample);
+  void refresh_stats(int64_t computed, double t_sched, double t_forward, double t_sample,
+                     double t_encode = 0);
+  // Follows the step's encoder-cache decisions: drop, then encode (engine thread).
+  void run_encoder(const sched::SchedulerOutput& out);
   void finish_sequence(Sequence& s, FinishReason reason, const std::string& error = {});
   // Ends every request with `why` after a fatal error (engine thread).
   void fail_all(const std::string& why);
@@ -134,6 +159,9 @@ class Engine {
   std::unique_ptr<ModelExecutor> executor_;
   const ModelConfig& model_config_;
   const Tokenizer* tokenizer_;
+  MediaEncoder* media_encoder_;
+  // Content hash -> embeddings, fp32 [tokens, hidden]; mirrors the scheduler's account.
+  std::unordered_map<uint64_t, std::shared_ptr<const std::vector<float>>> encoder_cache_;
   sched::SchedulerConfig sched_config_;
   std::unique_ptr<sched::Scheduler> scheduler_;
 

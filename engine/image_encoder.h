@@ -1,6 +1,8 @@
-// Images in, embeddings out: decode (refusing oversized images on their header), preprocess
-// exactly as the checkpoint's preprocessor_config.json says, patchify, run the vision tower
-// and projector, and bring the embeddings to the host as a media span for the engine.
+// Images in, embeddings out, in two halves. prepare() (any thread, no device) decodes the
+// bytes (refusing oversized images on their header), preprocesses exactly as the checkpoint's
+// preprocessor_config.json says, patchifies, and hashes the decoded pixels. encode() (the
+// engine's thread, as its MediaEncoder) runs the vision tower and projector over a batch of
+// prepared images and brings the embeddings to the host.
 #pragma once
 
 #include <cstdint>
@@ -12,27 +14,37 @@
 #include "engine/image/content_hash.h"
 #include "engine/image/decode.h"
 #include "engine/image/preprocess.h"
+#include "engine/media_encoder.h"
 #include "engine/model_runner.h"
 #include "engine/models/vision.h"
 
 namespace iris {
 
-class ImageEncoder {
+class ImageEncoder final : public MediaEncoder {
  public:
-  // Null for a text-only model. Reads `dir`/preprocessor_config.json.
+  // Null for a text-only model. Reads `dir`/preprocessor_config.json. Images per encoder
+  // call: at most max_batch (activations are sized for that once).
   static std::unique_ptr<ImageEncoder> load(const std::string& dir, const Checkpoint& ckpt,
-                                            const ModelConfig& config, Backend& backend);
+                                            const ModelConfig& config, Backend& backend,
+                                            int max_batch = 4);
 
   int tokens_per_image() const { return encoder_->tokens_per_image(); }
   int32_t image_token_id() const { return image_token_id_; }
 
-  struct Encoded {
-    std::shared_ptr<const std::vector<float>> embeds;  // [tokens_per_image, hidden] fp32
-    image::ContentHash hash;                           // of the decoded RGB pixels
+  struct Prepared {
+    std::shared_ptr<const std::vector<float>> patches;  // fp32 [patches_per_image, patch_dim]
+    image::ContentHash hash;                            // of the decoded RGB pixels
+    uint64_t cache_key() const { return hash.hi ^ hash.lo; }
   };
-  // Throws iris::Error for undecodable or oversized images (nothing is decoded past the
-  // header of an image over the limits).
-  Encoded encode(std::span<const uint8_t> bytes, const image::DecodeLimits& limits);
+  // Thread-safe. Throws iris::Error for undecodable or oversized images (nothing is decoded
+  // past the header of an image over the limits).
+  Prepared prepare(std::span<const uint8_t> bytes, const image::DecodeLimits& limits) const;
+
+  // MediaEncoder: inputs are Prepared::patches.
+  int tokens_per_item() const override { return encoder_->tokens_per_image(); }
+  int64_t output_dim() const override { return encoder_->output_dim(); }
+  std::vector<std::shared_ptr<const std::vector<float>>> encode(
+      std::span<const std::vector<float>* const> inputs) override;
 
  private:
   ImageEncoder() = default;
@@ -41,14 +53,16 @@ class ImageEncoder {
   Backend* backend_ = nullptr;
   int32_t image_token_id_ = 0;
   int patch_size_ = 0;
+  int max_batch_ = 1;
   Buffer patches_, out_;
+  std::vector<float> staging_;
 };
 
 // Replaces each occurrence of `image_token_id` in `prompt` by tokens_per_image copies and
-// returns one media span per image at the expanded positions. Throws unless the number of
-// occurrences equals images.size().
+// returns one media span per image at the expanded positions, carrying the prepared image as
+// its encoder input. Throws unless the number of occurrences equals images.size().
 std::vector<MediaEmbeds> expand_image_placeholders(std::vector<int32_t>& prompt,
                                                    int32_t image_token_id, int tokens_per_image,
-                                                   const std::vector<ImageEncoder::Encoded>& images);
+                                                   const std::vector<ImageEncoder::Prepared>& images);
 
 }  // namespace iris

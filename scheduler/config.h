@@ -32,11 +32,19 @@ struct SchedulerConfig {
   // Reuse KV blocks of identical prefixes (hash chain over full blocks).
   bool enable_prefix_caching = true;
   SchedulingPolicy policy = SchedulingPolicy::kFcfs;
+  // Media (images). Both 0: media spans arrive with their embeddings and are not budgeted.
+  // Both > 0: embeddings are computed by the engine's encoder as prefill chunks reach the
+  // spans, at most max_num_encoder_tokens media tokens per step, into an encoder cache of
+  // encoder_cache_tokens tokens (see encoder_cache_manager.h). A span longer than either
+  // can never run, and its request is refused at admission.
+  int max_num_encoder_tokens = 0;
+  int encoder_cache_tokens = 0;
   // Seed of the block-hash chain. A server may draw it at random per process so that no
   // client can construct colliding prompts offline; tests keep the default to be
   // reproducible.
   uint64_t hash_seed = 0x6a09e667f3bcc908ull;
 
+  bool budgets_encoder() const { return max_num_encoder_tokens > 0; }
   // Usable blocks (excluding the null block).
   int num_usable_blocks() const { return num_blocks - (reserve_null_block ? 1 : 0); }
   // max_model_len with 0 resolved to the cache capacity in tokens.
@@ -60,6 +68,11 @@ struct SchedulerConfig {
     if (max_model_len < 0) {
       return "max_model_len must be >= 0 (0 = cache capacity), got " +
              std::to_string(max_model_len);
+    }
+    if (max_num_encoder_tokens < 0 || encoder_cache_tokens < 0 ||
+        (max_num_encoder_tokens > 0) != (encoder_cache_tokens > 0)) {
+      return "max_num_encoder_tokens and encoder_cache_tokens must both be 0 or both > 0, got " +
+             std::to_string(max_num_encoder_tokens) + " and " + std::to_string(encoder_cache_tokens);
     }
     return {};
   }

@@ -97,7 +97,10 @@ struct Request {
   int num_registered_blocks = 0;        // leading blocks already offered to the cache
 
   // --- owned by Scheduler ---------------------------------------------------------------
-  int step_index = -1;  // index in the current step's output, -1 when not scheduled
+  int step_index = -1;
+  // Per media span: this request holds a reference on its encoder-cache entry (only when
+  // the scheduler budgets the encoder).
+  std::vector<uint8_t> media_held;  // index in the current step's output, -1 when not scheduled
 
   int num_tokens() const { return static_cast<int>(tokens.size()); }
   int num_output_tokens() const { return num_tokens() - num_prompt_tokens; }

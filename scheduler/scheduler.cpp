@@ -31,7 +31,10 @@ SchedulerConfig checked(const SchedulerConfig& c) {
 }  // namespace
 
 Scheduler::Scheduler(const SchedulerConfig& config)
-    : config_(checked(config)), max_model_len_(config_.effective_max_model_len()), kv_(config_) {
+    : config_(checked(config)),
+      max_model_len_(config_.effective_max_model_len()),
+      kv_(config_),
+      encoder_cache_(config_.encoder_cache_tokens) {
   running_.reserve(static_cast<size_t>(config_.max_num_seqs));
   step_requests_.reserve(static_cast<size_t>(config_.max_num_seqs));
   requests_.reserve(static_cast<size_t>(config_.max_num_seqs) * 2);
@@ -72,6 +75,14 @@ AdmitResult Scheduler::add_request(RequestSpec spec) {
       return reject(AdmitStatus::kInvalidArgument, os.str());
     }
     media_end = m.start_token + m.num_tokens;
+    if (config_.budgets_encoder() &&
+        (m.num_tokens > config_.max_num_encoder_tokens || m.num_tokens > config_.encoder_cache_tokens)) {
+      std::ostringstream os;
+      os << "a media item of " << m.num_tokens << " tokens can never be encoded: the encoder "
+         << "budget is " << config_.max_num_encoder_tokens << " tokens per step and the encoder "
+         << "cache holds " << config_.encoder_cache_tokens << " tokens";
+      return reject(AdmitStatus::kTooLong, os.str());
+    }
   }
   const int64_t context = prompt_len + spec.max_tokens;
   if (context > max_model_len_) {
@@ -98,6 +109,7 @@ AdmitResult Scheduler::add_request(RequestSpec spec) {
   req->priority = spec.priority;
   req->arrival_seq = spec.arrival_seq;
   req->media = std::move(spec.media);
+  if (config_.budgets_encoder()) req->media_held.assign(req->media.size(), 0);
   req->cache_salt = spec.cache_salt;
   req->status = RequestStatus::kWaiting;
   Request& r = *req;
@@ -165,6 +177,7 @@ void Scheduler::unschedule(Request& r, SchedulerOutput& out) {
 void Scheduler::preempt(Request& r, SchedulerOutput& out) {
   if (r.step_index >= 0) unschedule(r, out);
   kv_.free(r);
+  release_media(r, /*all=*/true);
   remove_running(r);
   r.num_computed_tokens = 0;
   r.status = RequestStatus::kWaiting;
@@ -182,6 +195,12 @@ void Scheduler::schedule_decodes(SchedulerOutput& out) {
         step_requests_.size() - num_removed_ >= static_cast<size_t>(config_.max_num_seqs)) {
       break;
     }
+    // A prompt's last token may be an image placeholder (a chunk ended just before it).
+    if (r.num_computed_tokens < r.num_prompt_tokens &&
+        reserve_media(r, r.num_computed_tokens, 1, out) < 1) {
+      settle_media(r, r.num_computed_tokens, 0);
+      continue;
+    }
     bool scheduled = true;
     // The victim is always the lowest-ordered running request: after r in this pass, so
     // not yet scheduled, or r itself.
@@ -193,6 +212,7 @@ void Scheduler::schedule_decodes(SchedulerOutput& out) {
         break;
       }
     }
+    settle_media(r, r.num_computed_tokens, scheduled ? 1 : 0);
     if (scheduled) emit(r, 1, out);
   }
 }
@@ -205,19 +225,23 @@ void Scheduler::schedule_running_prefills(SchedulerOutput& out) {
         step_requests_.size() - num_removed_ >= static_cast<size_t>(config_.max_num_seqs)) {
       break;
     }
-    int n = std::min(r.num_uncomputed_tokens(), budget_);
-    while (!kv_.allocate_slots(r, n)) {
+    // The chunk stops before an image that neither fits this step's encoder budget nor the
+    // encoder cache; it goes on from there in a later step.
+    const int limit = reserve_media(r, r.num_computed_tokens,
+                                    std::min(r.num_uncomputed_tokens(), budget_), out);
+    int n = limit;
+    while (n > 0 && !kv_.allocate_slots(r, n)) {
       Request& victim = *running_.back();
       if (&victim != &r) {
         // Ordered after r; it may be a decode planned in pass 1, which gives its token back.
         preempt(victim, out);
-        n = std::min(r.num_uncomputed_tokens(), budget_);
+        n = std::min(limit, budget_);
         continue;
       }
       // r is the lowest-ordered request: take what the free blocks hold, or wait.
       n = static_cast<int>(std::min<int64_t>(n, kv_.max_new_tokens_that_fit(r)));
-      if (n <= 0) break;
     }
+    settle_media(r, r.num_computed_tokens, std::max(n, 0));
     if (n > 0) emit(r, n, out);
   }
 }
@@ -231,8 +255,14 @@ void Scheduler::schedule_waiting(SchedulerOutput& out) {
     }
     Request& r = *it->req;
     ComputedBlocks computed = kv_.get_computed_blocks(r);
-    const int n = std::min(r.num_tokens() - computed.num_tokens, budget_);
+    const int n = reserve_media(r, computed.num_tokens,
+                                std::min(r.num_tokens() - computed.num_tokens, budget_), out);
+    if (n <= 0) {  // its first image waits for encoder budget or cache space
+      settle_media(r, computed.num_tokens, 0);
+      break;
+    }
     if (!kv_.allocate_slots(r, n, &computed)) {
+      settle_media(r, computed.num_tokens, 0);
       // Admission guarantees every request fits an empty cache; if that ever fails, end the
       // request rather than let it block the queue forever.
       if (running_.empty() && kv_.num_free_blocks() == kv_.num_total_blocks() &&
@@ -246,6 +276,7 @@ void Scheduler::schedule_waiting(SchedulerOutput& out) {
       }
       break;  // FCFS: nobody overtakes the head of the queue
     }
+    settle_media(r, computed.num_tokens, n);
     r.num_computed_tokens = computed.num_tokens;
     r.num_cached_tokens = computed.num_tokens;
     r.status = RequestStatus::kRunning;
@@ -271,6 +302,9 @@ void Scheduler::schedule(SchedulerOutput& out) {
   out.scheduled.clear();
   out.preempted.clear();
   out.finished.clear();
+  out.encoder_evicted.clear();
+  out.encoder_inputs.clear();
+  encoder_budget_ = config_.max_num_encoder_tokens;
   out.total_num_scheduled_tokens = 0;
   out.scheduled.reserve(static_cast<size_t>(config_.max_num_seqs));
   step_requests_.clear();
@@ -327,6 +361,7 @@ UpdateOutput Scheduler::update(const SchedulerOutput& out,
     const ScheduledSeq& s = out.scheduled[i];
     r->step_index = -1;
     r->num_computed_tokens += s.num_new_tokens;
+    if (!r->media_held.empty()) release_media(*r, /*all=*/false);
     if (!s.samples) continue;
     r->tokens.push_back(sampled_tokens[i]);
     if (r->num_output_tokens() >= r->max_tokens || r->num_tokens() >= max_model_len_) {
@@ -338,11 +373,79 @@ UpdateOutput Scheduler::update(const SchedulerOutput& out,
   return result;
 }
 
+// --- encoder budget -----------------------------------------------------------------------
+
+int Scheduler::reserve_media(Request& r, int start, int n, SchedulerOutput& out) {
+  media_taken_.clear();
+  if (r.media_held.empty() || n <= 0) return n;
+  const int64_t end = static_cast<int64_t>(start) + n;
+  std::vector<uint64_t> evicted;
+  for (size_t i = 0; i < r.media.size(); ++i) {
+    const MediaSpan& m = r.media[i];
+    if (m.start_token >= end) break;
+    if (m.start_token + m.num_tokens <= start || r.media_held[i]) continue;
+    const uint64_t h = m.content_hash;
+    if (encoder_cache_.contains(h)) {
+      encoder_cache_.acquire(h);
+      media_taken_.emplace_back(static_cast<int>(i), false);
+    } else if (m.num_tokens <= encoder_budget_ &&
+               m.num_tokens <= encoder_cache_.available_tokens()) {
+      evicted.clear();
+      encoder_cache_.allocate(h, m.num_tokens, evicted);
+      encoder_budget_ -= m.num_tokens;
+      for (uint64_t e : evicted) {
+        // An entry allocated earlier in this step never reached the engine: drop its input.
+        auto it = std::find_if(out.encoder_inputs.begin(), out.encoder_inputs.end(),
+                               [&](const EncoderInput& x) { return x.content_hash == e; });
+        if (it != out.encoder_inputs.end()) {
+          out.encoder_inputs.erase(it);
+        } else {
+          out.encoder_evicted.push_back(e);
+        }
+      }
+      out.encoder_inputs.push_back(EncoderInput{r.handle, r.id, static_cast<int>(i), h});
+      media_taken_.emplace_back(static_cast<int>(i), true);
+    } else {
+      return static_cast<int>(std::max<int64_t>(0, m.start_token - start));
+    }
+    r.media_held[i] = 1;
+  }
+  return n;
+}
+
+void Scheduler::settle_media(Request& r, int start, int n_final) {
+  const int64_t end = static_cast<int64_t>(start) + n_final;
+  for (const auto& [i, allocated] : media_taken_) {
+    const MediaSpan& m = r.media[i];
+    if (!r.media_held[i]) continue;  // r itself was preempted meanwhile
+    if (n_final > 0 && m.start_token < end) {
+      encoder_cache_.count_query(/*hit=*/!allocated);
+      continue;
+    }
+    // Not part of the chunk after all; an entry allocated for it is still encoded this step
+    // and stays cached for whoever needs it next.
+    r.media_held[i] = 0;
+    encoder_cache_.release(m.content_hash);
+  }
+  media_taken_.clear();
+}
+
+void Scheduler::release_media(Request& r, bool all) {
+  for (size_t i = 0; i < r.media_held.size(); ++i) {
+    if (!r.media_held[i]) continue;
+    const MediaSpan& m = r.media[i];
+    if (!all && m.start_token + m.num_tokens > r.num_computed_tokens) continue;
+    r.media_held[i] = 0;
+    encoder_cache_.release(m.content_hash);
+  }
+}
+
 // --- ending requests ----------------------------------------------------------------------
 
 void Scheduler::retire(Request& r) {
   if (r.status == RequestStatus::kRunning) {
     kv_.free(r);
+    release_media(r, /*all=*/true);
     remove_running(r);
   } else if (r.status == RequestStatus::kWaiting) {
     waiting_.erase(WaitingEntry{order_key(r), &r});
@@ -380,6 +483,7 @@ SchedulerStats Scheduler::stats() const {
   s.prefix_cache_hit_rate = kv.hit_rate();
   s.num_preemptions = num_preemptions_;
   s.num_steps = step_id_;
+  if (config_.budgets_encoder()) s.encoder_cache = encoder_cache_.stats();
   return s;
 }
 
@@ -418,6 +522,19 @@ std::string Scheduler::check_invariants() const {
     err << running_.size() << " running + " << waiting_.size() << " waiting != " << requests_.size()
         << " live requests";
     return err.str();
+  }
+  if (config_.budgets_encoder()) {
+    std::unordered_map<uint64_t, int> refs;
+    for (const Request* r : running_)
+      for (size_t i = 0; i < r->media.size(); ++i)
+        if (r->media_held[i]) ++refs[r->media[i].content_hash];
+    for (const WaitingEntry& w : waiting_)
+      for (uint8_t held : w.req->media_held)
+        if (held) {
+          err << "waiting request '" << w.req->id << "' holds an encoder-cache reference";
+          return err.str();
+        }
+    if (std::string e = encoder_cache_.check_invariants(refs); !e.empty()) return e;
   }
   std::vector<const Request*> live(running_.begin(), running_.end());
   return kv_.check_invariants(live);

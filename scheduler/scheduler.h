@@ -43,6 +43,7 @@
 #include <vector>
 
 #include "scheduler/config.h"
+#include "scheduler/encoder_cache_manager.h"
 #include "scheduler/kv_block_manager.h"
 #include "scheduler/request.h"
 
@@ -60,6 +61,16 @@ struct ScheduledSeq {
   bool samples = false;
 };
 
+// A media span whose embeddings the engine computes before running the step (see
+// encoder_cache_manager.h): span `media_index` of the request, stored in the encoder cache
+// under content_hash.
+struct EncoderInput {
+  RequestHandle handle = 0;
+  std::string_view id;  // valid until the next schedule()
+  int media_index = 0;
+  uint64_t content_hash = 0;
+};
+
 struct FinishedRequest {
   RequestHandle handle = 0;
   std::string id;
@@ -73,6 +84,10 @@ struct SchedulerOutput {
   int total_num_scheduled_tokens = 0;
   std::vector<std::string> preempted;     // back in the waiting queue, their blocks freed
   std::vector<FinishedRequest> finished;  // ended by schedule() itself (kError)
+  // With an encoder budget: drop these encoder-cache entries first, then encode these inputs
+  // (at most max_num_encoder_tokens tokens), then run the step.
+  std::vector<uint64_t> encoder_evicted;
+  std::vector<EncoderInput> encoder_inputs;
 };
 
 struct UpdateOutput {
@@ -103,6 +118,7 @@ struct SchedulerStats {
   double prefix_cache_hit_rate = 0.0;  // tokens hit / tokens queried, at admissions
   int64_t num_preemptions = 0;
   uint64_t num_steps = 0;
+  EncoderCacheStats encoder_cache;  // zeros unless the encoder is budgeted
 };
 
 class Scheduler {
@@ -176,10 +192,23 @@ class Scheduler {
   void schedule_decodes(SchedulerOutput& out);
   void schedule_running_prefills(SchedulerOutput& out);
   void schedule_waiting(SchedulerOutput& out);
+  // Encoder budget (no-ops unless config_.budgets_encoder()). reserve_media takes references
+  // on (allocating where not cached) the encoder-cache entries of r's media spans that overlap
+  // tokens [start, start + n) and returns n, cut before the first span that fits neither this
+  // step's encoder budget nor the cache. settle_media then keeps the references of spans
+  // overlapping [start, start + n_final) and gives back the others taken by that reserve.
+  int reserve_media(Request& r, int start, int n, SchedulerOutput& out);
+  void settle_media(Request& r, int start, int n_final);
+  // Releases r's references: all of them, or those whose span is computed.
+  void release_media(Request& r, bool all);
 
   SchedulerConfig config_;
   int64_t max_model_len_;
   KVBlockManager kv_;
+  EncoderCacheManager encoder_cache_;
+  int64_t encoder_budget_ = 0;  // encoder tokens left in the step being planned
+  // Spans reserve_media acquired for the chunk being planned: (media index, allocated now).
+  std::vector<std::pair<int, bool>> media_taken_;
 
   std::unordered_map<std::string, std::unique_ptr<Request>> requests_;
   std::vector<Request*> running_;  // in policy order

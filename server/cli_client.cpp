@@ -4,7 +4,9 @@
 #include <google/protobuf/util/json_util.h>
 
 #include <chrono>
+#include <fstream>
 #include <iostream>
+#include <sstream>
 #include <optional>
 #include <string>
 #include <vector>
@@ -59,6 +61,7 @@ struct ClientCommandOptions {
   SamplingFlags sampling;
   std::string model;
   std::string prompt, prompt_ids, message, system;
+  std::vector<std::string> images;  // chat: image files sent with the (first) user message
   bool json = false;
   double timeout = 600;
 };
@@ -152,21 +155,45 @@ int run_client_chat(const ClientCommandOptions& o) {
     m->add_content()->set_text(text);
   };
   if (!o.system.empty()) add(base, "system", o.system);
+  // Images go first in the user message, as image parts.
+  auto attach = [&](iris::v1::ChatRequest& r) {
+    if (o.images.empty()) return;
+    iris::v1::ChatMessage* m = r.mutable_messages(r.messages_size() - 1);
+    iris::v1::ChatMessage with_images;
+    with_images.set_role(m->role());
+    for (const std::string& path : o.images) {
+      std::ifstream in(path, std::ios::binary);
+      if (!in) fail("--image ", path, ": cannot open");
+      std::stringstream ss;
+      ss << in.rdbuf();
+      iris::v1::ImagePart* img = with_images.add_content()->mutable_image();
+      img->set_data(ss.str());
+      const bool png = path.size() > 4 && path.compare(path.size() - 4, 4, ".png") == 0;
+      img->set_mime_type(png ? "image/png" : "image/jpeg");
+    }
+    for (const auto& part : m->content()) *with_images.add_content() = part;
+    *m = std::move(with_images);
+  };
   if (!o.message.empty()) {
     iris::v1::ChatRequest req = base;
     add(req, "user", o.message);
+    attach(req);
     stream_call(o, [&](grpc::ClientContext& ctx) { return stub->Chat(&ctx, req); });
     return 0;
   }
-  // Interactive: one user turn per line of stdin; the conversation accumulates.
+  // Interactive: one user turn per line of stdin; the conversation accumulates (images go
+  // with the first turn).
   iris::v1::ChatRequest convo = base;
   std::string line;
+  bool first = true;
   while (true) {
     std::cerr << "> " << std::flush;
     if (!std::getline(std::cin, line)) break;
     if (line.empty()) continue;
     iris::v1::ChatRequest req = convo;
     add(req, "user", line);
+    if (first) attach(req);
+    first = false;
     const std::string reply =
         stream_call(o, [&](grpc::ClientContext& ctx) { return stub->Chat(&ctx, req); });
     convo = req;
@@ -231,6 +258,10 @@ Command add_client(CLI::App& app) {
   common(chat);
   chat->add_option("message", opts->message, "the user message (omit for an interactive chat)");
   chat->add_option("--system", opts->system, "system prompt");
+  chat->add_option("--image", opts->images,
+                   "image file (JPEG/PNG; repeat the flag for more) sent with the user message "
+                   "(vision models)")
+      ->allow_extra_args(false);  // one file per flag: the message stays positional
   opts->sampling.add_to(*chat);
   chat->add_flag("--json", opts->json, "print each response message as a JSON line");
 

@@ -77,27 +77,31 @@ int run_generate(const GenerateOptions& o) {
 
   LoadedModel m = load(o.model, o.engine);
   const ModelConfig& cfg = m.config;
-  // Images: encoded once, before generation; each image placeholder token of the prompt
-  // becomes the vision tower's number of tokens.
+  // Images: decoded and preprocessed here, encoded by the engine when prefill reaches them;
+  // each image placeholder token of the prompt becomes the vision tower's number of tokens.
   std::vector<MediaEmbeds> media;
   if (!o.images.empty()) {
-    if (!cfg.multimodal) fail("--image: ", o.model, " is not a vision-language model");
-    auto encoder = ImageEncoder::load(o.model, *m.checkpoint, cfg, *m.backends[0]);
+    if (!m.image_encoder) fail("--image: ", o.model, " is not a vision-language model");
+    const ImageEncoder& encoder = *m.image_encoder;
     image::DecodeLimits limits;
     limits.max_pixels = o.max_image_pixels;
-    std::vector<ImageEncoder::Encoded> encoded;
+    std::vector<ImageEncoder::Prepared> prepared;
     for (const std::string& path : o.images) {
       std::ifstream in(path, std::ios::binary);
       if (!in) fail("--image ", path, ": cannot open");
       const std::vector<uint8_t> bytes((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
       try {
-        encoded.push_back(encoder->encode(bytes, limits));
+        prepared.push_back(encoder.prepare(bytes, limits));
       } catch (const Error& e) {
         fail("--image ", path, ": ", e.what());
       }
     }
-    media = expand_image_placeholders(prompt, encoder->image_token_id(), encoder->tokens_per_image(),
-                                      encoded);
+    try {
+      media = expand_image_placeholders(prompt, encoder.image_token_id(), encoder.tokens_per_image(),
+                                        prepared);
+    } catch (const Error& e) {
+      fail("--image: ", e.what());
+    }
   }
   SamplingParams p;
   p.max_tokens = o.max_tokens;
@@ -133,7 +137,10 @@ int run_generate(const GenerateOptions& o) {
   using clock = std::chrono::steady_clock;
   const auto t0 = clock::now();
   std::optional<clock::time_point> first_token;
-  EngineRequest request{"generate", prompt, p};
+  EngineRequest request;
+  request.id = "generate";
+  request.prompt = prompt;
+  request.params = p;
   request.media = std::move(media);
   engine.submit(std::move(request), [&](const EngineOutput& out) {
     if (!first_token && !out.token_ids.empty()) first_token = clock::now();

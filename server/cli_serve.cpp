@@ -49,6 +49,7 @@ struct ServeOptions {
   bool reflection = false;
   std::string tls_cert, tls_key, tls_client_ca;
   int max_images = 8;
+  size_t max_image_bytes = 32u << 20;
   uint64_t max_image_pixels = 89'478'485;
   EngineOptions engine;
 };
@@ -138,14 +139,13 @@ int run_serve(ServeOptions o) {
   so.max_n = o.max_n;
   so.version = IRIS_VERSION;
   so.max_images = o.max_images;
+  so.max_image_bytes = o.max_image_bytes;
   so.image_limits.max_pixels = o.max_image_pixels;
   so.image_limits.max_bytes = static_cast<size_t>(o.max_message_bytes);
-  // Vision-language models: the encoder lives on rank 0's device and runs on the engine
-  // thread (requests carry a prepare step that encodes their images before admission).
-  std::unique_ptr<ImageEncoder> image_encoder =
-      ImageEncoder::load(o.model, *m.checkpoint, m.config, *m.backends[0]);
   server::InferenceService service(engine, m.config, tokenizer.get(), chat_template.get(), so);
-  service.set_image_encoder(image_encoder.get());
+  // Vision-language models: images are decoded on the gRPC threads and encoded by the engine
+  // (the encoder lives on rank 0's device).
+  service.set_image_encoder(m.image_encoder.get());
 
   grpc::EnableDefaultHealthCheckService(true);
   if (o.reflection) grpc::reflection::InitProtoReflectionServerBuilderPlugin();
@@ -221,6 +221,8 @@ Command add_serve(CLI::App& app) {
   sub->add_option("--max-message-bytes", opts->max_message_bytes,
                   "largest request message accepted")->capture_default_str();
   sub->add_flag("--enable-reflection", opts->reflection, "serve grpc.reflection.v1alpha");
+  sub->add_option("--max-image-bytes", opts->max_image_bytes,
+                  "encoded image bytes per request at most (vision models)")->capture_default_str();
   sub->add_option("--max-images", opts->max_images, "images per request at most (vision models)")
       ->capture_default_str();
   sub->add_option("--max-image-pixels", opts->max_image_pixels,

@@ -25,6 +25,11 @@ void EngineOptions::add_to(CLI::App& app) {
                  "longest context (0 = the model's max_position_embeddings)");
   app.add_flag("--enable-prefix-caching,!--no-enable-prefix-caching", engine.enable_prefix_caching,
                "reuse KV blocks of identical prefixes (default on)");
+  app.add_option("--max-num-encoder-tokens", engine.max_num_encoder_tokens,
+                 "vision models: image tokens encoded per step at most (0 = max of "
+                 "--max-num-batched-tokens and one image)");
+  app.add_option("--encoder-cache-tokens", engine.encoder_cache_tokens,
+                 "vision models: image embeddings kept for reuse, in tokens (0 = at least 8 images)");
   app.add_option("--device", device, "cpu or cuda")->capture_default_str();
   app.add_option("--gpu-memory-utilization", gpu_memory_utilization,
                  "fraction of each GPU's memory Iris may hold (weights + KV cache)")
@@ -69,6 +74,7 @@ LoadedModel load(const std::string& dir, const EngineOptions& opts) {
     }
     m.models.push_back(load_model(*m.checkpoint, m.config, *m.backends.back(), ParallelConfig{r, world}));
   }
+  m.image_encoder = ImageEncoder::load(dir, *m.checkpoint, m.config, *m.backends[0]);
   if (world > 1) {
     if (device) {
       std::vector<int> devices;
@@ -89,7 +95,7 @@ std::unique_ptr<Engine> LoadedModel::make_engine(const EngineConfig& config, con
   std::vector<RankModel> ranks;
   for (size_t r = 0; r < models.size(); ++r) ranks.push_back({backends[r].get(), models[r].get()});
   auto executor = std::make_unique<ModelExecutor>(std::move(ranks), std::move(comms), 2 * tp_timeout);
-  return std::make_unique<Engine>(std::move(executor), config, tokenizer);
+  return std::make_unique<Engine>(std::move(executor), config, tokenizer, image_encoder.get());
 }
 
 std::string LoadedModel::memory_report(int num_kv_blocks, int block_size) const {
@@ -135,10 +141,33 @@ nlohmann::ordered_json read_tokenizer_config(const std::string& dir) {
 }
 
 std::unique_ptr<ChatTemplate> load_chat_template(const std::string& dir) {
-  if (!std::filesystem::exists(std::filesystem::path(dir) / "tokenizer_config.json")) return nullptr;
-  const nlohmann::ordered_json cfg = read_tokenizer_config(dir);
-  if (!cfg.contains("chat_template")) return nullptr;
-  return ChatTemplate::from_tokenizer_config(nlohmann::json(cfg));
+  namespace fs = std::filesystem;
+  if (!fs::exists(fs::path(dir) / "tokenizer_config.json")) return nullptr;
+  nlohmann::json cfg(read_tokenizer_config(dir));
+  if (!cfg.contains("chat_template")) {
+    // Vision-language checkpoints often keep the template beside the processor instead:
+    // chat_template.jinja, or chat_template.json {"chat_template": "..."}.
+    const fs::path jinja = fs::path(dir) / "chat_template.jinja";
+    const fs::path json = fs::path(dir) / "chat_template.json";
+    if (fs::exists(jinja)) {
+      std::ifstream in(jinja, std::ios::binary);
+      cfg["chat_template"] = std::string(std::istreambuf_iterator<char>(in), std::istreambuf_iterator<char>());
+    } else if (fs::exists(json)) {
+      std::ifstream in(json);
+      nlohmann::json j;
+      try {
+        j = nlohmann::json::parse(in);
+      } catch (const nlohmann::json::exception& e) {
+        fail(json.string(), ": not valid JSON: ", e.what());
+      }
+      if (!j.is_object() || !j.contains("chat_template") || !j["chat_template"].is_string())
+        fail(json.string(), ": expected {\"chat_template\": \"...\"}");
+      cfg["chat_template"] = j["chat_template"];
+    } else {
+      return nullptr;
+    }
+  }
+  return ChatTemplate::from_tokenizer_config(cfg);
 }
 
 }  // namespace iris::cli

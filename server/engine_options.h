@@ -13,6 +13,7 @@
 #include "engine/backend.h"
 #include "engine/chat_template/chat_template.h"
 #include "engine/engine.h"
+#include "engine/image_encoder.h"
 #include "engine/loader/checkpoint.h"
 #include "engine/models/model.h"
 
@@ -38,10 +39,14 @@ struct LoadedModel {
   std::vector<std::unique_ptr<Backend>> backends;
   std::vector<std::unique_ptr<Model>> models;
   std::vector<std::unique_ptr<Communicator>> comms;  // empty for one rank
+  // Vision-language models: the vision tower + projector on rank 0's device, and the
+  // preprocessing of the checkpoint's preprocessor_config.json. Null for text models.
+  std::unique_ptr<ImageEncoder> image_encoder;
   std::chrono::milliseconds tp_timeout{60000};
 
   int world_size() const { return static_cast<int>(models.size()); }
-  // The engine over every rank (moves the communicators into it; call once).
+  // The engine over every rank with the image encoder, if any (moves the communicators into
+  // it; call once).
   std::unique_ptr<Engine> make_engine(const EngineConfig& config, const Tokenizer* tokenizer = nullptr);
   // One line per rank: device, weight bytes and (after make_engine) KV bytes.
   std::string memory_report(int num_kv_blocks, int block_size) const;

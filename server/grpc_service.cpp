@@ -57,7 +57,7 @@ class InferenceService::GenerateReactor final : public grpc::ServerWriteReactor<
   };
 
   GenerateReactor(InferenceService& svc, const char* rpc, EngineRequest request, bool want_logprobs,
-                  bool return_prompt_ids, PrepareFn prepare)
+                  bool return_prompt_ids)
       : svc_(svc), rpc_(rpc), id_(request.id), n_(request.n), want_logprobs_(want_logprobs),
         prompt_tokens_(static_cast<int>(request.prompt.size())),
         bridge_(std::make_shared<Bridge>()), start_(std::chrono::steady_clock::now()) {
@@ -74,13 +74,10 @@ class InferenceService::GenerateReactor final : public grpc::ServerWriteReactor<
       std::lock_guard<std::recursive_mutex> lock(bridge->mu);
       pump();
     }
-    svc_.engine_.submit(
-        std::move(request),
-        [bridge](const EngineOutput& out) {
-          std::lock_guard<std::recursive_mutex> lock(bridge->mu);
-          if (bridge->reactor) bridge->reactor->on_output(out);  // may end in Finish → OnDone
-        },
-        std::move(prepare));
+    svc_.engine_.submit(std::move(request), [bridge](const EngineOutput& out) {
+      std::lock_guard<std::recursive_mutex> lock(bridge->mu);
+      if (bridge->reactor) bridge->reactor->on_output(out);  // may end in Finish → OnDone
+    });
   }
 
   // Reactions hold a local reference to the bridge: once Finish is called, OnDone may delete
@@ -341,8 +338,7 @@ Status InferenceService::to_engine_request(const Req& in, std::vector<int32_t> p
 grpc::ServerWriteReactor<GenerateResponse>* InferenceService::start_stream(const char* rpc,
                                                                            EngineRequest er,
                                                                            bool has_logprobs,
-                                                                           bool return_prompt_ids,
-                                                                           PrepareFn prepare) {
+                                                                           bool return_prompt_ids) {
   if (draining_.load())
     return new FailedStream(Status(StatusCode::UNAVAILABLE, "the server is shutting down"));
   if (options_.max_queue > 0 && engine_.num_queued() >= options_.max_queue)
@@ -350,8 +346,7 @@ grpc::ServerWriteReactor<GenerateResponse>* InferenceService::start_stream(const
                                    "the waiting queue is full (--max-queue " +
                                        std::to_string(options_.max_queue) + "); retry later"));
   active_.fetch_add(1);
-  return new GenerateReactor(*this, rpc, std::move(er), has_logprobs, return_prompt_ids,
-                             std::move(prepare));
+  return new GenerateReactor(*this, rpc, std::move(er), has_logprobs, return_prompt_ids);
 }
 
 namespace {
@@ -383,82 +378,85 @@ grpc::ServerWriteReactor<GenerateResponse>* InferenceService::Generate(
     default:
       break;
   }
-  PrepareFn prepare;
-  if (request->images_size() > 0) {
-    s = attach_images(request->images(), prompt, prepare);
+  std::vector<MediaEmbeds> media;
+  // A vision model's prompt always goes through the image checks: placeholder tokens without
+  // images are refused too.
+  if (request->images_size() > 0 || image_encoder_) {
+    std::vector<ImageRef> images;
+    for (int i = 0; i < request->images_size(); ++i)
+      images.push_back(ImageRef{&request->images(i), "images[" + std::to_string(i) + "]"});
+    s = attach_images(images, "images", prompt, media);
     if (!s.ok()) return rejected("generate", s);
   }
   EngineRequest er;
   s = to_engine_request(*request, std::move(prompt), er);
   if (!s.ok()) return rejected("generate", s);
+  er.media = std::move(media);
   return start_stream("generate", std::move(er), request->has_logprobs(),
-                      request->return_prompt_token_ids(), std::move(prepare));
+                      request->return_prompt_token_ids());
 }
 
-Status InferenceService::attach_images(
-    const google::protobuf::RepeatedPtrField<iris::v1::ImagePart>& images,
-    std::vector<int32_t>& prompt, PrepareFn& prepare) const {
+Status InferenceService::attach_images(const std::vector<ImageRef>& images, const std::string& field,
+                                       std::vector<int32_t>& prompt,
+                                       std::vector<MediaEmbeds>& media) const {
   if (!image_encoder_)
-    return invalid("images: model '" + options_.model_id + "' does not take images");
-  if (images.size() > options_.max_images)
-    return invalid("images: " + std::to_string(images.size()) + " images, at most " +
-                   std::to_string(options_.max_images));
-  auto bytes = std::make_shared<std::vector<std::string>>();
-  for (int i = 0; i < images.size(); ++i) {
-    const iris::v1::ImagePart& img = images[i];
-    const std::string where = "images[" + std::to_string(i) + "]";
-    const std::string& mime = img.mime_type();
+    return invalid(field + ": model '" + options_.model_id + "' does not take images");
+  if (static_cast<int>(images.size()) > options_.max_images)
+    return invalid(field + ": " + std::to_string(images.size()) + " images, at most " +
+                   std::to_string(options_.max_images) + " per request (--max-images)");
+  size_t total = 0;
+  for (const ImageRef& img : images) total += img.part->data().size();
+  if (total > options_.max_image_bytes)
+    return invalid(field + ": " + std::to_string(total) + " bytes of images, at most " +
+                   std::to_string(options_.max_image_bytes) + " per request (--max-image-bytes)");
+  // Header first, for every image: an oversized, truncated-header or unknown one is refused
+  // before anything is decoded.
+  for (const ImageRef& img : images) {
+    const std::string& mime = img.part->mime_type();
     if (!mime.empty() && mime != "image/jpeg" && mime != "image/png")
-      return invalid(where + ".mime_type: '" + mime + "' (expected image/jpeg or image/png)");
+      return invalid(img.where + ".mime_type: '" + mime + "' (expected image/jpeg or image/png)");
     try {
-      // Header only: oversized, truncated-header or unknown data is refused here, before
-      // anything is decoded.
-      const auto* data = reinterpret_cast<const uint8_t*>(img.data().data());
-      image::probe(std::span<const uint8_t>(data, img.data().size()), options_.image_limits);
+      const auto* data = reinterpret_cast<const uint8_t*>(img.part->data().data());
+      image::probe(std::span<const uint8_t>(data, img.part->data().size()), options_.image_limits);
     } catch (const Error& e) {
-      return invalid(where + ".data: " + e.what());
+      return invalid(img.where + ".data: " + e.what());
     }
-    bytes->push_back(img.data());
   }
-  // Expand the placeholders now, so the context checks see the real prompt length; the
-  // embeddings are computed on the engine thread just before admission.
   const int32_t token = image_encoder_->image_token_id();
-  const int tpi = image_encoder_->tokens_per_image();
   int placeholders = 0;
   for (int32_t t : prompt) placeholders += t == token;
-  if (placeholders != images.size())
-    return invalid("images: " + std::to_string(images.size()) + " images for " +
+  if (placeholders != static_cast<int>(images.size()))
+    return invalid(field + ": " + std::to_string(images.size()) + " images for " +
                    std::to_string(placeholders) + " image placeholder tokens (id " +
                    std::to_string(token) + ") in the prompt");
-  std::vector<ImageEncoder::Encoded> none(images.size());
-  std::vector<MediaEmbeds> spans = expand_image_placeholders(prompt, token, tpi, none);
-  ImageEncoder* encoder = image_encoder_;
-  const image::DecodeLimits limits = options_.image_limits;
-  prepare = [encoder, limits, bytes, spans](EngineRequest& r) mutable {
-    for (size_t i = 0; i < spans.size(); ++i) {
-      const auto* data = reinterpret_cast<const uint8_t*>((*bytes)[i].data());
-      ImageEncoder::Encoded e;
-      try {
-        e = encoder->encode(std::span<const uint8_t>(data, (*bytes)[i].size()), limits);
-      } catch (const Error& err) {
-        fail("images[", i, "]: ", err.what());
-      }
-      spans[i].embeds = e.embeds;
-      spans[i].content_hash = e.hash.lo ^ e.hash.hi;
+  // Decode and preprocess here, on the calling thread; the engine encodes when the prefill
+  // reaches each image (and not at all when the same pixels are still in its encoder cache).
+  std::vector<ImageEncoder::Prepared> prepared;
+  for (const ImageRef& img : images) {
+    try {
+      const auto* data = reinterpret_cast<const uint8_t*>(img.part->data().data());
+      prepared.push_back(image_encoder_->prepare(
+          std::span<const uint8_t>(data, img.part->data().size()), options_.image_limits));
+    } catch (const Error& e) {
+      return invalid(img.where + ".data: " + e.what());
     }
-    r.media = std::move(spans);
-  };
+  }
+  media = expand_image_placeholders(prompt, token, image_encoder_->tokens_per_image(), prepared);
   return Status::OK;
 }
 
-Status InferenceService::chat_prompt(const iris::v1::ChatRequest& in,
-                                     std::vector<int32_t>& prompt) const {
+Status InferenceService::chat_prompt(const iris::v1::ChatRequest& in, std::vector<int32_t>& prompt,
+                                     std::vector<MediaEmbeds>& media) const {
   if (!tokenizer_ || !chat_template_)
     return Status(StatusCode::FAILED_PRECONDITION,
                   "this model has no chat template (tokenizer_config.json chat_template); use Generate");
   if (in.messages_size() == 0) return invalid("messages: empty");
   static const char* kRoles[] = {"system", "developer", "user", "assistant", "tool"};
   std::vector<ChatMessage> messages;
+  std::vector<ImageRef> images;
+  // Content goes to the template as a list of parts when it has images or when the template
+  // iterates over content (vision templates); otherwise as one string.
+  bool as_parts = chat_template_->iterates_content();
   for (int i = 0; i < in.messages_size(); ++i) {
     const iris::v1::ChatMessage& m = in.messages(i);
     const std::string where = "messages[" + std::to_string(i) + "]";
@@ -476,25 +474,43 @@ Status InferenceService::chat_prompt(const iris::v1::ChatRequest& in,
         case iris::v1::ContentPart::kText:
           if (!cm.content.empty()) cm.content += "\n";
           cm.content += part.text();
+          cm.parts.push_back(ChatContentPart{ChatContentPart::Kind::kText, part.text()});
           break;
         case iris::v1::ContentPart::kImage:
-          if (image_encoder_)
-            return invalid(pw + ".image: images in chat messages are not supported yet; send "
-                                "them with Generate (images + placeholder tokens)");
-          return invalid(pw + ".image: model '" + options_.model_id + "' does not take images");
+          if (!image_encoder_)
+            return invalid(pw + ".image: model '" + options_.model_id + "' does not take images");
+          cm.parts.push_back(ChatContentPart{ChatContentPart::Kind::kImage, {}});
+          images.push_back(ImageRef{&part.image(), pw + ".image"});
+          as_parts = true;
+          break;
         default:
           return invalid(pw + ": empty content part");
       }
     }
     messages.push_back(std::move(cm));
   }
+  for (ChatMessage& cm : messages) cm.as_parts = as_parts;
   const bool add_gen = in.has_add_generation_prompt() ? in.add_generation_prompt() : true;
   try {
     prompt = build_chat_prompt(*chat_template_, *tokenizer_, messages, add_gen).ids;
   } catch (const Error& e) {
     return invalid(std::string("messages: ") + e.what());
   }
-  return Status::OK;
+  if (images.empty()) {
+    // Placeholder tokens can come only from the template's markup (message text stays text),
+    // so a template that writes one without an image is refused rather than run unfilled.
+    if (image_encoder_)
+      for (int32_t t : prompt)
+        if (t == image_encoder_->image_token_id())
+          return invalid("messages: the chat template wrote an image placeholder for no image");
+    return Status::OK;
+  }
+  const Status s = attach_images(images, "messages", prompt, media);
+  if (!s.ok() && s.error_code() == StatusCode::INVALID_ARGUMENT &&
+      s.error_message().find("image placeholder tokens") != std::string::npos)
+    return invalid(s.error_message() + " (this model's chat template does not write one " +
+                   "placeholder per image part)");
+  return s;
 }
 
 grpc::ServerWriteReactor<GenerateResponse>* InferenceService::Chat(
@@ -504,11 +520,13 @@ grpc::ServerWriteReactor<GenerateResponse>* InferenceService::Chat(
   s = check_model(request->model());
   if (!s.ok()) return rejected("chat", s);
   std::vector<int32_t> prompt;
-  s = chat_prompt(*request, prompt);
+  std::vector<MediaEmbeds> media;
+  s = chat_prompt(*request, prompt, media);
   if (!s.ok()) return rejected("chat", s);
   EngineRequest er;
   s = to_engine_request(*request, std::move(prompt), er);
   if (!s.ok()) return rejected("chat", s);
+  er.media = std::move(media);
   return start_stream("chat", std::move(er), request->has_logprobs(),
                       request->return_prompt_token_ids());
 }
@@ -584,6 +602,9 @@ grpc::ServerUnaryReactor* InferenceService::GetServerInfo(grpc::CallbackServerCo
     response->set_version(options_.version);
     response->set_vocab_size(config_.vocab_size);
     response->set_streams(active_.load());
+    response->set_encoder_cache_queries(st.encoder_cache_queries);
+    response->set_encoder_cache_hits(st.encoder_cache_hits);
+    response->set_images_encoded(st.media_encoded);
   }
   reactor->Finish(s);
   return reactor;

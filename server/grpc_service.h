@@ -26,6 +26,7 @@ struct ServiceOptions {
   int max_stop = 16;     // stop strings per request at most
   int max_stop_bytes = 256;
   int max_images = 8;  // images per request at most
+  size_t max_image_bytes = 32u << 20;  // encoded image bytes per request at most
   image::DecodeLimits image_limits;
   std::string version;
 };
@@ -57,7 +58,8 @@ class InferenceService final : public iris::v1::Inference::CallbackService {
                                           iris::v1::ServerInfo* response) override;
 
   int active_streams() const { return active_.load(); }
-  // The vision encoder of a multimodal model (images are encoded on the engine thread).
+  // The image encoder of a vision-language model: requests' images are decoded and
+  // preprocessed on the calling gRPC thread, encoded by the engine.
   void set_image_encoder(ImageEncoder* encoder) { image_encoder_ = encoder; }
   // While draining, new Generate/Chat calls get UNAVAILABLE; streams in flight continue.
   void set_draining(bool draining) { draining_.store(draining); }
@@ -73,14 +75,21 @@ class InferenceService final : public iris::v1::Inference::CallbackService {
   template <class Req>
   grpc::Status to_engine_request(const Req& in, std::vector<int32_t> prompt,
                                  EngineRequest& out) const;
-  grpc::Status chat_prompt(const iris::v1::ChatRequest& in, std::vector<int32_t>& prompt) const;
+  // The chat template's prompt; image parts become media spans.
+  grpc::Status chat_prompt(const iris::v1::ChatRequest& in, std::vector<int32_t>& prompt,
+                           std::vector<MediaEmbeds>& media) const;
   // Admission (queue bound) and the stream that runs the request.
   grpc::ServerWriteReactor<iris::v1::GenerateResponse>* start_stream(
-      const char* rpc, EngineRequest request, bool has_logprobs, bool return_prompt_ids,
-      PrepareFn prepare = {});
-  // Checks the images of a request and expands its placeholders; `prepare` will encode them.
-  grpc::Status attach_images(const google::protobuf::RepeatedPtrField<iris::v1::ImagePart>& images,
-                             std::vector<int32_t>& prompt, PrepareFn& prepare) const;
+      const char* rpc, EngineRequest request, bool has_logprobs, bool return_prompt_ids);
+  struct ImageRef {
+    const iris::v1::ImagePart* part;
+    std::string where;  // its field path, for errors
+  };
+  // Checks a request's images (count, bytes, header, placeholder count), decodes and
+  // preprocesses them, and expands the prompt's placeholders into media spans. `field` names
+  // the request field for errors that concern all images.
+  grpc::Status attach_images(const std::vector<ImageRef>& images, const std::string& field,
+                             std::vector<int32_t>& prompt, std::vector<MediaEmbeds>& media) const;
 
   Engine& engine_;
   const ModelConfig& config_;

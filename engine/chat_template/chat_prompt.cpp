@@ -4,6 +4,7 @@
 // known, and the tokenizer parses special tokens everywhere but there.
 #include "engine/chat_template/chat_prompt.h"
 
+#include <span>
 #include <utility>
 
 #include "engine/core/check.h"
@@ -15,6 +16,19 @@ namespace {
 // message that contains one simply takes the fallback path.
 std::string marker(size_t i) { return "\xEF\xBF\xB9" "iris-content-" + std::to_string(i) + "\xEF\xBF\xBB"; }
 
+// Every piece of message text, in order: a string content, or each text part of a list.
+template <class Messages, class Fn>
+void for_each_text(Messages&& messages, Fn fn) {
+  for (auto& m : messages) {
+    if (!m.as_parts) {
+      fn(m.content);
+      continue;
+    }
+    for (auto& p : m.parts)
+      if (p.kind == ChatContentPart::Kind::kText) fn(p.text);
+  }
+}
+
 }  // namespace
 
 ChatPrompt build_chat_prompt(const ChatTemplate& tmpl, const Tokenizer& tokenizer,
@@ -22,13 +36,16 @@ ChatPrompt build_chat_prompt(const ChatTemplate& tmpl, const Tokenizer& tokenize
   ChatPrompt out;
   out.text = tmpl.render(messages, add_generation_prompt);
 
+  std::vector<const std::string*> texts;
+  for_each_text(messages, [&](const std::string& t) { texts.push_back(&t); });
   bool markers_usable = true;
-  for (const auto& m : messages)
-    if (m.content.find("\xEF\xBF\xB9") != std::string::npos) markers_usable = false;
+  for (const std::string* t : texts)
+    if (t->find("\xEF\xBF\xB9") != std::string::npos) markers_usable = false;
   std::vector<std::pair<size_t, size_t>> ranges;
   if (markers_usable) {
     std::vector<ChatMessage> marked = messages;
-    for (size_t i = 0; i < marked.size(); ++i) marked[i].content = marker(i);
+    size_t k = 0;
+    for_each_text(marked, [&](std::string& t) { t = marker(k++); });
     std::string with_markers;
     try {
       with_markers = tmpl.render(marked, add_generation_prompt);
@@ -59,12 +76,12 @@ ChatPrompt build_chat_prompt(const ChatTemplate& tmpl, const Tokenizer& tokenize
           markers_usable = false;
           break;
         }
-        if (idx >= messages.size()) {
+        if (idx >= texts.size()) {
           markers_usable = false;
           break;
         }
-        ranges.emplace_back(rebuilt.size(), rebuilt.size() + messages[idx].content.size());
-        rebuilt += messages[idx].content;
+        ranges.emplace_back(rebuilt.size(), rebuilt.size() + texts[idx]->size());
+        rebuilt += *texts[idx];
         pos = close + 3;
       }
       if (rebuilt != out.text) markers_usable = false;
@@ -77,10 +94,14 @@ ChatPrompt build_chat_prompt(const ChatTemplate& tmpl, const Tokenizer& tokenize
   }
   // The template transforms message text (trims, escapes, ...): tokenize the rendering as a
   // whole, which is only safe when no message spells a special token.
-  for (size_t i = 0; i < messages.size(); ++i)
-    if (tokenizer.contains_special_token(messages[i].content))
+  for (size_t i = 0; i < messages.size(); ++i) {
+    bool spells = false;
+    for_each_text(std::span<const ChatMessage>(&messages[i], 1),
+                  [&](const std::string& t) { spells = spells || tokenizer.contains_special_token(t); });
+    if (spells)
       fail("messages[", i, "].content spells a special token, and this chat template does not copy "
            "message text verbatim, so it cannot be kept as text");
+  }
   out.ids = tokenizer.encode(out.text, /*add_special_tokens=*/false);
   return out;
 }

@@ -2,6 +2,8 @@
 // and supplies transformers' render context and globals.
 #include "engine/chat_template/chat_template.h"
 
+#include <regex>
+
 #include "engine/chat_template/evaluator.h"
 #include "engine/core/check.h"
 
@@ -10,8 +12,28 @@ namespace iris {
 nlohmann::json ChatMessage::to_json() const {
   nlohmann::json m = extra.is_object() ? extra : nlohmann::json::object();
   m["role"] = role;
-  m["content"] = content;
+  if (!as_parts) {
+    m["content"] = content;
+    return m;
+  }
+  nlohmann::json list = nlohmann::json::array();
+  for (const ChatContentPart& p : parts) {
+    if (p.kind == ChatContentPart::Kind::kText) {
+      list.push_back({{"type", "text"}, {"text", p.text}});
+    } else {
+      list.push_back({{"type", "image"}});
+    }
+  }
+  m["content"] = std::move(list);
   return m;
+}
+
+bool ChatTemplate::iterates_content() const {
+  // `for x in message['content']`, `for x in m.content | selectattr(...)`, ... : a for loop
+  // whose iterable is some variable's content field.
+  static const std::regex loop(
+      R"(for\s+\w+\s+in\s+\w+\s*(\[\s*['"]content['"]\s*\]|\.content\b))");
+  return std::regex_search(source_, loop);
 }
 
 ChatTemplate::ChatTemplate(std::string source, nlohmann::json special_tokens)

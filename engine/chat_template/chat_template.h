@@ -16,10 +16,22 @@
 
 namespace iris {
 
+// One part of a message whose content is a list, as vision chat templates take it:
+// {"type": "text", "text": ...} or {"type": "image"} (the template writes the image's
+// placeholder; the image itself travels beside the prompt).
+struct ChatContentPart {
+  enum class Kind { kText, kImage };
+  Kind kind = Kind::kText;
+  std::string text;  // kText only
+};
+
 struct ChatMessage {
   std::string role;
   std::string content;
   nlohmann::json extra;  // other fields (tool_calls, name, ...) passed through as JSON
+  // With `as_parts`, the template sees `content` as this list of parts instead of a string.
+  bool as_parts = false;
+  std::vector<ChatContentPart> parts{};
 
   nlohmann::json to_json() const;
 };
@@ -50,6 +62,9 @@ class ChatTemplate {
   // The clock behind strftime_now (tests pin it); defaults to the current local time.
   void set_clock(std::function<std::time_t()> clock) { clock_ = std::move(clock); }
   const std::string& source() const { return source_; }
+  // The template loops over a message's content (`for part in message['content']`), i.e. it
+  // expects content as a list of parts, as vision-language templates do.
+  bool iterates_content() const;
 
  private:
   ChatTemplate(std::string source, nlohmann::json special_tokens);

@@ -6,6 +6,8 @@
 #include <cstring>
 #include <vector>
 
+#include <cblas.h>
+
 #include "engine/core/check.h"
 #include "engine/cpu/cpu_kernels.h"
 
@@ -134,6 +136,9 @@ void paged_attention(ThreadPool& pool, const Tensor& qkv, const KvLayer& kv, con
   });
 }
 
+// Per (image, head): S = scale * Q K^T and O = softmax(S) V as two OpenBLAS GEMMs over the
+// strided q/k/v columns of the fused rows (OpenBLAS threads each GEMM), the row softmax on
+// the pool. Every row attends to its whole image, so there is no mask.
 void encoder_attention(ThreadPool& pool, const Tensor& qkv, const AttentionShape& shape,
                        int seq_len, float scale, Tensor& out) {
   const int hd = shape.head_dim;
@@ -146,38 +151,34 @@ void encoder_attention(ThreadPool& pool, const Tensor& qkv, const AttentionShape
   IRIS_CHECK(qkv.dim(1) == row && out.dim(0) == num_tokens && out.dim(1) == shape.q_dim())
       << "encoder_attention qkv " << qkv.shape.str() << " out " << out.shape.str();
   const float* base = qkv.ptr<float>();
-  pool.parallel_for(num_tokens * nq, [&](int64_t i_begin, int64_t i_end) {
-    std::vector<float> scores(seq_len);
-    std::vector<float> acc(hd);
-    for (int64_t item = i_begin; item < i_end; ++item) {
-      const int64_t t = item / nq;
-      const int h = static_cast<int>(item % nq);
-      const int64_t first = t / seq_len * seq_len;
+  const int64_t ldo = static_cast<int64_t>(nq) * hd;
+  std::vector<float> scores(static_cast<size_t>(seq_len) * seq_len);
+  for (int64_t first = 0; first < num_tokens; first += seq_len) {
+    for (int h = 0; h < nq; ++h) {
       const int kvh = h / group;
-      const float* q = base + t * row + static_cast<int64_t>(h) * hd;
-      float mx = -INFINITY;
-      for (int j = 0; j < seq_len; ++j) {
-        const float* k = base + (first + j) * row + static_cast<int64_t>(nq + kvh) * hd;
-        float dot = 0.0f;
-        for (int d = 0; d < hd; ++d) dot += q[d] * k[d];
-        scores[j] = dot * scale;
-        mx = std::max(mx, scores[j]);
-      }
-      float sum = 0.0f;
-      for (float& v : scores) {
-        v = std::exp(v - mx);
-        sum += v;
-      }
-      std::fill(acc.begin(), acc.end(), 0.0f);
-      for (int j = 0; j < seq_len; ++j) {
-        const float* v = base + (first + j) * row + static_cast<int64_t>(nq + nk + kvh) * hd;
-        for (int d = 0; d < hd; ++d) acc[d] += scores[j] * v[d];
-      }
-      float* o = out.ptr<float>() + t * nq * hd + static_cast<int64_t>(h) * hd;
-      const float inv = 1.0f / sum;
-      for (int d = 0; d < hd; ++d) o[d] = acc[d] * inv;
+      const float* q = base + first * row + static_cast<int64_t>(h) * hd;
+      const float* k = base + first * row + static_cast<int64_t>(nq + kvh) * hd;
+      const float* v = base + first * row + static_cast<int64_t>(nq + nk + kvh) * hd;
+      cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, seq_len, seq_len, hd, scale, q, row, k,
+                  row, 0.0f, scores.data(), seq_len);
+      pool.parallel_for(seq_len, [&](int64_t r0, int64_t r1) {
+        for (int64_t r = r0; r < r1; ++r) {
+          float* srow = scores.data() + r * seq_len;
+          const float mx = *std::max_element(srow, srow + seq_len);
+          float sum = 0.0f;
+          for (int j = 0; j < seq_len; ++j) {
+            srow[j] = std::exp(srow[j] - mx);
+            sum += srow[j];
+          }
+          const float inv = 1.0f / sum;
+          for (int j = 0; j < seq_len; ++j) srow[j] *= inv;
+        }
+      });
+      float* o = out.ptr<float>() + first * ldo + static_cast<int64_t>(h) * hd;
+      cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, seq_len, hd, seq_len, 1.0f,
+                  scores.data(), seq_len, v, row, 0.0f, o, ldo);
     }
-  });
+  }
 }
 
 }  // namespace iris::cpu

@@ -1,6 +1,7 @@
 // Integration test of `iris serve`: starts the server on a free loopback port with a small
 // checkpoint and drives it through the generated gRPC client.
 //   serve_integration_test IRIS_BINARY CHECKPOINT_DIR
+#include <algorithm>
 #include <chrono>
 #include <cmath>
 #include <cstdio>
@@ -45,6 +46,156 @@ iris::v1::ServerInfo info(iris::v1::Inference::Stub& stub) {
   grpc::Status s = stub.GetServerInfo(&ctx, req, &resp);
   EXPECT(s.ok(), "GetServerInfo: %s", s.error_message().c_str());
   return resp;
+}
+
+std::string read_file(const std::string& path) {
+  std::ifstream in(path, std::ios::binary);
+  std::stringstream ss;
+  ss << in.rdbuf();
+  return ss.str();
+}
+
+StreamResult chat(iris::v1::Inference::Stub& stub, const iris::v1::ChatRequest& req) {
+  return collect(
+      req, [&](grpc::ClientContext* ctx, const iris::v1::ChatRequest& r) { return stub.Chat(ctx, r); },
+      [](grpc::ClientContext&) {});
+}
+
+void add_image(iris::v1::ContentPart* part, const std::string& file) {
+  part->mutable_image()->set_data(read_file(file));
+  part->mutable_image()->set_mime_type(file.size() > 4 && file.substr(file.size() - 4) == ".png"
+                                           ? "image/png"
+                                           : "image/jpeg");
+}
+
+// Chat with image parts on clip-llava (a tokenizer and a LLaVA-style template that loops over
+// content parts): the prompt the server builds and its greedy tokens equal jinja2 + the
+// independent reference (chat_fixtures.json); images the server has seen come from the
+// encoder cache; placeholder text typed by the user stays text; bad parts name their field.
+void check_vision_chat(iris::v1::Inference::Stub& stub, const std::string& vision,
+                       const std::string& iris, const std::string& address) {
+  nlohmann::json fx;
+  try {
+    std::ifstream in(vision + "/chat_fixtures.json");
+    fx = nlohmann::json::parse(in);
+  } catch (const std::exception& e) {
+    EXPECT(false, "chat fixtures unreadable: %s", e.what());
+    return;
+  }
+  const iris::v1::ServerInfo before = info(stub);
+  iris::v1::ChatRequest first;
+  for (const auto& c : fx["cases"]) {
+    iris::v1::ChatRequest req;
+    for (const auto& m : c["messages"]) {
+      iris::v1::ChatMessage* msg = req.add_messages();
+      msg->set_role(m["role"].get<std::string>());
+      for (const auto& p : m["content"]) {
+        if (p["type"] == "text") {
+          msg->add_content()->set_text(p["text"].get<std::string>());
+        } else {
+          add_image(msg->add_content(), p["file"].get<std::string>());
+        }
+      }
+    }
+    const auto want = c["output_ids"].get<std::vector<int32_t>>();
+    const auto want_lps = c["logprobs"].get<std::vector<float>>();
+    req.set_max_tokens(static_cast<int>(want.size()));
+    req.set_temperature(0.0f);
+    req.set_ignore_eos(true);
+    req.set_logprobs(0);
+    req.set_return_prompt_token_ids(true);
+    if (first.messages_size() == 0) first = req;
+    StreamResult r = chat(stub, req);
+    const std::string what = c["rendered"].get<std::string>();
+    EXPECT(r.status.ok(), "chat with images (%s): %s", what.c_str(), r.status.error_message().c_str());
+    EXPECT(r.prompt_ids() == c["prompt_ids"].get<std::vector<int32_t>>(),
+           "chat prompt differs from jinja2 + tokenizer (%s)", what.c_str());
+    EXPECT(r.ids() == want, "chat tokens differ from the reference (%s)", what.c_str());
+    float worst = 0;
+    size_t k = 0;
+    for (const auto& m : r.messages)
+      for (float lp : m.logprobs()) {
+        if (k < want_lps.size()) worst = std::max(worst, std::fabs(lp - want_lps[k]));
+        ++k;
+      }
+    EXPECT(worst <= 1e-4f, "chat logprob max diff %g (%s)", worst, what.c_str());
+  }
+  // The chat images are the Generate test's files, already encoded: three more cache hits,
+  // nothing encoded again.
+  const iris::v1::ServerInfo after = info(stub);
+  EXPECT(after.images_encoded() == before.images_encoded(), "images encoded again: %lld -> %lld",
+         static_cast<long long>(before.images_encoded()), static_cast<long long>(after.images_encoded()));
+  EXPECT(after.encoder_cache_hits() >= before.encoder_cache_hits() + 3,
+         "encoder cache hits %lld -> %lld", static_cast<long long>(before.encoder_cache_hits()),
+         static_cast<long long>(after.encoder_cache_hits()));
+  EXPECT(after.encoder_cache_queries() >= after.encoder_cache_hits(), "queries < hits");
+
+  // The user types the placeholder: it stays text (its bytes), and the one image part still
+  // gets the one image slot.
+  if (first.messages_size() > 0) {
+    iris::v1::ChatRequest typed = first;
+    typed.mutable_messages(0)->mutable_content(1)->set_text("Is <image> a tag?");
+    StreamResult r = chat(stub, typed);
+    EXPECT(r.status.ok(), "typed placeholder: %s", r.status.error_message().c_str());
+    const std::vector<int32_t> ids = r.prompt_ids();
+    const std::vector<int32_t> bytes = {3 + '<', 3 + 'i', 3 + 'm', 3 + 'a', 3 + 'g', 3 + 'e', 3 + '>'};
+    EXPECT(std::search(ids.begin(), ids.end(), bytes.begin(), bytes.end()) != ids.end(),
+           "typed <image> did not stay text");
+    EXPECT(std::count(ids.begin(), ids.end(), 319) == 16, "expected one image run of 16 tokens, got %d",
+           static_cast<int>(std::count(ids.begin(), ids.end(), 319)));
+
+    struct BadChat {
+      const char* what;
+      std::function<void(iris::v1::ChatRequest&)> edit;
+      const char* field;
+    };
+    const std::vector<BadChat> bad = {
+        {"garbage image", [](iris::v1::ChatRequest& q) {
+           q.mutable_messages(0)->mutable_content(0)->mutable_image()->set_data("GIF89a not really");
+         }, "messages[0].content[0].image.data"},
+        {"empty image part", [](iris::v1::ChatRequest& q) {
+           q.mutable_messages(0)->mutable_content(0)->mutable_image()->clear_data();
+         }, "messages[0].content[0].image.data"},
+        {"bad mime type", [](iris::v1::ChatRequest& q) {
+           q.mutable_messages(0)->mutable_content(0)->mutable_image()->set_mime_type("image/webp");
+         }, "messages[0].content[0].image.mime_type"},
+        {"too many images", [](iris::v1::ChatRequest& q) {
+           for (int i = 0; i < 8; ++i) *q.mutable_messages(0)->add_content() = q.messages(0).content(0);
+         }, "at most 8"},
+    };
+    for (const BadChat& b : bad) {
+      iris::v1::ChatRequest q = first;
+      b.edit(q);
+      StreamResult br = chat(stub, q);
+      EXPECT(br.status.error_code() == grpc::StatusCode::INVALID_ARGUMENT &&
+                 br.status.error_message().find(b.field) != std::string::npos,
+             "chat %s: code %d (%s)", b.what, br.status.error_code(), br.status.error_message().c_str());
+    }
+    // A text-only chat on the vision model: parts without images, no placeholder.
+    iris::v1::ChatRequest plain = first;
+    plain.mutable_messages(0)->mutable_content()->DeleteSubrange(0, 1);
+    StreamResult pr = chat(stub, plain);
+    const std::vector<int32_t> plain_ids = pr.prompt_ids();
+    EXPECT(pr.status.ok() && !plain_ids.empty() &&
+               std::count(plain_ids.begin(), plain_ids.end(), 319) == 0,
+           "text-only chat: %s", pr.status.error_message().c_str());
+  }
+  // `iris client chat --image` sends the file as an image part of the user message.
+  if (first.messages_size() > 0) {
+    const std::string file = first.messages(0).content(0).image().mime_type() == "image/png"
+                                 ? vision + "/clip-llava/image0.png"
+                                 : vision + "/clip-llava/image1.jpeg";
+    const auto hits = info(stub).encoder_cache_hits();
+    int st = -1;
+    run_capture("'" + iris + "' client chat --address " + address + " --image '" + file +
+                    "' 'Describe it in one word.' --temperature 0 --max-tokens 4 --ignore-eos 2>&1",
+                &st);
+    EXPECT(st == 0, "iris client chat --image exited %d", st);
+    EXPECT(info(stub).encoder_cache_hits() > hits, "iris client chat --image sent no image");
+  }
+  const iris::v1::ServerInfo end = info(stub);
+  EXPECT(end.kv_blocks_free() == end.kv_blocks_total(), "KV blocks leaked: %d of %d free",
+         end.kv_blocks_free(), end.kv_blocks_total());
 }
 
 }  // namespace
@@ -317,6 +468,7 @@ int main(int argc, char** argv) {
       EXPECT(health(*vhealth) == grpc::health::v1::HealthCheckResponse::SERVING, "%s unhealthy", name.c_str());
       StreamResult again = generate(*vstub, req, false);
       EXPECT(again.status.ok() && again.ids() == want, "%s: second request differs", name.c_str());
+      if (name == "clip-llava") check_vision_chat(*vstub, vision, iris, vs.address());
       const int st = vs.stop(SIGTERM, std::chrono::seconds(20));
       EXPECT(st != -1 && WIFEXITED(st) && WEXITSTATUS(st) == 0, "%s server exit %d", name.c_str(), st);
     }

@@ -4,6 +4,7 @@
 // output so tests can compare it with reference_generate().
 #pragma once
 
+#include <algorithm>
 #include <map>
 #include <stdexcept>
 #include <string>
@@ -39,6 +40,8 @@ class Driver {
     Track t;
     t.prompt = spec.prompt;
     t.media = spec.media;
+    std::sort(t.media.begin(), t.media.end(),
+              [](const MediaSpan& a, const MediaSpan& b) { return a.start_token < b.start_token; });
     t.max_tokens = spec.max_tokens;
     const std::string id = spec.id;
     auto media = spec.media;
@@ -63,6 +66,7 @@ class Driver {
     if (num_steps >= max_steps) throw std::logic_error("requests never finished");
     SchedulerOutput out = sched.schedule();
     validate(out);
+    if (cfg_.budgets_encoder()) check_encoder(out);
     std::vector<int32_t> sampled = runner.run(out);
     UpdateOutput upd = sched.update(out, sampled);
     ++num_steps;
@@ -134,6 +138,9 @@ class Driver {
   std::map<std::string, Track> tracks;
   int num_steps = 0;
   int max_steps = 20000;  // a scheduler that stops making progress fails instead of hanging
+  // The engine's side of the encoder cache, mirrored from the steps' evictions and inputs.
+  std::map<uint64_t, int64_t> encoder_cache;  // content hash -> tokens
+  int64_t encoded_items = 0;
 
  private:
   void validate(const SchedulerOutput& out) const {
@@ -151,6 +158,43 @@ class Driver {
     }
     if (sched.num_running() > cfg_.max_num_seqs) throw std::logic_error("too many running");
   }
+
+  // Plays the engine: drop the evicted entries, encode the inputs, then every media span a
+  // scheduled chunk touches must have its embeddings in the cache.
+  void check_encoder(const SchedulerOutput& out) {
+    for (uint64_t h : out.encoder_evicted) {
+      if (!encoder_cache.erase(h)) throw std::logic_error("evicted an encoder entry never encoded");
+    }
+    int64_t tokens = 0;
+    for (const EncoderInput& e : out.encoder_inputs) {
+      const Track& t = tracks.at(std::string(e.id));
+      if (e.media_index < 0 || e.media_index >= static_cast<int>(t.media.size()) ||
+          t.media[e.media_index].content_hash != e.content_hash) {
+        throw std::logic_error("encoder input names the wrong media span");
+      }
+      if (!encoder_cache.emplace(e.content_hash, t.media[e.media_index].num_tokens).second) {
+        throw std::logic_error("encoder input for an entry that is already cached");
+      }
+      tokens += t.media[e.media_index].num_tokens;
+      ++encoded_items;
+    }
+    if (tokens > cfg_.max_num_encoder_tokens) throw std::logic_error("encoder budget exceeded");
+    int64_t cached = 0;
+    for (const auto& [h, n] : encoder_cache) cached += n;
+    if (cached > cfg_.encoder_cache_tokens) throw std::logic_error("encoder cache over capacity");
+    for (const ScheduledSeq& s : out.scheduled) {
+      const Track& t = tracks.at(std::string(s.id));
+      const int64_t lo = s.num_computed_tokens, hi = lo + s.num_new_tokens;
+      for (const MediaSpan& m : t.media) {
+        if (m.start_token < hi && m.start_token + m.num_tokens > lo &&
+            !encoder_cache.count(m.content_hash)) {
+          throw std::logic_error("request " + t_id(s) + " runs a chunk over a media span whose "
+                                 "embeddings are not cached");
+        }
+      }
+    }
+  }
+  static std::string t_id(const ScheduledSeq& s) { return std::string(s.id); }
 
   bool use_stop_;
 };

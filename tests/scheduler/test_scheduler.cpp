@@ -60,7 +60,10 @@ struct WorkloadItem {
 // 100+ random requests: prompt lengths 1-300, some sharing long prefixes, some n > 1
 // siblings with identical prompts arriving together, some with images, staggered
 // arrivals, ~10% aborted part-way.
-std::vector<WorkloadItem> random_workload(uint64_t seed, int n, bool priorities) {
+// With many_images, a third of the prompts hold one to three images drawn from five, each
+// image's length fixed by its content (8-24 tokens), as a vision tower makes them.
+std::vector<WorkloadItem> random_workload(uint64_t seed, int n, bool priorities,
+                                          bool many_images = false) {
   std::mt19937_64 rng(seed);
   std::vector<std::vector<int32_t>> bases;
   for (int i = 0; i < 4; ++i) bases.push_back(random_tokens(rng, 150 + 30 * i));
@@ -92,7 +95,18 @@ std::vector<WorkloadItem> random_workload(uint64_t seed, int n, bool priorities)
       prompt = random_tokens(rng, uni(1, 300));
     }
     std::vector<MediaSpan> media;
-    if (uni(0, 6) == 0 && prompt.size() > 20) {
+    if (many_images) {
+      if (uni(0, 2) == 0 && prompt.size() > 30) {
+        int pos = uni(0, 5);
+        for (int k = uni(1, 3); k > 0; --k) {
+          const int image = uni(0, 4);
+          const int len = 8 + 4 * image;
+          if (pos + len > static_cast<int>(prompt.size())) break;
+          media.push_back(MediaSpan{pos, len, 100u + static_cast<uint64_t>(image)});
+          pos += len + uni(0, 40);
+        }
+      }
+    } else if (uni(0, 6) == 0 && prompt.size() > 20) {
       const int start = uni(0, static_cast<int>(prompt.size()) - 10);
       media.push_back(MediaSpan{start, uni(1, 10), static_cast<uint64_t>(uni(1, 3))});
     }
@@ -119,9 +133,10 @@ struct WorkloadResult {
   int steps = 0;
 };
 
-WorkloadResult run_workload(const SchedulerConfig& cfg, uint64_t seed, int n, bool priorities) {
+WorkloadResult run_workload(const SchedulerConfig& cfg, uint64_t seed, int n, bool priorities,
+                            bool many_images = false) {
   Driver d(cfg);
-  auto items = random_workload(seed, n, priorities);
+  auto items = random_workload(seed, n, priorities, many_images);
   std::sort(items.begin(), items.end(), [](const WorkloadItem& a, const WorkloadItem& b) {
     return a.arrival_step < b.arrival_step;
   });
@@ -159,6 +174,7 @@ WorkloadResult run_workload(const SchedulerConfig& cfg, uint64_t seed, int n, bo
   CHECK(s.num_waiting == 0);
   CHECK(s.num_free_blocks == s.num_total_blocks);
   CHECK(d.sched.check_invariants().empty());
+  if (cfg.budgets_encoder()) CHECK(s.encoder_cache.encoded_items == d.encoded_items);
   return {s, step};
 }
 
@@ -550,4 +566,145 @@ TEST_CASE("API misuse throws and changes nothing", "[scheduler][api]") {
   SchedulerConfig bad = base_config();
   bad.max_num_seqs = 0;
   CHECK_THROWS_WITH(Scheduler(bad), Catch::Contains("max_num_seqs"));
+}
+
+// --- encoder budget and encoder cache ------------------------------------------------------
+
+TEST_CASE("random load with images under an encoder budget: same outputs, embeddings always "
+          "cached when a chunk needs them", "[scheduler][invariance][encoder]") {
+  struct Case {
+    int budget, cache, blocks;
+    uint64_t seed;
+  };
+  // From roomy to one image per step with room for about two images, with and without
+  // preemption (the driver checks every step: budget, capacity, embeddings present).
+  for (const Case c : {Case{256, 512, 601, 11}, Case{24, 48, 601, 12}, Case{24, 24, 1 + 26, 13},
+                       Case{40, 60, 1 + 40, 14}}) {
+    INFO("budget " << c.budget << " cache " << c.cache << " blocks " << c.blocks);
+    SchedulerConfig cfg = base_config();
+    cfg.max_num_encoder_tokens = c.budget;
+    cfg.encoder_cache_tokens = c.cache;
+    cfg.num_blocks = c.blocks;
+    const auto r = run_workload(cfg, c.seed, 110, false, /*many_images=*/true);
+    CHECK(r.stats.encoder_cache.encoded_items > 0);
+    CHECK(r.stats.encoder_cache.hits > 0);  // five distinct images across ~40 prompts
+    CHECK(r.stats.encoder_cache.used_tokens <= c.cache);
+  }
+}
+
+TEST_CASE("a chunk stops before an image the step's encoder budget cannot take",
+          "[scheduler][encoder]") {
+  SchedulerConfig cfg = base_config();
+  cfg.max_num_encoder_tokens = 10;
+  cfg.encoder_cache_tokens = 40;
+  Driver d(cfg);
+  // Two different 10-token images at [4, 14) and [20, 30) of a 40-token prompt.
+  REQUIRE(d.add(spec("a", std::vector<int32_t>(40, 5), 2, {{4, 10, 71}, {20, 10, 72}})).ok());
+  SchedulerOutput s1 = d.step();
+  REQUIRE(s1.scheduled.size() == 1);
+  CHECK(s1.scheduled[0].num_new_tokens == 20);  // up to the second image
+  REQUIRE(s1.encoder_inputs.size() == 1);
+  CHECK(s1.encoder_inputs[0].content_hash == 71);
+  CHECK(s1.encoder_inputs[0].media_index == 0);
+  SchedulerOutput s2 = d.step();
+  CHECK(s2.scheduled[0].num_computed_tokens == 20);
+  CHECK(s2.scheduled[0].num_new_tokens == 20);
+  REQUIRE(s2.encoder_inputs.size() == 1);
+  CHECK(s2.encoder_inputs[0].content_hash == 72);
+  d.run_to_completion();
+  CHECK(d.compare_with_reference().empty());
+  const EncoderCacheStats st = d.sched.stats().encoder_cache;
+  CHECK(st.encoded_items == 2);
+  CHECK(st.hits == 0);
+  CHECK(st.used_tokens == 20);  // both stay cached after the request
+}
+
+TEST_CASE("a repeated image hits the encoder cache; an unused entry is evicted for a new one",
+          "[scheduler][encoder]") {
+  SchedulerConfig cfg = base_config();
+  cfg.max_num_encoder_tokens = 16;
+  cfg.encoder_cache_tokens = 16;  // one image
+  cfg.enable_prefix_caching = false;  // so the second request recomputes the image span
+  Driver d(cfg);
+  std::mt19937_64 rng(7);
+  const auto prompt = random_tokens(rng, 40);
+  REQUIRE(d.add(spec("a", prompt, 3, {{8, 16, 501}})).ok());
+  SchedulerOutput s = d.step();
+  CHECK(s.encoder_inputs.size() == 1);
+  d.run_to_completion();
+  REQUIRE(d.add(spec("b", prompt, 3, {{8, 16, 501}})).ok());
+  s = d.step();
+  CHECK(s.encoder_inputs.empty());  // cached: no encode
+  CHECK(s.encoder_evicted.empty());
+  d.run_to_completion();
+  EncoderCacheStats st = d.sched.stats().encoder_cache;
+  CHECK(st.hits == 1);
+  CHECK(st.encoded_items == 1);
+  // A different image needs the space: the unreferenced entry goes.
+  REQUIRE(d.add(spec("c", prompt, 3, {{8, 16, 502}})).ok());
+  s = d.step();
+  REQUIRE(s.encoder_inputs.size() == 1);
+  CHECK(s.encoder_inputs[0].content_hash == 502);
+  REQUIRE(s.encoder_evicted.size() == 1);
+  CHECK(s.encoder_evicted[0] == 501);
+  d.run_to_completion();
+  CHECK(d.compare_with_reference().empty());
+  st = d.sched.stats().encoder_cache;
+  CHECK(st.evictions == 1);
+}
+
+TEST_CASE("an image in use is never evicted: the next request waits for the cache",
+          "[scheduler][encoder]") {
+  SchedulerConfig cfg = base_config();
+  cfg.max_num_batched_tokens = 8;  // the first image takes two steps of prefill
+  cfg.max_num_encoder_tokens = 16;
+  cfg.encoder_cache_tokens = 16;
+  Driver d(cfg);
+  REQUIRE(d.add(spec("a", std::vector<int32_t>(30, 3), 2, {{0, 16, 601}})).ok());
+  REQUIRE(d.add(spec("b", std::vector<int32_t>(30, 4), 2, {{0, 16, 602}})).ok());
+  SchedulerOutput s = d.step();
+  REQUIRE(s.scheduled.size() == 1);  // b cannot get its image while a's is in use
+  CHECK(s.scheduled[0].id == "a");
+  s = d.step();
+  CHECK(find_seq(s, "b") == nullptr);
+  CHECK(s.encoder_evicted.empty());
+  d.run_to_completion();
+  CHECK(d.compare_with_reference().empty());
+  CHECK(d.sched.stats().encoder_cache.evictions == 1);
+}
+
+TEST_CASE("an image larger than the encoder budget or cache is refused at admission",
+          "[scheduler][encoder][admission]") {
+  SchedulerConfig cfg = base_config();
+  cfg.max_num_encoder_tokens = 16;
+  cfg.encoder_cache_tokens = 32;
+  Scheduler s(cfg);
+  AdmitResult r = s.add_request(spec("big", std::vector<int32_t>(40, 1), 2, {{2, 17, 9}}));
+  CHECK(r.status == AdmitStatus::kTooLong);
+  CHECK_THAT(r.message, Catch::Contains("17 tokens") && Catch::Contains("encoder budget is 16"));
+  cfg.max_num_encoder_tokens = 64;
+  Scheduler s2(cfg);
+  r = s2.add_request(spec("big", std::vector<int32_t>(60, 1), 2, {{2, 40, 9}}));
+  CHECK(r.status == AdmitStatus::kTooLong);
+  CHECK_THAT(r.message, Catch::Contains("cache holds 32"));
+  CHECK(s2.add_request(spec("ok", std::vector<int32_t>(60, 1), 2, {{2, 32, 9}})).ok());
+  cfg.encoder_cache_tokens = 0;
+  CHECK_THROWS_AS(Scheduler(cfg), SchedulerError);  // one of the pair set
+}
+
+TEST_CASE("n > 1 siblings and a prompt that ends in an image share one encode",
+          "[scheduler][encoder]") {
+  SchedulerConfig cfg = base_config();
+  cfg.max_num_encoder_tokens = 12;
+  cfg.encoder_cache_tokens = 12;
+  cfg.max_num_batched_tokens = 21;  // the first chunk ends one token before the prompt's end
+  Driver d(cfg);
+  std::mt19937_64 rng(9);
+  const auto prompt = random_tokens(rng, 22);
+  for (const char* id : {"s0", "s1"}) REQUIRE(d.add(spec(id, prompt, 4, {{10, 12, 801}})).ok());
+  d.run_to_completion();
+  CHECK(d.compare_with_reference().empty());
+  const EncoderCacheStats st = d.sched.stats().encoder_cache;
+  CHECK(st.encoded_items == 1);
+  CHECK(st.hits >= 1);
 }

@@ -19,6 +19,12 @@ expands it), and the greedy continuation of the reference fed with pixel values 
 PIL + numpy exactly as transformers' CLIPImageProcessor / SiglipImageProcessor
 (tests/image/make_reference.py).
 
+chat_fixtures.json holds gRPC Chat cases for clip-llava, which also gets a tokenizer
+(tokenizer.json: byte-level, no merges, "<image>" as special token 319) and a LLaVA-style
+chat template that iterates over content parts: the messages rendered by jinja2 configured as
+transformers does, tokenized, each image's placeholder expanded, and the greedy continuation
+of the reference given the PIL-preprocessed image files.
+
 fixtures.json holds, per checkpoint: pixel_values [num_images, 3, S, S], the selected vision
 features of every feature layer [num_images * tokens, D], the projector output
 [num_images * tokens, text hidden], a prompt whose image placeholders are already expanded
@@ -177,6 +183,114 @@ def write_checkpoint(d, cfg, W, dname):
         write_safetensors(os.path.join(d, "model.safetensors"), W, st_dtype, dtype)
 
 
+# A LLaVA-1.5-style conversation template written for these tests: content is a list of parts.
+CHAT_TEMPLATE = (
+    "{{ bos_token }}{% for message in messages %}{{ message['role'].upper() + ': ' }}"
+    "{% for part in message['content'] %}{% if part['type'] == 'image' %}{{ '<image>\\n' }}"
+    "{% elif part['type'] == 'text' %}{{ part['text'] }}{% endif %}{% endfor %}{{ '\\n' }}"
+    "{% endfor %}{% if add_generation_prompt %}{{ 'ASSISTANT:' }}{% endif %}")
+SPECIALS = {0: "<unk>", 1: "<s>", 2: "</s>", 319: "<image>"}
+SPECIALS.update({i: f"<extra_{i}>" for i in range(259, 319)})
+
+
+def byte_unicode():
+    """GPT-2's byte -> printable character table (the ByteLevel pre-tokenizer's alphabet)."""
+    bs = list(range(ord("!"), ord("~") + 1)) + list(range(ord("\u00a1"), ord("\u00ac") + 1)) + \
+        list(range(ord("\u00ae"), ord("\u00ff") + 1))
+    cs = bs[:]
+    n = 0
+    for b in range(256):
+        if b not in bs:
+            bs.append(b)
+            cs.append(256 + n)
+            n += 1
+    return dict(zip(bs, (chr(c) for c in cs)))
+
+
+def write_tokenizer(d):
+    table = byte_unicode()
+    vocab = {table[b]: 3 + b for b in range(256)}
+    vocab.update({v: k for k, v in SPECIALS.items()})
+    tok = {
+        "version": "1.0", "truncation": None, "padding": None,
+        "added_tokens": [{"id": i, "content": c, "single_word": False, "lstrip": False,
+                          "rstrip": False, "normalized": False, "special": True}
+                         for i, c in sorted(SPECIALS.items())],
+        "normalizer": None,
+        "pre_tokenizer": {"type": "ByteLevel", "add_prefix_space": False, "trim_offsets": True,
+                          "use_regex": True},
+        "post_processor": None,
+        "decoder": {"type": "ByteLevel", "add_prefix_space": False, "trim_offsets": True,
+                    "use_regex": True},
+        "model": {"type": "BPE", "dropout": None, "unk_token": None,
+                  "continuing_subword_prefix": None, "end_of_word_suffix": None,
+                  "fuse_unk": False, "byte_fallback": False, "vocab": vocab, "merges": []},
+    }
+    with open(os.path.join(d, "tokenizer.json"), "w") as f:
+        json.dump(tok, f, ensure_ascii=False)
+    with open(os.path.join(d, "tokenizer_config.json"), "w") as f:
+        json.dump({"bos_token": "<s>", "eos_token": "</s>", "unk_token": "<unk>",
+                   "chat_template": CHAT_TEMPLATE}, f)
+
+
+def render_chat(messages):
+    """jinja2 configured as transformers' apply_chat_template."""
+    sys.path.insert(0, os.path.join(HERE, "..", "chat_template", "reference"))
+    import jinja2
+    from jinja2.sandbox import ImmutableSandboxedEnvironment
+    import render_reference_jinja2 as jr
+    env = ImmutableSandboxedEnvironment(trim_blocks=True, lstrip_blocks=True,
+                                        extensions=[jr.AssistantTracker, jinja2.ext.loopcontrols])
+    env.filters["tojson"] = jr.tojson
+    env.globals["raise_exception"] = jr.raise_exception
+    return env.from_string(CHAT_TEMPLATE).render(messages=messages, add_generation_prompt=True,
+                                                 bos_token="<s>", eos_token="</s>",
+                                                 unk_token="<unk>", tools=None, documents=None)
+
+
+def tokenize(text):
+    """The tokenizer above on `text`: special tokens matched anywhere (the messages below spell
+    none), every other UTF-8 byte its own token."""
+    import re
+    pattern = "|".join(re.escape(c) for c in sorted(SPECIALS.values(), key=len, reverse=True))
+    ids, pos = [], 0
+    by_content = {c: i for i, c in SPECIALS.items()}
+    for m in re.finditer(pattern, text):
+        ids += [3 + b for b in text[pos:m.start()].encode("utf-8")]
+        ids.append(by_content[m.group(0)])
+        pos = m.end()
+    return ids + [3 + b for b in text[pos:].encode("utf-8")]
+
+
+def chat_cases(out, ref, pcfg, files, img, tpi):
+    from PIL import Image
+    cases = []
+    convos = [
+        [{"role": "user", "content": [{"type": "image", "file": files[0]},
+                                      {"type": "text", "text": "What is in this picture?"}]}],
+        [{"role": "system", "content": [{"type": "text", "text": "Answer briefly."}]},
+         {"role": "user", "content": [{"type": "text", "text": "Compare "},
+                                      {"type": "image", "file": files[1]},
+                                      {"type": "text", "text": "with"},
+                                      {"type": "image", "file": files[0]}]}],
+    ]
+    for convo in convos:
+        rendered = render_chat([{"role": m["role"],
+                                 "content": [{k: v for k, v in p.items() if k != "file"}
+                                             for p in m["content"]]} for m in convo])
+        collapsed = tokenize(rendered)
+        expanded = []
+        for t in collapsed:
+            expanded += [t] * (tpi if t == img else 1)
+        images = [p["file"] for m in convo for p in m["content"] if p["type"] == "image"]
+        pixels = torch.stack([torch.from_numpy(image_reference.hf_pixel_values(Image.open(p), pcfg))
+                              for p in images]).float()
+        ids, lps = ref.greedy(expanded, pixels, NEW_TOKENS)
+        cases.append({"model": "clip-llava", "messages": convo, "rendered": rendered,
+                      "prompt_ids": expanded, "output_ids": ids, "logprobs": lps})
+    return cases
+
+
 def main():
     out = sys.argv[1]
     os.makedirs(out, exist_ok=True)
@@ -241,6 +355,12 @@ def main():
         ids, lps = ref.greedy(expanded, pixels.float(), NEW_TOKENS)
         image_cases.append({"model": name, "images": files, "prompt_ids": collapsed,
                             "expanded_prompt_ids": expanded, "output_ids": ids, "logprobs": lps})
+        if name == "clip-llava":
+            write_tokenizer(d)
+            chat = chat_cases(out, ref, pcfg, files, img, reference_llava.tokens_per_image(cfg))
+            with open(os.path.join(out, "chat_fixtures.json"), "w") as f:
+                json.dump({"reference": "jinja2 (as transformers) + PIL + reference_llava.py",
+                           "cases": chat}, f)
     with open(os.path.join(out, "image_fixtures.json"), "w") as f:
         json.dump({"reference": "PIL + numpy preprocessing, tests/vision/reference_llava.py",
                    "cases": image_cases}, f)
