@@ -305,27 +305,32 @@ bool Engine::step() {
   auto t0 = clock_type::now();
   sched::SchedulerOutput out = scheduler_->schedule();
   publish_waiting();  // num_queued() is exact while the step runs (outputs go out mid-step)
+  const double t_sched = seconds_since(t0);
+  // The encoder follows the scheduler's cache decisions whatever else happens in the step:
+  // before the requests schedule() ended are dropped (their inputs may be listed) and even
+  // when nothing runs, so the engine's cache always mirrors the scheduler's account.
+  const auto t_enc0 = clock_type::now();
+  run_encoder(out);
+  const double t_encode = seconds_since(t_enc0);
   for (const auto& f : out.finished) {
     auto it = sequences_.find(f.id);
     if (it != sequences_.end()) finish_sequence(*it->second, FinishReason::kError, f.message);
   }
-  const double t_sched = seconds_since(t0);
   if (out.scheduled.empty()) {
     std::vector<int32_t> none;
     scheduler_->update(out, none);
-    refresh_stats(0, t_sched, 0, 0);
+    refresh_stats(0, t_sched, 0, 0, t_encode);
     return true;
   }
-
-  const auto t_enc0 = clock_type::now();
-  run_encoder(out);
-  const double t_encode = seconds_since(t_enc0);
 
   auto t1 = clock_type::now();
   std::vector<SeqChunk> chunks;
   chunks.reserve(out.scheduled.size());
+  // Sequences with media and where their chunk ends.
+  std::vector<std::pair<Sequence*, int>> with_media;
   for (const auto& s : out.scheduled) {
     Sequence& seq = *sequences_.at(std::string(s.id));
+    if (!seq.view.empty()) with_media.emplace_back(&seq, s.num_computed_tokens + s.num_new_tokens);
     const int lo = s.num_computed_tokens, hi = lo + s.num_new_tokens;
     for (MediaEmbeds& m : seq.view) {
       if (m.position >= hi || m.position + m.length <= lo) continue;
@@ -341,11 +346,9 @@ bool Engine::step() {
   }
   const std::vector<float>& logits = executor_->run(chunks);
   // Spans this step completed no longer pin their embeddings (the cache decides their fate).
-  for (const auto& s : out.scheduled) {
-    Sequence& seq = *sequences_.at(std::string(s.id));
-    for (MediaEmbeds& m : seq.view)
-      if (m.position + m.length <= s.num_computed_tokens + s.num_new_tokens) m.embeds.reset();
-  }
+  for (auto& [seq, end] : with_media)
+    for (MediaEmbeds& m : seq->view)
+      if (m.position + m.length <= end) m.embeds.reset();
   const double t_forward = seconds_since(t1);
 
   auto t2 = clock_type::now();

@@ -59,7 +59,7 @@ struct EngineRequest {
   int priority = 0;
   // Image (media) spans of the prompt: sorted, non-overlapping; each with its embeddings or
   // an encoder input (see MediaEmbeds).
-  std::vector<MediaEmbeds> media;
+  std::vector<MediaEmbeds> media{};
 };
 
 // One message on a request's output stream. The last one for choice `index` carries

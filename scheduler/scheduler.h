@@ -23,9 +23,16 @@
 // step share it: the first one computes the shared full blocks, the later ones start after
 // them. This relies on the runner writing all of a step's KV before reading any (per layer).
 //
+// Media. With an encoder budget (SchedulerConfig::max_num_encoder_tokens), a prefill chunk
+// that reaches a media span whose embeddings are not in the encoder cache lists the span as
+// an encoder input of the step, within the step's encoder budget and the cache's capacity;
+// a chunk stops before the first span that fits neither and goes on in a later step. The
+// request holds the cache entry until its span is computed (encoder_cache_manager.h).
+//
 // Admission rejects at once (with a message) a request that could never run: empty prompt,
 // max_tokens < 1, prompt + max_tokens above max_model_len, a context that would not fit in
-// the whole cache, malformed media spans or a duplicate id. Stop tokens and strings are the
+// the whole cache, malformed media spans, a media span longer than the encoder budget or
+// cache, or a duplicate id. Stop tokens and strings are the
 // engine's job (it calls finish()); update() still ends a request at max_tokens or
 // max_model_len as a safety net and reports it.
 //

@@ -48,6 +48,29 @@ iris::v1::ServerInfo info(iris::v1::Inference::Stub& stub) {
   return resp;
 }
 
+// Largest |logprob - want| over the streamed tokens of choice 0.
+float max_logprob_diff(const StreamResult& r, const std::vector<float>& want) {
+  float worst = 0;
+  size_t k = 0;
+  for (const auto& m : r.messages)
+    for (float lp : m.logprobs()) {
+      if (k < want.size()) worst = std::max(worst, std::fabs(lp - want[k]));
+      ++k;
+    }
+  return worst;
+}
+
+// A fixture file, or an empty object (and a failed check) when it cannot be read.
+nlohmann::json read_json(const std::string& path) {
+  try {
+    std::ifstream in(path);
+    return nlohmann::json::parse(in);
+  } catch (const std::exception& e) {
+    EXPECT(false, "%s unreadable: %s", path.c_str(), e.what());
+    return nlohmann::json::object();
+  }
+}
+
 std::string read_file(const std::string& path) {
   std::ifstream in(path, std::ios::binary);
   std::stringstream ss;
@@ -74,17 +97,10 @@ void add_image(iris::v1::ContentPart* part, const std::string& file) {
 // encoder cache; placeholder text typed by the user stays text; bad parts name their field.
 void check_vision_chat(iris::v1::Inference::Stub& stub, const std::string& vision,
                        const std::string& iris, const std::string& address) {
-  nlohmann::json fx;
-  try {
-    std::ifstream in(vision + "/chat_fixtures.json");
-    fx = nlohmann::json::parse(in);
-  } catch (const std::exception& e) {
-    EXPECT(false, "chat fixtures unreadable: %s", e.what());
-    return;
-  }
+  const nlohmann::json fx = read_json(vision + "/chat_fixtures.json");
   const iris::v1::ServerInfo before = info(stub);
   iris::v1::ChatRequest first;
-  for (const auto& c : fx["cases"]) {
+  for (const auto& c : fx.value("cases", nlohmann::json::array())) {
     iris::v1::ChatRequest req;
     for (const auto& m : c["messages"]) {
       iris::v1::ChatMessage* msg = req.add_messages();
@@ -111,13 +127,7 @@ void check_vision_chat(iris::v1::Inference::Stub& stub, const std::string& visio
     EXPECT(r.prompt_ids() == c["prompt_ids"].get<std::vector<int32_t>>(),
            "chat prompt differs from jinja2 + tokenizer (%s)", what.c_str());
     EXPECT(r.ids() == want, "chat tokens differ from the reference (%s)", what.c_str());
-    float worst = 0;
-    size_t k = 0;
-    for (const auto& m : r.messages)
-      for (float lp : m.logprobs()) {
-        if (k < want_lps.size()) worst = std::max(worst, std::fabs(lp - want_lps[k]));
-        ++k;
-      }
+    const float worst = max_logprob_diff(r, want_lps);
     EXPECT(worst <= 1e-4f, "chat logprob max diff %g (%s)", worst, what.c_str());
   }
   // The chat images are the Generate test's files, already encoded: three more cache hits,
@@ -400,13 +410,7 @@ int main(int argc, char** argv) {
   // with PIL-preprocessed pixels (tests/vision/image_fixtures.json); bad images fail alone.
   if (argc == 4) {
     const std::string vision = argv[3];
-    nlohmann::json fx;
-    try {
-      std::ifstream in(vision + "/image_fixtures.json");
-      fx = nlohmann::json::parse(in);
-    } catch (const std::exception& e) {
-      EXPECT(false, "image fixtures unreadable: %s", e.what());
-    }
+    const nlohmann::json fx = read_json(vision + "/image_fixtures.json");
     for (const auto& c : fx.value("cases", nlohmann::json::array())) {
       const std::string name = c["model"];
       ServerProcess vs;
@@ -436,13 +440,7 @@ int main(int argc, char** argv) {
       EXPECT(r.ids() == want, "%s: served tokens differ from the reference", name.c_str());
       EXPECT(r.prompt_ids() == c["expanded_prompt_ids"].get<std::vector<int32_t>>(),
              "%s: expanded prompt differs", name.c_str());
-      float worst = 0;
-      size_t k = 0;
-      for (const auto& m : r.messages)
-        for (float lp : m.logprobs()) {
-          if (k < want_lps.size()) worst = std::max(worst, std::fabs(lp - want_lps[k]));
-          ++k;
-        }
+      const float worst = max_logprob_diff(r, want_lps);
       EXPECT(worst <= 1e-4f, "%s: logprob max diff %g", name.c_str(), worst);
 
       struct BadImage {
@@ -455,6 +453,19 @@ int main(int argc, char** argv) {
           {"garbage bytes", [](GenerateRequest& g) { g.mutable_images(0)->set_data("not an image at all"); }, "images[0]"},
           {"truncated PNG", [](GenerateRequest& g) { g.mutable_images(0)->set_data(g.images(0).data().substr(0, 40)); }, "images[0]"},
           {"wrong mime type", [](GenerateRequest& g) { g.mutable_images(1)->set_mime_type("image/gif"); }, "images[1].mime_type"},
+          // images[1] is a JPEG: its frame header now claims 65000 x 65000 pixels, which
+          // the header probe refuses before any decoding.
+          {"decompression bomb", [](GenerateRequest& g) {
+             std::string d = g.images(1).data();
+             for (size_t i = 0; i + 8 < d.size(); ++i)
+               if (static_cast<uint8_t>(d[i]) == 0xFF && (static_cast<uint8_t>(d[i + 1]) == 0xC0 ||
+                                                          static_cast<uint8_t>(d[i + 1]) == 0xC2)) {
+                 d[i + 5] = d[i + 7] = static_cast<char>(0xFD);
+                 d[i + 6] = d[i + 8] = static_cast<char>(0xE8);
+                 break;
+               }
+             g.mutable_images(1)->set_data(d);
+           }, "images[1].data"},
       };
       for (const BadImage& b : bad_images) {
         GenerateRequest bad = req;

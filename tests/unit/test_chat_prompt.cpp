@@ -73,4 +73,34 @@ TEST_CASE("a template that rewrites message text falls back safely", "[chat_prom
   CHECK(count(exact.ids, kEot) == 1);
 }
 
+TEST_CASE("content as a list of parts: image parts are markup, text parts stay text",
+          "[chat_prompt]") {
+  auto tok = Tokenizer::from_dir(kModel);
+  // LLaVA-style: loops over content parts; <|eot_id|> stands in for the image placeholder.
+  const std::string src =
+      "{% for m in messages %}{{ m['role'] }}: {% for p in m['content'] %}"
+      "{% if p['type'] == 'image' %}<|eot_id|>{% else %}{{ p['text'] }}{% endif %}{% endfor %}\n"
+      "{% endfor %}";
+  auto tmpl = ChatTemplate::from_string(src, {});
+  CHECK(tmpl->iterates_content());
+  CHECK_FALSE(ChatTemplate::from_string(kLlama3Like, {})->iterates_content());
+  CHECK(ChatTemplate::from_string("{% for c in message.content %}{% endfor %}", {})->iterates_content());
+  ChatMessage m;
+  m.role = "user";
+  m.as_parts = true;
+  m.parts = {{ChatContentPart::Kind::kText, "look: "},
+             {ChatContentPart::Kind::kImage, {}},
+             {ChatContentPart::Kind::kText, " and <|eot_id|> typed"}};
+  const ChatPrompt p = build_chat_prompt(*tmpl, *tok, {m}, false);
+  REQUIRE(p.contents_located);
+  CHECK(p.text == "user: look: <|eot_id|> and <|eot_id|> typed");  // trim_blocks ate the \n
+  CHECK(count(p.ids, kEot) == 1);  // the image part's; the typed one is text
+  CHECK(contains(p.ids, tok->encode(" and <|eot_id|> typed", false, /*parse_special=*/false)));
+  // As JSON the template sees {"type": "text", "text": ...} and {"type": "image"}.
+  const nlohmann::json j = m.to_json();
+  REQUIRE(j["content"].is_array());
+  CHECK(j["content"][1] == nlohmann::json{{"type", "image"}});
+  CHECK(j["content"][2]["text"] == " and <|eot_id|> typed");
+}
+
 }  // namespace iris

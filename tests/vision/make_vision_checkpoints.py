@@ -193,22 +193,9 @@ SPECIALS = {0: "<unk>", 1: "<s>", 2: "</s>", 319: "<image>"}
 SPECIALS.update({i: f"<extra_{i}>" for i in range(259, 319)})
 
 
-def byte_unicode():
-    """GPT-2's byte -> printable character table (the ByteLevel pre-tokenizer's alphabet)."""
-    bs = list(range(ord("!"), ord("~") + 1)) + list(range(ord("\u00a1"), ord("\u00ac") + 1)) + \
-        list(range(ord("\u00ae"), ord("\u00ff") + 1))
-    cs = bs[:]
-    n = 0
-    for b in range(256):
-        if b not in bs:
-            bs.append(b)
-            cs.append(256 + n)
-            n += 1
-    return dict(zip(bs, (chr(c) for c in cs)))
-
-
 def write_tokenizer(d):
-    table = byte_unicode()
+    sys.path.insert(0, os.path.join(HERE, "..", "..", "tools", "train_default_model"))
+    from train import BYTE_ENCODER as table  # GPT-2's byte -> printable character table
     vocab = {table[b]: 3 + b for b in range(256)}
     vocab.update({v: k for k, v in SPECIALS.items()})
     tok = {
