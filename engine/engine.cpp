@@ -284,12 +284,7 @@ void Engine::refresh_stats(int64_t computed, double t_sched, double t_forward, d
   stats_.num_preemptions = ss.num_preemptions;
   stats_.num_steps = ss.num_steps;
   stats_.num_computed_tokens += computed;
-  stats_.encoder_cache_queries = ss.encoder_cache.queries;
-  stats_.encoder_cache_hits = ss.encoder_cache.hits;
-  stats_.media_encoded = ss.encoder_cache.encoded_items;
-  stats_.encoder_cache_evictions = ss.encoder_cache.evictions;
-  stats_.encoder_cache_used_tokens = ss.encoder_cache.used_tokens;
-  stats_.encoder_cache_capacity_tokens = ss.encoder_cache.capacity_tokens;
+  stats_.encoder_cache = ss.encoder_cache;
   stats_.encode_seconds += t_encode;
   stats_.schedule_seconds += t_sched;
   stats_.prepare_forward_seconds += t_forward;

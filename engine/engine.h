@@ -91,14 +91,9 @@ struct EngineStats {
   int64_t num_preemptions = 0;
   uint64_t num_steps = 0;
   int64_t num_computed_tokens = 0;  // tokens run through the model, all requests
-  // Encoder cache (vision-language models): spans that needed embeddings for a chunk, those
-  // found cached, items encoded, entries evicted, tokens held now and the capacity.
-  int64_t encoder_cache_queries = 0;
-  int64_t encoder_cache_hits = 0;
-  int64_t media_encoded = 0;
-  int64_t encoder_cache_evictions = 0;
-  int64_t encoder_cache_used_tokens = 0;
-  int64_t encoder_cache_capacity_tokens = 0;
+  // Encoder cache (vision-language models): queries, hits, items encoded, evictions, tokens
+  // held and capacity, as the scheduler accounts for them.
+  sched::EncoderCacheStats encoder_cache;
   // Cumulative seconds per phase of the step (encode: the media encoder, inside none of the
   // others).
   double schedule_seconds = 0, prepare_forward_seconds = 0, sample_seconds = 0;

@@ -602,9 +602,9 @@ grpc::ServerUnaryReactor* InferenceService::GetServerInfo(grpc::CallbackServerCo
     response->set_version(options_.version);
     response->set_vocab_size(config_.vocab_size);
     response->set_streams(active_.load());
-    response->set_encoder_cache_queries(st.encoder_cache_queries);
-    response->set_encoder_cache_hits(st.encoder_cache_hits);
-    response->set_images_encoded(st.media_encoded);
+    response->set_encoder_cache_queries(st.encoder_cache.queries);
+    response->set_encoder_cache_hits(st.encoder_cache.hits);
+    response->set_images_encoded(st.encoder_cache.encoded_items);
   }
   reactor->Finish(s);
   return reactor;

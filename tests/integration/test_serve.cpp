@@ -48,8 +48,10 @@ iris::v1::ServerInfo info(iris::v1::Inference::Stub& stub) {
   return resp;
 }
 
-// Largest |logprob - want| over the streamed tokens of choice 0.
-float max_logprob_diff(const StreamResult& r, const std::vector<float>& want) {
+// Largest |logprob - want| over the streamed tokens of choice 0; `count` gets how many
+// logprobs were streamed.
+float max_logprob_diff(const StreamResult& r, const std::vector<float>& want,
+                       size_t* count = nullptr) {
   float worst = 0;
   size_t k = 0;
   for (const auto& m : r.messages)
@@ -57,6 +59,7 @@ float max_logprob_diff(const StreamResult& r, const std::vector<float>& want) {
       if (k < want.size()) worst = std::max(worst, std::fabs(lp - want[k]));
       ++k;
     }
+  if (count) *count = k;
   return worst;
 }
 
@@ -501,13 +504,8 @@ int main(int argc, char** argv) {
       EXPECT(r.status.ok() && r.ids() == expected, "TP=%s server: %s, ids differ: %d", tp_size,
              r.status.error_message().c_str(), r.ids() != expected);
       // Logprobs within 1e-4 of the single-rank `iris generate`.
-      float worst = 0;
       size_t k = 0;
-      for (const auto& m : r.messages)
-        for (float lp : m.logprobs()) {
-          if (k < expected_lps.size()) worst = std::max(worst, std::fabs(lp - expected_lps[k]));
-          ++k;
-        }
+      const float worst = max_logprob_diff(r, expected_lps, &k);
       EXPECT(k == expected_lps.size() && worst <= 1e-4f, "TP=%s logprobs: %zu, max diff %g", tp_size,
              k, worst);
       GenerateRequest n3 = greedy_request(prompt, kMaxTokens);

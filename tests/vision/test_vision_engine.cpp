@@ -128,8 +128,8 @@ TEST_CASE("LLaVA through the engine's encoder: budget, encoder cache, image cont
     worst = std::max(worst, std::fabs(a.logprobs[i] - want_lps[i]));
   CHECK(worst <= 1e-4f);
   EngineStats st = engine.stats();
-  CHECK(st.media_encoded == 2);
-  CHECK(st.encoder_cache_hits == 0);
+  CHECK(st.encoder_cache.encoded_items == 2);
+  CHECK(st.encoder_cache.hits == 0);
   CHECK(st.encode_seconds > 0);
 
   // The same text with one image per request: a long text prefix, the image, more text.
@@ -148,8 +148,8 @@ TEST_CASE("LLaVA through the engine's encoder: budget, encoder cache, image cont
   };
   const auto [x1, x1_hit] = one("x1", 0, 11);  // image 0 is still in the encoder cache
   st = engine.stats();
-  CHECK(st.media_encoded == 2);
-  CHECK(st.encoder_cache_hits == 1);
+  CHECK(st.encoder_cache.encoded_items == 2);
+  CHECK(st.encoder_cache.hits == 1);
   CHECK(x1_hit == 0);  // the first request with this text
 
   const auto [y, y_hit] = one("y", 1, 22);
@@ -161,10 +161,10 @@ TEST_CASE("LLaVA through the engine's encoder: budget, encoder cache, image cont
   CHECK(x2.ids == x1.ids);
   CHECK(x2_hit == static_cast<int64_t>(p.size()) / 16 * 16);  // every full block reused
   st = engine.stats();
-  CHECK(st.media_encoded == 2);  // nothing encoded twice
+  CHECK(st.encoder_cache.encoded_items == 2);  // nothing encoded twice
   CHECK(st.num_free_blocks == st.num_total_blocks);
-  CHECK(st.encoder_cache_used_tokens == 2 * tpi);
-  CHECK(st.encoder_cache_capacity_tokens == 2 * tpi);
+  CHECK(st.encoder_cache.used_tokens == 2 * tpi);
+  CHECK(st.encoder_cache.capacity_tokens == 2 * tpi);
 }
 
 TEST_CASE("LLaVA engine: an image the encoder budget can never take fails alone, at once") {
@@ -202,5 +202,5 @@ TEST_CASE("LLaVA engine: an image the encoder budget can never take fails alone,
   CHECK_THAT(run(engine, wrong).error, Contains("the encoder yields"));
   const EngineStats st = engine.stats();
   CHECK(st.num_free_blocks == st.num_total_blocks);
-  CHECK(st.media_encoded == 0);
+  CHECK(st.encoder_cache.encoded_items == 0);
 }

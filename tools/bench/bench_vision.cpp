@@ -174,7 +174,7 @@ int main(int argc, char** argv) {
     std::printf("prefill of %d tokens (%d text + %d image), time to first token: %.1f ms with the "
                 "encode, %.1f ms on an encoder-cache hit (%lld hits, %lld encodes in all)\n",
                 prompt_len, text_tokens + 1, tpi, cold_ms, hit_ms,
-                static_cast<long long>(st.encoder_cache_hits), static_cast<long long>(st.media_encoded));
+                static_cast<long long>(st.encoder_cache.hits), static_cast<long long>(st.encoder_cache.encoded_items));
     std::printf(
         "RESULT {\"image_tokens\": %d, \"prepare_ms\": %.3f, \"encode_ms\": %.3f, "
         "\"encode_gflops\": %.2f, \"gemm_peak_gflops\": %.2f, \"encode_peak_fraction\": %.3f, "
