@@ -18,7 +18,9 @@ struct MediaEmbeds {
   int32_t position = 0;  // first prompt position replaced
   int32_t length = 0;    // positions replaced (rows of `embeds`)
   std::shared_ptr<const std::vector<float>> embeds;  // fp32 [length, hidden_size]
-  uint64_t content_hash = 0;  // of the media itself (prefix-cache and encoder-cache key)
+  // Of the media itself: the prefix-cache and encoder-cache key, so equal hashes must mean
+  // equal embeddings (the server hashes the decoded pixels with SHA-256).
+  uint64_t content_hash = 0;
   // In a request: the engine's MediaEncoder input (e.g. patchified pixels) from which it
   // computes `embeds` when a prefill chunk first needs them; null when `embeds` is given.
   // The runner reads only `embeds`.
