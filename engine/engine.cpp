@@ -212,6 +212,10 @@ void Engine::admit_pending() {
           IRIS_CHECK(m.length == media_encoder_->tokens_per_item())
               << "media span at " << m.position << " has " << m.length
               << " tokens, the encoder yields " << media_encoder_->tokens_per_item();
+          IRIS_CHECK(m.encoder_input->size() == media_encoder_->input_size())
+              << "media span at " << m.position << " has an encoder input of "
+              << m.encoder_input->size() << " values, the encoder takes "
+              << media_encoder_->input_size();
         }
         media_end = m.position + m.length;
       }

@@ -43,6 +43,9 @@ class ImageEncoder final : public MediaEncoder {
   // MediaEncoder: inputs are Prepared::patches.
   int tokens_per_item() const override { return encoder_->tokens_per_image(); }
   int64_t output_dim() const override { return encoder_->output_dim(); }
+  size_t input_size() const override {
+    return static_cast<size_t>(encoder_->patches_per_image()) * encoder_->patch_dim();
+  }
   std::vector<std::shared_ptr<const std::vector<float>>> encode(
       std::span<const std::vector<float>* const> inputs) override;
 

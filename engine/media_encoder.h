@@ -18,6 +18,8 @@ class MediaEncoder {
   // Embedding rows per item (placeholder tokens it fills) and their width (hidden size).
   virtual int tokens_per_item() const = 0;
   virtual int64_t output_dim() const = 0;
+  // Values of one prepared input (the engine refuses a request whose input differs).
+  virtual size_t input_size() const = 0;
   // One fp32 [tokens_per_item, output_dim] array per input, in order. Inputs come from the
   // encoder's own preparation step, so a malformed one is a programming error (throws).
   virtual std::vector<std::shared_ptr<const std::vector<float>>> encode(

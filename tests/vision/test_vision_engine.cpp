@@ -200,6 +200,10 @@ TEST_CASE("LLaVA engine: an image the encoder budget can never take fails alone,
   wrong.media = spans(prompt, img, tpi, {patches}, {6});
   wrong.media[0].length = tpi - 1;
   CHECK_THAT(run(engine, wrong).error, Contains("the encoder yields"));
+  // So does an encoder input of the wrong size (it would otherwise fail the encoder's step).
+  EngineRequest short_input = greedy("short", prompt, 3);
+  short_input.media = spans(prompt, img, tpi, {std::make_shared<const std::vector<float>>(7, 0.0f)}, {7});
+  CHECK_THAT(run(engine, short_input).error, Contains("encoder input of 7 values"));
   const EngineStats st = engine.stats();
   CHECK(st.num_free_blocks == st.num_total_blocks);
   CHECK(st.encoder_cache.encoded_items == 0);
