@@ -50,6 +50,7 @@ struct ServeOptions {
   std::string tls_cert, tls_key, tls_client_ca;
   int max_images = 8;
   size_t max_image_bytes = 32u << 20;
+  int image_decode_threads = 2;
   uint64_t max_image_pixels = 89'478'485;
   EngineOptions engine;
 };
@@ -140,11 +141,12 @@ int run_serve(ServeOptions o) {
   so.version = IRIS_VERSION;
   so.max_images = o.max_images;
   so.max_image_bytes = o.max_image_bytes;
+  so.image_decode_threads = o.image_decode_threads;
   so.image_limits.max_pixels = o.max_image_pixels;
   so.image_limits.max_bytes = static_cast<size_t>(o.max_message_bytes);
   server::InferenceService service(engine, m.config, tokenizer.get(), chat_template.get(), so);
-  // Vision-language models: images are decoded on the gRPC threads and encoded by the engine
-  // (the encoder lives on rank 0's device).
+  // Vision-language models: images are decoded on a small pool of threads and encoded by the
+  // engine (the encoder lives on rank 0's device).
   service.set_image_encoder(m.image_encoder.get());
 
   grpc::EnableDefaultHealthCheckService(true);
@@ -223,6 +225,8 @@ Command add_serve(CLI::App& app) {
   sub->add_flag("--enable-reflection", opts->reflection, "serve grpc.reflection.v1alpha");
   sub->add_option("--max-image-bytes", opts->max_image_bytes,
                   "encoded image bytes per request at most (vision models)")->capture_default_str();
+  sub->add_option("--image-decode-threads", opts->image_decode_threads,
+                  "threads that decode and preprocess images (vision models)")->capture_default_str();
   sub->add_option("--max-images", opts->max_images, "images per request at most (vision models)")
       ->capture_default_str();
   sub->add_option("--max-image-pixels", opts->max_image_pixels,

@@ -57,7 +57,7 @@ class InferenceService::GenerateReactor final : public grpc::ServerWriteReactor<
   };
 
   GenerateReactor(InferenceService& svc, const char* rpc, EngineRequest request, bool want_logprobs,
-                  bool return_prompt_ids)
+                  bool return_prompt_ids, std::shared_ptr<PendingImages> pending)
       : svc_(svc), rpc_(rpc), id_(request.id), n_(request.n), want_logprobs_(want_logprobs),
         prompt_tokens_(static_cast<int>(request.prompt.size())),
         bridge_(std::make_shared<Bridge>()), start_(std::chrono::steady_clock::now()) {
@@ -74,7 +74,27 @@ class InferenceService::GenerateReactor final : public grpc::ServerWriteReactor<
       std::lock_guard<std::recursive_mutex> lock(bridge->mu);
       pump();
     }
-    svc_.engine_.submit(std::move(request), [bridge](const EngineOutput& out) {
+    if (!pending) {
+      submit(svc_, std::move(request), bridge);
+      return;
+    }
+    // Images: decoded on the pool, then submitted, unless the call ended meanwhile.
+    svc_.decode_pool_->post([&svc = svc_, bridge, pending, request = std::move(request)]() mutable {
+      const Status s = svc.decode_images(*pending, request);
+      std::lock_guard<std::recursive_mutex> lock(bridge->mu);
+      GenerateReactor* r = bridge->reactor;
+      if (!r || r->ending_) return;
+      if (!s.ok()) {
+        r->end(s);
+        r->pump();
+        return;
+      }
+      submit(svc, std::move(request), bridge);
+    });
+  }
+
+  static void submit(InferenceService& svc, EngineRequest request, std::shared_ptr<Bridge> bridge) {
+    svc.engine_.submit(std::move(request), [bridge](const EngineOutput& out) {
       std::lock_guard<std::recursive_mutex> lock(bridge->mu);
       if (bridge->reactor) bridge->reactor->on_output(out);  // may end in Finish → OnDone
     });
@@ -338,15 +358,18 @@ Status InferenceService::to_engine_request(const Req& in, std::vector<int32_t> p
 grpc::ServerWriteReactor<GenerateResponse>* InferenceService::start_stream(const char* rpc,
                                                                            EngineRequest er,
                                                                            bool has_logprobs,
-                                                                           bool return_prompt_ids) {
+                                                                           bool return_prompt_ids,
+                                                                           std::shared_ptr<PendingImages> pending) {
   if (draining_.load())
     return new FailedStream(Status(StatusCode::UNAVAILABLE, "the server is shutting down"));
-  if (options_.max_queue > 0 && engine_.num_queued() >= options_.max_queue)
+  const int decoding = decode_pool_ ? decode_pool_->pending() : 0;
+  if (options_.max_queue > 0 && engine_.num_queued() + decoding >= options_.max_queue)
     return new FailedStream(Status(StatusCode::RESOURCE_EXHAUSTED,
                                    "the waiting queue is full (--max-queue " +
                                        std::to_string(options_.max_queue) + "); retry later"));
   active_.fetch_add(1);
-  return new GenerateReactor(*this, rpc, std::move(er), has_logprobs, return_prompt_ids);
+  return new GenerateReactor(*this, rpc, std::move(er), has_logprobs, return_prompt_ids,
+                             std::move(pending));
 }
 
 namespace {
@@ -379,13 +402,14 @@ grpc::ServerWriteReactor<GenerateResponse>* InferenceService::Generate(
       break;
   }
   std::vector<MediaEmbeds> media;
+  std::shared_ptr<PendingImages> pending;
   // A vision model's prompt always goes through the image checks: placeholder tokens without
   // images are refused too.
   if (request->images_size() > 0 || image_encoder_) {
     std::vector<ImageRef> images;
     for (int i = 0; i < request->images_size(); ++i)
       images.push_back(ImageRef{&request->images(i), "images[" + std::to_string(i) + "]"});
-    s = attach_images(images, "images", prompt, media);
+    s = attach_images(images, "images", prompt, media, pending);
     if (!s.ok()) return rejected("generate", s);
   }
   EngineRequest er;
@@ -393,12 +417,17 @@ grpc::ServerWriteReactor<GenerateResponse>* InferenceService::Generate(
   if (!s.ok()) return rejected("generate", s);
   er.media = std::move(media);
   return start_stream("generate", std::move(er), request->has_logprobs(),
-                      request->return_prompt_token_ids());
+                      request->return_prompt_token_ids(), std::move(pending));
+}
+
+void InferenceService::set_image_encoder(ImageEncoder* encoder) {
+  image_encoder_ = encoder;
+  if (encoder && !decode_pool_) decode_pool_ = std::make_unique<DecodePool>(options_.image_decode_threads);
 }
 
 Status InferenceService::attach_images(const std::vector<ImageRef>& images, const std::string& field,
-                                       std::vector<int32_t>& prompt,
-                                       std::vector<MediaEmbeds>& media) const {
+                                       std::vector<int32_t>& prompt, std::vector<MediaEmbeds>& media,
+                                       std::shared_ptr<PendingImages>& pending) const {
   if (!image_encoder_)
     return invalid(field + ": model '" + options_.model_id + "' does not take images");
   if (static_cast<int>(images.size()) > options_.max_images)
@@ -429,24 +458,38 @@ Status InferenceService::attach_images(const std::vector<ImageRef>& images, cons
     return invalid(field + ": " + std::to_string(images.size()) + " images for " +
                    std::to_string(placeholders) + " image placeholder tokens (id " +
                    std::to_string(token) + ") in the prompt");
-  // Decode and preprocess here, on the calling thread; the engine encodes when the prefill
-  // reaches each image (and not at all when the same pixels are still in its encoder cache).
-  std::vector<ImageEncoder::Prepared> prepared;
+  // The spans now (the context checks need the expanded prompt); their pixels come from the
+  // decode pool, and the engine encodes them when the prefill reaches each image (or not at
+  // all while the same pixels are in its encoder cache).
+  media = expand_image_placeholders(prompt, token, image_encoder_->tokens_per_image(),
+                                    std::vector<ImageEncoder::Prepared>(images.size()));
+  if (images.empty()) return Status::OK;
+  pending = std::make_shared<PendingImages>();
   for (const ImageRef& img : images) {
+    pending->data.push_back(img.part->data());
+    pending->where.push_back(img.where);
+  }
+  return Status::OK;
+}
+
+Status InferenceService::decode_images(const PendingImages& pending, EngineRequest& request) const {
+  for (size_t i = 0; i < pending.data.size(); ++i) {
     try {
-      const auto* data = reinterpret_cast<const uint8_t*>(img.part->data().data());
-      prepared.push_back(image_encoder_->prepare(
-          std::span<const uint8_t>(data, img.part->data().size()), options_.image_limits));
+      const auto* data = reinterpret_cast<const uint8_t*>(pending.data[i].data());
+      const ImageEncoder::Prepared p = image_encoder_->prepare(
+          std::span<const uint8_t>(data, pending.data[i].size()), options_.image_limits);
+      request.media.at(i).encoder_input = p.patches;
+      request.media.at(i).content_hash = p.cache_key();
     } catch (const Error& e) {
-      return invalid(img.where + ".data: " + e.what());
+      return invalid(pending.where[i] + ".data: " + e.what());
     }
   }
-  media = expand_image_placeholders(prompt, token, image_encoder_->tokens_per_image(), prepared);
   return Status::OK;
 }
 
 Status InferenceService::chat_prompt(const iris::v1::ChatRequest& in, std::vector<int32_t>& prompt,
-                                     std::vector<MediaEmbeds>& media) const {
+                                     std::vector<MediaEmbeds>& media,
+                                     std::shared_ptr<PendingImages>& pending) const {
   if (!tokenizer_ || !chat_template_)
     return Status(StatusCode::FAILED_PRECONDITION,
                   "this model has no chat template (tokenizer_config.json chat_template); use Generate");
@@ -505,7 +548,7 @@ Status InferenceService::chat_prompt(const iris::v1::ChatRequest& in, std::vecto
           return invalid("messages: the chat template wrote an image placeholder for no image");
     return Status::OK;
   }
-  const Status s = attach_images(images, "messages", prompt, media);
+  const Status s = attach_images(images, "messages", prompt, media, pending);
   if (!s.ok() && s.error_code() == StatusCode::INVALID_ARGUMENT &&
       s.error_message().find("image placeholder tokens") != std::string::npos)
     return invalid(s.error_message() + " (this model's chat template does not write one " +
@@ -521,14 +564,15 @@ grpc::ServerWriteReactor<GenerateResponse>* InferenceService::Chat(
   if (!s.ok()) return rejected("chat", s);
   std::vector<int32_t> prompt;
   std::vector<MediaEmbeds> media;
-  s = chat_prompt(*request, prompt, media);
+  std::shared_ptr<PendingImages> pending;
+  s = chat_prompt(*request, prompt, media, pending);
   if (!s.ok()) return rejected("chat", s);
   EngineRequest er;
   s = to_engine_request(*request, std::move(prompt), er);
   if (!s.ok()) return rejected("chat", s);
   er.media = std::move(media);
   return start_stream("chat", std::move(er), request->has_logprobs(),
-                      request->return_prompt_token_ids());
+                      request->return_prompt_token_ids(), std::move(pending));
 }
 
 grpc::ServerUnaryReactor* InferenceService::Detokenize(grpc::CallbackServerContext* ctx,

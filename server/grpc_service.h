@@ -7,6 +7,7 @@
 
 #include <atomic>
 #include <cstdint>
+#include <memory>
 #include <string>
 
 #include "engine/chat_template/chat_template.h"
@@ -15,6 +16,7 @@
 #include "engine/loader/model_config.h"
 #include "engine/tokenizer/tokenizer.h"
 #include "iris/v1/inference.grpc.pb.h"
+#include "server/decode_pool.h"
 
 namespace iris::server {
 
@@ -27,6 +29,7 @@ struct ServiceOptions {
   int max_stop_bytes = 256;
   int max_images = 8;  // images per request at most
   size_t max_image_bytes = 32u << 20;  // encoded image bytes per request at most
+  int image_decode_threads = 2;         // workers that decode and preprocess images
   image::DecodeLimits image_limits;
   std::string version;
 };
@@ -58,14 +61,24 @@ class InferenceService final : public iris::v1::Inference::CallbackService {
                                           iris::v1::ServerInfo* response) override;
 
   int active_streams() const { return active_.load(); }
-  // The image encoder of a vision-language model: requests' images are decoded and
-  // preprocessed on the calling gRPC thread, encoded by the engine.
-  void set_image_encoder(ImageEncoder* encoder) { image_encoder_ = encoder; }
+  // The image encoder of a vision-language model: requests' images are checked on their
+  // headers on the gRPC thread, decoded and preprocessed on the decode pool, encoded by the
+  // engine. Call before serving.
+  void set_image_encoder(ImageEncoder* encoder);
   // While draining, new Generate/Chat calls get UNAVAILABLE; streams in flight continue.
   void set_draining(bool draining) { draining_.store(draining); }
 
  private:
   class GenerateReactor;
+  struct ImageRef {
+    const iris::v1::ImagePart* part;
+    std::string where;  // its field path, for errors
+  };
+  // Images accepted on their headers, to decode on the pool: one per media span, in order.
+  struct PendingImages {
+    std::vector<std::string> data;
+    std::vector<std::string> where;
+  };
   // OK, or UNAUTHENTICATED when an API key is configured and the call does not carry it.
   grpc::Status authenticate(const grpc::CallbackServerContext* ctx) const;
   // NOT_FOUND unless `model` is empty or the served model.
@@ -77,19 +90,20 @@ class InferenceService final : public iris::v1::Inference::CallbackService {
                                  EngineRequest& out) const;
   // The chat template's prompt; image parts become media spans.
   grpc::Status chat_prompt(const iris::v1::ChatRequest& in, std::vector<int32_t>& prompt,
-                           std::vector<MediaEmbeds>& media) const;
+                           std::vector<MediaEmbeds>& media,
+                           std::shared_ptr<PendingImages>& pending) const;
   // Admission (queue bound) and the stream that runs the request.
   grpc::ServerWriteReactor<iris::v1::GenerateResponse>* start_stream(
-      const char* rpc, EngineRequest request, bool has_logprobs, bool return_prompt_ids);
-  struct ImageRef {
-    const iris::v1::ImagePart* part;
-    std::string where;  // its field path, for errors
-  };
-  // Checks a request's images (count, bytes, header, placeholder count), decodes and
-  // preprocesses them, and expands the prompt's placeholders into media spans. `field` names
-  // the request field for errors that concern all images.
+      const char* rpc, EngineRequest request, bool has_logprobs, bool return_prompt_ids,
+      std::shared_ptr<PendingImages> pending = nullptr);
+  // Checks a request's images (count, bytes, header, placeholder count) and expands the
+  // prompt's placeholders into media spans, whose pixels `pending` will provide (null when
+  // there are no images). `field` names the request field for errors about all images.
   grpc::Status attach_images(const std::vector<ImageRef>& images, const std::string& field,
-                             std::vector<int32_t>& prompt, std::vector<MediaEmbeds>& media) const;
+                             std::vector<int32_t>& prompt, std::vector<MediaEmbeds>& media,
+                             std::shared_ptr<PendingImages>& pending) const;
+  // Decodes and preprocesses the images into the request's media spans (decode pool).
+  grpc::Status decode_images(const PendingImages& pending, EngineRequest& request) const;
 
   Engine& engine_;
   const ModelConfig& config_;
@@ -100,6 +114,8 @@ class InferenceService final : public iris::v1::Inference::CallbackService {
   std::atomic<int> active_{0};
   std::atomic<bool> draining_{false};
   mutable std::atomic<uint64_t> next_id_{0};
+  // Last member: destroyed first, finishing its jobs while the rest still exists.
+  std::unique_ptr<DecodePool> decode_pool_;
 };
 
 }  // namespace iris::server

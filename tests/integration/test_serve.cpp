@@ -206,6 +206,30 @@ void check_vision_chat(iris::v1::Inference::Stub& stub, const std::string& visio
     EXPECT(st == 0, "iris client chat --image exited %d", st);
     EXPECT(info(stub).encoder_cache_hits() > hits, "iris client chat --image sent no image");
   }
+  // A call whose deadline passes while its image is still being decoded ends with
+  // DEADLINE_EXCEEDED; the decoded request is then dropped, never run.
+  if (first.messages_size() > 0) {
+    iris::v1::ChatRequest big = first;
+    add_image(big.mutable_messages(0)->mutable_content(0), vision + "/clip-llava/large.jpeg");
+    const iris::v1::ServerInfo pre = info(stub);
+    StreamResult r = collect(
+        big, [&](grpc::ClientContext* ctx, const iris::v1::ChatRequest& q) { return stub.Chat(ctx, q); },
+        [](grpc::ClientContext& ctx) {
+          ctx.set_deadline(std::chrono::system_clock::now() + std::chrono::milliseconds(30));
+        });
+    EXPECT(r.status.error_code() == grpc::StatusCode::DEADLINE_EXCEEDED,
+           "large image with a 30 ms deadline: code %d (%s)", r.status.error_code(),
+           r.status.error_message().c_str());
+    // Wait for the decode to finish: the new image must never reach the engine's encoder.
+    std::this_thread::sleep_for(std::chrono::seconds(3));
+    const iris::v1::ServerInfo quiet = info(stub);
+    EXPECT(quiet.images_encoded() == pre.images_encoded() &&
+               quiet.encoder_cache_queries() == pre.encoder_cache_queries() &&
+               quiet.running() == 0 && quiet.waiting() == 0,
+           "a call cancelled while decoding still ran: encoded %lld -> %lld, %d running",
+           static_cast<long long>(pre.images_encoded()), static_cast<long long>(quiet.images_encoded()),
+           quiet.running());
+  }
   const iris::v1::ServerInfo end = info(stub);
   EXPECT(end.kv_blocks_free() == end.kv_blocks_total(), "KV blocks leaked: %d of %d free",
          end.kv_blocks_free(), end.kv_blocks_total());

@@ -343,6 +343,10 @@ def main():
         image_cases.append({"model": name, "images": files, "prompt_ids": collapsed,
                             "expanded_prompt_ids": expanded, "output_ids": ids, "logprobs": lps})
         if name == "clip-llava":
+            # A large image (64 Mpixel, a few hundred KB) whose decode and preprocessing take
+            # long enough for the serve test to cancel a call while they run.
+            Image.new("RGB", (8000, 8000), (120, 30, 200)).save(os.path.join(d, "large.jpeg"),
+                                                                 "JPEG", quality=50)
             write_tokenizer(d)
             chat = chat_cases(out, ref, pcfg, files, img, reference_llava.tokens_per_image(cfg))
             with open(os.path.join(out, "chat_fixtures.json"), "w") as f:
