@@ -379,7 +379,7 @@ int Scheduler::reserve_media(Request& r, int start, int n, SchedulerOutput& out)
   media_taken_.clear();
   if (r.media_held.empty() || n <= 0) return n;
   const int64_t end = static_cast<int64_t>(start) + n;
-  std::vector<uint64_t> evicted;
+  std::vector<uint64_t>& evicted = evicted_scratch_;
   for (size_t i = 0; i < r.media.size(); ++i) {
     const MediaSpan& m = r.media[i];
     if (m.start_token >= end) break;

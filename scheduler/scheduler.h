@@ -216,6 +216,7 @@ class Scheduler {
   int64_t encoder_budget_ = 0;  // encoder tokens left in the step being planned
   // Spans reserve_media acquired for the chunk being planned: (media index, allocated now).
   std::vector<std::pair<int, bool>> media_taken_;
+  std::vector<uint64_t> evicted_scratch_;  // reserve_media's, kept to avoid reallocating
 
   std::unordered_map<std::string, std::unique_ptr<Request>> requests_;
   std::vector<Request*> running_;  // in policy order

@@ -167,6 +167,72 @@ TEST_CASE("LLaVA through the engine's encoder: budget, encoder cache, image cont
   CHECK(st.encoder_cache.capacity_tokens == 2 * tpi);
 }
 
+// Counts the engine's calls into the encoder and how many items each carried.
+class CountingEncoder final : public MediaEncoder {
+ public:
+  explicit CountingEncoder(MediaEncoder& inner) : inner_(inner) {}
+  int tokens_per_item() const override { return inner_.tokens_per_item(); }
+  int64_t output_dim() const override { return inner_.output_dim(); }
+  size_t input_size() const override { return inner_.input_size(); }
+  std::vector<std::shared_ptr<const std::vector<float>>> encode(
+      std::span<const std::vector<float>* const> inputs) override {
+    batches.push_back(static_cast<int>(inputs.size()));
+    return inner_.encode(inputs);
+  }
+  std::vector<int> batches;
+
+ private:
+  MediaEncoder& inner_;
+};
+
+TEST_CASE("LLaVA engine: both images of a prompt encoded in one batched call match the reference") {
+  const nlohmann::json fx = load_fixtures();
+  const nlohmann::json* clip = nullptr;
+  for (const auto& c : fx["cases"])
+    if (c["model"] == "clip-llava") clip = &c;
+  REQUIRE(clip);
+  const nlohmann::json& c = *clip;
+  const std::string dir = fixture_dir() + "/clip-llava";
+  auto backend = make_cpu_backend(2);
+  auto ck = Checkpoint::open(dir);
+  const ModelConfig cfg = ModelConfig::from_dir(dir);
+  auto model = load_model(*ck, cfg, *backend);
+  // max_batch 2 and 3: one call of two images; max_batch 1: the encoder splits the call.
+  for (int max_batch : {1, 2, 3}) {
+    INFO("max_batch " << max_batch);
+    auto image_encoder = ImageEncoder::load(dir, *ck, cfg, *backend, max_batch);
+    CountingEncoder encoder(*image_encoder);
+    const int n = c["num_images"];
+    const int tpi = c["tokens_per_image"];
+    const VisionConfig& v = cfg.multimodal->vision;
+    const auto all = patchify(c["pixel_values"].get<std::vector<float>>(), n, v.num_channels,
+                              v.image_size, v.patch_size);
+    const size_t per = all.size() / n;
+    std::vector<std::shared_ptr<const std::vector<float>>> images;
+    for (int i = 0; i < n; ++i)
+      images.push_back(std::make_shared<const std::vector<float>>(all.begin() + per * i, all.begin() + per * (i + 1)));
+    EngineConfig ec;
+    ec.num_kv_blocks = 64;
+    ec.max_num_batched_tokens = 256;  // the whole prompt in one step
+    ec.max_num_encoder_tokens = 2 * tpi;
+    ec.encoder_cache_tokens = 2 * tpi;
+    Engine engine(*backend, *model, ec, nullptr, &encoder);
+    const auto prompt = c["prompt_ids"].get<std::vector<int32_t>>();
+    const auto want = c["output_ids"].get<std::vector<int32_t>>();
+    const auto want_lps = c["logprobs"].get<std::vector<float>>();
+    EngineRequest r = greedy("ref", prompt, static_cast<int>(want.size()));
+    r.media = spans(prompt, cfg.multimodal->image_token_id, tpi, images, {31, 32});
+    const Run a = run(engine, r);
+    REQUIRE(a.error.empty());
+    CHECK(a.ids == want);
+    float worst = 0;
+    for (size_t i = 0; i < std::min(a.logprobs.size(), want_lps.size()); ++i)
+      worst = std::max(worst, std::fabs(a.logprobs[i] - want_lps[i]));
+    CHECK(worst <= 1e-4f);
+    CHECK(encoder.batches == std::vector<int>{2});  // one call for the step's two images
+  }
+}
+
 TEST_CASE("LLaVA engine: an image the encoder budget can never take fails alone, at once") {
   const std::string dir = fixture_dir() + "/clip-llava";
   auto backend = make_cpu_backend(2);
