@@ -26,6 +26,9 @@ void SamplingParams::validate() const {
   if (max_tokens <= 0) fail("max_tokens must be positive, got ", max_tokens);
   if (min_tokens < 0 || min_tokens > max_tokens)
     fail("min_tokens must be in [0, max_tokens], got ", min_tokens);
+  for (const auto& [t, bias] : logit_bias)
+    if (t < 0 || !std::isfinite(bias) || bias < -100.0f || bias > 100.0f)
+      fail("logit_bias: token ", t, " has bias ", bias, " (must be in [-100, 100])");
   if (top_logprobs < 0 || top_logprobs > kMaxTopLogprobs)
     fail("logprobs must be in [0, ", kMaxTopLogprobs, "], got ", top_logprobs);
 }
@@ -109,6 +112,9 @@ SequenceSampler::Result SequenceSampler::sample(const float* logits, int64_t voc
       if (t >= 0 && t < vocab)
         x[t] -= params_.presence_penalty + params_.frequency_penalty * static_cast<float>(n);
   }
+  // OpenAI's logit_bias: added to the logits before sampling (logprobs stay the model's).
+  for (const auto& [t, bias] : params_.logit_bias)
+    if (t >= 0 && t < vocab) x[t] += bias;
   for (int32_t t : banned)
     if (t >= 0 && t < vocab) x[t] = -INFINITY;
 

@@ -28,6 +28,8 @@ struct SamplingParams {
   std::vector<int32_t> stop_token_ids;
   std::vector<std::string> stop;
   bool skip_special_tokens = true;  // leave special tokens out of the output text
+  // Added to these tokens' logits before sampling (OpenAI's logit_bias, in [-100, 100]).
+  std::vector<std::pair<int32_t, float>> logit_bias;
   int top_logprobs = 0;  // also report this many most likely tokens per step (<= kMaxTopLogprobs)
 
   static constexpr int kMaxTopLogprobs = 20;

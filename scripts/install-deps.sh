@@ -20,6 +20,7 @@ build_pkgs=(
   libgrpc++-dev protobuf-compiler-grpc libprotobuf-dev protobuf-compiler
   libspdlog-dev libfmt-dev nlohmann-json3-dev libopenblas-dev libcli11-dev
   libpcre2-dev libutf8proc-dev libicu-dev libjpeg-dev libpng-dev libssl-dev zlib1g-dev
+  libboost1.81-dev
   catch2 patchelf
 )
 test_pkgs=(python3-torch python3-numpy python3-jinja2 openssl python3-pil)

@@ -28,7 +28,10 @@
 #include "engine/tokenizer/tokenizer.h"
 #include "server/cli.h"
 #include "server/engine_options.h"
-#include "server/grpc_service.h"
+#include "server/grpc/grpc_service.h"
+#include "server/http/http_server.h"
+#include "server/http/openai_api.h"
+#include "server/request/request_layer.h"
 
 #ifndef IRIS_VERSION
 #define IRIS_VERSION "0.1.0"
@@ -52,6 +55,11 @@ struct ServeOptions {
   size_t max_image_bytes = 32u << 20;
   int image_decode_threads = 2;
   uint64_t max_image_pixels = 89'478'485;
+  int http_port = 8000;
+  int http_threads = 2;
+  size_t max_request_bytes = 32u << 20;
+  size_t max_pending_output_bytes = 4u << 20;
+  std::vector<std::string> allowed_media_domains;
   EngineOptions engine;
 };
 
@@ -143,11 +151,13 @@ int run_serve(ServeOptions o) {
   so.max_image_bytes = o.max_image_bytes;
   so.image_decode_threads = o.image_decode_threads;
   so.image_limits.max_pixels = o.max_image_pixels;
-  so.image_limits.max_bytes = static_cast<size_t>(o.max_message_bytes);
-  server::InferenceService service(engine, m.config, tokenizer.get(), chat_template.get(), so);
+  so.image_limits.max_bytes = std::max(static_cast<size_t>(o.max_message_bytes), o.max_request_bytes);
+  so.max_pending_output_bytes = o.max_pending_output_bytes;
+  server::RequestLayer layer(engine, m.config, tokenizer.get(), chat_template.get(), so);
   // Vision-language models: images are decoded on a small pool of threads and encoded by the
   // engine (the encoder lives on rank 0's device).
-  service.set_image_encoder(m.image_encoder.get());
+  layer.set_image_encoder(m.image_encoder.get());
+  server::InferenceService service(layer);
 
   grpc::EnableDefaultHealthCheckService(true);
   if (o.reflection) grpc::reflection::InitProtoReflectionServerBuilderPlugin();
@@ -159,9 +169,33 @@ int run_serve(ServeOptions o) {
   builder.RegisterService(&service);
   std::unique_ptr<grpc::Server> server = builder.BuildAndStart();
   if (!server || bound_port == 0) fail("cannot listen on ", address);
+  // The OpenAI-compatible HTTP API on its own port, over the same request layer.
+  server::http::OpenAIOptions http_opts;
+  http_opts.allowed_media_domains = o.allowed_media_domains;
+  http_opts.max_media_fetch_bytes = o.max_image_bytes;
+  server::http::OpenAIApi openai(layer, http_opts);
+  std::unique_ptr<server::http::HttpServer> http;
+  if (o.http_port != 0) {
+    server::http::HttpServerOptions ho;
+    ho.host = o.host;
+    ho.port = o.http_port < 0 ? 0 : o.http_port;
+    ho.threads = o.http_threads;
+    ho.max_body_bytes = o.max_request_bytes;
+    ho.tls_cert_file = o.tls_cert;
+    ho.tls_key_file = o.tls_key;
+    ho.tls_client_ca_file = o.tls_client_ca;
+    http = std::make_unique<server::http::HttpServer>(
+        ho, [&openai](server::http::HttpRequest req, std::shared_ptr<server::http::HttpExchange> ex) {
+          openai.handle(std::move(req), std::move(ex));
+        });
+    http->start();
+  }
   const pid_t self = getpid();
   engine.start([self](const std::string&) { kill(self, SIGUSR1); });
   server->GetHealthCheckService()->SetServingStatus(true);
+  if (http)
+    spdlog::info("http listening on {}:{} (OpenAI-compatible API{})", o.host, http->port(),
+                 o.tls_cert.empty() ? "" : ", https");
   const EngineStats st = engine.stats();
   spdlog::info("serving {} on {}:{} (max context {}, {} KV blocks, chat {}, auth {}, tls {}, "
                "reflection {})",
@@ -173,8 +207,10 @@ int run_serve(ServeOptions o) {
   server->GetHealthCheckService()->SetServingStatus(false);
   if (sig == SIGUSR1) {
     spdlog::critical("the engine failed ({}); shutting down", engine.failure());
+    layer.set_draining(true);
     server->Shutdown(std::chrono::system_clock::now() + std::chrono::seconds(1));
     server->Wait();
+    if (http) http->stop();
     engine.stop();
     return 3;
   }
@@ -183,15 +219,16 @@ int run_serve(ServeOptions o) {
   // Health now says NOT_SERVING and new streams get UNAVAILABLE, while the streams in flight
   // run to completion, up to the deadline. Then gRPC shuts down; whatever still runs is
   // cancelled (and its request aborted).
-  service.set_draining(true);
+  layer.set_draining(true);
   const auto deadline = std::chrono::steady_clock::now() +
                         std::chrono::milliseconds(static_cast<int64_t>(o.drain_timeout * 1e3));
-  while (service.active_streams() > 0 && std::chrono::steady_clock::now() < deadline)
+  while (layer.active_streams() > 0 && std::chrono::steady_clock::now() < deadline)
     std::this_thread::sleep_for(std::chrono::milliseconds(20));
-  if (service.active_streams() > 0)
-    spdlog::warn("drain timeout: cancelling {} stream(s)", service.active_streams());
+  if (layer.active_streams() > 0)
+    spdlog::warn("drain timeout: cancelling {} stream(s)", layer.active_streams());
   server->Shutdown(std::chrono::system_clock::now() + std::chrono::milliseconds(200));
   server->Wait();
+  if (http) http->stop();
   engine.stop();
   const std::string failed = engine.failure();
   if (!failed.empty()) {
@@ -206,7 +243,7 @@ int run_serve(ServeOptions o) {
 
 Command add_serve(CLI::App& app) {
   auto opts = std::make_shared<ServeOptions>();
-  CLI::App* sub = app.add_subcommand("serve", "Serve a model over gRPC (iris.v1.Inference)");
+  CLI::App* sub = app.add_subcommand("serve", "Serve a model over gRPC (iris.v1.Inference) and the OpenAI-compatible HTTP API");
   sub->add_option("--model", opts->model,
                   "Hugging Face checkpoint directory (default: the embedded iris-tiny)");
   sub->add_option("--host", opts->host, "address to listen on")->capture_default_str();
@@ -235,6 +272,17 @@ Command add_serve(CLI::App& app) {
   sub->add_option("--tls-key", opts->tls_key, "PEM private key");
   sub->add_option("--tls-client-ca", opts->tls_client_ca,
                   "PEM CA bundle: require and verify client certificates (mutual TLS)");
+  sub->add_option("--http-port", opts->http_port,
+                  "port of the OpenAI-compatible HTTP API (0 = off, -1 = any free port)")
+      ->capture_default_str();
+  sub->add_option("--http-threads", opts->http_threads, "HTTP I/O threads")->capture_default_str();
+  sub->add_option("--max-request-bytes", opts->max_request_bytes,
+                  "largest HTTP request body accepted (413 above it)")->capture_default_str();
+  sub->add_option("--max-pending-output-bytes", opts->max_pending_output_bytes,
+                  "output a stream may hold unsent (a client that does not read); past it the "
+                  "request is aborted")->capture_default_str();
+  sub->add_option("--allowed-media-domains", opts->allowed_media_domains,
+                  "hosts whose http(s) image URLs may be fetched (default: none; data: URLs only)");
   opts->engine.add_to(*sub);
   return {sub, [opts]() { return run_serve(*opts); }};
 }

@@ -32,9 +32,10 @@ void for_each_text(Messages&& messages, Fn fn) {
 }  // namespace
 
 ChatPrompt build_chat_prompt(const ChatTemplate& tmpl, const Tokenizer& tokenizer,
-                             const std::vector<ChatMessage>& messages, bool add_generation_prompt) {
+                             const std::vector<ChatMessage>& messages, bool add_generation_prompt,
+                             const nlohmann::json& extra_context) {
   ChatPrompt out;
-  out.text = tmpl.render(messages, add_generation_prompt);
+  out.text = tmpl.render(messages, add_generation_prompt, extra_context);
 
   std::vector<const std::string*> texts;
   for_each_text(messages, [&](const std::string& t) { texts.push_back(&t); });
@@ -48,7 +49,7 @@ ChatPrompt build_chat_prompt(const ChatTemplate& tmpl, const Tokenizer& tokenize
     for_each_text(marked, [&](std::string& t) { t = marker(k++); });
     std::string with_markers;
     try {
-      with_markers = tmpl.render(marked, add_generation_prompt);
+      with_markers = tmpl.render(marked, add_generation_prompt, extra_context);
     } catch (const Error&) {
       markers_usable = false;  // e.g. a template that inspects the content
     }

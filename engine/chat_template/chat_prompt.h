@@ -20,8 +20,10 @@ struct ChatPrompt {
 
 // Renders and tokenizes. Throws iris::Error (a template error, or a message whose text spells
 // a special token when the template does not copy message text verbatim, so the text could
-// not be kept apart from the markup).
+// not be kept apart from the markup). `extra_context`: more template variables (a request's
+// chat_template_kwargs, e.g. enable_thinking).
 ChatPrompt build_chat_prompt(const ChatTemplate& tmpl, const Tokenizer& tokenizer,
-                             const std::vector<ChatMessage>& messages, bool add_generation_prompt);
+                             const std::vector<ChatMessage>& messages, bool add_generation_prompt,
+                             const nlohmann::json& extra_context = {});
 
 }  // namespace iris

@@ -29,6 +29,7 @@ struct Tokenizer::Impl {
   std::unordered_set<int32_t> model_ids_spelling_special;
   std::string bos, eos, pad, unk;
   bool byte_level_decoder = false;  // token text is in the GPT-2 byte alphabet
+  bool clean_up_tokenization_spaces = false;  // tokenizer_config.json; transformers' decode
 
 };
 
@@ -159,6 +160,8 @@ std::unique_ptr<Tokenizer> Tokenizer::from_json(const std::string& tokenizer_jso
   impl->eos = config_token(config, "eos_token");
   impl->pad = config_token(config, "pad_token");
   impl->unk = config_token(config, "unk_token");
+  if (auto it = config.find("clean_up_tokenization_spaces"); it != config.end() && it->is_boolean())
+    impl->clean_up_tokenization_spaces = it->get<bool>();
 
   auto tokenizer = std::unique_ptr<Tokenizer>(new Tokenizer(std::move(impl)));
   Impl& im = *tokenizer->impl_;
@@ -331,6 +334,38 @@ const std::string& Tokenizer::bos_token() const { return impl_->bos; }
 const std::string& Tokenizer::eos_token() const { return impl_->eos; }
 const std::string& Tokenizer::pad_token() const { return impl_->pad; }
 const std::string& Tokenizer::unk_token() const { return impl_->unk; }
+
+bool Tokenizer::clean_up_tokenization_spaces() const { return impl_->clean_up_tokenization_spaces; }
+
+std::string clean_up_tokenization(std::string_view text) {
+  // transformers' PreTrainedTokenizerBase.clean_up_tokenization: the same replacements, in
+  // the same order, each over the whole string.
+  static const std::pair<std::string_view, std::string_view> kRules[] = {
+      {" .", "."},   {" ?", "?"},     {" !", "!"},     {" ,", ","},     {" ' ", "'"},
+      {" n't", "n't"}, {" 'm", "'m"}, {" 's", "'s"}, {" 've", "'ve"}, {" 're", "'re"}};
+  std::string out(text);
+  for (const auto& [from, to] : kRules) {
+    std::string next;
+    next.reserve(out.size());
+    size_t pos = 0;
+    while (true) {
+      const size_t at = out.find(from, pos);
+      if (at == std::string::npos) break;
+      next.append(out, pos, at - pos);
+      next.append(to);
+      pos = at + from.size();
+    }
+    next.append(out, pos, std::string::npos);
+    out = std::move(next);
+  }
+  return out;
+}
+
+std::string Tokenizer::decode_like_transformers(const std::vector<int32_t>& ids,
+                                                bool skip_special_tokens) const {
+  std::string text = decode(ids, skip_special_tokens);
+  return impl_->clean_up_tokenization_spaces ? clean_up_tokenization(text) : text;
+}
 std::optional<int32_t> Tokenizer::bos_token_id() const {
   return impl_->bos.empty() ? std::nullopt : token_to_id(impl_->bos);
 }

@@ -47,6 +47,13 @@ class Tokenizer {
   // clean_up_tokenization_spaces). Unknown ids are skipped, as HF does.
   std::string decode(const std::vector<int32_t>& ids, bool skip_special_tokens = false) const;
 
+  // As transformers' `tokenizer.decode(ids, skip_special_tokens=...)`: decode(), then
+  // clean_up_tokenization() when tokenizer_config.json sets clean_up_tokenization_spaces.
+  // Streamed output keeps decode()'s text (as vLLM streams); one-shot detokenization uses this.
+  std::string decode_like_transformers(const std::vector<int32_t>& ids,
+                                       bool skip_special_tokens = false) const;
+  bool clean_up_tokenization_spaces() const;
+
   int32_t vocab_size() const;  // max id + 1 over the model vocab and the added tokens
   std::optional<int32_t> token_to_id(std::string_view token) const;
   std::string id_to_token(int32_t id) const;  // empty for an unknown id
@@ -76,6 +83,10 @@ class Tokenizer {
                                    const std::vector<std::pair<size_t, size_t>>* literal) const;
   std::unique_ptr<Impl> impl_;
 };
+
+// transformers' clean_up_tokenization: " ." -> ".", " n't" -> "n't", ... (English spacing
+// artefacts of old word-level tokenizers).
+std::string clean_up_tokenization(std::string_view text);
 
 // Streaming detokenizer: feed generated ids one at a time and get back only complete UTF-8 text.
 // It decodes a short window of previous tokens and emits the difference (the prefix/read offset

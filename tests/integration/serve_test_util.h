@@ -79,17 +79,19 @@ inline int health(grpc::health::v1::Health::Stub& stub) {
 struct ServerProcess {
   pid_t pid = -1;
   int port = 0;
+  int http_port = 0;  // the OpenAI-compatible HTTP API
 
   // Starts `iris serve --host 127.0.0.1 --port P` plus `args`, with `env` ("NAME=value")
   // added to its environment.
   void start(const std::string& iris, const std::vector<std::string>& args,
              const std::vector<std::string>& env = {}) {
     port = free_port();
+    http_port = free_port();
     pid = fork();
     if (pid == 0) {
       for (const auto& e : env) putenv(strdup(e.c_str()));
       std::vector<std::string> all = {iris, "serve", "--host", "127.0.0.1", "--port",
-                                      std::to_string(port)};
+                                      std::to_string(port), "--http-port", std::to_string(http_port)};
       all.insert(all.end(), args.begin(), args.end());
       std::vector<char*> argv;
       for (auto& a : all) argv.push_back(a.data());

@@ -1,5 +1,5 @@
 // See decode_pool.h.
-#include "server/decode_pool.h"
+#include "server/request/decode_pool.h"
 
 #include <spdlog/spdlog.h>
 

@@ -1,0 +1,410 @@
+// The gRPC Inference service: protobuf ↔ request layer, and the Generate/Chat stream reactor.
+#include "server/grpc/grpc_service.h"
+
+#include <spdlog/spdlog.h>
+
+#include <deque>
+#include <memory>
+#include <mutex>
+#include <utility>
+
+namespace iris::server {
+
+using iris::v1::GenerateRequest;
+using iris::v1::GenerateResponse;
+
+grpc::Status to_grpc(const Status& s) {
+  using grpc::StatusCode;
+  StatusCode c = StatusCode::UNKNOWN;
+  switch (s.code) {
+    case Code::kOk: return grpc::Status::OK;
+    case Code::kInvalidArgument: c = StatusCode::INVALID_ARGUMENT; break;
+    case Code::kNotFound: c = StatusCode::NOT_FOUND; break;
+    case Code::kUnauthenticated: c = StatusCode::UNAUTHENTICATED; break;
+    case Code::kResourceExhausted:
+    case Code::kTooLarge: c = StatusCode::RESOURCE_EXHAUSTED; break;
+    case Code::kUnavailable: c = StatusCode::UNAVAILABLE; break;
+    case Code::kFailedPrecondition: c = StatusCode::FAILED_PRECONDITION; break;
+    case Code::kCancelled: c = StatusCode::CANCELLED; break;
+    case Code::kInternal: c = StatusCode::INTERNAL; break;
+  }
+  return grpc::Status(c, s.message);
+}
+
+namespace {
+
+// A stream that fails before anything reaches the engine.
+class FailedStream final : public grpc::ServerWriteReactor<GenerateResponse> {
+ public:
+  explicit FailedStream(const grpc::Status& s) { Finish(s); }
+  void OnDone() override { delete this; }
+};
+
+grpc::ServerWriteReactor<GenerateResponse>* rejected(const char* rpc, const Status& s) {
+  spdlog::info("{} api=grpc rejected status={} error={}", rpc, code_name(s.code), s.message);
+  return new FailedStream(to_grpc(s));
+}
+
+// The fields GenerateRequest and ChatRequest share (same names and numbers in both).
+template <class Req>
+SamplingFields sampling_fields(const Req& in) {
+  SamplingFields f;
+  if (in.has_max_tokens()) f.max_tokens = in.max_tokens();
+  if (in.has_temperature()) f.temperature = in.temperature();
+  if (in.has_top_p()) f.top_p = in.top_p();
+  if (in.has_top_k()) f.top_k = in.top_k();
+  if (in.has_min_p()) f.min_p = in.min_p();
+  if (in.has_repetition_penalty()) f.repetition_penalty = in.repetition_penalty();
+  if (in.has_seed()) f.seed = in.seed();
+  f.stop.assign(in.stop().begin(), in.stop().end());
+  f.stop_token_ids.assign(in.stop_token_ids().begin(), in.stop_token_ids().end());
+  if (in.has_n()) f.n = in.n();
+  f.ignore_eos = in.ignore_eos();
+  f.min_tokens = in.min_tokens();
+  f.presence_penalty = in.presence_penalty();
+  f.frequency_penalty = in.frequency_penalty();
+  if (in.has_logprobs()) f.logprobs = in.logprobs();
+  if (in.has_skip_special_tokens()) f.skip_special_tokens = in.skip_special_tokens();
+  return f;
+}
+
+ImageInput image_input(const iris::v1::ImagePart& part, std::string where) {
+  return ImageInput{part.data(), part.mime_type(), std::move(where)};
+}
+
+}  // namespace
+
+class InferenceService::GenerateReactor final : public grpc::ServerWriteReactor<GenerateResponse> {
+ public:
+  // Links the engine's outputs (engine thread) to the reactor, which may be gone by then.
+  struct Bridge final : OutputSink {
+    std::recursive_mutex mu;
+    GenerateReactor* reactor = nullptr;
+    void on_output(const EngineOutput& out) override {
+      std::lock_guard<std::recursive_mutex> lock(mu);
+      if (reactor) reactor->on_output(out);  // may end in Finish → OnDone
+    }
+    bool wants_submission() override {
+      std::lock_guard<std::recursive_mutex> lock(mu);
+      return reactor && !reactor->ending_;
+    }
+  };
+
+  GenerateReactor(InferenceService& svc, PreparedRequest request, bool return_prompt_ids)
+      : svc_(svc), id_(request.engine.id), n_(request.engine.n),
+        want_logprobs_(request.want_logprobs), record_(request),
+        bridge_(std::make_shared<Bridge>()) {
+    svc_.layer_.stream_opened();
+    bridge_->reactor = this;
+    if (return_prompt_ids) {
+      GenerateResponse first;
+      for (int32_t t : request.engine.prompt) first.add_prompt_token_ids(t);
+      push(std::move(first));
+    }
+    std::shared_ptr<Bridge> bridge = bridge_;
+    std::lock_guard<std::recursive_mutex> lock(bridge->mu);
+    const Status s = svc_.layer_.start(std::move(request), bridge);
+    if (!s.ok()) {
+      rejected_ = true;
+      end(to_grpc(s), code_name(s.code), s.message);
+    }
+    pump();
+  }
+
+  // Reactions hold a local reference to the bridge: once Finish is called, OnDone may delete
+  // `this` before the lock is released, so nothing after pump() touches members.
+  void OnWriteDone(bool ok) override {
+    std::shared_ptr<Bridge> bridge = bridge_;
+    std::lock_guard<std::recursive_mutex> lock(bridge->mu);
+    writing_ = false;
+    if (!ok) {
+      // The client went away: stop generating and end the call.
+      need_abort_ = true;
+      end(grpc::Status(grpc::StatusCode::CANCELLED, "stream write failed"), "cancelled");
+    }
+    pump();
+  }
+
+  void OnCancel() override {
+    svc_.layer_.abort(id_);
+    std::shared_ptr<Bridge> bridge = bridge_;
+    std::lock_guard<std::recursive_mutex> lock(bridge->mu);
+    cancelled_ = true;
+    end(grpc::Status(grpc::StatusCode::CANCELLED, "cancelled by the client"), "cancelled");
+    pump();
+  }
+
+  void OnDone() override {
+    bool abort = false;
+    {
+      std::lock_guard<std::recursive_mutex> lock(bridge_->mu);
+      bridge_->reactor = nullptr;
+      abort = !rejected_ && (!record_.all_finished() || need_abort_);
+    }
+    if (abort) svc_.layer_.abort(id_);
+    record_.log_done(log_status_, log_error_);
+    svc_.layer_.stream_closed();
+    delete this;
+  }
+
+ private:
+  // Called with bridge_->mu held, on the engine thread (or a decode-pool thread).
+  void on_output(const EngineOutput& out) {
+    if (ending_) return;
+    if (!out.error.empty()) {
+      need_abort_ = true;
+      const bool internal = out.engine_failed || any_tokens_;
+      end(grpc::Status(internal ? grpc::StatusCode::INTERNAL : grpc::StatusCode::INVALID_ARGUMENT,
+                       out.error),
+          internal ? "internal" : "invalid_argument", out.error);
+      pump();
+      return;
+    }
+    const int i = out.index;
+    if (i < 0 || i >= n_) return;
+    const bool finished = record_.observe(out);
+    GenerateResponse r;
+    r.set_index(i);
+    for (int32_t t : out.token_ids) r.add_token_ids(t);
+    any_tokens_ = any_tokens_ || !out.token_ids.empty();
+    for (const auto& top : out.top_logprobs) {
+      iris::v1::TopLogprobs* t = r.add_top_logprobs();
+      for (const auto& [id, lp] : top) {
+        t->add_token_ids(id);
+        t->add_logprobs(lp);
+      }
+    }
+    r.set_text(out.text);
+    if (want_logprobs_)
+      for (float lp : out.logprobs) r.add_logprobs(lp);
+    if (out.finish_reason == FinishReason::kAbort) {
+      // Only this reactor aborts its request (cancel, failed write): never a normal end.
+      end(grpc::Status(grpc::StatusCode::CANCELLED, "aborted"), "cancelled");
+      pump();
+      return;
+    }
+    if (finished) {
+      r.set_finish_reason(record_.finish_reason(i));
+      r.mutable_usage()->set_prompt_tokens(out.prompt_tokens);
+      r.mutable_usage()->set_completion_tokens(out.completion_tokens);
+    }
+    push(std::move(r));
+    if (finished && record_.all_finished()) end(grpc::Status::OK, "ok");
+    pump();
+  }
+
+  void push(GenerateResponse r) {
+    queued_bytes_ += r.ByteSizeLong();
+    queue_.push_back(std::move(r));
+    if (queued_bytes_ > svc_.layer_.options().max_pending_output_bytes && !ending_) {
+      // The client stopped reading: give up on it rather than buffer without bound.
+      spdlog::warn("{}: client not reading; {} bytes of output pending (--max-pending-output-bytes "
+                   "{}); aborting the request",
+                   id_, queued_bytes_, svc_.layer_.options().max_pending_output_bytes);
+      need_abort_ = true;
+      end(grpc::Status(grpc::StatusCode::RESOURCE_EXHAUSTED,
+                       "the client is not reading the stream; output bound exceeded"),
+          "slow_reader");
+    }
+  }
+
+  // Records the final status; Finish is called once the queued writes are out.
+  void end(const grpc::Status& s, const char* status_name, std::string error = {}) {
+    if (ending_) return;
+    ending_ = true;
+    final_status_ = s;
+    log_status_ = status_name;
+    log_error_ = error.empty() && !s.ok() ? s.error_message() : std::move(error);
+    if (!s.ok()) {
+      queue_.clear();
+      queued_bytes_ = 0;
+    }
+  }
+
+  void pump() {
+    if (writing_ || finish_called_) return;
+    if (!queue_.empty() && !cancelled_) {
+      current_ = std::move(queue_.front());
+      queue_.pop_front();
+      queued_bytes_ -= std::min(queued_bytes_, current_.ByteSizeLong());
+      writing_ = true;
+      StartWrite(&current_);
+      return;
+    }
+    if (ending_) {
+      finish_called_ = true;
+      Finish(final_status_);
+    }
+  }
+
+  InferenceService& svc_;
+  const std::string id_;
+  const int n_;
+  const bool want_logprobs_;
+  RequestRecord record_;
+  std::shared_ptr<Bridge> bridge_;
+
+  // Guarded by bridge_->mu.
+  std::deque<GenerateResponse> queue_;
+  size_t queued_bytes_ = 0;
+  GenerateResponse current_;
+  bool writing_ = false, ending_ = false, finish_called_ = false, cancelled_ = false;
+  bool need_abort_ = false, any_tokens_ = false, rejected_ = false;
+  grpc::Status final_status_;
+  std::string log_status_ = "ok", log_error_;
+};
+
+Status InferenceService::authenticate(const grpc::CallbackServerContext* ctx) const {
+  const auto& md = ctx->client_metadata();
+  auto it = md.find("authorization");
+  std::optional<std::string_view> auth;
+  if (it != md.end()) auth = std::string_view(it->second.data(), it->second.size());
+  return layer_.authenticate(auth);
+}
+
+grpc::ServerWriteReactor<GenerateResponse>* InferenceService::start_stream(GenerationInput in,
+                                                                           bool return_prompt_ids) {
+  PreparedRequest prepared;
+  const Status s = layer_.prepare(in, prepared);
+  if (!s.ok()) return rejected(in.rpc, s);
+  return new GenerateReactor(*this, std::move(prepared), return_prompt_ids);
+}
+
+grpc::ServerWriteReactor<GenerateResponse>* InferenceService::Generate(
+    grpc::CallbackServerContext* ctx, const GenerateRequest* request) {
+  const Status s = authenticate(ctx);
+  if (!s.ok()) return new FailedStream(to_grpc(s));
+  GenerationInput in;
+  in.api = "grpc";
+  in.rpc = "generate";
+  in.model = request->model();
+  switch (request->prompt_case()) {
+    case GenerateRequest::kText:
+      in.text = request->text();
+      in.prompt_field = "text";
+      break;
+    case GenerateRequest::kTokenIds:
+      in.token_ids.emplace(request->token_ids().ids().begin(), request->token_ids().ids().end());
+      in.prompt_field = "token_ids";
+      break;
+    default:
+      in.token_ids.emplace();
+      break;
+  }
+  for (int i = 0; i < request->images_size(); ++i)
+    in.images.push_back(image_input(request->images(i), "images[" + std::to_string(i) + "].data"));
+  in.sampling = sampling_fields(*request);
+  return start_stream(std::move(in), request->return_prompt_token_ids());
+}
+
+grpc::ServerWriteReactor<GenerateResponse>* InferenceService::Chat(
+    grpc::CallbackServerContext* ctx, const iris::v1::ChatRequest* request) {
+  const Status s = authenticate(ctx);
+  if (!s.ok()) return new FailedStream(to_grpc(s));
+  GenerationInput in;
+  in.api = "grpc";
+  in.rpc = "chat";
+  in.model = request->model();
+  in.prompt_field = "messages";
+  auto& messages = in.messages.emplace();
+  for (int i = 0; i < request->messages_size(); ++i) {
+    const iris::v1::ChatMessage& m = request->messages(i);
+    ChatInputMessage cm;
+    cm.role = m.role();
+    for (int j = 0; j < m.content_size(); ++j) {
+      const iris::v1::ContentPart& part = m.content(j);
+      const std::string pw =
+          "messages[" + std::to_string(i) + "].content[" + std::to_string(j) + "]";
+      ChatInputPart p;
+      switch (part.part_case()) {
+        case iris::v1::ContentPart::kText:
+          p.text = part.text();
+          break;
+        case iris::v1::ContentPart::kImage:
+          p.kind = ChatInputPart::Kind::kImage;
+          p.image = image_input(part.image(), pw + ".image");
+          break;
+        default:
+          return rejected("chat", invalid(pw + ": empty content part"));
+      }
+      cm.parts.push_back(std::move(p));
+    }
+    messages.push_back(std::move(cm));
+  }
+  in.add_generation_prompt =
+      request->has_add_generation_prompt() ? request->add_generation_prompt() : true;
+  in.sampling = sampling_fields(*request);
+  return start_stream(std::move(in), request->return_prompt_token_ids());
+}
+
+grpc::ServerUnaryReactor* InferenceService::Detokenize(grpc::CallbackServerContext* ctx,
+                                                       const iris::v1::DetokenizeRequest* request,
+                                                       iris::v1::DetokenizeResponse* response) {
+  auto* reactor = ctx->DefaultReactor();
+  Status s = authenticate(ctx);
+  if (s.ok()) s = layer_.check_model(request->model());
+  if (s.ok()) {
+    std::string text;
+    s = layer_.detokenize(std::vector<int64_t>(request->token_ids().begin(), request->token_ids().end()),
+                          request->skip_special_tokens(), text);
+    response->set_text(std::move(text));
+  }
+  reactor->Finish(to_grpc(s));
+  return reactor;
+}
+
+grpc::ServerUnaryReactor* InferenceService::ListModels(grpc::CallbackServerContext* ctx,
+                                                       const iris::v1::ListModelsRequest*,
+                                                       iris::v1::ListModelsResponse* response) {
+  auto* reactor = ctx->DefaultReactor();
+  const Status s = authenticate(ctx);
+  if (s.ok()) {
+    iris::v1::ModelCard* card = response->add_models();
+    card->set_id(layer_.options().model_id);
+    card->set_max_context_length(layer_.engine().max_model_len());
+    card->set_vocab_size(layer_.config().vocab_size);
+    card->set_architecture(layer_.config().architecture_name);
+    card->set_has_chat_template(layer_.chat_template() != nullptr);
+  }
+  reactor->Finish(to_grpc(s));
+  return reactor;
+}
+
+grpc::ServerUnaryReactor* InferenceService::Tokenize(grpc::CallbackServerContext* ctx,
+                                                     const iris::v1::TokenizeRequest* request,
+                                                     iris::v1::TokenizeResponse* response) {
+  auto* reactor = ctx->DefaultReactor();
+  Status s = authenticate(ctx);
+  if (s.ok()) s = layer_.check_model(request->model());
+  std::vector<int32_t> ids;
+  if (s.ok()) s = layer_.tokenize(request->text(), request->add_special_tokens(), ids);
+  for (int32_t t : ids) response->add_token_ids(t);
+  reactor->Finish(to_grpc(s));
+  return reactor;
+}
+
+grpc::ServerUnaryReactor* InferenceService::GetServerInfo(grpc::CallbackServerContext* ctx,
+                                                          const iris::v1::GetServerInfoRequest*,
+                                                          iris::v1::ServerInfo* response) {
+  auto* reactor = ctx->DefaultReactor();
+  const Status s = authenticate(ctx);
+  if (s.ok()) {
+    const EngineStats st = layer_.engine().stats();
+    response->set_model_id(layer_.options().model_id);
+    response->set_max_context_length(layer_.engine().max_model_len());
+    response->set_kv_blocks_total(st.num_total_blocks);
+    response->set_kv_blocks_free(st.num_free_blocks);
+    response->set_running(st.num_running);
+    response->set_waiting(st.num_waiting);
+    response->set_version(layer_.options().version);
+    response->set_vocab_size(layer_.config().vocab_size);
+    response->set_streams(layer_.active_streams());
+    response->set_encoder_cache_queries(st.encoder_cache.queries);
+    response->set_encoder_cache_hits(st.encoder_cache.hits);
+    response->set_images_encoded(st.encoder_cache.encoded_items);
+  }
+  reactor->Finish(to_grpc(s));
+  return reactor;
+}
+
+}  // namespace iris::server

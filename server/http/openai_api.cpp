@@ -1,0 +1,931 @@
+// The OpenAI-compatible endpoints: JSON ↔ request layer, non-streamed responses and SSE.
+#include "server/http/openai_api.h"
+
+#include <spdlog/spdlog.h>
+
+#include <chrono>
+#include <cmath>
+#include <mutex>
+#include <nlohmann/json.hpp>
+
+#include "engine/core/check.h"
+#include "server/http/media_fetch.h"
+
+namespace iris::server::http {
+
+using nlohmann::json;
+
+namespace {
+
+// A field of the request body with the wrong type or value; becomes a 400 naming it.
+struct BadField {
+  std::string message;
+};
+
+[[noreturn]] void bad(std::string msg) { throw BadField{std::move(msg)}; }
+
+int http_status(Code c) {
+  switch (c) {
+    case Code::kOk: return 200;
+    case Code::kInvalidArgument:
+    case Code::kFailedPrecondition: return 400;
+    case Code::kNotFound: return 404;
+    case Code::kUnauthenticated: return 401;
+    case Code::kResourceExhausted: return 429;
+    case Code::kTooLarge: return 413;
+    case Code::kUnavailable: return 503;
+    case Code::kCancelled: return 499;
+    case Code::kInternal: return 500;
+  }
+  return 500;
+}
+
+const char* error_type(Code c) {
+  switch (c) {
+    case Code::kInvalidArgument:
+    case Code::kFailedPrecondition:
+    case Code::kTooLarge: return "invalid_request_error";
+    case Code::kNotFound: return "not_found_error";
+    case Code::kUnauthenticated: return "authentication_error";
+    case Code::kResourceExhausted: return "rate_limit_error";
+    case Code::kUnavailable: return "service_unavailable_error";
+    default: return "internal_error";
+  }
+}
+
+json error_json(const Status& s) {
+  return json{{"error",
+               {{"message", s.message},
+                {"type", error_type(s.code)},
+                {"param", s.param.empty() ? json(nullptr) : json(s.param)},
+                {"code", code_name(s.code)}}}};
+}
+
+void respond_json(HttpExchange& ex, int status, const json& body, Headers headers = {}) {
+  ex.respond(status, "application/json", body.dump(-1, ' ', false, json::error_handler_t::replace),
+             std::move(headers));
+}
+
+void respond_error(HttpExchange& ex, const Status& s, Headers headers = {}) {
+  respond_json(ex, http_status(s.code), error_json(s), std::move(headers));
+}
+
+// --- typed field access: null or absent = unset ----------------------------------------------
+
+const json* field(const json& obj, const char* key) {
+  auto it = obj.find(key);
+  if (it == obj.end() || it->is_null()) return nullptr;
+  return &*it;
+}
+
+std::optional<double> opt_number(const json& obj, const char* key) {
+  const json* v = field(obj, key);
+  if (!v) return std::nullopt;
+  if (!v->is_number()) bad(std::string(key) + ": must be a number, got " + v->type_name());
+  return v->get<double>();
+}
+
+std::optional<int64_t> opt_int(const json& obj, const char* key) {
+  const json* v = field(obj, key);
+  if (!v) return std::nullopt;
+  if (v->is_number_integer()) return v->get<int64_t>();
+  if (v->is_number_float()) {
+    const double d = v->get<double>();
+    if (std::isfinite(d) && d == std::floor(d) && std::fabs(d) < 9e15) return static_cast<int64_t>(d);
+  }
+  bad(std::string(key) + ": must be an integer, got " + (v->is_number() ? v->dump() : v->type_name()));
+}
+
+std::optional<bool> opt_bool(const json& obj, const char* key) {
+  const json* v = field(obj, key);
+  if (!v) return std::nullopt;
+  if (!v->is_boolean()) bad(std::string(key) + ": must be a boolean, got " + v->type_name());
+  return v->get<bool>();
+}
+
+std::optional<std::string> opt_string(const json& obj, const char* key) {
+  const json* v = field(obj, key);
+  if (!v) return std::nullopt;
+  if (!v->is_string()) bad(std::string(key) + ": must be a string, got " + v->type_name());
+  return v->get<std::string>();
+}
+
+std::vector<int64_t> int_list(const json& v, const std::string& where) {
+  if (!v.is_array()) bad(where + ": must be a list of integers, got " + v.type_name());
+  std::vector<int64_t> out;
+  for (size_t i = 0; i < v.size(); ++i) {
+    if (!v[i].is_number_integer())
+      bad(where + "[" + std::to_string(i) + "]: must be an integer, got " + v[i].type_name());
+    out.push_back(v[i].get<int64_t>());
+  }
+  return out;
+}
+
+// The sampling fields shared by chat and completions.
+SamplingFields sampling_fields(const json& b, bool chat) {
+  SamplingFields f;
+  f.max_tokens = opt_int(b, "max_tokens");
+  if (chat)
+    if (auto m = opt_int(b, "max_completion_tokens")) f.max_tokens = m;
+  f.temperature = opt_number(b, "temperature");
+  f.top_p = opt_number(b, "top_p");
+  f.top_k = opt_int(b, "top_k");
+  f.min_p = opt_number(b, "min_p");
+  f.repetition_penalty = opt_number(b, "repetition_penalty");
+  if (auto seed = opt_int(b, "seed")) f.seed = static_cast<uint64_t>(*seed);
+  if (const json* stop = field(b, "stop")) {
+    if (stop->is_string()) {
+      f.stop.push_back(stop->get<std::string>());
+    } else if (stop->is_array()) {
+      for (size_t i = 0; i < stop->size(); ++i) {
+        if (!(*stop)[i].is_string())
+          bad("stop[" + std::to_string(i) + "]: must be a string, got " + (*stop)[i].type_name());
+        f.stop.push_back((*stop)[i].get<std::string>());
+      }
+    } else {
+      bad(std::string("stop: must be a string or a list of strings, got ") + stop->type_name());
+    }
+  }
+  if (const json* ids = field(b, "stop_token_ids")) f.stop_token_ids = int_list(*ids, "stop_token_ids");
+  f.n = opt_int(b, "n");
+  f.ignore_eos = opt_bool(b, "ignore_eos").value_or(false);
+  f.min_tokens = opt_int(b, "min_tokens").value_or(0);
+  f.presence_penalty = opt_number(b, "presence_penalty").value_or(0.0);
+  f.frequency_penalty = opt_number(b, "frequency_penalty").value_or(0.0);
+  f.skip_special_tokens = opt_bool(b, "skip_special_tokens");
+  if (const json* lb = field(b, "logit_bias")) {
+    if (!lb->is_object()) bad(std::string("logit_bias: must be an object, got ") + lb->type_name());
+    for (auto it = lb->begin(); it != lb->end(); ++it) {
+      int64_t id = 0;
+      size_t used = 0;
+      try {
+        id = std::stoll(it.key(), &used);
+      } catch (const std::exception&) {
+        used = 0;
+      }
+      if (used == 0 || used != it.key().size())
+        bad("logit_bias: key '" + it.key() + "' is not a token id");
+      if (!it.value().is_number()) bad("logit_bias: value for token " + it.key() + " must be a number");
+      f.logit_bias.emplace_back(id, it.value().get<double>());
+    }
+  }
+  return f;
+}
+
+// --- base64 and data: URLs -------------------------------------------------------------------
+
+bool base64_decode(std::string_view in, std::string& out) {
+  static const auto table = [] {
+    std::array<int8_t, 256> t{};
+    t.fill(-1);
+    const char* a = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+    for (int i = 0; i < 64; ++i) t[static_cast<unsigned char>(a[i])] = static_cast<int8_t>(i);
+    t['-'] = 62;  // base64url
+    t['_'] = 63;
+    return t;
+  }();
+  out.clear();
+  out.reserve(in.size() * 3 / 4);
+  uint32_t acc = 0;
+  int bits = 0;
+  size_t pad = 0;
+  for (char c : in) {
+    if (c == '=') {
+      ++pad;
+      continue;
+    }
+    if (c == '\n' || c == '\r' || c == ' ') continue;
+    if (pad) return false;  // data after padding
+    const int8_t v = table[static_cast<unsigned char>(c)];
+    if (v < 0) return false;
+    acc = (acc << 6) | static_cast<uint32_t>(v);
+    bits += 6;
+    if (bits >= 8) {
+      bits -= 8;
+      out.push_back(static_cast<char>((acc >> bits) & 0xFF));
+    }
+  }
+  return pad <= 2;
+}
+
+// A data: URL's bytes and mime type.
+ImageInput data_url_image(const std::string& url, const std::string& where) {
+  const size_t comma = url.find(',');
+  if (comma == std::string::npos) bad(where + ": malformed data: URL (no ',')");
+  const std::string meta = url.substr(5, comma - 5);  // after "data:"
+  if (meta.size() < 7 || meta.compare(meta.size() - 7, 7, ";base64") != 0)
+    bad(where + ": data: URLs must be base64-encoded (data:image/png;base64,...)");
+  ImageInput img;
+  img.mime_type = meta.substr(0, meta.size() - 7);
+  img.where = where;
+  if (!base64_decode(std::string_view(url).substr(comma + 1), img.data))
+    bad(where + ": the data: URL is not valid base64");
+  return img;
+}
+
+// --- logprobs ---------------------------------------------------------------------------------
+
+double clamp_lp(float lp) { return std::isfinite(lp) ? lp : (std::isnan(lp) ? -9999.0 : std::max(-9999.0, static_cast<double>(lp))); }
+
+json bytes_of(const std::string& s) {
+  json b = json::array();
+  for (unsigned char c : s) b.push_back(static_cast<int>(c));
+  return b;
+}
+
+std::string hex_id() {
+  static std::atomic<uint64_t> counter{0};
+  const uint64_t t = static_cast<uint64_t>(std::chrono::steady_clock::now().time_since_epoch().count());
+  const uint64_t v = (t * 0x9E3779B97F4A7C15ull) ^ (counter.fetch_add(1) << 1);
+  char buf[17];
+  std::snprintf(buf, sizeof(buf), "%016llx", static_cast<unsigned long long>(v));
+  return buf;
+}
+
+long long unix_now() {
+  return std::chrono::duration_cast<std::chrono::seconds>(
+             std::chrono::system_clock::now().time_since_epoch())
+      .count();
+}
+
+}  // namespace
+
+// One HTTP call being served.
+struct OpenAIApi::Call {
+  HttpRequest request;
+  std::shared_ptr<HttpExchange> exchange;
+  json body;
+  Headers headers;  // echoed on the response (x-request-id)
+};
+
+// A chat or completions request in flight: one engine request per prompt, each with n choices
+// (choice index = prompt * n + choice, as OpenAI indexes a list of prompts). Outputs arrive on
+// the engine thread; everything here is guarded by mu_.
+class OpenAIApi::Generation final : public OutputSink,
+                                    public std::enable_shared_from_this<Generation> {
+ public:
+  Generation(RequestLayer& layer, std::shared_ptr<HttpExchange> ex, bool chat, bool stream,
+             bool include_usage, std::string model, Headers headers)
+      : layer_(layer), ex_(std::move(ex)), chat_(chat), stream_(stream),
+        include_usage_(include_usage), model_(std::move(model)), headers_(std::move(headers)),
+        id_((chat ? "chatcmpl-" : "cmpl-") + hex_id()), created_(unix_now()) {}
+
+  struct Prompt {
+    PreparedRequest request;
+    std::string echo;  // prompt text to prepend (completions' echo)
+  };
+
+  // Starts every prompt's request; on a failure nothing keeps running and the client gets
+  // the error. Called once, on the I/O (or fetch) thread.
+  void start(std::vector<Prompt> prompts, int top_logprobs) {
+    std::lock_guard<std::mutex> lock(mu_);
+    top_n_ = top_logprobs;
+    n_ = prompts.front().request.engine.n;
+    want_logprobs_ = prompts.front().request.want_logprobs;
+    for (Prompt& p : prompts) {
+      records_.emplace_back(p.request);
+      ids_.push_back(p.request.engine.id);
+      echo_.push_back(p.echo);
+    }
+    choices_.resize(prompts.size() * static_cast<size_t>(n_));
+    for (size_t p = 0; p < prompts.size(); ++p)
+      for (int i = 0; i < n_; ++i) choices_[p * n_ + i].text = echo_[p];
+    std::weak_ptr<Generation> weak = weak_from_this();
+    ex_->on_close([weak] {
+      if (auto self = weak.lock()) self->client_gone();
+    });
+    started_.assign(prompts.size(), false);
+    for (size_t p = 0; p < prompts.size(); ++p) {
+      const Status s = layer_.start(std::move(prompts[p].request), shared_from_this());
+      if (!s.ok()) {
+        fail_locked(s);
+        return;
+      }
+      started_[p] = true;
+      layer_.stream_opened();
+      open_++;
+    }
+    if (!stream_) return;
+    ex_->start_stream(200, "text/event-stream", headers_);
+    header_sent_ = true;
+    // The first chunk of each choice carries the role (chat) or the echoed prompt.
+    for (size_t c = 0; c < choices_.size(); ++c) {
+      if (chat_) {
+        send_chunk_locked(choice_chunk(c, json{{"role", "assistant"}, {"content", ""}}, nullptr, nullptr));
+      } else if (!echo_[c / n_].empty()) {
+        send_chunk_locked(completion_chunk(c, echo_[c / n_], nullptr, nullptr));
+      }
+    }
+  }
+
+  void on_output(const EngineOutput& out) override {
+    std::lock_guard<std::mutex> lock(mu_);
+    if (done_) return;
+    const size_t p = prompt_of(out.id);
+    if (p == npos) return;
+    if (!out.error.empty()) {
+      const bool internal = out.engine_failed || any_tokens_;
+      fail_locked(Status(internal ? Code::kInternal : Code::kInvalidArgument, out.error));
+      return;
+    }
+    if (out.finish_reason == FinishReason::kAbort) {
+      // Only this front door aborts (client gone, slow reader); it has ended the call.
+      finish_prompt(p, "cancelled");
+      return;
+    }
+    const bool finished = records_[p].observe(out);
+    any_tokens_ = any_tokens_ || !out.token_ids.empty();
+    const size_t c = p * n_ + out.index;
+    if (out.index < 0 || c >= choices_.size()) return;
+    Choice& ch = choices_[c];
+    ch.text += out.text;
+    json lp = want_logprobs_ ? logprobs_json(ch, out) : json(nullptr);
+    const json finish = finished ? json(records_[p].finish_reason(out.index)) : json(nullptr);
+    if (finished) ch.finish_reason = records_[p].finish_reason(out.index);
+    if (stream_) {
+      if (!out.text.empty() || finished || !lp.is_null())
+        send_chunk_locked(chat_ ? choice_chunk(c, out.text.empty() && finished ? json::object()
+                                                                               : json{{"content", out.text}},
+                                               lp, finish)
+                                : completion_chunk(c, out.text, lp, finish));
+      if (!done_ && ex_->pending_bytes() > layer_.options().max_pending_output_bytes) {
+        spdlog::warn("{}: client not reading; {} bytes of output pending "
+                     "(--max-pending-output-bytes {}); aborting the request",
+                     id_, ex_->pending_bytes(), layer_.options().max_pending_output_bytes);
+        abort_all_locked("slow_reader");
+        ex_->abort_connection();
+        return;
+      }
+    }
+    if (finished && records_[p].all_finished()) finish_prompt(p, "ok");
+    if (open_ == 0 && !done_) complete_locked();
+  }
+
+  bool wants_submission() override {
+    std::lock_guard<std::mutex> lock(mu_);
+    return !done_;
+  }
+
+ private:
+  static constexpr size_t npos = static_cast<size_t>(-1);
+
+  struct Choice {
+    std::string text;
+    std::string finish_reason;
+    json logprobs_content = json::array();  // chat
+    json tokens = json::array(), token_logprobs = json::array(), top = json::array(),
+         offsets = json::array();  // completions
+    size_t offset = 0;
+  };
+
+  size_t prompt_of(const std::string& id) const {
+    for (size_t i = 0; i < ids_.size(); ++i)
+      if (ids_[i] == id) return i;
+    return npos;
+  }
+
+  json logprobs_json(Choice& ch, const EngineOutput& out) {
+    if (chat_) {
+      json content = json::array();
+      for (size_t k = 0; k < out.token_ids.size(); ++k) {
+        const std::string tok = layer_.token_text(out.token_ids[k]);
+        json top = json::array();
+        if (k < out.top_logprobs.size())
+          for (const auto& [id, lp] : out.top_logprobs[k]) {
+            const std::string t = layer_.token_text(id);
+            top.push_back({{"token", t}, {"logprob", clamp_lp(lp)}, {"bytes", bytes_of(t)}});
+          }
+        json e = {{"token", tok},
+                  {"logprob", clamp_lp(k < out.logprobs.size() ? out.logprobs[k] : NAN)},
+                  {"bytes", bytes_of(tok)},
+                  {"top_logprobs", std::move(top)}};
+        ch.logprobs_content.push_back(e);
+        content.push_back(std::move(e));
+      }
+      return json{{"content", std::move(content)}};
+    }
+    json tokens = json::array(), lps = json::array(), tops = json::array(), offs = json::array();
+    for (size_t k = 0; k < out.token_ids.size(); ++k) {
+      const std::string tok = layer_.token_text(out.token_ids[k]);
+      const double lp = clamp_lp(k < out.logprobs.size() ? out.logprobs[k] : NAN);
+      json top = json::object();
+      if (k < out.top_logprobs.size())
+        for (const auto& [id, l] : out.top_logprobs[k]) top[layer_.token_text(id)] = clamp_lp(l);
+      tokens.push_back(tok);
+      lps.push_back(lp);
+      tops.push_back(top);
+      offs.push_back(ch.offset);
+      ch.offset += tok.size();
+      ch.tokens.push_back(tok);
+      ch.token_logprobs.push_back(lp);
+      ch.top.push_back(top);
+      ch.offsets.push_back(offs.back());
+    }
+    return json{{"tokens", tokens}, {"token_logprobs", lps}, {"top_logprobs", top_n_ > 0 ? tops : json(nullptr)},
+                {"text_offset", offs}};
+  }
+
+  json base(const char* object) const {
+    return json{{"id", id_}, {"object", object}, {"created", created_}, {"model", model_}};
+  }
+
+  json choice_chunk(size_t c, json delta, json lp, json finish) const {
+    json j = base("chat.completion.chunk");
+    j["choices"] = json::array({json{{"index", c}, {"delta", std::move(delta)}, {"logprobs", std::move(lp)},
+                                     {"finish_reason", std::move(finish)}}});
+    if (include_usage_) j["usage"] = nullptr;
+    return j;
+  }
+
+  json completion_chunk(size_t c, const std::string& text, json lp, json finish) const {
+    json j = base("text_completion");
+    j["choices"] = json::array({json{{"index", c}, {"text", text}, {"logprobs", std::move(lp)},
+                                     {"finish_reason", std::move(finish)}}});
+    if (include_usage_) j["usage"] = nullptr;
+    return j;
+  }
+
+  json usage() const {
+    int prompt = 0, completion = 0;
+    for (const RequestRecord& r : records_) {
+      prompt += r.prompt_tokens();
+      completion += r.total_completion_tokens();
+    }
+    return json{{"prompt_tokens", prompt}, {"completion_tokens", completion},
+                {"total_tokens", prompt + completion}};
+  }
+
+  void send_chunk_locked(const json& j) {
+    ex_->send("data: " + j.dump(-1, ' ', false, json::error_handler_t::replace) + "\n\n");
+  }
+
+  // Every choice finished: the response (or the stream's end).
+  void complete_locked() {
+    done_ = true;
+    if (stream_) {
+      if (include_usage_) {
+        json j = base(chat_ ? "chat.completion.chunk" : "text_completion");
+        j["choices"] = json::array();
+        j["usage"] = usage();
+        send_chunk_locked(j);
+      }
+      ex_->send("data: [DONE]\n\n");
+      ex_->end();
+      return;
+    }
+    json j = base(chat_ ? "chat.completion" : "text_completion");
+    json choices = json::array();
+    for (size_t c = 0; c < choices_.size(); ++c) {
+      const Choice& ch = choices_[c];
+      json lp = nullptr;
+      if (want_logprobs_) {
+        lp = chat_ ? json{{"content", ch.logprobs_content}}
+                   : json{{"tokens", ch.tokens}, {"token_logprobs", ch.token_logprobs},
+                          {"top_logprobs", top_n_ > 0 ? ch.top : json(nullptr)}, {"text_offset", ch.offsets}};
+      }
+      if (chat_)
+        choices.push_back({{"index", c},
+                           {"message", {{"role", "assistant"}, {"content", ch.text}}},
+                           {"logprobs", lp},
+                           {"finish_reason", ch.finish_reason}});
+      else
+        choices.push_back({{"index", c}, {"text", ch.text}, {"logprobs", lp}, {"finish_reason", ch.finish_reason}});
+    }
+    j["choices"] = std::move(choices);
+    j["usage"] = usage();
+    respond_json(*ex_, 200, j, headers_);
+  }
+
+  // This prompt's request is over (its log line).
+  void finish_prompt(size_t p, const char* status, const std::string& error = {}) {
+    if (p >= started_.size() || !started_[p]) return;
+    started_[p] = false;
+    --open_;
+    records_[p].log_done(status, error);
+    layer_.stream_closed();
+  }
+
+  void abort_all_locked(const char* status, const std::string& error = {}) {
+    done_ = true;
+    for (size_t p = 0; p < ids_.size(); ++p)
+      if (started_[p]) {
+        layer_.abort(ids_[p]);
+        finish_prompt(p, status, error);
+      }
+  }
+
+  void fail_locked(const Status& s) {
+    abort_all_locked(code_name(s.code), s.message);
+    if (header_sent_) {
+      send_chunk_locked(error_json(s));
+      ex_->send("data: [DONE]\n\n");
+      ex_->end();
+    } else {
+      respond_error(*ex_, s, headers_);
+    }
+  }
+
+  void client_gone() {
+    std::lock_guard<std::mutex> lock(mu_);
+    if (done_) return;
+    abort_all_locked("cancelled", "client disconnected");
+  }
+
+  RequestLayer& layer_;
+  std::shared_ptr<HttpExchange> ex_;
+  const bool chat_, stream_, include_usage_;
+  const std::string model_;
+  const Headers headers_;
+  const std::string id_;
+  const long long created_;
+
+  std::mutex mu_;
+  int n_ = 1, top_n_ = 0, open_ = 0;
+  bool want_logprobs_ = false, done_ = false, any_tokens_ = false, header_sent_ = false;
+  std::vector<RequestRecord> records_;
+  std::vector<std::string> ids_;
+  std::vector<std::string> echo_;
+  std::vector<bool> started_;
+  std::vector<Choice> choices_;
+};
+
+OpenAIApi::OpenAIApi(RequestLayer& layer, OpenAIOptions options)
+    : layer_(layer), options_(std::move(options)), created_(unix_now()) {
+  if (!options_.allowed_media_domains.empty())
+    fetch_pool_ = std::make_unique<DecodePool>(options_.media_fetch_threads);
+}
+
+OpenAIApi::~OpenAIApi() = default;
+
+void OpenAIApi::handle(HttpRequest request, std::shared_ptr<HttpExchange> exchange) {
+  Call call{std::move(request), std::move(exchange), json(), {}};
+  HttpExchange& ex = *call.exchange;
+  if (const std::string* rid = call.request.header("x-request-id"))
+    call.headers.emplace_back("x-request-id", *rid);
+  const std::string& path = call.request.path;
+  const std::string& method = call.request.method;
+
+  // Unauthenticated endpoints.
+  if (path == "/health") {
+    const bool ok = !layer_.draining() && layer_.engine().failure().empty();
+    ex.respond(ok ? 200 : 503, "application/json", ok ? "{}" : R"({"status":"not serving"})", call.headers);
+    return;
+  }
+  if (path == "/version") {
+    respond_json(ex, 200, json{{"version", layer_.options().version}}, call.headers);
+    return;
+  }
+  if (path == "/metrics" && metrics_) {
+    ex.respond(200, "text/plain; version=0.0.4; charset=utf-8", metrics_(), call.headers);
+    return;
+  }
+
+  struct Route {
+    const char* method;
+    const char* path;
+    void (OpenAIApi::*fn)(Call&);
+  };
+  static const Route kRoutes[] = {
+      {"POST", "/v1/chat/completions", &OpenAIApi::chat_completions},
+      {"POST", "/v1/completions", &OpenAIApi::completions},
+      {"POST", "/tokenize", &OpenAIApi::tokenize},
+      {"POST", "/detokenize", &OpenAIApi::detokenize},
+  };
+  const Route* route = nullptr;
+  bool path_known = false;
+  for (const Route& r : kRoutes)
+    if (path == r.path) {
+      path_known = true;
+      if (method == r.method) route = &r;
+    }
+  const bool models = path == "/v1/models" || path.rfind("/v1/models/", 0) == 0;
+  if (models) path_known = true;
+  if (!path_known) {
+    respond_error(ex, Status(Code::kNotFound, "no route for " + method + " " + path), call.headers);
+    return;
+  }
+  if (!route && !(models && method == "GET")) {
+    respond_json(ex, 405,
+                 json{{"error", {{"message", "method " + method + " not allowed on " + path},
+                                 {"type", "invalid_request_error"}, {"param", nullptr},
+                                 {"code", "method_not_allowed"}}}},
+                 call.headers);
+    return;
+  }
+  const std::string* auth = call.request.header("authorization");
+  const Status s = layer_.authenticate(auth ? std::optional<std::string_view>(*auth) : std::nullopt);
+  if (!s.ok()) {
+    Headers h = call.headers;
+    h.emplace_back("WWW-Authenticate", "Bearer");
+    respond_error(ex, s, h);
+    return;
+  }
+  try {
+    if (models) {
+      this->models(call, path.size() > 11 ? path.substr(11) : std::string());
+      return;
+    }
+    try {
+      call.body = json::parse(call.request.body);
+    } catch (const json::parse_error& e) {
+      respond_error(ex, Status(Code::kInvalidArgument, std::string("request body is not valid JSON: ") + e.what()),
+                    call.headers);
+      return;
+    }
+    if (!call.body.is_object()) bad(std::string("request body must be a JSON object, got ") + call.body.type_name());
+    (this->*(route->fn))(call);
+  } catch (const BadField& b) {
+    respond_error(ex, invalid(b.message), call.headers);
+  } catch (const Error& e) {
+    respond_error(ex, Status(Code::kInternal, e.what()), call.headers);
+  }
+}
+
+void OpenAIApi::models(Call& call, const std::string& id) {
+  const ServiceOptions& o = layer_.options();
+  json card = {{"id", o.model_id},
+               {"object", "model"},
+               {"created", created_},
+               {"owned_by", "iris"},
+               {"root", o.model_id},
+               {"parent", nullptr},
+               {"max_model_len", layer_.engine().max_model_len()}};
+  if (!id.empty()) {
+    if (id != o.model_id) {
+      respond_error(*call.exchange, layer_.check_model(id), call.headers);
+      return;
+    }
+    respond_json(*call.exchange, 200, card, call.headers);
+    return;
+  }
+  respond_json(*call.exchange, 200, json{{"object", "list"}, {"data", json::array({card})}}, call.headers);
+}
+
+namespace {
+
+// Chat messages → the request layer's messages; image URLs that must be fetched are listed.
+std::vector<ChatInputMessage> chat_messages(const json& body, const std::vector<std::string>& allowed,
+                                            std::vector<std::pair<size_t, std::string>>& remote,
+                                            std::vector<std::pair<size_t, size_t>>& remote_at) {
+  const json* msgs = field(body, "messages");
+  if (!msgs) bad("messages: required");
+  if (!msgs->is_array()) bad(std::string("messages: must be a list, got ") + msgs->type_name());
+  std::vector<ChatInputMessage> out;
+  for (size_t i = 0; i < msgs->size(); ++i) {
+    const json& m = (*msgs)[i];
+    const std::string where = "messages[" + std::to_string(i) + "]";
+    if (!m.is_object()) bad(where + ": must be an object, got " + m.type_name());
+    ChatInputMessage cm;
+    const json* role = field(m, "role");
+    if (!role || !role->is_string()) bad(where + ".role: required string");
+    cm.role = role->get<std::string>();
+    for (auto it = m.begin(); it != m.end(); ++it)
+      if (it.key() != "role" && it.key() != "content") cm.extra[it.key()] = it.value();
+    const json* content = field(m, "content");
+    if (!content) {
+      // An assistant message with only tool_calls has null content.
+      if (cm.role != "assistant" && cm.role != "tool") bad(where + ".content: required");
+    } else if (content->is_string()) {
+      cm.parts.push_back(ChatInputPart{ChatInputPart::Kind::kText, content->get<std::string>(), {}});
+    } else if (content->is_array()) {
+      cm.content_is_list = true;
+      for (size_t j = 0; j < content->size(); ++j) {
+        const json& part = (*content)[j];
+        const std::string pw = where + ".content[" + std::to_string(j) + "]";
+        if (!part.is_object()) bad(pw + ": must be an object, got " + part.type_name());
+        const json* type = field(part, "type");
+        if (!type || !type->is_string()) bad(pw + ".type: required string");
+        const std::string t = type->get<std::string>();
+        if (t == "text") {
+          const json* text = field(part, "text");
+          if (!text || !text->is_string()) bad(pw + ".text: required string");
+          cm.parts.push_back(ChatInputPart{ChatInputPart::Kind::kText, text->get<std::string>(), {}});
+        } else if (t == "image_url") {
+          const json* iu = field(part, "image_url");
+          std::string url;
+          if (iu && iu->is_string()) url = iu->get<std::string>();
+          else if (iu && iu->is_object() && field(*iu, "url") && (*iu)["url"].is_string())
+            url = (*iu)["url"].get<std::string>();
+          else bad(pw + ".image_url: required {\"url\": ...}");
+          const std::string uw = pw + ".image_url.url";
+          ChatInputPart p;
+          p.kind = ChatInputPart::Kind::kImage;
+          if (url.rfind("data:", 0) == 0) {
+            p.image = data_url_image(url, uw);
+          } else if (url.rfind("http://", 0) == 0 || url.rfind("https://", 0) == 0) {
+            const std::string host = url_host(url);
+            bool ok = false;
+            for (const std::string& d : allowed) ok = ok || host == d;
+            if (!ok)
+              bad(uw + ": host '" + host + "' is not in --allowed-media-domains" +
+                  (allowed.empty() ? " (none configured: send a data: URL)" : ""));
+            p.image.where = uw;
+            remote.emplace_back(0, url);
+            remote_at.emplace_back(out.size(), cm.parts.size());
+          } else {
+            bad(uw + ": unsupported URL scheme (use data: or an allowed http(s) host)");
+          }
+          cm.parts.push_back(std::move(p));
+        } else {
+          bad(pw + ".type: unsupported content part type '" + t + "' (expected text or image_url)");
+        }
+      }
+    } else {
+      bad(where + ".content: must be a string or a list of parts, got " + content->type_name());
+    }
+    out.push_back(std::move(cm));
+  }
+  return out;
+}
+
+}  // namespace
+
+void OpenAIApi::chat_completions(Call& call) {
+  const json& b = call.body;
+  auto in = std::make_shared<GenerationInput>();
+  in->api = "http";
+  in->rpc = "chat";
+  in->model = opt_string(b, "model").value_or("");
+  in->prompt_field = "messages";
+  std::vector<std::pair<size_t, std::string>> remote;
+  std::vector<std::pair<size_t, size_t>> remote_at;
+  in->messages = chat_messages(b, options_.allowed_media_domains, remote, remote_at);
+  in->sampling = sampling_fields(b, /*chat=*/true);
+  const bool logprobs = opt_bool(b, "logprobs").value_or(false);
+  const auto top = opt_int(b, "top_logprobs");
+  if (top && !logprobs && *top > 0) bad("top_logprobs: requires logprobs: true");
+  if (logprobs) in->sampling.logprobs = top.value_or(0);
+  in->add_generation_prompt = opt_bool(b, "add_generation_prompt").value_or(true);
+  if (const json* k = field(b, "chat_template_kwargs")) {
+    if (!k->is_object()) bad(std::string("chat_template_kwargs: must be an object, got ") + k->type_name());
+    in->chat_template_kwargs = *k;
+  }
+  in->user = opt_string(b, "user").value_or("");
+  const bool stream = opt_bool(b, "stream").value_or(false);
+  bool include_usage = false;
+  if (const json* so = field(b, "stream_options")) {
+    if (!so->is_object()) bad("stream_options: must be an object");
+    include_usage = opt_bool(*so, "include_usage").value_or(false);
+  }
+  std::vector<std::pair<ImageInput*, std::string>> urls;
+  for (size_t k = 0; k < remote.size(); ++k)
+    urls.emplace_back(&(*in->messages)[remote_at[k].first].parts[remote_at[k].second].image, remote[k].second);
+  auto exchange = call.exchange;
+  Headers headers = call.headers;
+  const int top_n = static_cast<int>(in->sampling.logprobs.value_or(0));
+  with_remote_images(std::move(urls), exchange, [this, in, exchange, headers, stream, include_usage, top_n] {
+    PreparedRequest prepared;
+    const Status s = layer_.prepare(*in, prepared);
+    if (!s.ok()) {
+      spdlog::info("chat api=http rejected status={} error={}", code_name(s.code), s.message);
+      respond_error(*exchange, s, headers);
+      return;
+    }
+    auto gen = std::make_shared<Generation>(layer_, exchange, /*chat=*/true, stream, include_usage,
+                                            layer_.options().model_id, headers);
+    std::vector<Generation::Prompt> prompts;
+    prompts.push_back(Generation::Prompt{std::move(prepared), {}});
+    gen->start(std::move(prompts), top_n);
+  });
+}
+
+void OpenAIApi::completions(Call& call) {
+  const json& b = call.body;
+  if (field(b, "suffix")) bad("suffix: not supported (Iris serves no fill-in-the-middle models)");
+  GenerationInput base;
+  base.api = "http";
+  base.rpc = "completions";
+  base.model = opt_string(b, "model").value_or("");
+  base.sampling = sampling_fields(b, /*chat=*/false);
+  base.sampling.logprobs = opt_int(b, "logprobs");
+  base.user = opt_string(b, "user").value_or("");
+  const bool echo = opt_bool(b, "echo").value_or(false);
+  if (echo && base.sampling.logprobs)
+    bad("echo: echo with logprobs is not supported (prompt logprobs are not computed)");
+  const bool stream = opt_bool(b, "stream").value_or(false);
+  bool include_usage = false;
+  if (const json* so = field(b, "stream_options")) {
+    if (!so->is_object()) bad("stream_options: must be an object");
+    include_usage = opt_bool(*so, "include_usage").value_or(false);
+  }
+  // prompt: a string, a list of strings, a list of token ids, or a list of such lists.
+  const json* p = field(b, "prompt");
+  if (!p) bad("prompt: required");
+  std::vector<GenerationInput> inputs;
+  auto add_text = [&](const json& v, const std::string& where) {
+    GenerationInput in = base;
+    in.text = v.get<std::string>();
+    in.prompt_field = where;
+    inputs.push_back(std::move(in));
+  };
+  auto add_ids = [&](const json& v, const std::string& where) {
+    GenerationInput in = base;
+    in.token_ids = int_list(v, where);
+    in.prompt_field = where;
+    inputs.push_back(std::move(in));
+  };
+  if (p->is_string()) {
+    add_text(*p, "prompt");
+  } else if (p->is_array()) {
+    if (p->empty()) bad("prompt: empty list");
+    if ((*p)[0].is_number()) {
+      add_ids(*p, "prompt");
+    } else {
+      for (size_t i = 0; i < p->size(); ++i) {
+        const json& e = (*p)[i];
+        const std::string where = "prompt[" + std::to_string(i) + "]";
+        if (e.is_string()) add_text(e, where);
+        else if (e.is_array()) add_ids(e, where);
+        else bad(where + ": must be a string or a list of token ids, got " + e.type_name());
+      }
+    }
+  } else {
+    bad(std::string("prompt: must be a string, a list of strings or token ids, got ") + p->type_name());
+  }
+  if (inputs.size() > 64) bad("prompt: " + std::to_string(inputs.size()) + " prompts, at most 64 per request");
+  std::vector<Generation::Prompt> prompts;
+  for (GenerationInput& in : inputs) {
+    Generation::Prompt pr;
+    const Status s = layer_.prepare(in, pr.request);
+    if (!s.ok()) {
+      spdlog::info("completions api=http rejected status={} error={}", code_name(s.code), s.message);
+      respond_error(*call.exchange, s, call.headers);
+      return;
+    }
+    if (echo) {
+      if (in.text) pr.echo = *in.text;
+      else if (layer_.tokenizer())
+        pr.echo = layer_.tokenizer()->decode(pr.request.engine.prompt, /*skip_special_tokens=*/false);
+    }
+    prompts.push_back(std::move(pr));
+  }
+  auto gen = std::make_shared<Generation>(layer_, call.exchange, /*chat=*/false, stream, include_usage,
+                                          layer_.options().model_id, call.headers);
+  gen->start(std::move(prompts), static_cast<int>(base.sampling.logprobs.value_or(0)));
+}
+
+void OpenAIApi::tokenize(Call& call) {
+  const json& b = call.body;
+  Status s = layer_.check_model(opt_string(b, "model").value_or(""));
+  std::vector<int32_t> ids;
+  if (s.ok()) {
+    if (field(b, "messages")) {
+      GenerationInput in;
+      std::vector<std::pair<size_t, std::string>> remote;
+      std::vector<std::pair<size_t, size_t>> remote_at;
+      in.messages = chat_messages(b, {}, remote, remote_at);
+      in.add_generation_prompt = opt_bool(b, "add_generation_prompt").value_or(true);
+      if (const json* k = field(b, "chat_template_kwargs")) in.chat_template_kwargs = *k;
+      std::vector<ImageInput> images;
+      s = layer_.chat_prompt(in, ids, images);
+    } else {
+      const auto prompt = opt_string(b, "prompt");
+      if (!prompt) bad("prompt: required (or messages)");
+      s = layer_.tokenize(*prompt, opt_bool(b, "add_special_tokens").value_or(true), ids);
+    }
+  }
+  if (!s.ok()) return respond_error(*call.exchange, s, call.headers);
+  respond_json(*call.exchange, 200,
+               json{{"count", ids.size()}, {"max_model_len", layer_.engine().max_model_len()},
+                    {"tokens", ids}, {"token_strs", nullptr}},
+               call.headers);
+}
+
+void OpenAIApi::detokenize(Call& call) {
+  const json& b = call.body;
+  Status s = layer_.check_model(opt_string(b, "model").value_or(""));
+  const json* tokens = field(b, "tokens");
+  if (s.ok() && !tokens) bad("tokens: required");
+  std::string text;
+  if (s.ok()) s = layer_.detokenize(int_list(*tokens, "tokens"), opt_bool(b, "skip_special_tokens").value_or(false), text);
+  if (!s.ok()) {
+    if (s.param == "token_ids") {
+      s.param = "tokens";
+      s.message = "tokens" + s.message.substr(9);
+    }
+    return respond_error(*call.exchange, s, call.headers);
+  }
+  respond_json(*call.exchange, 200, json{{"prompt", text}}, call.headers);
+}
+
+void OpenAIApi::with_remote_images(std::vector<std::pair<ImageInput*, std::string>> urls,
+                                   std::shared_ptr<HttpExchange> exchange, std::function<void()> next) {
+  if (urls.empty()) return next();
+  if (!fetch_pool_) {
+    respond_error(*exchange, invalid(urls.front().first->where + ": remote images are not enabled"));
+    return;
+  }
+  fetch_pool_->post([this, urls = std::move(urls), exchange, next = std::move(next)] {
+    for (const auto& [img, url] : urls) {
+      std::string error;
+      if (!fetch_media(url, options_.max_media_fetch_bytes, options_.media_fetch_timeout_s,
+                       img->data, img->mime_type, error)) {
+        respond_error(*exchange, invalid(img->where + ": " + error));
+        return;
+      }
+    }
+    next();
+  });
+}
+
+}  // namespace iris::server::http

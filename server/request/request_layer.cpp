@@ -1,0 +1,443 @@
+// The request layer: validation, defaults, chat rendering, images, admission and the log line
+// for both front doors. See request_layer.h.
+#include "server/request/request_layer.h"
+
+#include <spdlog/spdlog.h>
+
+#include <cmath>
+#include <limits>
+#include <span>
+
+#include "engine/chat_template/chat_prompt.h"
+#include "engine/core/check.h"
+
+namespace iris::server {
+
+bool bearer_matches(std::string_view authorization, const std::string& key) {
+  static constexpr char kPrefix[] = "Bearer ";
+  const std::string expected = kPrefix + key;
+  // Compare every byte of the expected value whatever the input, so timing does not reveal
+  // how much of the key matched.
+  unsigned char diff = authorization.size() == expected.size() ? 0 : 1;
+  for (size_t i = 0; i < expected.size(); ++i) {
+    const unsigned char a = i < authorization.size() ? static_cast<unsigned char>(authorization[i]) : 0;
+    diff |= a ^ static_cast<unsigned char>(expected[i]);
+  }
+  return diff == 0;
+}
+
+// --- RequestRecord ---------------------------------------------------------------------------
+
+RequestRecord::RequestRecord(const PreparedRequest& r)
+    : id_(r.engine.id), api_(r.api), rpc_(r.rpc), user_(r.user), n_(r.engine.n),
+      prompt_tokens_(static_cast<int>(r.engine.prompt.size())),
+      start_(std::chrono::steady_clock::now()) {
+  completion_tokens_.assign(n_, 0);
+  finish_reasons_.assign(n_, "");
+}
+
+bool RequestRecord::observe(const EngineOutput& out) {
+  if (out.index < 0 || out.index >= n_ || !out.error.empty()) return false;
+  if (!out.token_ids.empty() && !any_tokens_) {
+    any_tokens_ = true;
+    first_token_ = std::chrono::steady_clock::now();
+  }
+  completion_tokens_[out.index] = out.completion_tokens;
+  if (out.prompt_tokens > 0) prompt_tokens_ = out.prompt_tokens;
+  if (!out.finish_reason) return false;
+  if (finish_reasons_[out.index].empty()) ++finished_;
+  finish_reasons_[out.index] = finish_reason_name(*out.finish_reason);
+  return true;
+}
+
+int RequestRecord::total_completion_tokens() const {
+  int total = 0;
+  for (int c : completion_tokens_) total += c;
+  return total;
+}
+
+void RequestRecord::log_done(std::string_view status, std::string_view error) const {
+  const auto now = std::chrono::steady_clock::now();
+  const double secs = std::chrono::duration<double>(now - start_).count();
+  const double ttft = any_tokens_ ? std::chrono::duration<double>(first_token_ - start_).count() : -1.0;
+  std::string reasons;
+  for (int i = 0; i < n_; ++i) {
+    if (i) reasons += ",";
+    reasons += finish_reasons_[i].empty() ? "-" : finish_reasons_[i];
+  }
+  spdlog::info("{} api={} id={} status={} n={} prompt_tokens={} completion_tokens={} "
+               "finish_reason={} ttft={:.3f}s time={:.3f}s{}{}{}{}",
+               rpc_, api_, id_, status, n_, prompt_tokens_, total_completion_tokens(), reasons,
+               ttft, secs, user_.empty() ? "" : " user=", user_, error.empty() ? "" : " error=",
+               error);
+}
+
+// --- RequestLayer ----------------------------------------------------------------------------
+
+RequestLayer::RequestLayer(Engine& engine, const ModelConfig& config, const Tokenizer* tokenizer,
+                           const ChatTemplate* chat_template, ServiceOptions options)
+    : engine_(engine), config_(config), tokenizer_(tokenizer), chat_template_(chat_template),
+      options_(std::move(options)) {}
+
+RequestLayer::~RequestLayer() = default;
+
+void RequestLayer::set_image_encoder(ImageEncoder* encoder) {
+  image_encoder_ = encoder;
+  if (encoder && !decode_pool_) decode_pool_ = std::make_unique<DecodePool>(options_.image_decode_threads);
+}
+
+Status RequestLayer::authenticate(std::optional<std::string_view> authorization) const {
+  if (options_.api_key.empty()) return Status::OK();
+  if (!authorization) return Status(Code::kUnauthenticated, "missing authorization (Bearer API key)");
+  if (!bearer_matches(*authorization, options_.api_key))
+    return Status(Code::kUnauthenticated, "invalid API key");
+  return Status::OK();
+}
+
+Status RequestLayer::check_model(const std::string& model) const {
+  if (model.empty() || model == options_.model_id) return Status::OK();
+  return Status(Code::kNotFound,
+                "model '" + model + "' is not served here (serving '" + options_.model_id + "')",
+                "model");
+}
+
+std::string RequestLayer::next_request_id() const {
+  return "req-" + std::to_string(next_id_.fetch_add(1) + 1);
+}
+
+namespace {
+
+std::string num(double v) {
+  std::string s = std::to_string(v);
+  // 0.500000 -> 0.5
+  if (s.find('.') != std::string::npos) {
+    while (!s.empty() && s.back() == '0') s.pop_back();
+    if (!s.empty() && s.back() == '.') s.pop_back();
+  }
+  return s;
+}
+
+}  // namespace
+
+Status RequestLayer::sampling_params(const SamplingFields& in, size_t prompt_len, SamplingParams& p,
+                                     int& n) const {
+  const auto& g = config_.generation;
+  const int64_t vocab = config_.vocab_size;
+  const int64_t ctx_len = engine_.max_model_len();
+  const int64_t room = ctx_len - static_cast<int64_t>(prompt_len);
+  if (room <= 0)
+    return invalid("prompt: " + std::to_string(prompt_len) +
+                   " tokens leave no room in the context length " + std::to_string(ctx_len));
+  if (in.max_tokens) {
+    if (*in.max_tokens <= 0)
+      return invalid("max_tokens: must be positive, got " + std::to_string(*in.max_tokens));
+    if (static_cast<int64_t>(prompt_len) + *in.max_tokens > ctx_len)
+      return invalid("max_tokens: prompt (" + std::to_string(prompt_len) + " tokens) + max_tokens (" +
+                     std::to_string(*in.max_tokens) + ") exceeds the context length " +
+                     std::to_string(ctx_len));
+    p.max_tokens = static_cast<int>(*in.max_tokens);
+  } else {
+    p.max_tokens = static_cast<int>(room);
+  }
+  p.temperature = in.temperature ? static_cast<float>(*in.temperature) : g.temperature.value_or(1.0f);
+  if (std::isnan(p.temperature) || p.temperature < 0 || !std::isfinite(p.temperature))
+    return invalid("temperature: must be a finite number >= 0, got " + num(p.temperature));
+  p.top_p = in.top_p ? static_cast<float>(*in.top_p) : g.top_p.value_or(1.0f);
+  if (!(p.top_p > 0.0f && p.top_p <= 1.0f))
+    return invalid("top_p: must be in (0, 1], got " + num(p.top_p));
+  if (in.top_k && (*in.top_k < -1 || *in.top_k > std::numeric_limits<int>::max()))
+    return invalid("top_k: must be >= -1, got " + std::to_string(*in.top_k));
+  p.top_k = in.top_k ? static_cast<int>(*in.top_k) : g.top_k.value_or(-1);
+  p.min_p = in.min_p ? static_cast<float>(*in.min_p) : g.min_p.value_or(0.0f);
+  if (!(p.min_p >= 0.0f && p.min_p <= 1.0f))
+    return invalid("min_p: must be in [0, 1], got " + num(p.min_p));
+  p.repetition_penalty = in.repetition_penalty ? static_cast<float>(*in.repetition_penalty)
+                                               : g.repetition_penalty.value_or(1.0f);
+  if (!(p.repetition_penalty > 0.0f) || !std::isfinite(p.repetition_penalty))
+    return invalid("repetition_penalty: must be > 0, got " + num(p.repetition_penalty));
+  if (!std::isfinite(in.presence_penalty) || in.presence_penalty < -2 || in.presence_penalty > 2)
+    return invalid("presence_penalty: must be in [-2, 2], got " + num(in.presence_penalty));
+  if (!std::isfinite(in.frequency_penalty) || in.frequency_penalty < -2 || in.frequency_penalty > 2)
+    return invalid("frequency_penalty: must be in [-2, 2], got " + num(in.frequency_penalty));
+  p.presence_penalty = static_cast<float>(in.presence_penalty);
+  p.frequency_penalty = static_cast<float>(in.frequency_penalty);
+  if (in.seed) p.seed = *in.seed;
+  if (in.min_tokens < 0 || in.min_tokens > p.max_tokens)
+    return invalid("min_tokens: must be in [0, max_tokens], got " + std::to_string(in.min_tokens));
+  p.min_tokens = static_cast<int>(in.min_tokens);
+  p.ignore_eos = in.ignore_eos;
+  if (static_cast<int>(in.stop.size()) > options_.max_stop)
+    return invalid("stop: " + std::to_string(in.stop.size()) + " strings, at most " +
+                   std::to_string(options_.max_stop));
+  for (const std::string& st : in.stop) {
+    if (st.empty()) return invalid("stop: empty string");
+    if (static_cast<int>(st.size()) > options_.max_stop_bytes)
+      return invalid("stop: a string of " + std::to_string(st.size()) + " bytes, at most " +
+                     std::to_string(options_.max_stop_bytes));
+  }
+  p.stop = in.stop;
+  for (int64_t t : in.stop_token_ids) {
+    if (t < 0 || t >= vocab)
+      return invalid("stop_token_ids: id " + std::to_string(t) + " outside the vocabulary");
+    p.stop_token_ids.push_back(static_cast<int32_t>(t));
+  }
+  if (in.skip_special_tokens) p.skip_special_tokens = *in.skip_special_tokens;
+  const int64_t nn = in.n.value_or(1);
+  if (nn < 1 || nn > options_.max_n)
+    return invalid("n: must be in [1, " + std::to_string(options_.max_n) + "], got " +
+                   std::to_string(nn));
+  n = static_cast<int>(nn);
+  if (in.logprobs) {
+    if (*in.logprobs < 0 || *in.logprobs > SamplingParams::kMaxTopLogprobs)
+      return invalid("logprobs: must be in [0, " + std::to_string(SamplingParams::kMaxTopLogprobs) +
+                     "], got " + std::to_string(*in.logprobs));
+    p.top_logprobs = static_cast<int>(*in.logprobs);
+  }
+  if (static_cast<int>(in.logit_bias.size()) > options_.max_logit_bias)
+    return invalid("logit_bias: " + std::to_string(in.logit_bias.size()) + " entries, at most " +
+                   std::to_string(options_.max_logit_bias));
+  for (const auto& [t, bias] : in.logit_bias) {
+    if (t < 0 || t >= vocab)
+      return invalid("logit_bias: token id " + std::to_string(t) + " is outside the vocabulary [0, " +
+                     std::to_string(vocab) + ")");
+    if (!std::isfinite(bias) || bias < -100 || bias > 100)
+      return invalid("logit_bias: bias " + num(bias) + " for token " + std::to_string(t) +
+                     " must be in [-100, 100]");
+    p.logit_bias.emplace_back(static_cast<int32_t>(t), static_cast<float>(bias));
+  }
+  try {
+    p.validate();
+  } catch (const Error& e) {
+    return invalid(e.what());
+  }
+  return Status::OK();
+}
+
+Status RequestLayer::prepare(const GenerationInput& in, PreparedRequest& out) const {
+  Status s = check_model(in.model);
+  if (!s.ok()) return s;
+  out.api = in.api;
+  out.rpc = in.rpc;
+  out.user = in.user;
+  std::vector<int32_t> prompt;
+  std::vector<ImageInput> images = in.images;
+  const std::string& pf = in.prompt_field;
+  if (in.messages) {
+    s = chat_prompt(in, prompt, images);
+    if (!s.ok()) return s;
+  } else if (in.text) {
+    if (!tokenizer_) return invalid(pf + ": this model has no tokenizer; send token ids");
+    if (in.text->empty()) return invalid(pf + ": empty prompt");
+    prompt = tokenizer_->encode(*in.text, /*add_special_tokens=*/true);
+  } else if (in.token_ids) {
+    const int64_t vocab = config_.vocab_size;
+    for (int64_t t : *in.token_ids) {
+      if (t < 0 || t >= vocab)
+        return invalid(pf + ": token id " + std::to_string(t) + " is outside the vocabulary [0, " +
+                       std::to_string(vocab) + ")");
+      prompt.push_back(static_cast<int32_t>(t));
+    }
+  }
+  if (prompt.empty()) return invalid(pf + ": empty (send text or token ids)");
+  std::vector<MediaEmbeds> media;
+  // A vision model's prompt always goes through the image checks: placeholder tokens without
+  // images are refused too.
+  if (!images.empty() || (image_encoder_ && !in.messages)) {
+    s = attach_images(images, in.messages ? "messages" : "images", prompt, media);
+    if (!s.ok()) {
+      if (in.messages && s.message.find("image placeholder tokens") != std::string::npos)
+        s.message += " (this model's chat template does not write one placeholder per image part)";
+      return s;
+    }
+  }
+  SamplingParams p;
+  int n = 1;
+  s = sampling_params(in.sampling, prompt.size(), p, n);
+  if (!s.ok()) return s;
+  out.want_logprobs = in.sampling.logprobs.has_value();
+  out.engine.id = in.request_id.empty() ? next_request_id() : in.request_id;
+  out.engine.prompt = std::move(prompt);
+  out.engine.params = std::move(p);
+  out.engine.n = n;
+  out.engine.media = std::move(media);
+  out.pending_images = std::move(images);
+  return Status::OK();
+}
+
+Status RequestLayer::chat_prompt(const GenerationInput& in, std::vector<int32_t>& prompt,
+                                 std::vector<ImageInput>& images) const {
+  if (!tokenizer_ || !chat_template_)
+    return Status(Code::kFailedPrecondition,
+                  "this model has no chat template (tokenizer_config.json chat_template); use "
+                  "completions / Generate",
+                  "messages");
+  const std::vector<ChatInputMessage>& msgs = *in.messages;
+  if (msgs.empty()) return invalid("messages: empty");
+  static const char* kRoles[] = {"system", "developer", "user", "assistant", "tool"};
+  std::vector<ChatMessage> messages;
+  images.clear();
+  // Content goes to the template as a list of parts when it has images or when the template
+  // iterates over content (vision templates); otherwise as one string.
+  bool as_parts = chat_template_->iterates_content();
+  for (size_t i = 0; i < msgs.size(); ++i) {
+    const ChatInputMessage& m = msgs[i];
+    const std::string where = "messages[" + std::to_string(i) + "]";
+    bool known = false;
+    for (const char* r : kRoles) known = known || m.role == r;
+    if (!known)
+      return invalid(where + ".role: unknown role '" + m.role +
+                     "' (expected system, developer, user, assistant or tool)");
+    ChatMessage cm;
+    cm.role = m.role;
+    cm.extra = m.extra.is_object() ? m.extra : nlohmann::json::object();
+    for (size_t j = 0; j < m.parts.size(); ++j) {
+      const ChatInputPart& part = m.parts[j];
+      if (part.kind == ChatInputPart::Kind::kText) {
+        if (!cm.content.empty()) cm.content += "\n";
+        cm.content += part.text;
+        cm.parts.push_back(ChatContentPart{ChatContentPart::Kind::kText, part.text});
+      } else {
+        if (!image_encoder_)
+          return invalid(part.image.where + ": model '" + options_.model_id + "' does not take images");
+        cm.parts.push_back(ChatContentPart{ChatContentPart::Kind::kImage, {}});
+        images.push_back(part.image);
+        as_parts = true;
+      }
+    }
+    messages.push_back(std::move(cm));
+  }
+  for (ChatMessage& cm : messages) cm.as_parts = as_parts;
+  if (!in.chat_template_kwargs.is_object())
+    return invalid("chat_template_kwargs: must be an object");
+  for (const char* reserved : {"messages", "add_generation_prompt"})
+    if (in.chat_template_kwargs.contains(reserved))
+      return invalid(std::string("chat_template_kwargs: '") + reserved + "' is set by the request itself");
+  try {
+    prompt = build_chat_prompt(*chat_template_, *tokenizer_, messages, in.add_generation_prompt,
+                               in.chat_template_kwargs)
+                 .ids;
+  } catch (const Error& e) {
+    return invalid(std::string("messages: ") + e.what());
+  }
+  if (images.empty() && image_encoder_) {
+    // Placeholder tokens can come only from the template's markup (message text stays text),
+    // so a template that writes one without an image is refused rather than run unfilled.
+    for (int32_t t : prompt)
+      if (t == image_encoder_->image_token_id())
+        return invalid("messages: the chat template wrote an image placeholder for no image");
+  }
+  return Status::OK();
+}
+
+Status RequestLayer::attach_images(const std::vector<ImageInput>& images, const std::string& field,
+                                   std::vector<int32_t>& prompt, std::vector<MediaEmbeds>& media) const {
+  if (!image_encoder_)
+    return invalid(field + ": model '" + options_.model_id + "' does not take images");
+  if (static_cast<int>(images.size()) > options_.max_images)
+    return invalid(field + ": " + std::to_string(images.size()) + " images, at most " +
+                   std::to_string(options_.max_images) + " per request (--max-images)");
+  size_t total = 0;
+  for (const ImageInput& img : images) total += img.data.size();
+  if (total > options_.max_image_bytes)
+    return invalid(field + ": " + std::to_string(total) + " bytes of images, at most " +
+                   std::to_string(options_.max_image_bytes) + " per request (--max-image-bytes)");
+  // Header first, for every image: an oversized, truncated-header or unknown one is refused
+  // before anything is decoded.
+  for (const ImageInput& img : images) {
+    const std::string& mime = img.mime_type;
+    if (!mime.empty() && mime != "image/jpeg" && mime != "image/png" && mime != "image/jpg")
+      return invalid(img.where + ": mime type '" + mime + "' (expected image/jpeg or image/png)");
+    try {
+      const auto* data = reinterpret_cast<const uint8_t*>(img.data.data());
+      image::probe(std::span<const uint8_t>(data, img.data.size()), options_.image_limits);
+    } catch (const Error& e) {
+      return invalid(img.where + ": " + e.what());
+    }
+  }
+  const int32_t token = image_encoder_->image_token_id();
+  int placeholders = 0;
+  for (int32_t t : prompt) placeholders += t == token;
+  if (placeholders != static_cast<int>(images.size()))
+    return invalid(field + ": " + std::to_string(images.size()) + " images for " +
+                   std::to_string(placeholders) + " image placeholder tokens (id " +
+                   std::to_string(token) + ") in the prompt");
+  // The spans now (the context checks need the expanded prompt); their pixels come from the
+  // decode pool, and the engine encodes them when the prefill reaches each image (or not at
+  // all while the same pixels are in its encoder cache).
+  media = expand_image_placeholders(prompt, token, image_encoder_->tokens_per_image(),
+                                    std::vector<ImageEncoder::Prepared>(images.size()));
+  return Status::OK();
+}
+
+Status RequestLayer::decode_images(const std::vector<ImageInput>& images, EngineRequest& request) const {
+  for (size_t i = 0; i < images.size(); ++i) {
+    try {
+      const auto* data = reinterpret_cast<const uint8_t*>(images[i].data.data());
+      const ImageEncoder::Prepared p = image_encoder_->prepare(
+          std::span<const uint8_t>(data, images[i].data.size()), options_.image_limits);
+      request.media.at(i).encoder_input = p.patches;
+      request.media.at(i).content_hash = p.cache_key();
+    } catch (const Error& e) {
+      return invalid(images[i].where + ": " + e.what());
+    }
+  }
+  return Status::OK();
+}
+
+Status RequestLayer::start(PreparedRequest request, std::shared_ptr<OutputSink> sink) {
+  if (draining_.load()) return Status(Code::kUnavailable, "the server is shutting down");
+  const int decoding = decode_pool_ ? decode_pool_->pending() : 0;
+  if (options_.max_queue > 0 && engine_.num_queued() + decoding >= options_.max_queue)
+    return Status(Code::kResourceExhausted, "the waiting queue is full (--max-queue " +
+                                                std::to_string(options_.max_queue) + "); retry later");
+  auto submit = [this](EngineRequest er, std::shared_ptr<OutputSink> sink) {
+    engine_.submit(std::move(er), [sink](const EngineOutput& out) { sink->on_output(out); });
+  };
+  if (request.pending_images.empty()) {
+    submit(std::move(request.engine), std::move(sink));
+    return Status::OK();
+  }
+  // Images: decoded on the pool, then submitted, unless the client left meanwhile.
+  decode_pool_->post([this, submit, sink = std::move(sink), request = std::move(request)]() mutable {
+    const Status s = decode_images(request.pending_images, request.engine);
+    if (!sink->wants_submission()) return;
+    if (!s.ok()) {
+      EngineOutput out;
+      out.id = request.engine.id;
+      out.error = s.message;
+      sink->on_output(out);
+      return;
+    }
+    submit(std::move(request.engine), std::move(sink));
+  });
+  return Status::OK();
+}
+
+Status RequestLayer::tokenize(const std::string& text, bool add_special_tokens,
+                              std::vector<int32_t>& out) const {
+  if (!tokenizer_) return Status(Code::kFailedPrecondition, "this model has no tokenizer.json");
+  out = tokenizer_->encode(text, add_special_tokens);
+  return Status::OK();
+}
+
+Status RequestLayer::detokenize(const std::vector<int64_t>& ids, bool skip_special_tokens,
+                                std::string& out) const {
+  if (!tokenizer_) return Status(Code::kFailedPrecondition, "this model has no tokenizer.json");
+  std::vector<int32_t> v;
+  v.reserve(ids.size());
+  for (int64_t t : ids) {
+    if (t < 0 || t >= tokenizer_->vocab_size())
+      return invalid("token_ids: id " + std::to_string(t) + " is outside the vocabulary [0, " +
+                     std::to_string(tokenizer_->vocab_size()) + ")");
+    v.push_back(static_cast<int32_t>(t));
+  }
+  out = tokenizer_->decode_like_transformers(v, skip_special_tokens);
+  return Status::OK();
+}
+
+std::string RequestLayer::token_text(int32_t id) const {
+  if (!tokenizer_) return "token_id:" + std::to_string(id);
+  return tokenizer_->decode({id}, /*skip_special_tokens=*/false);
+}
+
+}  // namespace iris::server
