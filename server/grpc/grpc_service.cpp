@@ -68,8 +68,9 @@ SamplingFields sampling_fields(const Req& in) {
   return f;
 }
 
-ImageInput image_input(const iris::v1::ImagePart& part, std::string where) {
-  return ImageInput{part.data(), part.mime_type(), std::move(where)};
+// `where` names the ImagePart; errors name its data or mime_type field.
+ImageInput image_input(const iris::v1::ImagePart& part, const std::string& where) {
+  return ImageInput{part.data(), part.mime_type(), where + ".data", where + ".mime_type"};
 }
 
 }  // namespace
@@ -292,7 +293,7 @@ grpc::ServerWriteReactor<GenerateResponse>* InferenceService::Generate(
       break;
   }
   for (int i = 0; i < request->images_size(); ++i)
-    in.images.push_back(image_input(request->images(i), "images[" + std::to_string(i) + "].data"));
+    in.images.push_back(image_input(request->images(i), "images[" + std::to_string(i) + "]"));
   in.sampling = sampling_fields(*request);
   return start_stream(std::move(in), request->return_prompt_token_ids());
 }

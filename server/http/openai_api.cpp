@@ -277,9 +277,10 @@ class OpenAIApi::Generation final : public OutputSink,
 
   // Starts every prompt's request; on a failure nothing keeps running and the client gets
   // the error. Called once, on the I/O (or fetch) thread.
-  void start(std::vector<Prompt> prompts, int top_logprobs) {
+  void start(std::vector<Prompt> prompts, int top_logprobs, bool tokens_as_ids) {
     std::lock_guard<std::mutex> lock(mu_);
     top_n_ = top_logprobs;
+    tokens_as_ids_ = tokens_as_ids;
     n_ = prompts.front().request.engine.n;
     want_logprobs_ = prompts.front().request.want_logprobs;
     for (Prompt& p : prompts) {
@@ -384,15 +385,19 @@ class OpenAIApi::Generation final : public OutputSink,
     return npos;
   }
 
+  std::string token_str(int32_t id) const {
+    return tokens_as_ids_ ? "token_id:" + std::to_string(id) : layer_.token_text(id);
+  }
+
   json logprobs_json(Choice& ch, const EngineOutput& out) {
     if (chat_) {
       json content = json::array();
       for (size_t k = 0; k < out.token_ids.size(); ++k) {
-        const std::string tok = layer_.token_text(out.token_ids[k]);
+        const std::string tok = token_str(out.token_ids[k]);
         json top = json::array();
         if (k < out.top_logprobs.size())
           for (const auto& [id, lp] : out.top_logprobs[k]) {
-            const std::string t = layer_.token_text(id);
+            const std::string t = token_str(id);
             top.push_back({{"token", t}, {"logprob", clamp_lp(lp)}, {"bytes", bytes_of(t)}});
           }
         json e = {{"token", tok},
@@ -406,11 +411,11 @@ class OpenAIApi::Generation final : public OutputSink,
     }
     json tokens = json::array(), lps = json::array(), tops = json::array(), offs = json::array();
     for (size_t k = 0; k < out.token_ids.size(); ++k) {
-      const std::string tok = layer_.token_text(out.token_ids[k]);
+      const std::string tok = token_str(out.token_ids[k]);
       const double lp = clamp_lp(k < out.logprobs.size() ? out.logprobs[k] : NAN);
       json top = json::object();
       if (k < out.top_logprobs.size())
-        for (const auto& [id, l] : out.top_logprobs[k]) top[layer_.token_text(id)] = clamp_lp(l);
+        for (const auto& [id, l] : out.top_logprobs[k]) top[token_str(id)] = clamp_lp(l);
       tokens.push_back(tok);
       lps.push_back(lp);
       tops.push_back(top);
@@ -542,6 +547,7 @@ class OpenAIApi::Generation final : public OutputSink,
   std::mutex mu_;
   int n_ = 1, top_n_ = 0, open_ = 0;
   bool want_logprobs_ = false, done_ = false, any_tokens_ = false, header_sent_ = false;
+  bool tokens_as_ids_ = false;  // vLLM's return_tokens_as_token_ids
   std::vector<RequestRecord> records_;
   std::vector<std::string> ids_;
   std::vector<std::string> echo_;
@@ -773,7 +779,8 @@ void OpenAIApi::chat_completions(Call& call) {
   auto exchange = call.exchange;
   Headers headers = call.headers;
   const int top_n = static_cast<int>(in->sampling.logprobs.value_or(0));
-  with_remote_images(std::move(urls), exchange, [this, in, exchange, headers, stream, include_usage, top_n] {
+  const bool as_ids = opt_bool(b, "return_tokens_as_token_ids").value_or(false);
+  with_remote_images(std::move(urls), exchange, [this, in, exchange, headers, stream, include_usage, top_n, as_ids] {
     PreparedRequest prepared;
     const Status s = layer_.prepare(*in, prepared);
     if (!s.ok()) {
@@ -785,7 +792,7 @@ void OpenAIApi::chat_completions(Call& call) {
                                             layer_.options().model_id, headers);
     std::vector<Generation::Prompt> prompts;
     prompts.push_back(Generation::Prompt{std::move(prepared), {}});
-    gen->start(std::move(prompts), top_n);
+    gen->start(std::move(prompts), top_n, as_ids);
   });
 }
 
@@ -861,7 +868,8 @@ void OpenAIApi::completions(Call& call) {
   }
   auto gen = std::make_shared<Generation>(layer_, call.exchange, /*chat=*/false, stream, include_usage,
                                           layer_.options().model_id, call.headers);
-  gen->start(std::move(prompts), static_cast<int>(base.sampling.logprobs.value_or(0)));
+  gen->start(std::move(prompts), static_cast<int>(base.sampling.logprobs.value_or(0)),
+             opt_bool(b, "return_tokens_as_token_ids").value_or(false));
 }
 
 void OpenAIApi::tokenize(Call& call) {

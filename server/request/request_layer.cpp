@@ -346,7 +346,8 @@ Status RequestLayer::attach_images(const std::vector<ImageInput>& images, const 
   for (const ImageInput& img : images) {
     const std::string& mime = img.mime_type;
     if (!mime.empty() && mime != "image/jpeg" && mime != "image/png" && mime != "image/jpg")
-      return invalid(img.where + ": mime type '" + mime + "' (expected image/jpeg or image/png)");
+      return invalid((img.mime_where.empty() ? img.where : img.mime_where) + ": '" + mime +
+                     "' (expected image/jpeg or image/png)");
     try {
       const auto* data = reinterpret_cast<const uint8_t*>(img.data.data());
       image::probe(std::span<const uint8_t>(data, img.data.size()), options_.image_limits);

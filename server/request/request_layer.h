@@ -59,6 +59,7 @@ struct ImageInput {
   std::string data;
   std::string mime_type;  // "" = sniff
   std::string where;
+  std::string mime_where;  // the mime type's field, when the API has one of its own
 };
 
 struct ChatInputPart {
