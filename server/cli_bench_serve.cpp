@@ -4,7 +4,14 @@
 // throughput. Prompts are random token ids of a set length, or texts from a file; requests
 // arrive as a Poisson process at --request-rate (or all at once), at most
 // --max-concurrency in flight. Figures only: it never fails on a timing.
+// `--backend openai --base-url http://HOST:PORT` drives any OpenAI-compatible server's
+// /v1/completions (streamed, usage included) instead, so the same tool measures Iris's HTTP
+// API, its gRPC API and other servers side by side.
 #include <google/protobuf/util/json_util.h>
+
+#include <boost/asio.hpp>
+#include <boost/beast/core.hpp>
+#include <boost/beast/http.hpp>
 
 #include <algorithm>
 #include <chrono>
@@ -42,6 +49,9 @@ struct ServeBenchOptions {
   std::string dataset;      // JSONL: a string, or {"prompt": ...}
   uint64_t seed = 0;
   std::string json_out;
+  std::string backend = "grpc";  // grpc | openai
+  std::string base_url;          // openai: http://host:port
+  int vocab_size = 0;            // openai, random prompts: ids drawn below this (default 1000)
 };
 
 struct RequestRecord {
@@ -94,6 +104,98 @@ class Stream final : public grpc::ClientReadReactor<iris::v1::GenerateResponse> 
   std::function<void()> done_;
 };
 
+// One streamed /v1/completions call on its own thread (blocking client); each SSE event that
+// carries text is a token arrival, as `vllm bench serve` counts them; the final usage chunk
+// gives the token counts.
+struct OpenAITarget {
+  std::string host, port, prefix, api_key, model;
+};
+
+OpenAITarget parse_base_url(const std::string& url, const std::string& api_key, const std::string& model) {
+  OpenAITarget t;
+  if (url.rfind("http://", 0) != 0) fail("--base-url: expected http://HOST:PORT[/prefix], got '", url, "'");
+  std::string rest = url.substr(7);
+  const size_t slash = rest.find('/');
+  const std::string authority = rest.substr(0, slash);
+  t.prefix = slash == std::string::npos ? "" : rest.substr(slash);
+  while (!t.prefix.empty() && t.prefix.back() == '/') t.prefix.pop_back();
+  if (t.prefix.size() >= 3 && t.prefix.compare(t.prefix.size() - 3, 3, "/v1") == 0)
+    t.prefix.resize(t.prefix.size() - 3);
+  const size_t colon = authority.rfind(':');
+  t.host = authority.substr(0, colon);
+  t.port = colon == std::string::npos ? "80" : authority.substr(colon + 1);
+  t.api_key = api_key;
+  t.model = model;
+  return t;
+}
+
+void run_openai_stream(const OpenAITarget& t, const nlohmann::json& body, RequestRecord& rec) {
+  namespace net = boost::asio;
+  namespace beast = boost::beast;
+  namespace bhttp = boost::beast::http;
+  rec.start = clock_type::now();
+  try {
+    net::io_context ioc;
+    net::ip::tcp::resolver resolver(ioc);
+    beast::tcp_stream stream(ioc);
+    stream.connect(resolver.resolve(t.host, t.port));
+    bhttp::request<bhttp::string_body> req{bhttp::verb::post, t.prefix + "/v1/completions", 11};
+    req.set(bhttp::field::host, t.host);
+    req.set(bhttp::field::content_type, "application/json");
+    if (!t.api_key.empty()) req.set(bhttp::field::authorization, "Bearer " + t.api_key);
+    req.body() = body.dump();
+    req.prepare_payload();
+    bhttp::write(stream, req);
+    beast::flat_buffer buffer;
+    bhttp::response_parser<bhttp::string_body> parser;
+    parser.body_limit(std::numeric_limits<std::uint64_t>::max());
+    std::string pending;
+    int usage_completion = -1;
+    auto on_event = [&](const std::string& data) {
+      if (data == "[DONE]") return;
+      const nlohmann::json j = nlohmann::json::parse(data, nullptr, false);
+      if (j.is_discarded()) return;
+      if (j.contains("error")) rec.error = j["error"].dump();
+      if (j.contains("choices") && j["choices"].is_array())
+        for (const auto& c : j["choices"])
+          if (c.contains("text") && c["text"].is_string() && !c["text"].get<std::string>().empty()) {
+            rec.token_times.push_back(clock_type::now());
+            rec.tokens_per_message.push_back(1);
+          }
+      if (j.contains("usage") && j["usage"].is_object()) {
+        rec.prompt_tokens = j["usage"].value("prompt_tokens", 0);
+        usage_completion = j["usage"].value("completion_tokens", 0);
+      }
+    };
+    auto on_chunk = [&](std::uint64_t, beast::string_view chunk, beast::error_code&) -> std::size_t {
+      pending.append(chunk.data(), chunk.size());
+      size_t at;
+      while ((at = pending.find("\n\n")) != std::string::npos) {
+        const std::string event = pending.substr(0, at);
+        pending.erase(0, at + 2);
+        if (event.rfind("data: ", 0) == 0) on_event(event.substr(6));
+      }
+      return chunk.size();
+    };
+    parser.on_chunk_body(on_chunk);
+    bhttp::read_header(stream, buffer, parser);
+    const int status = parser.get().result_int();
+    bhttp::read(stream, buffer, parser);
+    rec.end = clock_type::now();
+    if (status != 200) {
+      rec.error = "HTTP " + std::to_string(status) + " " + parser.get().body();
+      return;
+    }
+    rec.output_tokens = usage_completion >= 0 ? usage_completion : static_cast<int>(rec.token_times.size());
+    rec.ok = rec.error.empty();
+    beast::error_code ec;
+    stream.socket().shutdown(net::ip::tcp::socket::shutdown_both, ec);
+  } catch (const std::exception& e) {
+    rec.end = clock_type::now();
+    rec.error = e.what();
+  }
+}
+
 struct Summary {
   double mean = 0, median = 0, p90 = 0, p99 = 0;
   size_t n = 0;
@@ -144,16 +246,26 @@ int run_bench_serve(const ServeBenchOptions& o) {
   IRIS_CHECK(o.num_prompts > 0 && o.input_len > 0 && o.output_len > 0)
       << "--num-prompts, --input-len and --output-len must be positive";
   IRIS_CHECK(o.request_rate > 0) << "--request-rate must be positive (inf = all at once)";
-  auto channel = o.client.channel();
-  auto stub = iris::v1::Inference::NewStub(channel);
+  IRIS_CHECK(o.backend == "grpc" || o.backend == "openai") << "--backend must be grpc or openai";
+  const bool openai = o.backend == "openai";
+  IRIS_CHECK(!openai || !o.base_url.empty()) << "--backend openai needs --base-url http://HOST:PORT";
+  std::unique_ptr<iris::v1::Inference::Stub> stub;
+  OpenAITarget target;
   iris::v1::ServerInfo info;
-  {
+  if (openai) {
+    target = parse_base_url(o.base_url, o.client.api_key, o.model);
+    info.set_model_id(o.model.empty() ? "(served)" : o.model);
+    info.set_vocab_size(o.vocab_size > 0 ? o.vocab_size : 1000);
+  } else {
+    stub = iris::v1::Inference::NewStub(o.client.channel());
     grpc::ClientContext ctx;
     o.client.authorize(ctx);
     ctx.set_deadline(std::chrono::system_clock::now() + std::chrono::seconds(30));
     const grpc::Status s = stub->GetServerInfo(&ctx, {}, &info);
     if (!s.ok()) fail("GetServerInfo at ", o.client.address, ": ", s.error_message());
   }
+  const std::string server_name = openai ? o.base_url : o.client.address;
+  if (!openai && o.vocab_size > 0 && o.vocab_size < info.vocab_size()) info.set_vocab_size(o.vocab_size);
   IRIS_CHECK(info.vocab_size() > 0) << "the server reports no vocabulary size";
 
   std::mt19937_64 rng(o.seed);
@@ -192,12 +304,26 @@ int run_bench_serve(const ServeBenchOptions& o) {
       cv.wait(lock, [&] { return o.max_concurrency <= 0 || in_flight < o.max_concurrency; });
       ++in_flight;
     }
-    new Stream(stub.get(), o.client, requests[i], records[i], [&] {
+    auto done = [&] {
       std::lock_guard<std::mutex> lock(mu);
       --in_flight;
       ++finished;
       cv.notify_all();
-    });
+    };
+    if (openai) {
+      nlohmann::json body = {{"max_tokens", o.output_len}, {"temperature", 0}, {"ignore_eos", true},
+                             {"stream", true}, {"stream_options", {{"include_usage", true}}}};
+      if (!o.model.empty()) body["model"] = o.model;
+      const auto& r = requests[i];
+      if (r.has_text()) body["prompt"] = r.text();
+      else body["prompt"] = std::vector<int32_t>(r.token_ids().ids().begin(), r.token_ids().ids().end());
+      std::thread([&target, body = std::move(body), &rec = records[i], done] {
+        run_openai_stream(target, body, rec);
+        done();
+      }).detach();
+    } else {
+      new Stream(stub.get(), o.client, requests[i], records[i], done);
+    }
   }
   {
     std::unique_lock<std::mutex> lock(mu);
@@ -231,7 +357,8 @@ int run_bench_serve(const ServeBenchOptions& o) {
   const Summary s_ttft = summarize(ttft), s_tpot = summarize(tpot), s_itl = summarize(itl),
                 s_e2e = summarize(e2e);
   std::printf("============ Serving Benchmark Result ============\n");
-  std::printf("%-40s %10s\n", "Server:", o.client.address.c_str());
+  std::printf("%-40s %10s\n", "Backend:", o.backend.c_str());
+  std::printf("%-40s %10s\n", "Server:", server_name.c_str());
   std::printf("%-40s %10s\n", "Model:", info.model_id().c_str());
   char rate[32];
   std::snprintf(rate, sizeof rate, "%.2f", o.request_rate);
@@ -267,7 +394,8 @@ int run_bench_serve(const ServeBenchOptions& o) {
                             {"p99_ms", s.p99}, {"count", s.n}};
     };
     nlohmann::json j = {
-        {"address", o.client.address},
+        {"backend", o.backend},
+        {"address", server_name},
         {"model", info.model_id()},
         {"num_prompts", o.num_prompts},
         {"input_len", texts.empty() ? o.input_len : -1},
@@ -314,6 +442,12 @@ std::function<int()> add_bench_serve(CLI::App& bench) {
                   "JSONL prompts (a string or {\"prompt\": ...} per line) instead of random ids");
   sub->add_option("--seed", opts->seed)->capture_default_str();
   sub->add_option("--json", opts->json_out, "also write the results as JSON to this file");
+  sub->add_option("--backend", opts->backend,
+                  "grpc (iris.v1 at --address) or openai (any OpenAI-compatible server at --base-url)")
+      ->capture_default_str();
+  sub->add_option("--base-url", opts->base_url, "openai backend: http://HOST:PORT");
+  sub->add_option("--vocab-size", opts->vocab_size,
+                  "random prompts: token ids are drawn below this (openai backend default 1000; grpc: the vocabulary)");
   return [opts, sub]() -> int {
     if (!sub->parsed()) return -1;
     return run_bench_serve(*opts);

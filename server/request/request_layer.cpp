@@ -238,7 +238,7 @@ Status RequestLayer::prepare(const GenerationInput& in, PreparedRequest& out) co
       prompt.push_back(static_cast<int32_t>(t));
     }
   }
-  if (prompt.empty()) return invalid(pf + ": empty (send text or token ids)");
+  if (prompt.empty()) return invalid(pf + ": empty prompt (send text or token ids)");
   std::vector<MediaEmbeds> media;
   // A vision model's prompt always goes through the image checks: placeholder tokens without
   // images are refused too.
