@@ -1,11 +1,14 @@
 #!/usr/bin/env bash
 # Builds Iris (installing its Debian packages if needed) and serves the embedded default
-# model, models/iris-tiny, over gRPC on 127.0.0.1:50051. Once the server is up it sends one
+# model, models/iris-tiny, over gRPC on 127.0.0.1:50051 and the OpenAI-compatible HTTP API on
+# 127.0.0.1:8000. Once the server is up it sends one
 # chat message with `iris client chat` to show a reply, then keeps serving until Ctrl-C
 # (the server drains and exits 0). Extra arguments go to `iris serve`, e.g.
 #   ./scripts/run.sh --port 6000 --api-key secret
 # Talk to it from another terminal:
 #   ./build/server/iris client chat "Hello"      # or without a message for an interactive chat
+#   curl -s localhost:8000/v1/chat/completions -H 'Content-Type: application/json' \
+#     -d '{"messages": [{"role": "user", "content": "Hello"}], "max_tokens": 32}'
 set -euo pipefail
 cd "$(dirname "$0")/.."
 ./scripts/install-deps.sh --no-test
@@ -35,7 +38,7 @@ for _ in $(seq 1 100); do
   if IRIS_API_KEY="$api_key" "$iris" client info --address "127.0.0.1:$port" >/dev/null 2>&1; then
     echo "--- iris client chat \"Hello\" ---"
     IRIS_API_KEY="$api_key" "$iris" client chat --address "127.0.0.1:$port" --temperature 0 "Hello" || true
-    echo "--- serving on 127.0.0.1:$port; Ctrl-C to stop ---"
+    echo "--- serving gRPC on 127.0.0.1:$port and HTTP (OpenAI API) as logged above; Ctrl-C to stop ---"
     break
   fi
   if ! kill -0 "$server" 2>/dev/null; then break; fi
