@@ -21,6 +21,7 @@ struct TextOptions {
   std::string messages;
   bool add_generation_prompt = false;
   std::string template_name;
+  bool no_clean_up = false;
 };
 
 // Calls fn(json, line_number) for every non-empty JSON line of stdin.
@@ -61,7 +62,8 @@ int run_detokenize(const TextOptions& o) {
       if (!v.is_number_integer()) fail("stdin line ", n, ": ids must be integers");
       ids.push_back(static_cast<int32_t>(v.get<int64_t>()));
     }
-    std::cout << nlohmann::json(tok->decode(ids, false))
+    // As transformers' tokenizer.decode: clean_up_tokenization_spaces from the config.
+    std::cout << nlohmann::json(o.no_clean_up ? tok->decode(ids, false) : tok->decode_like_transformers(ids, false))
                      .dump(-1, ' ', false, nlohmann::json::error_handler_t::replace)
               << "\n";
   });
@@ -95,6 +97,9 @@ std::vector<Command> add_text_commands(CLI::App& app) {
   CLI::App* dt = app.add_subcommand("detokenize", "Text of token ids (special tokens kept)");
   dt->add_option("--model", opts->model, "directory with tokenizer.json")->required();
   dt->add_flag("--jsonl", opts->jsonl, "stdin: one JSON array of ids per line; stdout: a JSON string");
+  dt->add_flag("--no-clean-up-tokenization-spaces", opts->no_clean_up,
+               "keep the decoder's text as is (default: apply tokenizer_config.json's "
+               "clean_up_tokenization_spaces, as transformers' decode does)");
   out.push_back({dt, [opts] { return run_detokenize(*opts); }});
   CLI::App* rc = app.add_subcommand("render-chat", "Render the model's chat template");
   rc->add_option("--model", opts->model, "directory with tokenizer_config.json")->required();

@@ -2,7 +2,8 @@
 """Checks the `iris tokenize` and `iris detokenize` subcommands end to end against the
 reference outputs of Hugging Face's JavaScript tokenizers (written by
 reference/make_reference.mjs): ids of encode(text) with special tokens, and decode(ids)
-with special tokens kept. Entries of known_divergences.json are skipped and counted.
+with special tokens kept and the config's clean_up_tokenization_spaces applied (as
+transformers' tokenizer.decode does). Entries of known_divergences.json are skipped and counted.
 
 usage: check_cli.py IRIS CORPUS REF_OUT_DIR KNOWN_DIVERGENCES NAME [NAME ...]
 """
@@ -43,13 +44,14 @@ def main():
             if (name, t) in known:
                 skipped += 1
                 continue
-            ok = got_ids[i] == r["ids"] and got_text[i] == r["decode"]
+            want_text = r["decode_hf"]
+            ok = got_ids[i] == r["ids"] and got_text[i] == want_text
             if ok:
                 passed += 1
             else:
                 failed += 1
                 print(f"FAIL {name} text #{i} {t[:40]!r}: ids {got_ids[i][:12]} vs {r['ids'][:12]}; "
-                      f"decode {got_text[i][:40]!r} vs {r['decode'][:40]!r}")
+                      f"decode {got_text[i][:40]!r} vs {want_text[:40]!r}")
     print(f"{passed} passed, {failed} failed, {skipped} skipped")
     sys.exit(0 if failed == 0 and passed > 0 else 1)
 

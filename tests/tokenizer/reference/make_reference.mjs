@@ -104,10 +104,16 @@ for (const { name, dir } of entries) {
   const tok = new Tokenizer(tj, cfg);
   const decode = (ids, skip) => ids.length === 0 ? ""
     : tok.decode(ids, { skip_special_tokens: skip, clean_up_tokenization_spaces: false });
+  // decode_hf: what transformers' tokenizer.decode(ids) returns, i.e. with the config's
+  // clean_up_tokenization_spaces applied (`iris detokenize` and the APIs' one-shot decoding).
+  const cleanUp = cfg.clean_up_tokenization_spaces === true;
   const lines = corpus.map((text) => {
     const ids = tok.encode(text, { add_special_tokens: true }).ids;
     const ids_plain = tok.encode(text, { add_special_tokens: false }).ids;
-    return JSON.stringify({ ids, ids_plain, decode: decode(ids, false), decode_skip: decode(ids, true) });
+    const decode_hf = ids.length === 0 ? ""
+      : tok.decode(ids, { skip_special_tokens: false, clean_up_tokenization_spaces: cleanUp });
+    return JSON.stringify({ ids, ids_plain, decode: decode(ids, false), decode_skip: decode(ids, true),
+                            decode_hf });
   });
   fs.writeFileSync(path.join(outDir, `${name}.jsonl`), lines.join("\n") + "\n");
   manifest.push({ name, dir });
