@@ -112,10 +112,12 @@ struct ServerProcess {
       if (waitpid(pid, &st, WNOHANG) == pid) {
         pid = -1;
         std::fprintf(stderr, "FAIL: iris serve exited early (status %d)\n", st);
+        ++g_failures;  // a block that cannot start is a failure, never a silent skip
         return false;
       }
       if (std::chrono::steady_clock::now() - t0 > std::chrono::seconds(60)) {
         std::fprintf(stderr, "FAIL: server not SERVING after 60 s\n");
+        ++g_failures;
         return false;
       }
       std::this_thread::sleep_for(std::chrono::milliseconds(100));
