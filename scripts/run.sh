@@ -12,11 +12,12 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 ./scripts/install-deps.sh --no-test
-if [ ! -x build/server/iris ]; then
-  cmake -S . -B build -G Ninja -DCMAKE_BUILD_TYPE=Release >/dev/null
+build=${IRIS_BUILD_DIR:-build}
+if [ ! -x "$build/server/iris" ]; then
+  cmake -S . -B "$build" -G Ninja -DCMAKE_BUILD_TYPE=Release >/dev/null
 fi
-cmake --build build -j "$(nproc)" --target iris
-iris=./build/server/iris
+cmake --build "$build" -j "$(nproc)" --target iris
+iris=$build/server/iris
 
 port=50051
 api_key=""
