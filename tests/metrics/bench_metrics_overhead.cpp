@@ -109,6 +109,32 @@ int main(int argc, char** argv) {
     std::printf("round %d: off %.0f steps/s, on %.0f steps/s\n", i, a.steps_per_s, b.steps_per_s);
   }
   const double mo = median(off), mn = median(on);
+
+  // The recording calls alone, single-threaded, in nanoseconds per call.
+  metrics::ServerMetrics lone(metrics::ServerMetricsConfig{"bench", "0", "cpu", 1, {}});
+  constexpr int kCalls = 1000000;
+  auto ns_per_call = [&](auto&& fn) {
+    const auto t = clock_type::now();
+    for (int i = 0; i < kCalls; ++i) fn(i);
+    return std::chrono::duration<double, std::nano>(clock_type::now() - t).count() / kCalls;
+  };
+  StepTiming st{.schedule_seconds = 3e-5, .forward_seconds = 0.01, .sample_seconds = 2e-4,
+                .detokenize_seconds = 5e-5, .num_tokens = 40, .num_seqs = 32};
+  const double ns_step = ns_per_call([&](int i) {
+    st.num_tokens = 1 + i % 512;
+    lone.on_step(st);
+  });
+  const double ns_tokens = ns_per_call([&](int i) { lone.on_tokens(1, 0.001 * (i % 100)); });
+  metrics::RequestRecord rec;
+  rec.timing = RequestTiming{.queue_seconds = 0.1, .prefill_seconds = 0.2, .decode_seconds = 1,
+                             .ttft_seconds = 0.3, .e2e_seconds = 1.3, .scheduled = true, .first_token = true};
+  const double ns_finish = ns_per_call([&](int i) {
+    rec.completion_tokens = i % 1000;
+    lone.on_request_finished(rec);
+  });
+  std::printf("per call: on_step %.0f ns, on_tokens %.0f ns, on_request_finished %.0f ns\n", ns_step,
+              ns_tokens, ns_finish);
+
   const auto r0 = clock_type::now();
   constexpr int kRenders = 200;
   size_t bytes = 0;
@@ -121,7 +147,7 @@ int main(int argc, char** argv) {
   std::printf("median tokens/s: off %.0f, on %.0f\n", median(tok_off), median(tok_on));
   std::printf("render(): %.1f us for %zu bytes\n", render_us, bytes);
   std::printf("RESULT {\"steps_per_s_off\": %.1f, \"steps_per_s_on\": %.1f, \"overhead_pct\": %.3f, "
-              "\"render_us\": %.1f}\n",
-              mo, mn, 100.0 * (mo - mn) / mo, render_us);
+              "\"render_us\": %.1f, \"on_step_ns\": %.0f, \"on_tokens_ns\": %.0f, \"on_request_finished_ns\": %.0f}\n",
+              mo, mn, 100.0 * (mo - mn) / mo, render_us, ns_step, ns_tokens, ns_finish);
   return 0;
 }
