@@ -4,7 +4,9 @@
 // ServerMetrics fed from a real run passes promtool.
 #include <catch2/catch.hpp>
 
+#include <condition_variable>
 #include <map>
+#include <mutex>
 #include <random>
 #include <thread>
 
@@ -240,4 +242,61 @@ TEST_CASE("a ServerMetrics recorded from a real engine run passes promtool") {
   INFO("promtool output:\n" << r.output);
   CHECK(r.exit_code == 0);
   CHECK(r.output.empty());
+}
+
+TEST_CASE("recording on the engine thread while another thread scrapes") {
+  ModelFixture f;
+  EngineConfig ec;
+  ec.max_num_seqs = 8;
+  ec.num_kv_blocks = 64;
+  Engine engine(*f.backend, *f.model, ec);
+  metrics::ServerMetrics m(
+      metrics::ServerMetricsConfig{"tiny-llama", "0.1.0", "cpu", 1, [&engine] { return engine.stats(); }});
+  engine.set_step_observer(&m);
+  engine.start();
+
+  std::atomic<bool> done{false};
+  std::atomic<int> scrapes{0};
+  std::thread scraper([&] {
+    while (!done) {
+      if (m.render().find("iris_build_info") != std::string::npos) ++scrapes;
+    }
+  });
+  constexpr int kRequests = 16;
+  std::mutex mu;
+  std::condition_variable cv;
+  int finished = 0;
+  std::map<std::string, metrics::TokenClock> clocks;  // engine thread only
+  for (int i = 0; i < kRequests; ++i) {
+    EngineRequest r;
+    r.id = "s";
+    r.id += std::to_string(i);
+    r.prompt.assign(static_cast<size_t>(5 + i), 7);
+    r.params = greedy(8);
+    engine.submit(r, [&](const EngineOutput& o) {
+      if (!o.token_ids.empty()) m.on_tokens(static_cast<int>(o.token_ids.size()), clocks[o.id].tick());
+      if (!o.finish_reason) return;
+      metrics::RequestRecord rec;
+      rec.finish_reason = *o.finish_reason;
+      rec.prompt_tokens = o.prompt_tokens;
+      rec.completion_tokens = o.completion_tokens;
+      rec.timing = o.timing;
+      m.on_request_finished(rec);
+      std::lock_guard<std::mutex> lock(mu);
+      ++finished;
+      cv.notify_all();
+    });
+  }
+  {
+    std::unique_lock<std::mutex> lock(mu);
+    REQUIRE(cv.wait_for(lock, std::chrono::seconds(60), [&] { return finished == kRequests; }));
+  }
+  done = true;
+  scraper.join();
+  engine.stop();
+  CHECK(scrapes > 0);
+  const std::string text = m.render();
+  CHECK(text.find("\niris_generation_tokens_total{model_name=\"tiny-llama\"} 128\n") != std::string::npos);
+  CHECK(text.find("\niris_request_success_total{model_name=\"tiny-llama\",finished_reason=\"length\","
+                  "api=\"http\"} 16\n") != std::string::npos);
 }
