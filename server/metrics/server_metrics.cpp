@@ -28,6 +28,8 @@ const char* reject_reason_name(RejectReason reason) {
 }
 
 namespace {
+static_assert(static_cast<int>(FinishReason::kError) == kNumFinishReasons - 1,
+              "a new FinishReason needs its iris_request_success_total series");
 int index_of(FinishReason r) {
   const int i = static_cast<int>(r);
   return i >= 0 && i < kNumFinishReasons ? i : static_cast<int>(FinishReason::kError);
