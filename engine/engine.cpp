@@ -25,12 +25,12 @@ struct Engine::Sequence {
   std::shared_ptr<OutputCallback> on_output;
   int prompt_tokens = 0;
   int generated = 0;
+  RequestClock clock;  // arrival, first scheduled, first token
   std::unique_ptr<IncrementalDetokenizer> detok;  // with a tokenizer
   std::vector<MediaEmbeds> media;  // as requested: embeddings or encoder inputs
   // What the runner sees: media[i] with `embeds` pointing into the encoder cache while a
   // chunk of the step overlaps the span, null otherwise.
   std::vector<MediaEmbeds> view;
-  RequestClock clock;  // arrival, first scheduled, first token
 
   Sequence(const EngineRequest& r, int i, std::shared_ptr<OutputCallback> cb,
            const Tokenizer* tokenizer)
@@ -412,6 +412,7 @@ bool Engine::step() {
       if (d.stopped && seq.generated >= seq.params.min_tokens) stop = FinishReason::kStop;
     }
     if (by_scheduler && !stop) stop = FinishReason::kLength;
+    if (stop) o.timing = seq.clock.finish(clock_type::now());  // the choice's last output
     if (!stop) {
       (*seq.on_output)(o);
       continue;
@@ -420,7 +421,6 @@ bool Engine::step() {
                                                       ? sched::FinishReason::kStop
                                                       : sched::FinishReason::kLength);
     o.finish_reason = *stop;
-    o.timing = seq.clock.finish(clock_type::now());
     if (seq.detok && *stop == FinishReason::kLength) o.text += seq.detok->flush();
     (*seq.on_output)(o);
     auto& kids = children_[seq.request_id];
