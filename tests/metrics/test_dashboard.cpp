@@ -1,6 +1,7 @@
 // deploy/grafana/iris.json: every PromQL expression names only metrics a ServerMetrics
-// exposition has, filters by the dashboard's model_name and instance variables, and the
-// dashboard parses as JSON with those variables. (A live Prometheus evaluates the queries
+// exposition has, filters by the dashboard's model_name and instance variables, and parses
+// as PromQL (promtool check rules, Grafana's variables substituted); the dashboard parses as
+// JSON with those variables. (A live Prometheus evaluates the queries
 // once /metrics is served; this catches renamed or misspelt metrics without one.)
 #include <catch2/catch.hpp>
 
@@ -14,6 +15,7 @@
 #include <nlohmann/json.hpp>
 
 #include "server/metrics/server_metrics.h"
+#include "tests/metrics/promtool.h"
 
 using namespace iris::metrics;
 
@@ -108,4 +110,35 @@ TEST_CASE("every metric the Grafana dashboard queries exists in the exposition")
     INFO(must);
     CHECK(used.count(must) == 1);
   }
+}
+
+TEST_CASE("every PromQL expression of the Grafana dashboard parses") {
+  if (iris::test::promtool_path().empty())
+    FAIL("promtool not found at configure time: install Debian's prometheus package "
+         "(scripts/install-deps.sh) and reconfigure");
+  std::ifstream f(std::string(IRIS_SOURCE_DIR) + "/deploy/grafana/iris.json");
+  REQUIRE(f.good());
+  const nlohmann::json dash = nlohmann::json::parse(f);
+  std::vector<std::string> exprs, queries;
+  collect_queries(dash.at("panels"), exprs, queries);
+  REQUIRE(!exprs.empty());
+  // Grafana's variables as Prometheus would see them after substitution.
+  auto substitute = [](std::string e) {
+    for (const auto& [var, value] : {std::pair<std::string, std::string>{"$__rate_interval", "5m"},
+                                     {"$model_name", ".*"},
+                                     {"$instance", ".*"}}) {
+      for (size_t at; (at = e.find(var)) != std::string::npos;) e.replace(at, var.size(), value);
+    }
+    return e;
+  };
+  // One recording rule per expression; JSON strings are valid YAML double-quoted scalars.
+  std::string rules = "groups:\n  - name: grafana_dashboard\n    rules:\n";
+  for (size_t i = 0; i < exprs.size(); ++i) {
+    rules += "      - record: dashboard_expr_" + std::to_string(i) + "\n";
+    rules += "        expr: " + nlohmann::json(substitute(exprs[i])).dump() + "\n";
+  }
+  const iris::test::PromtoolResult r = iris::test::promtool_check_rules(rules);
+  INFO(rules << "\npromtool output:\n" << r.output);
+  CHECK(r.exit_code == 0);
+  CHECK(r.output.find("SUCCESS: " + std::to_string(exprs.size()) + " rules found") != std::string::npos);
 }
