@@ -13,6 +13,7 @@ namespace iris {
 struct Engine::Pending {
   EngineRequest request;
   std::shared_ptr<OutputCallback> on_output;
+  RequestClock::clock::time_point arrival = RequestClock::clock::now();
 };
 
 struct Engine::Sequence {
@@ -24,6 +25,7 @@ struct Engine::Sequence {
   std::shared_ptr<OutputCallback> on_output;
   int prompt_tokens = 0;
   int generated = 0;
+  RequestClock clock;  // arrival, first scheduled, first token
   std::unique_ptr<IncrementalDetokenizer> detok;  // with a tokenizer
   std::vector<MediaEmbeds> media;  // as requested: embeddings or encoder inputs
   // What the runner sees: media[i] with `embeds` pointing into the encoder cache while a
@@ -98,6 +100,9 @@ void Engine::init(const EngineConfig& config) {
                                 << " bytes per block)";
   }
   sched_config_.num_blocks = num_blocks;
+  stats_.kv_cache_bytes = static_cast<int64_t>(executor_->kv_cache_bytes(num_blocks, config.block_size));
+  stats_.weight_bytes = static_cast<int64_t>(executor_->weight_bytes());
+  stats_.tensor_parallel_size = executor_->world_size();
   if (mc.multimodal) {
     const int per_item = mc.multimodal->tokens_per_image();
     sched_config_.max_num_encoder_tokens =
@@ -158,6 +163,7 @@ void Engine::finish_sequence(Sequence& s, FinishReason reason, const std::string
   if (s.detok && reason != FinishReason::kError) o.text = s.detok->flush();
   o.prompt_tokens = s.prompt_tokens;
   o.completion_tokens = s.generated;
+  o.timing = s.clock.finish(clock_type::now());
   (*s.on_output)(o);
   auto& kids = children_[s.request_id];
   kids.erase(std::remove(kids.begin(), kids.end(), s.seq_id), kids.end());
@@ -230,6 +236,7 @@ void Engine::admit_pending() {
     std::string error;
     for (int i = 0; i < r.n && error.empty(); ++i) {
       auto seq = std::make_unique<Sequence>(r, i, p.on_output, tokenizer_);
+      seq->clock = RequestClock(p.arrival);
       sched::RequestSpec spec;
       spec.id = seq->seq_id;
       spec.prompt = r.prompt;
@@ -274,31 +281,34 @@ void Engine::publish_waiting() {
   sched_waiting_ = waiting;
 }
 
-void Engine::refresh_stats(int64_t computed, double t_sched, double t_forward, double t_sample,
-                           double t_encode) {
+void Engine::refresh_stats(const StepTiming& step) {
   const sched::SchedulerStats ss = scheduler_->stats();
-  std::lock_guard<std::mutex> lock(mu_);
+  std::unique_lock<std::mutex> lock(mu_);
   stats_.num_running = ss.num_running;
   stats_.num_waiting = ss.num_waiting + static_cast<int>(incoming_.size());
   sched_waiting_ = ss.num_waiting;
   stats_.num_total_blocks = ss.num_total_blocks;
   stats_.num_free_blocks = ss.num_free_blocks;
   stats_.prefix_cache_hit_rate = ss.prefix_cache_hit_rate;
+  stats_.prefix_cache_query_tokens = ss.prefix_cache_query_tokens;
   stats_.num_cached_tokens_hit = ss.num_cached_tokens_hit;
   stats_.num_preemptions = ss.num_preemptions;
   stats_.num_steps = ss.num_steps;
-  stats_.num_computed_tokens += computed;
+  stats_.num_computed_tokens += step.num_tokens;
   stats_.encoder_cache = ss.encoder_cache;
-  stats_.encode_seconds += t_encode;
-  stats_.schedule_seconds += t_sched;
-  stats_.prepare_forward_seconds += t_forward;
-  stats_.sample_seconds += t_sample;
+  stats_.encode_seconds += step.encode_seconds;
+  stats_.schedule_seconds += step.schedule_seconds;
+  stats_.prepare_forward_seconds += step.forward_seconds;
+  stats_.sample_seconds += step.sample_seconds;
+  stats_.detokenize_seconds += step.detokenize_seconds;
+  lock.unlock();
+  if (step_observer_ && step.num_seqs > 0) step_observer_->on_step(step);
 }
 
 bool Engine::step() {
   admit_pending();
   if (!scheduler_->has_unfinished_requests()) {
-    refresh_stats(0, 0, 0, 0);  // aborts and rejections change block counts too
+    refresh_stats(StepTiming{});  // aborts and rejections change block counts too
     return false;
   }
   auto t0 = clock_type::now();
@@ -318,7 +328,7 @@ bool Engine::step() {
   if (out.scheduled.empty()) {
     std::vector<int32_t> none;
     scheduler_->update(out, none);
-    refresh_stats(0, t_sched, 0, 0, t_encode);
+    refresh_stats(StepTiming{.schedule_seconds = t_sched, .encode_seconds = t_encode});
     return true;
   }
 
@@ -329,6 +339,7 @@ bool Engine::step() {
   std::vector<std::pair<Sequence*, int>> with_media;
   for (const auto& s : out.scheduled) {
     Sequence& seq = *sequences_.at(std::string(s.id));
+    seq.clock.scheduled(t0);
     if (!seq.view.empty()) with_media.emplace_back(&seq, s.num_computed_tokens + s.num_new_tokens);
     const int lo = s.num_computed_tokens, hi = lo + s.num_new_tokens;
     for (MediaEmbeds& m : seq.view) {
@@ -371,6 +382,7 @@ bool Engine::step() {
   const sched::UpdateOutput upd = scheduler_->update(out, sampled);
   std::vector<std::string> length_done;
   for (const auto& f : upd.finished) length_done.push_back(f.id);
+  const auto t3 = clock_type::now();  // tokens of this step exist from here
 
   int64_t computed = 0;
   for (size_t i = 0; i < out.scheduled.size(); ++i) {
@@ -381,6 +393,7 @@ bool Engine::step() {
     Sequence& seq = *it->second;
     seq.sampler.append(sampled[i]);
     ++seq.generated;
+    seq.clock.token(t3);
     EngineOutput o;
     o.id = seq.request_id;
     o.index = seq.index;
@@ -399,6 +412,7 @@ bool Engine::step() {
       if (d.stopped && seq.generated >= seq.params.min_tokens) stop = FinishReason::kStop;
     }
     if (by_scheduler && !stop) stop = FinishReason::kLength;
+    if (stop) o.timing = seq.clock.finish(clock_type::now());  // the choice's last output
     if (!stop) {
       (*seq.on_output)(o);
       continue;
@@ -414,7 +428,14 @@ bool Engine::step() {
     if (kids.empty()) children_.erase(seq.request_id);
     sequences_.erase(it);
   }
-  refresh_stats(computed, t_sched, t_forward, seconds_since(t2), t_encode);
+  refresh_stats(StepTiming{.schedule_seconds = t_sched,
+                           .encode_seconds = t_encode,
+                           .forward_seconds = t_forward,
+                           .sample_seconds = std::chrono::duration<double>(t3 - t2).count(),
+                           .detokenize_seconds = seconds_since(t3),
+                           .num_tokens = static_cast<int>(computed),
+                           .num_seqs = static_cast<int>(out.scheduled.size()),
+                           .num_encoder_inputs = static_cast<int>(out.encoder_inputs.size())});
   return true;
 }
 
@@ -493,6 +514,7 @@ void Engine::fail_all(const std::string& why) {
     o.engine_failed = true;
     o.prompt_tokens = it->second->prompt_tokens;
     o.completion_tokens = it->second->generated;
+    o.timing = it->second->clock.finish(clock_type::now());
     (*it->second->on_output)(o);
     sequences_.erase(it);
   }

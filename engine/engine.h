@@ -26,6 +26,7 @@
 #include <unordered_map>
 #include <vector>
 
+#include "engine/engine_stats.h"
 #include "engine/media_encoder.h"
 #include "engine/model_executor.h"
 #include "engine/sampler.h"
@@ -77,28 +78,11 @@ struct EngineOutput {
   bool engine_failed = false;  // `error` is the engine's own failure, not the request's fault
   int prompt_tokens = 0;
   int completion_tokens = 0;
+  // On the final output of a choice that was admitted: its time in the engine.
+  std::optional<RequestTiming> timing;
 };
 
 using OutputCallback = std::function<void(const EngineOutput&)>;
-
-struct EngineStats {
-  int num_running = 0;
-  int num_waiting = 0;
-  int num_total_blocks = 0;
-  int num_free_blocks = 0;
-  double prefix_cache_hit_rate = 0.0;
-  int64_t num_cached_tokens_hit = 0;
-  int64_t num_preemptions = 0;
-  uint64_t num_steps = 0;
-  int64_t num_computed_tokens = 0;  // tokens run through the model, all requests
-  // Encoder cache (vision-language models): queries, hits, items encoded, evictions, tokens
-  // held and capacity, as the scheduler accounts for them.
-  sched::EncoderCacheStats encoder_cache;
-  // Cumulative seconds per phase of the step (encode: the media encoder, inside none of the
-  // others).
-  double schedule_seconds = 0, prepare_forward_seconds = 0, sample_seconds = 0;
-  double encode_seconds = 0;
-};
 
 class Engine {
  public:
@@ -128,6 +112,9 @@ class Engine {
   void stop();
   bool has_work() const;
   EngineStats stats() const;
+  // Called on the engine thread after each step that ran the model (not owned; null = none).
+  // Set it before start(), or between step() calls.
+  void set_step_observer(StepObserver* observer) { step_observer_ = observer; }
   // Scheduler invariants ("" when consistent); call between steps.
   std::string check_invariants() const;
   const sched::SchedulerConfig& scheduler_config() const { return sched_config_; }
@@ -140,9 +127,9 @@ class Engine {
   void admit_pending();
   // Makes num_queued() see the scheduler's current waiting count.
   void publish_waiting();
-  // Publishes the scheduler's counters and adds this step's token count and phase times.
-  void refresh_stats(int64_t computed, double t_sched, double t_forward, double t_sample,
-                     double t_encode = 0);
+  // Publishes the scheduler's counters, adds this step's token count and phase times, and
+  // tells the step observer about a step that ran the model.
+  void refresh_stats(const StepTiming& step);
   // Follows the step's encoder-cache decisions: drop, then encode (engine thread).
   void run_encoder(const sched::SchedulerOutput& out);
   void finish_sequence(Sequence& s, FinishReason reason, const std::string& error = {});
@@ -173,6 +160,7 @@ class Engine {
   std::string failure_;      // set once, under mu_
   std::thread thread_;
   std::atomic<bool> stop_{false};
+  StepObserver* step_observer_ = nullptr;
 };
 
 }  // namespace iris

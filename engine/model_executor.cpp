@@ -69,6 +69,19 @@ size_t ModelExecutor::kv_bytes_per_block(int block_size) const {
   return most;
 }
 
+size_t ModelExecutor::kv_cache_bytes(int num_blocks, int block_size) const {
+  size_t total = 0;
+  for (const RankModel& r : ranks_)
+    total += static_cast<size_t>(num_blocks) * iris::kv_bytes_per_block(*r.backend, *r.model, block_size);
+  return total;
+}
+
+size_t ModelExecutor::weight_bytes() const {
+  size_t total = 0;
+  for (const RankModel& r : ranks_) total += r.model->weight_bytes();
+  return total;
+}
+
 size_t ModelExecutor::free_memory_bytes() const {
   size_t least = SIZE_MAX;
   for (const RankModel& r : ranks_) least = std::min(least, r.backend->free_memory_bytes());

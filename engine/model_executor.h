@@ -42,6 +42,9 @@ class ModelExecutor {
   // rank that has the least: the KV cache is sized from these.
   size_t kv_bytes_per_block(int block_size) const;
   size_t free_memory_bytes() const;
+  // Summed over ranks: a KV cache of num_blocks blocks, and the model's weights.
+  size_t kv_cache_bytes(int num_blocks, int block_size) const;
+  size_t weight_bytes() const;
 
   // Allocates num_blocks KV blocks on every rank and the per-step buffers. Call once.
   void allocate(int num_blocks, int block_size, RunnerLimits limits);

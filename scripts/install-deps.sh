@@ -26,6 +26,8 @@ build_pkgs=(
 test_pkgs=(python3-torch python3-numpy python3-jinja2 openssl python3-pil)
 # Node.js may already come from elsewhere (its own npm); only ask Debian for it when absent.
 if ! command -v npm >/dev/null 2>&1; then test_pkgs+=(nodejs npm); fi
+# promtool checks the /metrics exposition (tests/metrics).
+test_pkgs+=(prometheus)
 
 pkgs=("${build_pkgs[@]}")
 if [ "$with_test" -eq 1 ]; then pkgs+=("${test_pkgs[@]}"); fi
