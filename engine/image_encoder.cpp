@@ -1,6 +1,8 @@
 // See image_encoder.h.
 #include "engine/image_encoder.h"
 
+#include <chrono>
+
 #include <algorithm>
 #include <cstring>
 
@@ -31,7 +33,10 @@ std::unique_ptr<ImageEncoder> ImageEncoder::load(const std::string& dir, const C
 
 ImageEncoder::Prepared ImageEncoder::prepare(std::span<const uint8_t> bytes,
                                              const image::DecodeLimits& limits) const {
+  using clock = std::chrono::steady_clock;
+  const auto t0 = clock::now();
   const image::DecodedImage img = image::decode_rgb(bytes, limits);
+  const auto t1 = clock::now();
   const image::PixelValues pv = image::preprocess(img, preprocess_);
   const VisionConfig& v = encoder_->config().vision;
   IRIS_CHECK(pv.height == v.image_size && pv.width == v.image_size)
@@ -40,7 +45,10 @@ ImageEncoder::Prepared ImageEncoder::prepare(std::span<const uint8_t> bytes,
   image::Patches p = image::patchify(pv, patch_size_);
   IRIS_CHECK(p.num_patches() == encoder_->patches_per_image() && p.patch_dim == encoder_->patch_dim())
       << "patchify gave " << p.num_patches() << " patches of " << p.patch_dim;
-  return Prepared{std::make_shared<const std::vector<float>>(std::move(p.data)), image::content_hash(img)};
+  Prepared out{std::make_shared<const std::vector<float>>(std::move(p.data)), image::content_hash(img)};
+  out.decode_seconds = std::chrono::duration<double>(t1 - t0).count();
+  out.preprocess_seconds = std::chrono::duration<double>(clock::now() - t1).count();
+  return out;
 }
 
 std::vector<std::shared_ptr<const std::vector<float>>> ImageEncoder::encode(

@@ -34,6 +34,7 @@ class ImageEncoder final : public MediaEncoder {
   struct Prepared {
     std::shared_ptr<const std::vector<float>> patches;  // fp32 [patches_per_image, patch_dim]
     image::ContentHash hash;                            // of the decoded RGB pixels
+    double decode_seconds = 0, preprocess_seconds = 0;  // preprocess includes patchify and hash
     uint64_t cache_key() const { return hash.hi ^ hash.lo; }
   };
   // Thread-safe. Throws iris::Error for undecodable or oversized images (nothing is decoded

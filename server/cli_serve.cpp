@@ -31,6 +31,7 @@
 #include "server/grpc/grpc_service.h"
 #include "server/http/http_server.h"
 #include "server/http/openai_api.h"
+#include "server/metrics/server_metrics.h"
 #include "server/request/request_layer.h"
 
 #ifndef IRIS_VERSION
@@ -153,7 +154,18 @@ int run_serve(ServeOptions o) {
   so.image_limits.max_pixels = o.max_image_pixels;
   so.image_limits.max_bytes = std::max(static_cast<size_t>(o.max_message_bytes), o.max_request_bytes);
   so.max_pending_output_bytes = o.max_pending_output_bytes;
+  // Prometheus metrics (GET /metrics on the HTTP port): the request layer records requests,
+  // the engine its steps; gauges are read from the engine at scrape time.
+  metrics::ServerMetricsConfig mc;
+  mc.model_name = so.model_id;
+  mc.version = so.version;
+  mc.device = o.engine.device;
+  mc.tensor_parallel_size = o.engine.tensor_parallel_size;
+  mc.engine_stats = [&engine] { return engine.stats(); };
+  metrics::ServerMetrics metrics(mc);
+  engine.set_step_observer(&metrics);
   server::RequestLayer layer(engine, m.config, tokenizer.get(), chat_template.get(), so);
+  layer.set_metrics(&metrics);
   // Vision-language models: images are decoded on a small pool of threads and encoded by the
   // engine (the encoder lives on rank 0's device).
   layer.set_image_encoder(m.image_encoder.get());
@@ -174,6 +186,7 @@ int run_serve(ServeOptions o) {
   http_opts.allowed_media_domains = o.allowed_media_domains;
   http_opts.max_media_fetch_bytes = o.max_image_bytes;
   server::http::OpenAIApi openai(layer, http_opts);
+  openai.set_metrics([&metrics] { return metrics.render(); });
   std::unique_ptr<server::http::HttpServer> http;
   if (o.http_port != 0) {
     server::http::HttpServerOptions ho;
@@ -184,6 +197,11 @@ int run_serve(ServeOptions o) {
     ho.tls_cert_file = o.tls_cert;
     ho.tls_key_file = o.tls_key;
     ho.tls_client_ca_file = o.tls_client_ca;
+    ho.on_refused = [&layer](int status) {
+      layer.rejected(server::Status(status == 400 ? server::Code::kInvalidArgument : server::Code::kTooLarge,
+                                    "HTTP " + std::to_string(status) + " before routing"),
+                     "http", "http");
+    };
     http = std::make_unique<server::http::HttpServer>(
         ho, [&openai](server::http::HttpRequest req, std::shared_ptr<server::http::HttpExchange> ex) {
           openai.handle(std::move(req), std::move(ex));

@@ -40,8 +40,9 @@ class FailedStream final : public grpc::ServerWriteReactor<GenerateResponse> {
   void OnDone() override { delete this; }
 };
 
-grpc::ServerWriteReactor<GenerateResponse>* rejected(const char* rpc, const Status& s) {
-  spdlog::info("{} api=grpc rejected status={} error={}", rpc, code_name(s.code), s.message);
+grpc::ServerWriteReactor<GenerateResponse>* rejected(const RequestLayer& layer, const char* rpc,
+                                                     const Status& s) {
+  layer.rejected(s, "grpc", rpc);
   return new FailedStream(to_grpc(s));
 }
 
@@ -104,9 +105,11 @@ class InferenceService::GenerateReactor final : public grpc::ServerWriteReactor<
     }
     std::shared_ptr<Bridge> bridge = bridge_;
     std::lock_guard<std::recursive_mutex> lock(bridge->mu);
+    const char* rpc = request.rpc;
     const Status s = svc_.layer_.start(std::move(request), bridge);
     if (!s.ok()) {
       rejected_ = true;
+      svc_.layer_.rejected(s, "grpc", rpc);
       end(to_grpc(s), code_name(s.code), s.message);
     }
     pump();
@@ -143,7 +146,7 @@ class InferenceService::GenerateReactor final : public grpc::ServerWriteReactor<
       abort = !rejected_ && (!record_.all_finished() || need_abort_);
     }
     if (abort) svc_.layer_.abort(id_);
-    record_.log_done(log_status_, log_error_);
+    if (!rejected_) record_.log_done(log_status_, log_error_);
     svc_.layer_.stream_closed();
     delete this;
   }
@@ -152,6 +155,7 @@ class InferenceService::GenerateReactor final : public grpc::ServerWriteReactor<
   // Called with bridge_->mu held, on the engine thread (or a decode-pool thread).
   void on_output(const EngineOutput& out) {
     if (ending_) return;
+    const bool finished = record_.observe(out);
     if (!out.error.empty()) {
       need_abort_ = true;
       const bool internal = out.engine_failed || any_tokens_;
@@ -163,7 +167,6 @@ class InferenceService::GenerateReactor final : public grpc::ServerWriteReactor<
     }
     const int i = out.index;
     if (i < 0 || i >= n_) return;
-    const bool finished = record_.observe(out);
     GenerateResponse r;
     r.set_index(i);
     for (int32_t t : out.token_ids) r.add_token_ids(t);
@@ -267,14 +270,14 @@ grpc::ServerWriteReactor<GenerateResponse>* InferenceService::start_stream(Gener
                                                                            bool return_prompt_ids) {
   PreparedRequest prepared;
   const Status s = layer_.prepare(in, prepared);
-  if (!s.ok()) return rejected(in.rpc, s);
+  if (!s.ok()) return rejected(layer_, in.rpc, s);
   return new GenerateReactor(*this, std::move(prepared), return_prompt_ids);
 }
 
 grpc::ServerWriteReactor<GenerateResponse>* InferenceService::Generate(
     grpc::CallbackServerContext* ctx, const GenerateRequest* request) {
   const Status s = authenticate(ctx);
-  if (!s.ok()) return new FailedStream(to_grpc(s));
+  if (!s.ok()) return rejected(layer_, "generate", s);
   GenerationInput in;
   in.api = "grpc";
   in.rpc = "generate";
@@ -301,7 +304,7 @@ grpc::ServerWriteReactor<GenerateResponse>* InferenceService::Generate(
 grpc::ServerWriteReactor<GenerateResponse>* InferenceService::Chat(
     grpc::CallbackServerContext* ctx, const iris::v1::ChatRequest* request) {
   const Status s = authenticate(ctx);
-  if (!s.ok()) return new FailedStream(to_grpc(s));
+  if (!s.ok()) return rejected(layer_, "chat", s);
   GenerationInput in;
   in.api = "grpc";
   in.rpc = "chat";
@@ -326,7 +329,7 @@ grpc::ServerWriteReactor<GenerateResponse>* InferenceService::Chat(
           p.image = image_input(part.image(), pw + ".image");
           break;
         default:
-          return rejected("chat", invalid(pw + ": empty content part"));
+          return rejected(layer_, "chat", invalid(pw + ": empty content part"));
       }
       cm.parts.push_back(std::move(p));
     }

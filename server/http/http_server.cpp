@@ -323,6 +323,7 @@ class Connection final : public ConnectionBase,
 
   // A response the connection itself gives (the request never reached a handler); closes.
   void fail_request(int status, const std::string& message, const char* code) {
+    if (shared_->options.on_refused) shared_->options.on_refused(status);
     std::string body = R"({"error":{"message":")";
     for (char c : message) {
       if (c == '"' || c == '\\') body += '\\';

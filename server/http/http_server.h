@@ -65,6 +65,9 @@ struct HttpServerOptions {
   double request_timeout_s = 60;   // to receive one request's header and body
   std::string tls_cert_file, tls_key_file;  // both set = HTTPS
   std::string tls_client_ca_file;           // set = require and verify client certificates
+  // Called (I/O thread) when the server itself refuses a request before any handler sees it:
+  // 413 (body too large), 431 (header too large), 400 (malformed HTTP).
+  std::function<void(int status)> on_refused;
 };
 
 class HttpServer {

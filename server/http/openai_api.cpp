@@ -297,8 +297,10 @@ class OpenAIApi::Generation final : public OutputSink,
     });
     started_.assign(prompts.size(), false);
     for (size_t p = 0; p < prompts.size(); ++p) {
+      const char* rpc = prompts[p].request.rpc;
       const Status s = layer_.start(std::move(prompts[p].request), shared_from_this());
       if (!s.ok()) {
+        layer_.rejected(s, "http", rpc);
         fail_locked(s);
         return;
       }
@@ -324,6 +326,7 @@ class OpenAIApi::Generation final : public OutputSink,
     if (done_) return;
     const size_t p = prompt_of(out.id);
     if (p == npos) return;
+    const bool finished = records_[p].observe(out);
     if (!out.error.empty()) {
       const bool internal = out.engine_failed || any_tokens_;
       fail_locked(Status(internal ? Code::kInternal : Code::kInvalidArgument, out.error));
@@ -334,7 +337,6 @@ class OpenAIApi::Generation final : public OutputSink,
       finish_prompt(p, "cancelled");
       return;
     }
-    const bool finished = records_[p].observe(out);
     any_tokens_ = any_tokens_ || !out.token_ids.empty();
     const size_t c = p * n_ + out.index;
     if (out.index < 0 || c >= choices_.size()) return;
@@ -606,8 +608,12 @@ void OpenAIApi::handle(HttpRequest request, std::shared_ptr<HttpExchange> exchan
     }
   const bool models = path == "/v1/models" || path.rfind("/v1/models/", 0) == 0;
   if (models) path_known = true;
+  auto reject = [&](const Status& st, Headers headers) {
+    layer_.rejected(st, "http", path.c_str());
+    respond_error(ex, st, std::move(headers));
+  };
   if (!path_known) {
-    respond_error(ex, Status(Code::kNotFound, "no route for " + method + " " + path), call.headers);
+    reject(Status(Code::kNotFound, "no route for " + method + " " + path), call.headers);
     return;
   }
   if (!route && !(models && method == "GET")) {
@@ -623,7 +629,7 @@ void OpenAIApi::handle(HttpRequest request, std::shared_ptr<HttpExchange> exchan
   if (!s.ok()) {
     Headers h = call.headers;
     h.emplace_back("WWW-Authenticate", "Bearer");
-    respond_error(ex, s, h);
+    reject(s, h);
     return;
   }
   try {
@@ -634,14 +640,14 @@ void OpenAIApi::handle(HttpRequest request, std::shared_ptr<HttpExchange> exchan
     try {
       call.body = json::parse(call.request.body);
     } catch (const json::parse_error& e) {
-      respond_error(ex, Status(Code::kInvalidArgument, std::string("request body is not valid JSON: ") + e.what()),
-                    call.headers);
+      reject(Status(Code::kInvalidArgument, std::string("request body is not valid JSON: ") + e.what()),
+             call.headers);
       return;
     }
     if (!call.body.is_object()) bad(std::string("request body must be a JSON object, got ") + call.body.type_name());
     (this->*(route->fn))(call);
   } catch (const BadField& b) {
-    respond_error(ex, invalid(b.message), call.headers);
+    reject(invalid(b.message), call.headers);
   } catch (const Error& e) {
     respond_error(ex, Status(Code::kInternal, e.what()), call.headers);
   }
@@ -784,7 +790,7 @@ void OpenAIApi::chat_completions(Call& call) {
     PreparedRequest prepared;
     const Status s = layer_.prepare(*in, prepared);
     if (!s.ok()) {
-      spdlog::info("chat api=http rejected status={} error={}", code_name(s.code), s.message);
+      layer_.rejected(s, "http", "chat");
       respond_error(*exchange, s, headers);
       return;
     }
@@ -855,7 +861,7 @@ void OpenAIApi::completions(Call& call) {
     Generation::Prompt pr;
     const Status s = layer_.prepare(in, pr.request);
     if (!s.ok()) {
-      spdlog::info("completions api=http rejected status={} error={}", code_name(s.code), s.message);
+      layer_.rejected(s, "http", "completions");
       respond_error(*call.exchange, s, call.headers);
       return;
     }
@@ -928,7 +934,9 @@ void OpenAIApi::with_remote_images(std::vector<std::pair<ImageInput*, std::strin
       std::string error;
       if (!fetch_media(url, options_.max_media_fetch_bytes, options_.media_fetch_timeout_s,
                        img->data, img->mime_type, error)) {
-        respond_error(*exchange, invalid(img->where + ": " + error));
+        const Status st = invalid(img->where + ": " + error);
+        layer_.rejected(st, "http", "chat");
+        respond_error(*exchange, st);
         return;
       }
     }

@@ -29,24 +29,53 @@ bool bearer_matches(std::string_view authorization, const std::string& key) {
 // --- RequestRecord ---------------------------------------------------------------------------
 
 RequestRecord::RequestRecord(const PreparedRequest& r)
-    : id_(r.engine.id), api_(r.api), rpc_(r.rpc), user_(r.user), n_(r.engine.n),
-      prompt_tokens_(static_cast<int>(r.engine.prompt.size())),
-      start_(std::chrono::steady_clock::now()) {
+    : metrics_(r.metrics), id_(r.engine.id), api_(r.api), rpc_(r.rpc), user_(r.user), n_(r.engine.n),
+      prompt_tokens_(static_cast<int>(r.engine.prompt.size())), start_(r.arrival) {
   completion_tokens_.assign(n_, 0);
   finish_reasons_.assign(n_, "");
+  clocks_.resize(n_);
+}
+
+void RequestRecord::finished_metrics(int index, FinishReason reason, const EngineOutput& out) {
+  if (!metrics_) return;
+  metrics::RequestRecord m;
+  m.api = std::string_view(api_) == "http" ? metrics::Api::kHttp : metrics::Api::kGrpc;
+  m.finish_reason = reason;
+  m.prompt_tokens = prompt_tokens_;
+  m.completion_tokens = completion_tokens_[index];
+  m.timing = out.timing;
+  // Front door → Engine::submit: what the engine's own clock does not see.
+  const double since_arrival =
+      std::chrono::duration<double>(std::chrono::steady_clock::now() - start_).count();
+  m.preprocess_seconds = std::max(0.0, since_arrival - (out.timing ? out.timing->e2e_seconds : 0.0));
+  metrics_->on_request_finished(m);
 }
 
 bool RequestRecord::observe(const EngineOutput& out) {
-  if (out.index < 0 || out.index >= n_ || !out.error.empty()) return false;
-  if (!out.token_ids.empty() && !any_tokens_) {
-    any_tokens_ = true;
-    first_token_ = std::chrono::steady_clock::now();
+  if (!out.error.empty()) {
+    for (int i = 0; i < n_; ++i)
+      if (finish_reasons_[i].empty()) {
+        finish_reasons_[i] = finish_reason_name(FinishReason::kError);
+        ++finished_;
+        finished_metrics(i, FinishReason::kError, out);
+      }
+    return false;
+  }
+  if (out.index < 0 || out.index >= n_) return false;
+  if (!out.token_ids.empty()) {
+    if (!any_tokens_) {
+      any_tokens_ = true;
+      first_token_ = std::chrono::steady_clock::now();
+    }
+    if (metrics_) metrics_->on_tokens(static_cast<int>(out.token_ids.size()), clocks_[out.index].tick());
   }
   completion_tokens_[out.index] = out.completion_tokens;
   if (out.prompt_tokens > 0) prompt_tokens_ = out.prompt_tokens;
   if (!out.finish_reason) return false;
-  if (finish_reasons_[out.index].empty()) ++finished_;
+  if (!finish_reasons_[out.index].empty()) return false;
+  ++finished_;
   finish_reasons_[out.index] = finish_reason_name(*out.finish_reason);
+  finished_metrics(out.index, *out.finish_reason, out);
   return true;
 }
 
@@ -92,6 +121,21 @@ Status RequestLayer::authenticate(std::optional<std::string_view> authorization)
   if (!bearer_matches(*authorization, options_.api_key))
     return Status(Code::kUnauthenticated, "invalid API key");
   return Status::OK();
+}
+
+void RequestLayer::rejected(const Status& s, const char* api, const char* what) const {
+  spdlog::info("{} api={} rejected status={} error={}", what, api, code_name(s.code), s.message);
+  if (!metrics_) return;
+  metrics::RejectReason reason = metrics::RejectReason::kInvalidArgument;
+  switch (s.code) {
+    case Code::kUnauthenticated: reason = metrics::RejectReason::kUnauthenticated; break;
+    case Code::kResourceExhausted: reason = metrics::RejectReason::kQueueFull; break;
+    case Code::kTooLarge: reason = metrics::RejectReason::kTooLarge; break;
+    case Code::kUnavailable: reason = metrics::RejectReason::kDraining; break;
+    case Code::kNotFound: reason = metrics::RejectReason::kNotFound; break;
+    default: break;
+  }
+  metrics_->on_rejected(reason, std::string_view(api) == "http" ? metrics::Api::kHttp : metrics::Api::kGrpc);
 }
 
 Status RequestLayer::check_model(const std::string& model) const {
@@ -214,6 +258,8 @@ Status RequestLayer::sampling_params(const SamplingFields& in, size_t prompt_len
 }
 
 Status RequestLayer::prepare(const GenerationInput& in, PreparedRequest& out) const {
+  out.arrival = std::chrono::steady_clock::now();
+  out.metrics = metrics_;
   Status s = check_model(in.model);
   if (!s.ok()) return s;
   out.api = in.api;
@@ -376,6 +422,7 @@ Status RequestLayer::decode_images(const std::vector<ImageInput>& images, Engine
       const auto* data = reinterpret_cast<const uint8_t*>(images[i].data.data());
       const ImageEncoder::Prepared p = image_encoder_->prepare(
           std::span<const uint8_t>(data, images[i].data.size()), options_.image_limits);
+      if (metrics_) metrics_->on_image_prepared(p.decode_seconds, p.preprocess_seconds);
       request.media.at(i).encoder_input = p.patches;
       request.media.at(i).content_hash = p.cache_key();
     } catch (const Error& e) {

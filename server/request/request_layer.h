@@ -28,6 +28,7 @@
 #include "engine/loader/model_config.h"
 #include "engine/tokenizer/tokenizer.h"
 #include "server/request/decode_pool.h"
+#include "server/metrics/server_metrics.h"
 #include "server/request/status.h"
 
 namespace iris::server {
@@ -115,6 +116,8 @@ struct GenerationInput {
 
 // A validated request, ready to start.
 struct PreparedRequest {
+  std::chrono::steady_clock::time_point arrival = std::chrono::steady_clock::now();
+  metrics::ServerMetrics* metrics = nullptr;
   EngineRequest engine;
   const char* api = "grpc";
   const char* rpc = "generate";
@@ -137,12 +140,14 @@ class OutputSink {
 };
 
 // Per-request accounting shared by both front doors: completion tokens and finish reason per
-// choice, time to first token, and the one log line per finished request.
+// choice, time to first token, the request's metrics (tokens, inter-token gaps, one record per
+// finished choice) and the one log line per finished request.
 class RequestRecord {
  public:
   RequestRecord(const PreparedRequest& r);
   // Updates the counts from an output (any thread, one at a time). True when `out` finished
-  // its choice.
+  // its choice (an abort included). An error output finishes every open choice with
+  // finish_reason "error".
   bool observe(const EngineOutput& out);
   bool all_finished() const { return finished_ == n_; }
   int n() const { return n_; }
@@ -154,6 +159,10 @@ class RequestRecord {
   void log_done(std::string_view status, std::string_view error = {}) const;
 
  private:
+  void finished_metrics(int index, FinishReason reason, const EngineOutput& out);
+
+  metrics::ServerMetrics* metrics_;
+  std::vector<metrics::TokenClock> clocks_;
   std::string id_;
   const char* api_;
   const char* rpc_;
@@ -177,6 +186,13 @@ class RequestLayer {
   // A vision-language model's image encoder: images are checked on their headers by prepare(),
   // decoded and preprocessed on the decode pool, encoded by the engine. Call before serving.
   void set_image_encoder(ImageEncoder* encoder);
+
+  // Metrics of every request (not owned; may be null). Call before serving.
+  void set_metrics(metrics::ServerMetrics* m) { metrics_ = m; }
+  metrics::ServerMetrics* metrics() const { return metrics_; }
+  // A request refused before it reached the engine: counted by reason and front door, and
+  // logged. `api` is "grpc" or "http"; `what` names the endpoint or RPC.
+  void rejected(const Status& s, const char* api, const char* what) const;
 
   // OK, or kUnauthenticated when an API key is configured and `authorization` (the value of
   // the authorization header / metadata, nullopt when absent) does not carry it.
@@ -233,6 +249,7 @@ class RequestLayer {
   const Tokenizer* tokenizer_;
   const ChatTemplate* chat_template_;
   ImageEncoder* image_encoder_ = nullptr;
+  metrics::ServerMetrics* metrics_ = nullptr;
   ServiceOptions options_;
   std::atomic<int> active_{0};
   std::atomic<bool> draining_{false};
