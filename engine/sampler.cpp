@@ -8,6 +8,7 @@
 #include <numeric>
 
 #include "engine/core/check.h"
+#include "engine/tokenizer/unicode.h"
 
 namespace iris {
 
@@ -26,6 +27,10 @@ void SamplingParams::validate() const {
   if (max_tokens <= 0) fail("max_tokens must be positive, got ", max_tokens);
   if (min_tokens < 0 || min_tokens > max_tokens)
     fail("min_tokens must be in [0, max_tokens], got ", min_tokens);
+  // Output text is whole UTF-8 characters; a stop string that is not could only ever match
+  // inside one.
+  for (size_t i = 0; i < stop.size(); ++i)
+    if (!tok::is_valid_utf8(stop[i])) fail("stop[", i, "] is not valid UTF-8");
   if (top_logprobs < 0 || top_logprobs > kMaxTopLogprobs)
     fail("logprobs must be in [0, ", kMaxTopLogprobs, "], got ", top_logprobs);
 }
