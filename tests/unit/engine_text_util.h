@@ -135,17 +135,21 @@ inline std::string reference_text(const Tokenizer& tok, const std::vector<int32_
 }
 
 // Where the text of `tokens` must be cut under the stop-string rule: the earliest match of
-// any stop string whose end lies beyond the text of the first min_tokens tokens. nullopt
-// when none qualifies.
+// any stop string whose end lies beyond the text of the first min_tokens tokens. That text
+// is the part of the full text that the decode of those tokens alone already agrees with,
+// so a character they leave unfinished (decoded as U+FFFD) belongs to the token that
+// completes it. nullopt when no match qualifies.
 inline std::optional<size_t> reference_cut(const Tokenizer& tok, const std::vector<int32_t>& prompt,
                                            const std::vector<int32_t>& tokens,
                                            const SamplingParams& p) {
   const std::string full = reference_text(tok, prompt, tokens, p.skip_special_tokens);
   const size_t first = std::min<size_t>(tokens.size(), static_cast<size_t>(p.min_tokens));
-  const size_t floor =
-      reference_text(tok, prompt, std::vector<int32_t>(tokens.begin(), tokens.begin() + first),
-                     p.skip_special_tokens)
-          .size();
+  const std::string head = reference_text(
+      tok, prompt, std::vector<int32_t>(tokens.begin(), tokens.begin() + first), p.skip_special_tokens);
+  size_t floor = 0;
+  while (floor < head.size() && floor < full.size() && head[floor] == full[floor]) ++floor;
+  while (floor > 0 && floor < full.size() && (static_cast<unsigned char>(full[floor]) & 0xC0) == 0x80)
+    --floor;
   std::optional<size_t> cut;
   for (const std::string& s : p.stop) {
     if (s.empty()) continue;

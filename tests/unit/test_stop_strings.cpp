@@ -280,6 +280,31 @@ TEST_CASE("min_tokens: a stop string counts only when its match ends after the f
   CHECK(c.finish == FinishReason::kStop);
 }
 
+TEST_CASE("min_tokens ending inside a character split over byte tokens: the character counts after it") {
+  Scripted s(Vocab::kSentencePiece);
+  // " ab", "▁", then 你 as E4 BD A0 and 好 as E5 A5 BD (byte fallback), then EOS.
+  const std::vector<int32_t> ids = s.ids("ab 你好");
+  REQUIRE(ids.size() == 8);
+  s.script_text("ab 你好");
+  struct Case {
+    int min_tokens;
+    size_t tokens;
+    std::string text;
+  };
+  const Case k = GENERATE(values<Case>({
+      {3, 5, " ab "},        // the boundary cuts 你 after E4: 你 is text of token 5, so it counts
+      {4, 5, " ab "},
+      {5, 9, " ab 你好"},    // 你 is complete within the first 5 tokens: ignored; EOS ends it
+  }));
+  SamplingParams p = greedy(20, {"你"});
+  p.min_tokens = k.min_tokens;
+  INFO("min_tokens " << k.min_tokens);
+  const Choice c = run_alone(*s.engine, s.request(p)).at(0);
+  check_choice(*s.tok, s.prompt, c, p, s.eos);
+  CHECK(c.tokens.size() == k.tokens);
+  CHECK(c.text() == k.text);
+}
+
 TEST_CASE("n > 1: choices that finish at different steps each get their own text, tokens and reason") {
   Scripted s(Vocab::kSentencePiece);
   const int32_t ab = s.id("\u2581ab"), stop = s.id("\u2581stop"), here = s.id("\u2581here"),
