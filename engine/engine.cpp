@@ -43,7 +43,8 @@ struct Engine::Sequence {
     }
     if (tokenizer)
       detok = std::make_unique<IncrementalDetokenizer>(*tokenizer, r.prompt, r.params.stop,
-                                                       r.params.skip_special_tokens);
+                                                       r.params.skip_special_tokens,
+                                                       r.params.min_tokens);
   }
 
   // Choice i of a seeded request draws from seed + i, so choices differ but each is
@@ -407,9 +408,10 @@ bool Engine::step() {
     auto stop = check_token_stop(seq.params, eos, sampled[i], seq.generated,
                                  seq.prompt_tokens + seq.generated, sched_config_.max_model_len);
     if (seq.detok) {
+      // The detokenizer applies min_tokens to stop strings itself (see tokenizer.h).
       IncrementalDetokenizer::Delta d = seq.detok->push(sampled[i]);
       o.text = std::move(d.text);
-      if (d.stopped && seq.generated >= seq.params.min_tokens) stop = FinishReason::kStop;
+      if (d.stopped) stop = FinishReason::kStop;
     }
     if (by_scheduler && !stop) stop = FinishReason::kLength;
     if (stop) o.timing = seq.clock.finish(clock_type::now());  // the choice's last output
@@ -421,7 +423,10 @@ bool Engine::step() {
                                                       ? sched::FinishReason::kStop
                                                       : sched::FinishReason::kLength);
     o.finish_reason = *stop;
-    if (seq.detok && *stop == FinishReason::kLength) o.text += seq.detok->flush();
+    // Whatever ended the sequence (EOS, a stop id, length), text still held back as a possible
+    // stop-string start or an unfinished character belongs to the answer; after a stop-string
+    // match flush() has nothing left.
+    if (seq.detok) o.text += seq.detok->flush();
     (*seq.on_output)(o);
     auto& kids = children_[seq.request_id];
     kids.erase(std::remove(kids.begin(), kids.end(), seq.seq_id), kids.end());

@@ -8,6 +8,7 @@
 #include <numeric>
 
 #include "engine/core/check.h"
+#include "engine/tokenizer/unicode.h"
 
 namespace iris {
 
@@ -29,6 +30,10 @@ void SamplingParams::validate() const {
   for (const auto& [t, bias] : logit_bias)
     if (t < 0 || !std::isfinite(bias) || bias < -100.0f || bias > 100.0f)
       fail("logit_bias: token ", t, " has bias ", bias, " (must be in [-100, 100])");
+  // Output text is whole UTF-8 characters; a stop string that is not could only ever match
+  // inside one.
+  for (size_t i = 0; i < stop.size(); ++i)
+    if (!tok::is_valid_utf8(stop[i])) fail("stop[", i, "] is not valid UTF-8");
   if (top_logprobs < 0 || top_logprobs > kMaxTopLogprobs)
     fail("logprobs must be in [0, ", kMaxTopLogprobs, "], got ", top_logprobs);
 }

@@ -1,6 +1,13 @@
 // Token-level stop rules shared by every generation path: EOS ids (unless ignore_eos),
 // stop_token_ids, max_tokens, min_tokens, and the model's context length. Stop strings
-// are matched on text by the incremental detokenizer.
+// are matched on text by the incremental detokenizer (engine/tokenizer/tokenizer.h).
+//
+// What a finished choice carries: token_ids are every sampled token, the EOS or stop id
+// that ended it included; text is the decode of those tokens (skip_special_tokens applied)
+// cut before the first stop-string match that counts, and nothing held back is ever lost,
+// whatever ended the choice. min_tokens bans EOS and stop ids until reached, and a stop
+// string counts only when its match ends in text of a token after the first min_tokens
+// (vLLM's rule): a match wholly inside that text is streamed as ordinary text.
 #pragma once
 
 #include <cstdint>

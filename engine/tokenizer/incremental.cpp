@@ -4,7 +4,8 @@
 // of the last tokens, so a real U+FFFD in the output is not mistaken for one). Windows that do not
 // start at the first id are decoded in "continuation" mode, so SentencePiece decoders keep the
 // leading space that a full decode would have kept. Emitted text then passes the stop-string
-// filter, which holds back any suffix that could still grow into a stop string.
+// filter, which holds back any suffix that could still grow into a stop string and ignores
+// matches that end within the text of the first min_tokens ids.
 #include "engine/tokenizer/tokenizer.h"
 
 namespace iris {
@@ -23,13 +24,15 @@ size_t new_text_start(const std::string& prefix, const std::string& full) {
   while (n > 0 && n < full.size() && (static_cast<unsigned char>(full[n]) & 0xC0) == 0x80) --n;
   return n;
 }
+
+bool starts_character(char c) { return (static_cast<unsigned char>(c) & 0xC0) != 0x80; }
 }  // namespace
 
 IncrementalDetokenizer::IncrementalDetokenizer(const Tokenizer& tokenizer,
                                                std::vector<int32_t> prompt_ids,
                                                std::vector<std::string> stop_strings,
-                                               bool skip_special_tokens)
-    : tokenizer_(tokenizer), skip_special_tokens_(skip_special_tokens) {
+                                               bool skip_special_tokens, int min_tokens)
+    : tokenizer_(tokenizer), skip_special_tokens_(skip_special_tokens), min_tokens_(min_tokens) {
   for (int32_t id : prompt_ids) {
     if (!(skip_special_tokens_ && tokenizer_.is_special(id))) ids_.push_back(id);
   }
@@ -49,6 +52,7 @@ std::string IncrementalDetokenizer::decode_range(size_t begin, size_t end) const
 
 IncrementalDetokenizer::Delta IncrementalDetokenizer::push(int32_t id) {
   if (stopped_) return {"", true, ""};
+  ++pushed_;
   if (skip_special_tokens_ && tokenizer_.is_special(id)) return release("", false);
   ids_.push_back(id);
   std::string prefix_text = decode_range(prefix_offset_, read_offset_);
@@ -80,10 +84,16 @@ std::string IncrementalDetokenizer::flush() {
 
 IncrementalDetokenizer::Delta IncrementalDetokenizer::release(std::string text, bool final) {
   held_ += text;
+  // Text that arrives with one of the first min_tokens ids cannot end a stop string.
+  if (pushed_ <= min_tokens_) match_floor_ = emitted_ + held_.size();
+  const size_t floor = match_floor_ > emitted_ ? match_floor_ - emitted_ : 0;  // within held_
   size_t best_pos = std::string::npos;
   const std::string* best = nullptr;
   for (const auto& s : stop_strings_) {
-    size_t p = held_.find(s);
+    // Only matches that end beyond `floor` and start on a character (a stop string that is
+    // not valid UTF-8 must not cut a character in two).
+    size_t p = held_.find(s, floor >= s.size() ? floor - s.size() + 1 : 0);
+    while (p != std::string::npos && !starts_character(held_[p])) p = held_.find(s, p + 1);
     if (p == std::string::npos) continue;
     if (p < best_pos || (p == best_pos && s.size() > best->size())) {
       best_pos = p;
@@ -95,15 +105,19 @@ IncrementalDetokenizer::Delta IncrementalDetokenizer::release(std::string text, 
     d.text = held_.substr(0, best_pos);
     d.stopped = true;
     d.matched_stop = *best;
+    emitted_ += d.text.size();
     held_.clear();
     stopped_ = true;
     return d;
   }
+  // Hold back the longest suffix that is a proper prefix of a stop string (it starts on a
+  // character, so what is released stays whole characters).
   size_t keep = 0;
   if (!final) {
     for (const auto& s : stop_strings_) {
       for (size_t k = std::min(s.size() - 1, held_.size()); k > keep; --k) {
-        if (held_.compare(held_.size() - k, k, s, 0, k) == 0) {
+        if (starts_character(held_[held_.size() - k]) &&
+            held_.compare(held_.size() - k, k, s, 0, k) == 0) {
           keep = k;
           break;
         }
@@ -112,6 +126,7 @@ IncrementalDetokenizer::Delta IncrementalDetokenizer::release(std::string text, 
   }
   d.text = held_.substr(0, held_.size() - keep);
   held_.erase(0, held_.size() - keep);
+  emitted_ += d.text.size();
   return d;
 }
 

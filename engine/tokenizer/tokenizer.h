@@ -93,7 +93,17 @@ std::string clean_up_tokenization(std::string_view text);
 // technique of vLLM and TGI), so byte-fallback pieces and SentencePiece leading spaces come out
 // exactly as a full decode would. Stop strings may span token boundaries; text that could still
 // be the start of a stop string is held back until resolved, and the stop text itself and
-// everything after it is never emitted.
+// everything after it is never emitted. Every piece it returns is whole UTF-8 characters.
+//
+// min_tokens: a stop string counts only when its match ends in text produced after the first
+// `min_tokens` pushed ids (the text an id produces is what becomes decodable when it arrives,
+// so a character split over ids belongs to the id that completes it). A match that lies wholly
+// within that text is ignored and streamed as ordinary text; one that starts there and ends
+// later counts. This is vLLM's rule: stop strings are checked only from the token after
+// min_tokens on, against the text that token added.
+//
+// The concatenation of all returned text, flush() included, is the decode of every pushed id
+// (after the prompt), cut before the first stop-string match that counts.
 class IncrementalDetokenizer {
  public:
   struct Delta {
@@ -104,11 +114,13 @@ class IncrementalDetokenizer {
 
   // `prompt_ids` (may be empty) gives the context the output continues; it is not emitted.
   IncrementalDetokenizer(const Tokenizer& tokenizer, std::vector<int32_t> prompt_ids,
-                         std::vector<std::string> stop_strings, bool skip_special_tokens);
+                         std::vector<std::string> stop_strings, bool skip_special_tokens,
+                         int min_tokens = 0);
 
+  // Every generated id, special or not, counts towards min_tokens.
   Delta push(int32_t id);
   // Emits whatever is still held back (an incomplete character, a partial stop string) at the
-  // end of generation. Returns "" once stopped.
+  // end of generation, whatever ended it. Returns "" once stopped.
   std::string flush();
   bool stopped() const { return stopped_; }
 
@@ -125,6 +137,10 @@ class IncrementalDetokenizer {
   bool skip_special_tokens_;
   std::string held_;  // decoded but not yet emitted (possible start of a stop string)
   bool stopped_ = false;
+  int min_tokens_ = 0;
+  int pushed_ = 0;          // ids pushed so far
+  size_t emitted_ = 0;      // bytes returned so far; held_ starts there
+  size_t match_floor_ = 0;  // a stop-string match must end beyond this byte of the output
 };
 
 }  // namespace iris

@@ -1,6 +1,7 @@
 // The batching engine on the CPU backend with a real (small, random) model: batch
 // invariance with staggered arrivals, shared prefixes, n > 1, aborts and heavy preemption;
-// block-leak invariants after every step; prefix reuse; admission errors.
+// block-leak invariants after every step; prefix reuse; admission errors; an abort that
+// frees everything on the next step.
 #include <catch2/catch.hpp>
 #include <map>
 #include <random>
@@ -252,5 +253,65 @@ TEST_CASE("tensor parallelism on CPU ranks: the same tokens with 1, 2 and 4 rank
     for (size_t i = 0; i < out[1].size(); ++i)
       for (size_t k = 0; k < logprobs[1][i].size(); ++k)
         CHECK(logprobs[world][i][k] == Approx(logprobs[1][i][k]).margin(1e-4));
+  }
+}
+
+TEST_CASE("abort ends a long request on the next step: nothing running, every KV block free") {
+  ModelFixture f;
+  EngineConfig ec;
+  ec.num_kv_blocks = 96;
+  ec.max_num_seqs = 8;
+  Engine engine(*f.backend, *f.model, ec);
+  // 400 tokens (EOS ignored) with a 512-token context: only the abort can end them this early.
+  std::vector<int32_t> prompt;
+  for (int k = 0; k < 40; ++k) prompt.push_back((5 * k + 3) % 64);
+  std::map<std::string, Collected> got;
+  int messages_after_finish = 0;
+  auto cb = [&](const EngineOutput& o) {
+    Collected& c = got[o.id];
+    if (c.finish.count(o.index)) ++messages_after_finish;
+    for (int32_t t : o.token_ids) c.tokens[o.index].push_back(t);
+    if (o.finish_reason) c.finish[o.index] = *o.finish_reason;
+  };
+  const bool with_neighbour = GENERATE(false, true);
+  std::vector<int32_t> neighbour_out;
+  if (with_neighbour) {
+    engine.submit({"neighbour", {9, 8, 7, 6}, greedy(60)}, [&](const EngineOutput& o) {
+      neighbour_out.insert(neighbour_out.end(), o.token_ids.begin(), o.token_ids.end());
+    });
+  }
+  engine.submit({"long", prompt, greedy(400)}, cb);
+  engine.submit({"long2", prompt, greedy(400), 2}, cb);  // n = 2: both choices must end
+  for (int s = 0; s < 8; ++s) engine.step();
+  REQUIRE(got["long"].tokens[0].size() >= 5);
+  REQUIRE(engine.stats().num_running == (with_neighbour ? 4 : 3));
+  REQUIRE(engine.stats().num_free_blocks < engine.stats().num_total_blocks);
+
+  engine.abort("long");
+  engine.abort("long2");
+  int steps = 0;
+  while (engine.stats().num_running > (with_neighbour ? 1 : 0)) {
+    engine.step();
+    REQUIRE(++steps <= 3);
+  }
+  CHECK(steps == 1);  // effective at the start of the next step
+  REQUIRE(got["long"].finish.size() == 1);
+  REQUIRE(got["long2"].finish.size() == 2);
+  for (const auto& [id, c] : got) {
+    INFO(id);
+    for (const auto& [index, reason] : c.finish) CHECK(reason == FinishReason::kAbort);
+    for (const auto& [index, tokens] : c.tokens) CHECK(tokens.size() < 400);
+  }
+  CHECK(messages_after_finish == 0);
+  REQUIRE(engine.check_invariants().empty());
+  if (!with_neighbour) {
+    CHECK(engine.stats().num_running == 0);
+    CHECK(engine.stats().num_free_blocks == engine.stats().num_total_blocks);
+    CHECK_FALSE(engine.has_work());
+  } else {
+    while (engine.has_work()) engine.step();
+    Generator alone(*f.backend, *f.model);
+    CHECK(neighbour_out == alone.generate({9, 8, 7, 6}, greedy(60)).output_ids);
+    CHECK(engine.stats().num_free_blocks == engine.stats().num_total_blocks);
   }
 }

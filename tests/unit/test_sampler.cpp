@@ -1,9 +1,11 @@
-// Sampling: greedy, seeds, top-k/top-p/min-p cut-offs, penalties, min_tokens, and that
-// sampled frequencies follow the softmax.
+// Sampling: greedy, seeds, top-k/top-p/min-p cut-offs (the exact set of tokens that can come
+// out and their renormalised frequencies), penalties (both branches of the repetition
+// penalty), min_tokens, and that sampled frequencies follow the softmax.
 #include <catch2/catch.hpp>
 #include <cmath>
 #include <algorithm>
 #include <map>
+#include <set>
 #include <numeric>
 #include <random>
 
@@ -14,8 +16,31 @@
 using namespace iris;
 
 namespace {
+// Softmax at temperature 1, best first (cumulative mass; ratio to the best):
+//   id 1: 0.3640 (0.3640; 1.000)   id 5: 0.3294 (0.6934; 0.905)   id 2: 0.2208 (0.9142; 0.607)
+//   id 0: 0.0493 (0.9635; 0.135)   id 4: 0.0299 (0.9933; 0.082)   id 3: 0.0067 (1.0000; 0.018)
 const std::vector<float> kLogits = {1.0f, 3.0f, 2.5f, -1.0f, 0.5f, 2.9f};
+
+// Draws n tokens and checks that exactly `allowed` come out, each with the frequency of the
+// softmax of kLogits renormalised over `allowed`, within `tolerance` (absolute). With
+// n = 50000 one standard deviation of a frequency is at most 0.0023, so 0.01 is > 4 sigma.
+void check_distribution(const SamplingParams& p, const std::set<int32_t>& allowed, int n = 50000,
+                        double tolerance = 0.01) {
+  SequenceSampler s(p, {});
+  std::map<int32_t, int> counts;
+  for (int i = 0; i < n; ++i) ++counts[s.sample(kLogits.data(), kLogits.size()).token];
+  std::set<int32_t> seen;
+  for (const auto& [t, c] : counts) seen.insert(t);
+  REQUIRE(seen == allowed);
+  double mass = 0;
+  for (int32_t t : allowed) mass += std::exp(static_cast<double>(kLogits[t]));
+  for (int32_t t : allowed) {
+    const double expect = std::exp(static_cast<double>(kLogits[t])) / mass;
+    INFO("token " << t << ": expected " << expect << ", got " << counts[t] / double(n));
+    CHECK(std::abs(counts[t] / double(n) - expect) < tolerance);
+  }
 }
+}  // namespace
 
 TEST_CASE("greedy picks the argmax and reports the unmodified logprob") {
   SamplingParams p;
@@ -64,6 +89,45 @@ TEST_CASE("top_k = 2 only ever yields the two best tokens") {
   REQUIRE(seen.count(5) == 1);
 }
 
+TEST_CASE("top_p cuts the distribution mid-way: the smallest best-first set reaching top_p, renormalised") {
+  SamplingParams p;
+  p.seed = 5;
+  SECTION("top_p 0.8: ids 1, 5 hold 0.69, adding 2 reaches 0.91") {
+    p.top_p = 0.8f;
+    check_distribution(p, {1, 5, 2});
+  }
+  SECTION("top_p 0.95: ids 1, 5, 2 hold 0.91, adding 0 reaches 0.96") {
+    p.top_p = 0.95f;
+    check_distribution(p, {1, 5, 2, 0});
+  }
+  SECTION("top_k 4 first, then top_p 0.93 over the renormalised four") {
+    // Alone, top_p 0.93 would keep id 0 too (0.914 < 0.93); over the four best (mass 0.9635)
+    // ids 1, 5, 2 already hold 0.949.
+    p.top_p = 0.93f;
+    p.top_k = 4;
+    check_distribution(p, {1, 5, 2});
+    p.top_k = -1;
+    check_distribution(p, {1, 5, 2, 0});
+  }
+}
+
+TEST_CASE("min_p cuts the distribution mid-way: tokens below min_p times the best are dropped") {
+  SamplingParams p;
+  p.seed = 9;
+  SECTION("min_p 0.1: id 0 (0.135 of the best) stays, id 4 (0.082) goes") {
+    p.min_p = 0.1f;
+    check_distribution(p, {1, 5, 2, 0});
+  }
+  SECTION("min_p 0.5: id 2 (0.607) stays, id 0 goes") {
+    p.min_p = 0.5f;
+    check_distribution(p, {1, 5, 2});
+  }
+  SECTION("min_p 0.95: only id 1 (id 5 is 0.905 of it)") {
+    p.min_p = 0.95f;
+    check_distribution(p, {1});
+  }
+}
+
 TEST_CASE("sampled frequencies follow the tempered softmax") {
   SamplingParams p;
   p.seed = 123;
@@ -86,6 +150,98 @@ TEST_CASE("repetition penalty divides positive and multiplies negative logits of
   p.repetition_penalty = 2.0f;
   SequenceSampler s(p, {1});  // token 1 (logit 3.0 -> 1.5) is in the prompt
   REQUIRE(s.sample(kLogits.data(), kLogits.size()).token == 5);
+}
+
+TEST_CASE("repetition penalty on a negative logit multiplies it (transformers' rule)") {
+  // Both candidates negative; token 0 is the better one and has been seen.
+  const std::vector<float> logits = {-1.0f, -1.5f};
+  SamplingParams p;
+  p.temperature = 0.0f;
+  p.repetition_penalty = 2.0f;  // -1.0 * 2 = -2.0 < -1.5 (dividing would give -0.5 and keep 0)
+  SequenceSampler a(p, {0});
+  CHECK(a.sample(logits.data(), 2).token == 1);
+  p.repetition_penalty = 1.4f;  // -1.4 > -1.5: still the best
+  SequenceSampler b(p, {0});
+  CHECK(b.sample(logits.data(), 2).token == 0);
+  // Output tokens count as seen too.
+  p.repetition_penalty = 2.0f;
+  SequenceSampler c(p, {});
+  CHECK(c.sample(logits.data(), 2).token == 0);
+  c.append(0);
+  CHECK(c.sample(logits.data(), 2).token == 1);
+  // A penalty below 1 rewards: the seen negative logit shrinks towards 0.
+  p.repetition_penalty = 0.5f;
+  SequenceSampler d(p, {1});  // -1.5 * 0.5 = -0.75 > -1.0
+  CHECK(d.sample(logits.data(), 2).token == 1);
+}
+
+TEST_CASE("presence penalty counts a token once, frequency penalty once per occurrence") {
+  // Token 0 leads by 1.0. After it appeared 3 times it loses presence + 3 * frequency.
+  const std::vector<float> logits = {2.0f, 1.0f};
+  auto pick_after_three = [&](float presence, float frequency) {
+    SamplingParams p;
+    p.temperature = 0.0f;
+    p.presence_penalty = presence;
+    p.frequency_penalty = frequency;
+    SequenceSampler s(p, {0, 0, 0});  // the prompt does not count
+    REQUIRE(s.sample(logits.data(), 2).token == 0);
+    for (int i = 0; i < 3; ++i) s.append(0);
+    return s.sample(logits.data(), 2).token;
+  };
+  CHECK(pick_after_three(0.5f, 0.2f) == 1);   // 2.0 - 0.5 - 0.6 = 0.9 < 1.0
+  CHECK(pick_after_three(0.3f, 0.2f) == 0);   // 2.0 - 0.3 - 0.6 = 1.1 > 1.0
+  CHECK(pick_after_three(1.1f, 0.0f) == 1);   // presence alone: 0.9
+  CHECK(pick_after_three(0.9f, 0.0f) == 0);   // 1.1: presence does not grow with the count
+  CHECK(pick_after_three(0.0f, 0.34f) == 1);  // 2.0 - 1.02 = 0.98
+  CHECK(pick_after_three(0.0f, 0.32f) == 0);  // 2.0 - 0.96 = 1.04
+  // Negative penalties encourage repeats.
+  SamplingParams p;
+  p.temperature = 0.0f;
+  p.presence_penalty = -0.5f;
+  p.frequency_penalty = -0.2f;
+  SequenceSampler s(p, {});
+  s.append(1);
+  s.append(1);
+  CHECK(s.sample(logits.data(), 2).token == 0);  // 1.0 + 0.5 + 0.4 = 1.9 < 2.0
+  s.append(1);
+  CHECK(s.sample(logits.data(), 2).token == 1);  // 1.0 + 0.5 + 0.6 = 2.1 > 2.0
+}
+
+TEST_CASE("a seeded sampler repeats its draws whatever other samplers do in between") {
+  SamplingParams p;
+  p.seed = 2024;
+  p.temperature = 0.9f;
+  p.top_p = 0.95f;
+  p.presence_penalty = 0.3f;
+  std::mt19937 rng(1);
+  std::uniform_real_distribution<float> u(-3.0f, 3.0f);
+  std::vector<std::vector<float>> rows(200, std::vector<float>(50));
+  for (auto& r : rows)
+    for (float& x : r) x = u(rng);
+  auto run = [&](bool interleave) {
+    SequenceSampler s(p, {3, 4});
+    SamplingParams other_p;
+    other_p.seed = 99;
+    SequenceSampler other(other_p, {});
+    SamplingParams unseeded_p;
+    SequenceSampler unseeded(unseeded_p, {});
+    std::vector<int32_t> out;
+    for (const auto& r : rows) {
+      if (interleave) {
+        other.sample(r.data(), 50);
+        unseeded.sample(r.data(), 50);
+      }
+      const int32_t t = s.sample(r.data(), 50).token;
+      s.append(t);
+      out.push_back(t);
+    }
+    return out;
+  };
+  const auto alone = run(false);
+  CHECK(run(true) == alone);
+  CHECK(run(false) == alone);
+  std::set<int32_t> distinct(alone.begin(), alone.end());
+  CHECK(distinct.size() > 10);  // really sampling, not stuck on one token
 }
 
 TEST_CASE("presence and frequency penalties apply to output tokens only") {
@@ -146,6 +302,11 @@ TEST_CASE("invalid sampling parameters are refused by name") {
   p = {};
   p.max_tokens = 0;
   REQUIRE_THROWS_WITH(p.validate(), Contains("max_tokens"));
+  p = {};
+  p.stop = {"ok", "\xE4\xBD"};  // the first two bytes of a three-byte character
+  REQUIRE_THROWS_WITH(p.validate(), Contains("stop[1]"));
+  p.stop = {"ok", "你好"};
+  REQUIRE_NOTHROW(p.validate());
 }
 
 TEST_CASE("top_logprobs are the n best of log-softmax, best first, ties by id", "[sampler]") {
