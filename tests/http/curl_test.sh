@@ -6,31 +6,7 @@
 set -uo pipefail
 iris=$1 model=$2 vision=$3 work=$4
 rm -rf "$work" && mkdir -p "$work"
-passed=0 failed=0
-check() {  # check NAME CONDITION-EXIT-STATUS
-  if [ "$2" -eq 0 ]; then passed=$((passed + 1)); echo "ok   $1"; else failed=$((failed + 1)); echo "FAIL $1"; fi
-}
-pids=()
-cleanup() { for p in "${pids[@]}"; do kill -9 "$p" 2>/dev/null || true; done; }
-trap cleanup EXIT
-
-# start NAME ARGS...: starts iris serve, waits for both listeners (60 s, else the test fails).
-start() {
-  local name=$1; shift
-  "$iris" serve --host 127.0.0.1 --port 0 --http-port -1 "$@" > "$work/$name.log" 2>&1 &
-  pids+=($!)
-  local pid=$!
-  for _ in $(seq 1 600); do
-    if grep -q "serving .* on " "$work/$name.log" && grep -q "http listening on" "$work/$name.log"; then
-      http_port=$(sed -n 's/.*http listening on [0-9.]*:\([0-9]*\).*/\1/p' "$work/$name.log" | head -1)
-      grpc_port=$(sed -n 's/.*serving [^ ]* on [0-9.]*:\([0-9]*\).*/\1/p' "$work/$name.log" | head -1)
-      return 0
-    fi
-    kill -0 "$pid" 2>/dev/null || { echo "FAIL: $name exited before it was ready"; cat "$work/$name.log"; exit 1; }
-    sleep 0.1
-  done
-  echo "FAIL: $name not ready after 60 s"; cat "$work/$name.log"; exit 1
-}
+. "$(dirname "$0")/../integration/serve_lib.sh"
 
 # --- SSE framing and keep-alive on the embedded model -----------------------------------------
 start text --model "$model"
@@ -119,5 +95,4 @@ assert all(abs(e["logprob"] - g) < 1e-5 for e, g in zip(content, grpc_lps))
 EOF
 check "data: image via curl == gRPC iris client chat --image (tokens and logprobs)" $?
 
-echo "$passed passed, $failed failed"
-[ "$failed" -eq 0 ]
+finish

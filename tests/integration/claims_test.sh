@@ -9,27 +9,7 @@ set -uo pipefail
 iris=$1 vision=$2 work=$3
 repo=$(cd "$(dirname "$0")/../.." && pwd)
 rm -rf "$work" && mkdir -p "$work"
-passed=0 failed=0
-check() { if [ "$2" -eq 0 ]; then passed=$((passed + 1)); echo "ok   $1"; else failed=$((failed + 1)); echo "FAIL $1"; fi; }
-pids=()
-trap 'for p in "${pids[@]}"; do kill -9 "$p" 2>/dev/null || true; done' EXIT
-
-start() {  # start NAME ARGS... → $grpc_port $http_port; a server that is not ready fails the test
-  local name=$1; shift
-  "$iris" serve --host 127.0.0.1 --port 0 --http-port -1 "$@" > "$work/$name.log" 2>&1 &
-  local pid=$!
-  pids+=("$pid")
-  for _ in $(seq 1 600); do
-    if grep -q "serving .* on " "$work/$name.log" && grep -q "http listening on" "$work/$name.log"; then
-      grpc_port=$(sed -n 's/.*serving [^ ]* on [0-9.]*:\([0-9]*\).*/\1/p' "$work/$name.log" | head -1)
-      http_port=$(sed -n 's/.*http listening on [0-9.]*:\([0-9]*\).*/\1/p' "$work/$name.log" | head -1)
-      return 0
-    fi
-    kill -0 "$pid" 2>/dev/null || { echo "FAIL: $name exited before it was ready"; cat "$work/$name.log"; exit 1; }
-    sleep 0.1
-  done
-  echo "FAIL: $name not ready after 60 s"; exit 1
-}
+. "$(dirname "$0")/serve_lib.sh"
 
 # The embedded model without --model; client info reports it.
 start default
@@ -118,5 +98,4 @@ st=$?
 [ $st -eq 0 ]
 check "scripts/run.sh exits 0 after SIGTERM (status $st)" $?
 
-echo "$passed passed, $failed failed"
-[ "$failed" -eq 0 ]
+finish

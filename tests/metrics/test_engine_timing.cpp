@@ -14,6 +14,7 @@
 #include "engine/loader/checkpoint.h"
 #include "server/metrics/server_metrics.h"
 #include "tests/metrics/promtool.h"
+#include "tests/unit/small_model.h"
 #include "tests/unit/test_util.h"
 
 using namespace iris;
@@ -21,18 +22,8 @@ using namespace iris::test;
 
 namespace {
 
-struct ModelFixture {
-  std::unique_ptr<Backend> backend = make_cpu_backend(2);
-  std::unique_ptr<Checkpoint> ck;
-  ModelConfig cfg;
-  std::unique_ptr<Model> model;
-  ModelFixture() {
-    auto c = small_llama_config({{"max_position_embeddings", 512}});
-    const auto dir = write_checkpoint("metrics_engine", c, random_weights(c, 5));
-    ck = Checkpoint::open(dir);
-    cfg = ModelConfig::from_dir(dir);
-    model = load_model(*ck, cfg, *backend);
-  }
+struct ModelFixture : SmallModel {
+  ModelFixture() : SmallModel("metrics_engine", 5) {}
 };
 
 // Records what a StepObserver sees (engine thread only).

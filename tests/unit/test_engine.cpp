@@ -9,6 +9,7 @@
 #include "engine/engine.h"
 #include "engine/generator.h"
 #include "engine/loader/checkpoint.h"
+#include "tests/unit/small_model.h"
 #include "tests/unit/test_util.h"
 
 using namespace iris;
@@ -16,18 +17,8 @@ using namespace iris::test;
 
 namespace {
 
-struct ModelFixture {
-  std::unique_ptr<Backend> backend = make_cpu_backend(2);
-  std::unique_ptr<Checkpoint> ck;
-  ModelConfig cfg;
-  std::unique_ptr<Model> model;
-  ModelFixture() {
-    auto c = small_llama_config({{"max_position_embeddings", 512}});
-    const auto dir = write_checkpoint("engine", c, random_weights(c, 21));
-    ck = Checkpoint::open(dir);
-    cfg = ModelConfig::from_dir(dir);
-    model = load_model(*ck, cfg, *backend);
-  }
+struct ModelFixture : SmallModel {
+  ModelFixture() : SmallModel("engine", 21) {}
 };
 
 struct Collected {
