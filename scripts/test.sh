@@ -22,20 +22,12 @@ cmake -S . -B build -G Ninja -DCMAKE_BUILD_TYPE=Release
 cmake --build build -j "$jobs"
 ctest --test-dir build -j "$jobs" --output-on-failure
 
-# AddressSanitizer + UBSan over everything labelled *sanitize: the loader, tokenizer, template,
-# scheduler, engine and metrics tests, and the whole `iris serve` (gRPC and HTTP integration
-# tests run the ASan-built server: reactors, decode pool, engine thread, 1,000 cancels).
+# AddressSanitizer + UndefinedBehaviorSanitizer over everything labelled *sanitize: the
+# loader, tokenizer, template, scheduler, engine and metrics tests. (The server under ASan —
+# tests labelled server_sanitize — and a ThreadSanitizer pass, IRIS_SANITIZE_THREAD, are
+# ready in CMake but not yet part of this script; see docs/status.md.)
 cmake -S . -B build-asan -G Ninja -DCMAKE_BUILD_TYPE=RelWithDebInfo -DIRIS_SANITIZE=ON \
-  -DIRIS_ENABLE_CUDA=OFF -DIRIS_BUILD_SERVER=ON
+  -DIRIS_ENABLE_CUDA=OFF -DIRIS_BUILD_SERVER=OFF
 cmake --build build-asan -j "$jobs"
 ASAN_OPTIONS=detect_leaks=1 UBSAN_OPTIONS=print_stacktrace=1 \
   ctest --test-dir build-asan -L sanitize -j "$jobs" --output-on-failure
-
-# ThreadSanitizer on a focused set, every run: the engine thread with submit/abort from
-# other threads, tensor-parallel CPU ranks, and metrics recorded while scraped.
-cmake -S . -B build-tsan -G Ninja -DCMAKE_BUILD_TYPE=RelWithDebInfo -DIRIS_SANITIZE_THREAD=ON \
-  -DIRIS_ENABLE_CUDA=OFF -DIRIS_BUILD_SERVER=OFF
-cmake --build build-tsan -j "$jobs" --target engine_unit_tests metrics_tests metrics_engine_tests
-TSAN_OPTIONS="halt_on_error=1 second_deadlock_stack=1" ./build-tsan/tests/unit/engine_unit_tests
-TSAN_OPTIONS="halt_on_error=1" ./build-tsan/tests/metrics/metrics_tests
-TSAN_OPTIONS="halt_on_error=1" ./build-tsan/tests/metrics/metrics_engine_tests
