@@ -8,6 +8,7 @@
 #include <boost/beast/http.hpp>
 #include <spdlog/spdlog.h>
 
+#include <array>
 #include <cctype>
 #include <chrono>
 #include <deque>
@@ -276,7 +277,7 @@ class Connection final : public ConnectionBase,
   }
 
   void do_read() {
-    if (closed_ || reading_) return;
+    if (closed_ || reading_ || closing_) return;
     parser_.emplace();
     parser_->body_limit(shared_->options.max_body_bytes);
     parser_->header_limit(static_cast<uint32_t>(shared_->options.max_header_bytes));
@@ -348,8 +349,20 @@ class Connection final : public ConnectionBase,
       if (self->closed_) return;
       if (ec) return self->close_now();
       self->buffer_.commit(n);
-      if (self->current_) self->watch();
+      if (self->closing_) self->drain();
+      else if (self->current_) self->watch();
       else self->do_read();
+    });
+  }
+
+  void drain() {
+    if (closed_) return;
+    reading_ = true;
+    auto self = this->shared_from_this();
+    socket().async_read_some(net::buffer(scratch_), [self](beast::error_code ec, size_t) {
+      self->reading_ = false;
+      if (ec || self->closed_) return self->close_now();
+      self->drain();
     });
   }
 
@@ -380,9 +393,12 @@ class Connection final : public ConnectionBase,
     if (!ex->keep_alive()) {
       beast::error_code ec;
       socket().shutdown(tcp::socket::shutdown_send, ec);
-      // Let the client read the response and close; a read that ends closes our side.
-      if (!reading_) close_now();
-      else arm_timer(1.0);
+      // Lingering close: read and discard what the client still sends (e.g. the rest of a
+      // body over the limit) for a moment, so it can read the response instead of being
+      // reset mid-write; then close.
+      closing_ = true;
+      arm_timer(2.0);
+      if (!reading_) drain();
       return;
     }
     if (!reading_) do_read();
@@ -399,6 +415,8 @@ class Connection final : public ConnectionBase,
   std::deque<Out> out_;
   std::shared_ptr<Exchange> current_;
   bool reading_ = false, writing_ = false, closed_ = false;
+  bool closing_ = false;  // the last response is out; only draining what the client still sends
+  std::array<char, 16384> scratch_;
 };
 
 }  // namespace
