@@ -29,6 +29,7 @@
 #include "server/cli.h"
 #include "server/engine_options.h"
 #include "server/grpc/grpc_service.h"
+#include "server/logging.h"
 #include "server/http/http_server.h"
 #include "server/http/openai_api.h"
 #include "server/metrics/server_metrics.h"
@@ -61,6 +62,9 @@ struct ServeOptions {
   size_t max_request_bytes = 32u << 20;
   size_t max_pending_output_bytes = 4u << 20;
   std::vector<std::string> allowed_media_domains;
+  std::string log_format = "text";
+  std::string log_level = "info";
+  bool log_prompts = false;
   EngineOptions engine;
 };
 
@@ -127,6 +131,7 @@ int wait_signal() {
 }
 
 int run_serve(ServeOptions o) {
+  server::configure_logging(o.log_format, o.log_level);
   install_signal_pipe();
 
   if (o.model.empty()) {
@@ -154,6 +159,7 @@ int run_serve(ServeOptions o) {
   so.image_limits.max_pixels = o.max_image_pixels;
   so.image_limits.max_bytes = std::max(static_cast<size_t>(o.max_message_bytes), o.max_request_bytes);
   so.max_pending_output_bytes = o.max_pending_output_bytes;
+  so.log_prompts = o.log_prompts;
   // Prometheus metrics (GET /metrics on the HTTP port): the request layer records requests,
   // the engine its steps; gauges are read from the engine at scrape time.
   metrics::ServerMetricsConfig mc;
@@ -301,6 +307,12 @@ Command add_serve(CLI::App& app) {
                   "request is aborted")->capture_default_str();
   sub->add_option("--allowed-media-domains", opts->allowed_media_domains,
                   "hosts whose http(s) image URLs may be fetched (default: none; data: URLs only)");
+  sub->add_option("--log-format", opts->log_format, "text or json (one JSON object per line)")
+      ->capture_default_str();
+  sub->add_option("--log-level", opts->log_level, "trace, debug, info, warn, error, critical or off")
+      ->capture_default_str();
+  sub->add_flag("--log-prompts", opts->log_prompts,
+                "put each request's prompt text in its log line (off: token counts only)");
   opts->engine.add_to(*sub);
   return {sub, [opts]() { return run_serve(*opts); }};
 }

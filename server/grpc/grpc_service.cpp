@@ -92,12 +92,14 @@ class InferenceService::GenerateReactor final : public grpc::ServerWriteReactor<
     }
   };
 
-  GenerateReactor(InferenceService& svc, PreparedRequest request, bool return_prompt_ids)
+  GenerateReactor(InferenceService& svc, grpc::CallbackServerContext* ctx, PreparedRequest request,
+                  bool return_prompt_ids)
       : svc_(svc), id_(request.engine.id), n_(request.engine.n),
         want_logprobs_(request.want_logprobs), record_(request),
         bridge_(std::make_shared<Bridge>()) {
     svc_.layer_.stream_opened();
     bridge_->reactor = this;
+    ctx->AddInitialMetadata("x-request-id", request.request_id);
     if (return_prompt_ids) {
       GenerateResponse first;
       for (int32_t t : request.engine.prompt) first.add_prompt_token_ids(t);
@@ -266,12 +268,16 @@ Status InferenceService::authenticate(const grpc::CallbackServerContext* ctx) co
   return layer_.authenticate(auth);
 }
 
-grpc::ServerWriteReactor<GenerateResponse>* InferenceService::start_stream(GenerationInput in,
-                                                                           bool return_prompt_ids) {
+grpc::ServerWriteReactor<GenerateResponse>* InferenceService::start_stream(
+    grpc::CallbackServerContext* ctx, GenerationInput in, bool return_prompt_ids) {
+  const auto& md = ctx->client_metadata();
+  if (auto it = md.find("x-request-id"); it != md.end())
+    in.request_id.assign(it->second.data(), std::min<size_t>(it->second.size(), 256));
+  in.client = ctx->peer();
   PreparedRequest prepared;
   const Status s = layer_.prepare(in, prepared);
   if (!s.ok()) return rejected(layer_, in.rpc, s);
-  return new GenerateReactor(*this, std::move(prepared), return_prompt_ids);
+  return new GenerateReactor(*this, ctx, std::move(prepared), return_prompt_ids);
 }
 
 grpc::ServerWriteReactor<GenerateResponse>* InferenceService::Generate(
@@ -298,7 +304,7 @@ grpc::ServerWriteReactor<GenerateResponse>* InferenceService::Generate(
   for (int i = 0; i < request->images_size(); ++i)
     in.images.push_back(image_input(request->images(i), "images[" + std::to_string(i) + "]"));
   in.sampling = sampling_fields(*request);
-  return start_stream(std::move(in), request->return_prompt_token_ids());
+  return start_stream(ctx, std::move(in), request->return_prompt_token_ids());
 }
 
 grpc::ServerWriteReactor<GenerateResponse>* InferenceService::Chat(
@@ -338,7 +344,7 @@ grpc::ServerWriteReactor<GenerateResponse>* InferenceService::Chat(
   in.add_generation_prompt =
       request->has_add_generation_prompt() ? request->add_generation_prompt() : true;
   in.sampling = sampling_fields(*request);
-  return start_stream(std::move(in), request->return_prompt_token_ids());
+  return start_stream(ctx, std::move(in), request->return_prompt_token_ids());
 }
 
 grpc::ServerUnaryReactor* InferenceService::Detokenize(grpc::CallbackServerContext* ctx,

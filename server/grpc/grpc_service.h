@@ -38,7 +38,8 @@ class InferenceService final : public iris::v1::Inference::CallbackService {
   class GenerateReactor;
   Status authenticate(const grpc::CallbackServerContext* ctx) const;
   // Prepares and starts a stream; a failure is the stream's final status.
-  grpc::ServerWriteReactor<iris::v1::GenerateResponse>* start_stream(GenerationInput in,
+  grpc::ServerWriteReactor<iris::v1::GenerateResponse>* start_stream(grpc::CallbackServerContext* ctx,
+                                                                     GenerationInput in,
                                                                      bool return_prompt_ids);
 
   RequestLayer& layer_;

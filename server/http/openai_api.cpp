@@ -283,6 +283,9 @@ class OpenAIApi::Generation final : public OutputSink,
     tokens_as_ids_ = tokens_as_ids;
     n_ = prompts.front().request.engine.n;
     want_logprobs_ = prompts.front().request.want_logprobs;
+    bool has_id = false;
+    for (const auto& [k, v] : headers_) has_id = has_id || k == "x-request-id";
+    if (!has_id) headers_.emplace_back("x-request-id", prompts.front().request.request_id);
     for (Prompt& p : prompts) {
       records_.emplace_back(p.request);
       ids_.push_back(p.request.engine.id);
@@ -542,7 +545,7 @@ class OpenAIApi::Generation final : public OutputSink,
   std::shared_ptr<HttpExchange> ex_;
   const bool chat_, stream_, include_usage_;
   const std::string model_;
-  const Headers headers_;
+  Headers headers_;
   const std::string id_;
   const long long created_;
 
@@ -773,6 +776,8 @@ void OpenAIApi::chat_completions(Call& call) {
     in->chat_template_kwargs = *k;
   }
   in->user = opt_string(b, "user").value_or("");
+  if (const std::string* rid = call.request.header("x-request-id")) in->request_id = rid->substr(0, 256);
+  in->client = call.request.remote;
   const bool stream = opt_bool(b, "stream").value_or(false);
   bool include_usage = false;
   if (const json* so = field(b, "stream_options")) {
@@ -812,6 +817,8 @@ void OpenAIApi::completions(Call& call) {
   base.sampling = sampling_fields(b, /*chat=*/false);
   base.sampling.logprobs = opt_int(b, "logprobs");
   base.user = opt_string(b, "user").value_or("");
+  if (const std::string* rid = call.request.header("x-request-id")) base.request_id = rid->substr(0, 256);
+  base.client = call.request.remote;
   const bool echo = opt_bool(b, "echo").value_or(false);
   if (echo && base.sampling.logprobs)
     bad("echo: echo with logprobs is not supported (prompt logprobs are not computed)");

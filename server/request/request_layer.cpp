@@ -10,6 +10,7 @@
 
 #include "engine/chat_template/chat_prompt.h"
 #include "engine/core/check.h"
+#include "server/logging.h"
 
 namespace iris::server {
 
@@ -29,7 +30,8 @@ bool bearer_matches(std::string_view authorization, const std::string& key) {
 // --- RequestRecord ---------------------------------------------------------------------------
 
 RequestRecord::RequestRecord(const PreparedRequest& r)
-    : metrics_(r.metrics), id_(r.engine.id), api_(r.api), rpc_(r.rpc), user_(r.user), n_(r.engine.n),
+    : metrics_(r.metrics), id_(r.engine.id), request_id_(r.request_id.empty() ? r.engine.id : r.request_id),
+      client_(r.client), prompt_text_(r.prompt_text), api_(r.api), rpc_(r.rpc), user_(r.user), n_(r.engine.n),
       prompt_tokens_(static_cast<int>(r.engine.prompt.size())), start_(r.arrival) {
   completion_tokens_.assign(n_, 0);
   finish_reasons_.assign(n_, "");
@@ -37,6 +39,7 @@ RequestRecord::RequestRecord(const PreparedRequest& r)
 }
 
 void RequestRecord::finished_metrics(int index, FinishReason reason, const EngineOutput& out) {
+  if (out.timing) timing_ = out.timing;
   if (!metrics_) return;
   metrics::RequestRecord m;
   m.api = std::string_view(api_) == "http" ? metrics::Api::kHttp : metrics::Api::kGrpc;
@@ -94,11 +97,28 @@ void RequestRecord::log_done(std::string_view status, std::string_view error) co
     if (i) reasons += ",";
     reasons += finish_reasons_[i].empty() ? "-" : finish_reasons_[i];
   }
-  spdlog::info("{} api={} id={} status={} n={} prompt_tokens={} completion_tokens={} "
-               "finish_reason={} ttft={:.3f}s time={:.3f}s{}{}{}{}",
-               rpc_, api_, id_, status, n_, prompt_tokens_, total_completion_tokens(), reasons,
-               ttft, secs, user_.empty() ? "" : " user=", user_, error.empty() ? "" : " error=",
-               error);
+  auto round3 = [](double v) { return std::round(v * 1e3) / 1e3; };
+  nlohmann::ordered_json f;
+  f["api"] = api_;
+  f["request_id"] = request_id_;
+  if (request_id_ != id_) f["id"] = id_;
+  f["status"] = std::string(status);
+  f["n"] = n_;
+  f["prompt_tokens"] = prompt_tokens_;
+  f["completion_tokens"] = total_completion_tokens();
+  f["finish_reason"] = reasons;
+  f["ttft_s"] = round3(ttft);
+  f["e2e_s"] = round3(secs);
+  if (timing_) {
+    f["queue_s"] = round3(timing_->queue_seconds);
+    f["prefill_s"] = round3(timing_->prefill_seconds);
+    f["decode_s"] = round3(timing_->decode_seconds);
+  }
+  if (!client_.empty()) f["client"] = client_;
+  if (!user_.empty()) f["user"] = user_;
+  if (!error.empty()) f["error"] = std::string(error);
+  if (!prompt_text_.empty()) f["prompt"] = prompt_text_;
+  log_event(rpc_, f);
 }
 
 // --- RequestLayer ----------------------------------------------------------------------------
@@ -124,7 +144,11 @@ Status RequestLayer::authenticate(std::optional<std::string_view> authorization)
 }
 
 void RequestLayer::rejected(const Status& s, const char* api, const char* what) const {
-  spdlog::info("{} api={} rejected status={} error={}", what, api, code_name(s.code), s.message);
+  nlohmann::ordered_json f;
+  f["api"] = api;
+  f["status"] = code_name(s.code);
+  f["error"] = s.message;
+  log_event(std::string(what) + " rejected", f);
   if (!metrics_) return;
   metrics::RejectReason reason = metrics::RejectReason::kInvalidArgument;
   switch (s.code) {
@@ -301,7 +325,14 @@ Status RequestLayer::prepare(const GenerationInput& in, PreparedRequest& out) co
   s = sampling_params(in.sampling, prompt.size(), p, n);
   if (!s.ok()) return s;
   out.want_logprobs = in.sampling.logprobs.has_value();
-  out.engine.id = in.request_id.empty() ? next_request_id() : in.request_id;
+  out.engine.id = next_request_id();  // unique whatever the client sends as its own id
+  out.request_id = in.request_id.empty() ? out.engine.id : in.request_id;
+  out.client = in.client;
+  if (options_.log_prompts) {
+    std::string text = tokenizer_ ? tokenizer_->decode(prompt, false) : std::string();
+    if (text.size() > 4096) text.resize(4096);
+    out.prompt_text = std::move(text);
+  }
   out.engine.prompt = std::move(prompt);
   out.engine.params = std::move(p);
   out.engine.n = n;

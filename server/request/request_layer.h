@@ -48,6 +48,7 @@ struct ServiceOptions {
   // Output a stream may hold unsent because its client does not read; past it the request is
   // aborted (with a log line) so one slow reader never grows the server's memory.
   size_t max_pending_output_bytes = 4u << 20;
+  bool log_prompts = false;  // put prompt text in the request log line (off: counts only)
   std::string version;
 };
 
@@ -108,7 +109,8 @@ struct GenerationInput {
   nlohmann::json chat_template_kwargs = nlohmann::json::object();
   SamplingFields sampling;
   std::string user;        // logged
-  std::string request_id;  // from the client when given; else one is made
+  std::string request_id;  // the client's (x-request-id); logged and echoed; else the engine id
+  std::string client;      // the peer address, logged
   // Field names as the client's API spells them, for errors ("max_tokens" vs
   // "max_completion_tokens", "text" vs "prompt").
   std::string prompt_field = "prompt";
@@ -122,6 +124,9 @@ struct PreparedRequest {
   const char* api = "grpc";
   const char* rpc = "generate";
   std::string user;
+  std::string request_id;  // what the client sees and the log line carries
+  std::string client;
+  std::string prompt_text;  // for the log line, only with ServiceOptions::log_prompts
   bool want_logprobs = false;
   // Images accepted on their headers, decoded on the pool before submission: one per media
   // span, in order. Empty when the request has none.
@@ -164,6 +169,8 @@ class RequestRecord {
   metrics::ServerMetrics* metrics_;
   std::vector<metrics::TokenClock> clocks_;
   std::string id_;
+  std::string request_id_, client_, prompt_text_;
+  std::optional<RequestTiming> timing_;  // of the last choice that finished
   const char* api_;
   const char* rpc_;
   std::string user_;

@@ -220,3 +220,51 @@ test('data: URL images give the reference tokens; URLs outside --allowed-media-d
     media.close();
   }
 });
+
+test('JSON logs: every line parses; the request line carries the x-request-id and its figures', async () => {
+  const server = await startServer(['--log-format', 'json']);
+  try {
+    const res = await fetch(`${server.baseURL}/v1/chat/completions`, { method: 'POST',
+      headers: { 'content-type': 'application/json', 'x-request-id': 'trace-42' },
+      body: JSON.stringify({ messages: [{ role: 'user', content: 'Secret prompt words' }], max_tokens: 5,
+        ignore_eos: true }) });
+    assert.equal(res.status, 200);
+    assert.equal(res.headers.get('x-request-id'), 'trace-42');
+    const usage = (await res.json()).usage;
+    // Without a header the server makes an id and returns it.
+    const gen = await fetch(`${server.baseURL}/v1/completions`, { method: 'POST',
+      body: JSON.stringify({ prompt: 'Hello', max_tokens: 2 }) });
+    const genId = gen.headers.get('x-request-id');
+    assert.ok(genId && genId.length > 0);
+    await gen.json();
+    await sleep(300);
+    const lines = server.log.split('\n').filter((l) => l.trim());
+    const objs = lines.map((l) => {
+      try { return JSON.parse(l); } catch { assert.fail(`not JSON: ${l}`); }
+      return null;
+    });
+    for (const o of objs) assert.ok(o.time && o.level && o.msg, JSON.stringify(o));
+    const line = objs.find((o) => o.request_id === 'trace-42');
+    assert.ok(line, 'no log line with the request id');
+    assert.equal(line.msg, 'chat');
+    assert.equal(line.api, 'http');
+    assert.equal(line.status, 'ok');
+    assert.equal(line.prompt_tokens, usage.prompt_tokens);
+    assert.equal(line.completion_tokens, usage.completion_tokens);
+    assert.equal(line.finish_reason, 'length');
+    for (const k of ['queue_s', 'prefill_s', 'decode_s', 'ttft_s', 'e2e_s']) assert.ok(Number.isFinite(line[k]), k);
+    assert.match(line.client, /^127\.0\.0\.1:\d+$/);
+    assert.ok(!server.log.includes('Secret prompt words'), 'prompt text logged without --log-prompts');
+    assert.ok(objs.find((o) => o.request_id === genId && o.msg === 'completions'));
+  } finally {
+    await stopServer(server);
+  }
+  const withPrompts = await startServer(['--log-prompts']);
+  try {
+    await client(withPrompts).completions.create({ prompt: 'Secret prompt words', max_tokens: 2 });
+    await sleep(300);
+    assert.ok(withPrompts.log.includes('Secret prompt words'), '--log-prompts did not log the prompt');
+  } finally {
+    await stopServer(withPrompts);
+  }
+});
