@@ -6,7 +6,7 @@
 // every expression of the Grafana dashboard evaluates without error.
 import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
-import { spawn } from 'node:child_process';
+import { spawn, spawnSync } from 'node:child_process';
 import fs from 'node:fs';
 import net from 'node:net';
 import os from 'node:os';
@@ -53,11 +53,13 @@ async function freshScrape() {
     if (last && Date.parse(last) / 1000 > t + 0.05 && d.data.activeTargets[0].health === 'up') return;
     await sleep(200);
   }
-  throw new Error('no fresh scrape within 20 s');
+  const d = await (await fetch(`http://127.0.0.1:${promPort}/api/v1/targets`)).json();
+  throw new Error(`no fresh scrape within 20 s: ${JSON.stringify(d.data.activeTargets[0])}`);
 }
 
 before(async () => {
-  server = await startServer(['--max-queue', '1000', '--api-key', 'k']);
+  server = await startServer(['--max-queue', '2', '--max-num-seqs', '1', '--api-key', 'k',
+    '--drain-timeout', '60']);
   dir = fs.mkdtempSync(path.join(os.tmpdir(), 'iris-prom-'));
   promPort = await freePort();
   fs.writeFileSync(path.join(dir, 'prometheus.yml'), [
@@ -88,10 +90,19 @@ after(async () => {
 
 test('after exactly N requests Prometheus sees N, their tokens and their TTFTs', async () => {
   const openai = client(server, { apiKey: 'k' });
-  const N = 12;
+  const N = 12;  // one in the background, N - 1 timed
   let tokens = 0;
   const ttfts = [];
-  for (let i = 0; i < N; ++i) {
+  // A scrape taken while requests run passes promtool's lint.
+  const background = openai.completions.create({ prompt: 'Hi', max_tokens: 60, ignore_eos: true });
+  await sleep(100);
+  const scrape = await (await fetch(`${server.baseURL}/metrics`)).text();
+  const lint = spawnSync('promtool', ['check', 'metrics'], { input: scrape, encoding: 'utf8' });
+  assert.equal(lint.status, 0, `promtool: ${lint.stdout}${lint.stderr}`);
+  assert.equal(`${lint.stdout}${lint.stderr}`.trim(), '', 'promtool reported problems');
+  const bg = await background;
+  tokens += bg.usage.completion_tokens;
+  for (let i = 0; i < N - 1; ++i) {
     const t0 = performance.now();
     const s = await openai.completions.create({ prompt: `Hello ${i}`, max_tokens: 5 + (i % 4), temperature: 0,
       ignore_eos: true, stream: true, stream_options: { include_usage: true } });
@@ -141,15 +152,31 @@ test('each rejection reason provoked once moves its counter by exactly one', asy
   assert.equal((await post('/v1/completions', JSON.stringify({ prompt: 'x' }), {})).status, 401);
   assert.equal((await post('/v1/completions', JSON.stringify({ prompt: 'x', model: 'nope' }))).status, 404);
   assert.equal((await post('/v1/completions', 'x'.repeat(40 << 20))).status, 413);
+  // queue_full: one running (--max-num-seqs 1) and two waiting (--max-queue 2), then one more.
+  const openai = client(server, { apiKey: 'k' });
+  const acs = [];
+  const fillers = [];
+  for (let i = 0; i < 3; ++i) {
+    const ac = new AbortController();
+    acs.push(ac);
+    fillers.push(openai.completions.create({ prompt: 'Hello', max_tokens: 400, ignore_eos: true, stream: true },
+      { signal: ac.signal }).then(async (s) => { try { for await (const c of s) void c; } catch { /* aborted */ } },
+      () => {}));
+    await sleep(300);
+  }
+  assert.equal((await post('/v1/completions', JSON.stringify({ prompt: 'x', max_tokens: 2 }))).status, 429);
+  for (const ac of acs) ac.abort();
+  await Promise.all(fillers);
   const after = await get();
   const moved = Object.fromEntries(Object.keys(after).map((k) => [k, after[k] - (before[k] ?? 0)]));
   assert.equal(moved['invalid_argument/http'], 1);
   assert.equal(moved['unauthenticated/http'], 1);
   assert.equal(moved['not_found/http'], 1);
   assert.equal(moved['too_large/http'], 1);
-  for (const [k, v] of Object.entries(moved))
-    if (!['invalid_argument/http', 'unauthenticated/http', 'not_found/http', 'too_large/http'].includes(k))
-      assert.equal(v, 0, k);
+  assert.equal(moved['queue_full/http'], 1);
+  const expected = ['invalid_argument/http', 'unauthenticated/http', 'not_found/http', 'too_large/http',
+    'queue_full/http'];
+  for (const [k, v] of Object.entries(moved)) if (!expected.includes(k)) assert.equal(v, 0, k);
 });
 
 test('every expression of the Grafana dashboard evaluates against the live Prometheus', async () => {
@@ -165,4 +192,25 @@ test('every expression of the Grafana dashboard evaluates against the live Prome
   }
   // Every panel's metric exists on a server that has served requests.
   assert.ok(withData >= exprs.length * 0.8, `${withData} of ${exprs.length} expressions returned data`);
+});
+
+test('draining: a request refused during drain moves the draining counter by one', async () => {
+  const openai = client(server, { apiKey: 'k' });
+  await freshScrape();
+  const before = await scalar('sum(iris_request_rejected_total{reason="draining"})');
+  const ac = new AbortController();
+  const stream = await openai.completions.create({ prompt: 'Hello', max_tokens: 400, ignore_eos: true, stream: true },
+    { signal: ac.signal });
+  const it = stream[Symbol.asyncIterator]();
+  await it.next();
+  server.proc.kill('SIGTERM');
+  const t0 = Date.now();
+  while ((await fetch(`${server.baseURL}/health`)).status !== 503 && Date.now() - t0 < 5000) await sleep(20);
+  const r = await fetch(`${server.baseURL}/v1/completions`, { method: 'POST',
+    headers: { authorization: 'Bearer k' }, body: JSON.stringify({ prompt: 'x', max_tokens: 2 }) });
+  assert.equal(r.status, 503);
+  await freshScrape();
+  assert.equal(await scalar('sum(iris_request_rejected_total{reason="draining"})') - before, 1);
+  ac.abort();
+  try { for (let x = await it.next(); !x.done; x = await it.next()); } catch { /* aborted */ }
 });
