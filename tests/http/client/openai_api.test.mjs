@@ -3,9 +3,18 @@
 import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
 import OpenAI from 'openai';
+import { execFile } from 'node:child_process';
+import { promisify } from 'node:util';
 import {
-  startServer, stopServer, client, grpcCall, waitIdle, assertFiniteLogprobs, parseSSE,
+  startServer, stopServer, client, grpcCall, waitIdle, assertFiniteLogprobs, parseSSE, IRIS, MODEL_DIR,
 } from './harness.mjs';
+
+const execFileP = promisify(execFile);
+// `iris generate --json` (no server): the engine with the sampling fields its CLI maps.
+async function cliGenerate(args) {
+  const { stdout } = await execFileP(IRIS, ['generate', '--model', MODEL_DIR, '--json', ...args]);
+  return JSON.parse(stdout);
+}
 
 let server;
 let openai;
@@ -197,6 +206,33 @@ test('sampling fields reach the engine (seeded output equals gRPC with the same 
   const biased = await openai.completions.create({ prompt: 'Hello', max_tokens: 3, temperature: 0,
     logit_bias: { [tok.tokens[0]]: 100 }, logprobs: 0 });
   assert.deepEqual(biased.choices[0].logprobs.tokens, [piece, piece, piece]);
+});
+
+test('every sampling field maps to the engine as iris generate maps it (seeded, token for token)', async () => {
+  // Each field alone, so a field that is dropped or mis-mapped changes that case's tokens.
+  const cases = [
+    [{ temperature: 1.3 }, ['--temperature', '1.3']],
+    [{ temperature: 1, top_p: 0.5 }, ['--temperature', '1', '--top-p', '0.5']],
+    [{ temperature: 1, top_k: 3 }, ['--temperature', '1', '--top-k', '3']],
+    [{ temperature: 1, min_p: 0.2 }, ['--temperature', '1', '--min-p', '0.2']],
+    [{ temperature: 1, presence_penalty: 1.5 }, ['--temperature', '1', '--presence-penalty', '1.5']],
+    [{ temperature: 1, frequency_penalty: 1.5 }, ['--temperature', '1', '--frequency-penalty', '1.5']],
+    [{ temperature: 1, repetition_penalty: 1.8 }, ['--temperature', '1', '--repetition-penalty', '1.8']],
+    [{ temperature: 0, min_tokens: 10 }, ['--temperature', '0', '--min-tokens', '10']],
+    // Unset sampling fields take generation_config.json's (temperature 0.7, top_p 0.9).
+    [{}, ['--temperature', '0.7', '--top-p', '0.9']],
+  ];
+  const outputs = new Set();
+  for (const [fields, flags] of cases) {
+    const http = await openai.completions.create({ prompt: 'Hello', max_tokens: 24, seed: 5, logprobs: 0,
+      return_tokens_as_token_ids: true, ...fields });
+    const ids = http.choices[0].logprobs.tokens.map((t) => Number(t.slice('token_id:'.length)));
+    const cli = await cliGenerate(['--prompt', 'Hello', '--max-tokens', '24', '--seed', '5', ...flags]);
+    assert.deepEqual(ids, cli.output_ids, `${JSON.stringify(fields)} vs iris generate ${flags.join(' ')}`);
+    outputs.add(JSON.stringify(ids));
+  }
+  // The cases differ from each other: each field did something.
+  assert.ok(outputs.size >= cases.length - 1, `only ${outputs.size} distinct outputs for ${cases.length} cases`);
 });
 
 test('errors raise the SDK error class with the right status and name the field', async () => {
