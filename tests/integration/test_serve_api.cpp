@@ -440,6 +440,22 @@ int main(int argc, char** argv) {
                        "--num-kv-blocks", "128", "--threads", "1"});
     Client q(grpc::CreateCustomChannel(small.address(), grpc::InsecureChannelCredentials(), quick_reconnect()));
     if (small.wait_serving(q.channel)) {
+      // Reflection is off unless --enable-reflection (this server has no flag).
+      {
+        auto rstub = grpc::reflection::v1alpha::ServerReflection::NewStub(q.channel);
+        grpc::ClientContext ctx;
+        auto rw = rstub->ServerReflectionInfo(&ctx);
+        grpc::reflection::v1alpha::ServerReflectionRequest req;
+        req.set_list_services("");
+        rw->Write(req);
+        rw->WritesDone();
+        grpc::reflection::v1alpha::ServerReflectionResponse resp;
+        while (rw->Read(&resp)) {
+        }
+        const grpc::Status s = rw->Finish();
+        EXPECT(s.error_code() == grpc::StatusCode::UNIMPLEMENTED,
+               "reflection without --enable-reflection: code %d", s.error_code());
+      }
       // The first request runs (~0.3 s), the second waits, the third must be refused. On a
       // loaded machine the first may end before the third arrives, which makes room
       // legitimately; so try a few times. A refusal can only come from a full queue.
