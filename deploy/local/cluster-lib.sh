@@ -84,6 +84,18 @@ cl_start_replica() {
   cl_log "replica $k ready: pid $pid, grpc $HOST:$g, http $HOST:$h"
 }
 
+# Starts replicas 0..N-1 at the same time; fails if any of them fails.
+cl_start_all() {
+  local k pids=() rc=0
+  for ((k = 0; k < N; k++)); do
+    cl_start_replica "$k" &
+    pids+=($!)
+  done
+  for k in "${pids[@]}"; do wait "$k" || rc=1; done
+  cl_write_replicas_json
+  [ "$rc" -eq 0 ] || cl_die "a replica did not start"
+}
+
 # Sends SIGNAL to replica K and waits until it has exited (a drain takes up to the drain
 # timeout; past that plus a margin it is killed).
 cl_stop_replica() {

@@ -130,7 +130,7 @@ shutdown() {
 trap 'shutdown 0' INT TERM
 trap 'shutdown $?' EXIT  # also after a failure (cl_die): stop whatever was started
 
-for ((k = 0; k < N; k++)); do cl_start_replica "$k"; done
+cl_start_all
 
 replica_args=()
 for ((k = 0; k < N; k++)); do
