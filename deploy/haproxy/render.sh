@@ -62,7 +62,7 @@ for r in "${replicas[@]}"; do
   name=${r%%=*}
   IFS=: read -r host gport hport <<<"${r#*=}"
   [ -n "$name" ] && [ -n "$host" ] && [ -n "$gport" ] && [ -n "$hport" ] || die "bad --replica $r"
-  http_servers+="    server $name $host:$hport check"$'\n'
+  http_servers+="    server $name $host:$hport check observe layer4 error-limit 1 on-error mark-down"$'\n'
   grpc_servers+="    server $name $host:$gport proto h2 track http_replicas/$name"$'\n'
 done
 

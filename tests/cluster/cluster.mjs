@@ -58,7 +58,7 @@ export function replicasOf(c) {
   return JSON.parse(readFileSync(path.join(c.stateDir, 'replicas.json'), 'utf8'));
 }
 
-function alive(pid) {
+export function alive(pid) {
   if (!pid) return false;
   try { process.kill(pid, 0); } catch { return false; }
   try { return !readFileSync(`/proc/${pid}/stat`, 'utf8').split(' ')[2].includes('Z'); } catch { return false; }
@@ -268,3 +268,60 @@ export function runLoad(clients, { kinds, concurrency, maxTokens, extra = {}, ma
 export function clientsFor(c) {
   return { openai: openaiClient(c.baseURL), grpc: grpcClient(c.grpcAddress) };
 }
+
+export const LONG_TOKENS = 300;
+
+// Starts an HTTP and a gRPC stream of 8 × `tokens` tokens through the balancer on
+// replica k (the others are set to drain in both pools until the streams have started).
+export async function pinnedLongStreams(c, clients, k, tokens = LONG_TOKENS) {
+  const others = replicasOf(c).map((r) => r.name).filter((n) => n !== `r${k}`);
+  const setState = async (names, state) => {
+    for (const n of names) {
+      for (const be of ['http_replicas', 'grpc_replicas']) {
+        const out = (await haproxyCommand(c, `set server ${be}/${n} state ${state}`)).trim();
+        if (out) throw new Error(`set server ${be}/${n} state ${state}: ${out}`);
+      }
+    }
+  };
+  await setState(others, 'drain');
+  const started = [];
+  const streams = [];
+  try {
+    const http = { replica: null };
+    http.done = (async () => {
+      const r = { ok: false, replica: null, choicesDone: 0, error: null };
+      try {
+        const { data, response } = await clients.openai.completions.create({ prompt: 'Once upon a time',
+          max_tokens: tokens, n: 8, temperature: 0, ignore_eos: true, stream: true }).withResponse();
+        r.replica = response.headers.get('x-iris-replica');
+        http.resolveStart(r.replica);
+        for await (const chunk of data) for (const ch of chunk.choices) if (ch.finish_reason === 'length') r.choicesDone += 1;
+        r.ok = true;
+      } catch (e) { r.error = e.message; http.resolveStart(null); }
+      return r;
+    })();
+    started.push(new Promise((res) => { http.resolveStart = res; }).then((rep) => { http.replica = rep; }));
+    streams.push(http);
+    const g = { replica: null };
+    g.done = new Promise((resolve) => {
+      const call = clients.grpc.Generate({ text: 'Once upon a time', maxTokens: tokens, n: 8, temperature: 0,
+        ignoreEos: true });
+      const r = { ok: false, replica: null, choicesDone: 0, error: null };
+      started.push(new Promise((res) => call.on('metadata', (m) => {
+        r.replica = m.get('x-iris-replica')[0];
+        g.replica = r.replica;
+        res();
+      })));
+      call.on('data', (msg) => { if (msg.finishReason === 'length') r.choicesDone += 1; });
+      call.on('error', (e) => { r.error = `${e.code} ${e.details}`; });
+      call.on('status', (st) => { r.ok = st.code === 0; resolve(r); });
+    });
+    streams.push(g);
+    await Promise.race([Promise.all(started), sleep(10000)]);
+  } finally {
+    await setState(others, 'ready');
+  }
+  for (const s of streams) if (s.replica !== `r${k}`) throw new Error(`a pinned long stream went to ${s.replica}`);
+  return streams;
+}
+

@@ -7,7 +7,7 @@ import assert from 'node:assert/strict';
 import { readFileSync } from 'node:fs';
 import {
   startCluster, stopCluster, clientsFor, references, runLoad, replicaCmd, replicasOf, serverStates, sleep,
-  haproxyCommand,
+  pinnedLongStreams, LONG_TOKENS,
 } from './cluster.mjs';
 
 const KINDS = ['http-completion', 'grpc-generate', 'http-chat', 'grpc-chat'];
@@ -23,61 +23,6 @@ after(async () => {
   assert.deepEqual(res.left, [], `processes left behind: ${res.left}`);
   assert.equal(res.exit?.code, 0, `run-cluster.sh should drain and exit 0:\n${res.out}`);
 });
-
-const LONG_TOKENS = 300;
-
-// Starts an HTTP and a gRPC stream of 8 × LONG_TOKENS tokens through the balancer on
-// replica k (the others are set to drain in both pools until the streams have started).
-async function pinnedLongStreams(c, clients, k) {
-  const others = replicasOf(c).map((r) => r.name).filter((n) => n !== `r${k}`);
-  const setState = async (names, state) => {
-    for (const n of names) {
-      for (const be of ['http_replicas', 'grpc_replicas']) {
-        assert.equal((await haproxyCommand(c, `set server ${be}/${n} state ${state}`)).trim(), '');
-      }
-    }
-  };
-  await setState(others, 'drain');
-  const started = [];
-  const streams = [];
-  try {
-    const http = { replica: null };
-    http.done = (async () => {
-      const r = { ok: false, replica: null, choicesDone: 0, error: null };
-      try {
-        const { data, response } = await clients.openai.completions.create({ prompt: 'Once upon a time',
-          max_tokens: LONG_TOKENS, n: 8, temperature: 0, ignore_eos: true, stream: true }).withResponse();
-        r.replica = response.headers.get('x-iris-replica');
-        http.resolveStart(r.replica);
-        for await (const chunk of data) for (const ch of chunk.choices) if (ch.finish_reason === 'length') r.choicesDone += 1;
-        r.ok = true;
-      } catch (e) { r.error = e.message; http.resolveStart(null); }
-      return r;
-    })();
-    started.push(new Promise((res) => { http.resolveStart = res; }).then((rep) => { http.replica = rep; }));
-    streams.push(http);
-    const g = { replica: null };
-    g.done = new Promise((resolve) => {
-      const call = clients.grpc.Generate({ text: 'Once upon a time', maxTokens: LONG_TOKENS, n: 8, temperature: 0,
-        ignoreEos: true });
-      const r = { ok: false, replica: null, choicesDone: 0, error: null };
-      started.push(new Promise((res) => call.on('metadata', (m) => {
-        r.replica = m.get('x-iris-replica')[0];
-        g.replica = r.replica;
-        res();
-      })));
-      call.on('data', (msg) => { if (msg.finishReason === 'length') r.choicesDone += 1; });
-      call.on('error', (e) => { r.error = `${e.code} ${e.details}`; });
-      call.on('status', (st) => { r.ok = st.code === 0; resolve(r); });
-    });
-    streams.push(g);
-    await Promise.race([Promise.all(started), sleep(10000)]);
-  } finally {
-    await setState(others, 'ready');
-  }
-  for (const s of streams) assert.equal(s.replica, `r${k}`, 'a pinned long stream went elsewhere');
-  return streams;
-}
 
 test('rolling restart of every replica under steady load: zero failed requests', async (t) => {
   const refs = await references(c, KINDS, MAX_TOKENS, EXTRA);
