@@ -122,6 +122,20 @@ export function logLines(c) {
   return lines;
 }
 
+// Waits until no request is in flight on any replica in the balancer's view (its bounded-load
+// rule counts those), or fails after `ms`.
+export async function waitBalancerIdle(c, ms = 5000) {
+  const t0 = Date.now();
+  let busy;
+  while (Date.now() - t0 < ms) {
+    const csv = await haproxyCommand(c, 'show stat');
+    busy = csv.split('\n').map((l) => l.split(',')).filter((f) => f.length > 18 && /^r\d+$/.test(f[1]) && f[4] !== '0');
+    if (busy.length === 0) return;
+    await sleep(5);
+  }
+  throw new Error(`balancer not idle after ${ms} ms: ${busy.map((f) => `${f[0]}/${f[1]}=${f[4]}`)}`);
+}
+
 // Finished requests per replica and API, from the replicas' logs (one line per request).
 export function logCounts(c) {
   const counts = {};
