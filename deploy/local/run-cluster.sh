@@ -23,7 +23,7 @@ repo=$(cd "$here/../.." && pwd)
 N="" MODEL="" grpc_port="" http_port="" STATE="" prometheus=0 prom_port=0 affinity=0
 factor=150 stats_port=0 check_inter=1s IRIS=${IRIS_BIN:-} HOST=127.0.0.1 PRESTOP_DELAY=0.2
 EXTRA=()
-usage() { sed -n '5,9p' "$0" | sed 's/^# \{0,1\}//' >&2; exit 2; }
+usage() { sed -n '5,9p' "$0" | sed 's/^# \{0,1\}//' >&2; exit "${1:-2}"; }
 while [ $# -gt 0 ]; do
   case "$1" in
     --replicas) N=$2; shift 2 ;;
@@ -41,7 +41,7 @@ while [ $# -gt 0 ]; do
     --host) HOST=$2; shift 2 ;;
     --prestop-delay) PRESTOP_DELAY=$2; shift 2 ;;
     --) shift; EXTRA=("$@"); break ;;
-    -h | --help) usage ;;
+    -h | --help) usage 0 ;;
     *) echo "run-cluster.sh: unknown argument $1" >&2; usage ;;
   esac
 done

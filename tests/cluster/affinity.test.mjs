@@ -6,7 +6,7 @@
 import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
 import {
-  startCluster, stopCluster, clientsFor, grpcStream, httpRequest, logLines, replicasOf, sleep, waitBalancerIdle,
+  startCluster, stopCluster, clientsFor, grpcStream, httpRequest, logLines, replicasOf, deadline, waitBalancerIdle,
 } from './cluster.mjs';
 
 let c;
@@ -127,7 +127,7 @@ test('many sessions homed on one replica at once: it takes a bounded share, the 
     return httpRequest(clients.openai, 'completion', { prompt: 'Once upon a time', max_tokens: 480, temperature: 0,
       ignore_eos: true, stream: true }, { 'x-session-id': id }, onStart);
   });
-  const placed = await Promise.race([Promise.all(started), sleep(20000).then(() => null)]);
+  const placed = await Promise.race([Promise.all(started), deadline(20000).then(() => null)]);
   assert.ok(placed, 'the long streams did not start within 20 s');
   // While they run, two more sessions homed there arrive.
   const late = await Promise.all(lateIds.map((id) => shortHttp(id)));

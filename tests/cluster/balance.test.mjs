@@ -6,6 +6,7 @@ import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
 import {
   startCluster, stopCluster, clientsFor, references, runLoad, logCounts, logLines, replicasOf, serverStates, sleep,
+  pinnedLongStreams,
 } from './cluster.mjs';
 
 const KINDS = ['http-chat', 'http-completion', 'grpc-generate', 'grpc-chat'];
@@ -14,7 +15,7 @@ let c;
 before(async () => { c = await startCluster({ prometheus: true }); });
 
 after(async () => {
-  const res = await stopCluster(c);
+  const res = await stopCluster(c);  // normally stopped by the last test already
   assert.deepEqual(res.left, [], `processes left behind: ${res.left}`);
   assert.equal(res.exit?.code, 0, `run-cluster.sh should drain and exit 0:\n${res.out}`);
 });
@@ -115,4 +116,23 @@ test('Prometheus scrapes every replica and the balancer', async (t) => {
   if (!metricsThere) {
     t.diagnostic(`iris serve has no GET /metrics yet (${iris[0].lastError}): targets scraped but down`);
   }
+});
+
+// Last: the whole cluster stops on SIGTERM to run-cluster.sh. Streams under way through the
+// balancer finish (HAProxy soft-stops, the replicas drain), then every process it started exits.
+test('SIGTERM to run-cluster.sh drains: streams under way finish, then everything exits', async (t) => {
+  const clients = clientsFor(c);
+  const long = await pinnedLongStreams(c, clients, 0, 300);
+  const t0 = Date.now();
+  c.proc.kill('SIGTERM');
+  const results = await Promise.all(long.map((l) => l.done));
+  clients.grpc.close();
+  for (const [j, r] of results.entries()) {
+    assert.ok(r.ok, `stream ${j} under way at SIGTERM failed: ${r.error}`);
+    assert.equal(r.choicesDone, 8, `stream ${j}: ${r.choicesDone} of 8 choices finished`);
+  }
+  const res = await stopCluster(c);
+  assert.equal(res.exit?.code, 0, `run-cluster.sh exit:\n${res.out}`);
+  assert.deepEqual(res.left, [], `processes left behind: ${res.left}`);
+  t.diagnostic(`${long.length} streams (8 × 300 tokens each) finished during the drain; stopped in ${(Date.now() - t0) / 1000} s`);
 });

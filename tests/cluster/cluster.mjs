@@ -21,7 +21,7 @@ if (!IRIS) throw new Error('IRIS_BIN must be set');
 const execFileP = promisify(execFile);
 export const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
 // A timer that does not keep the process alive (for races against a deadline).
-const deadline = (ms) => new Promise((r) => setTimeout(r, ms).unref());
+export const deadline = (ms) => new Promise((r) => setTimeout(r, ms).unref());
 
 // The replicas share this machine's cores: one thread each, a short drain for the tests.
 export const REPLICA_ARGS = ['--threads', '1', '--drain-timeout', '20', '--max-queue', '1024'];
@@ -331,7 +331,7 @@ export async function pinnedLongStreams(c, clients, k, tokens = LONG_TOKENS) {
       call.on('status', (st) => { r.ok = st.code === 0; resolve(r); });
     });
     streams.push(g);
-    await Promise.race([Promise.all(started), sleep(10000)]);
+    await Promise.race([Promise.all(started), deadline(10000)]);
   } finally {
     await setState(others, 'ready');
   }
