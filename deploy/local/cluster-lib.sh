@@ -1,3 +1,4 @@
+# shellcheck shell=bash
 # Shared by run-cluster.sh and replica.sh: the state directory's layout and the replica and
 # balancer operations. Sourced, not run.
 #
@@ -46,7 +47,8 @@ cl_write_replicas_json() {
 # Starts replica K (on its recorded ports once it has some) and waits until both of its
 # listeners are up; fails if it exits or takes longer than $START_TIMEOUT seconds.
 cl_start_replica() {
-  local k=$1 gport=0 hport=-1 log="$STATE/replica-$k.log" offset pid t0
+  local k=$1 gport=0 hport=-1 offset pid t0
+  local log="$STATE/replica-$k.log"
   if cl_is_replica "$(cl_replica_pid "$k")"; then cl_die "replica $k already runs (pid $(cl_replica_pid "$k"))"; fi
   if [ -s "$STATE/replica-$k.ports" ]; then read -r gport hport <"$STATE/replica-$k.ports"; fi
   touch "$log"
