@@ -26,13 +26,14 @@ export const deadline = (ms) => new Promise((r) => setTimeout(r, ms).unref());
 // The replicas share this machine's cores: one thread each, a short drain for the tests.
 export const REPLICA_ARGS = ['--threads', '1', '--drain-timeout', '20', '--max-queue', '1024'];
 
-export async function startCluster({ replicas = 3, affinity = false, prometheus = false, extra = REPLICA_ARGS } = {}) {
+export async function startCluster({ replicas = 3, affinity = false, prometheus = false, extra = REPLICA_ARGS,
+  clusterArgs = [] } = {}) {
   const stateDir = mkdtempSync(path.join(tmpdir(), 'iris-cluster-'));
   const args = [path.join(REPO, 'deploy/local/run-cluster.sh'), '--replicas', String(replicas), '--model', MODEL_DIR,
     '--grpc-port', '0', '--http-port', '0', '--state-dir', stateDir, '--iris', IRIS];
   if (affinity) args.push('--affinity');
   if (prometheus) args.push('--prometheus');
-  args.push('--', ...extra);
+  args.push(...clusterArgs, '--', ...extra);
   const proc = spawn('bash', args, { stdio: ['ignore', 'pipe', 'pipe'] });
   const c = { proc, stateDir, out: '', exited: null };
   proc.stdout.on('data', (d) => { c.out += d; });
@@ -120,6 +121,18 @@ export function logLines(c) {
     lines[r.name] = readFileSync(r.log, 'utf8').split('\n').filter((l) => / api=(http|grpc) id=/.test(l));
   }
   return lines;
+}
+
+// Waits until the balancer's states satisfy `pred` (polling every `every` ms), or fails after
+// `ms`; returns the time it took.
+export async function waitStates(c, pred, ms, every = 25) {
+  const t0 = Date.now();
+  while (Date.now() - t0 < ms) {
+    const st = await serverStates(c);
+    if (pred(st)) return Date.now() - t0;
+    await sleep(every);
+  }
+  throw new Error(`balancer states not reached after ${ms} ms: ${JSON.stringify(await serverStates(c))}`);
 }
 
 // Waits until no request is in flight on any replica in the balancer's view (its bounded-load
@@ -285,8 +298,43 @@ export function clientsFor(c) {
 
 export const LONG_TOKENS = 300;
 
-// Starts an HTTP and a gRPC stream of 8 × `tokens` tokens through the balancer on
-// replica k (the others are set to drain in both pools until the streams have started).
+// Starts an HTTP and a gRPC stream of n × `tokens` tokens on `clients` (the balancer's or one
+// replica's) and waits until both have their response headers (or 10 s). Each entry:
+// { replica (x-iris-replica, or null when direct), done: promise of { ok, choicesDone, error } }.
+export async function longStreams(clients, tokens = LONG_TOKENS, n = 8) {
+  const started = [];
+  const http = { replica: null };
+  started.push(new Promise((res) => { http.resolveStart = res; }));
+  http.done = (async () => {
+    const r = { ok: false, choicesDone: 0, error: null };
+    try {
+      const { data, response } = await clients.openai.completions.create({ prompt: 'Once upon a time',
+        max_tokens: tokens, n, temperature: 0, ignore_eos: true, stream: true }).withResponse();
+      http.replica = response.headers.get('x-iris-replica');
+      http.resolveStart();
+      for await (const chunk of data) for (const ch of chunk.choices) if (ch.finish_reason === 'length') r.choicesDone += 1;
+      r.ok = true;
+    } catch (e) { r.error = e.message; http.resolveStart(); }
+    return r;
+  })();
+  const g = { replica: null };
+  g.done = new Promise((resolve) => {
+    const call = clients.grpc.Generate({ text: 'Once upon a time', maxTokens: tokens, n, temperature: 0, ignoreEos: true });
+    const r = { ok: false, choicesDone: 0, error: null };
+    started.push(new Promise((res) => {
+      call.on('metadata', (m) => { g.replica = m.get('x-iris-replica')[0] ?? null; res(); });
+      call.on('status', res);
+    }));
+    call.on('data', (msg) => { if (msg.finishReason === 'length') r.choicesDone += 1; });
+    call.on('error', (e) => { r.error = `${e.code} ${e.details}`; });
+    call.on('status', (st) => { r.ok = st.code === 0; resolve(r); });
+  });
+  await Promise.race([Promise.all(started), deadline(10000)]);
+  return [http, g];
+}
+
+// longStreams through the balancer, all on replica k: the other replicas are set to drain in
+// both pools until the streams have started.
 export async function pinnedLongStreams(c, clients, k, tokens = LONG_TOKENS) {
   const others = replicasOf(c).map((r) => r.name).filter((n) => n !== `r${k}`);
   const setState = async (names, state) => {
@@ -298,44 +346,12 @@ export async function pinnedLongStreams(c, clients, k, tokens = LONG_TOKENS) {
     }
   };
   await setState(others, 'drain');
-  const started = [];
-  const streams = [];
+  let streams;
   try {
-    const http = { replica: null };
-    http.done = (async () => {
-      const r = { ok: false, replica: null, choicesDone: 0, error: null };
-      try {
-        const { data, response } = await clients.openai.completions.create({ prompt: 'Once upon a time',
-          max_tokens: tokens, n: 8, temperature: 0, ignore_eos: true, stream: true }).withResponse();
-        r.replica = response.headers.get('x-iris-replica');
-        http.resolveStart(r.replica);
-        for await (const chunk of data) for (const ch of chunk.choices) if (ch.finish_reason === 'length') r.choicesDone += 1;
-        r.ok = true;
-      } catch (e) { r.error = e.message; http.resolveStart(null); }
-      return r;
-    })();
-    started.push(new Promise((res) => { http.resolveStart = res; }).then((rep) => { http.replica = rep; }));
-    streams.push(http);
-    const g = { replica: null };
-    g.done = new Promise((resolve) => {
-      const call = clients.grpc.Generate({ text: 'Once upon a time', maxTokens: tokens, n: 8, temperature: 0,
-        ignoreEos: true });
-      const r = { ok: false, replica: null, choicesDone: 0, error: null };
-      started.push(new Promise((res) => call.on('metadata', (m) => {
-        r.replica = m.get('x-iris-replica')[0];
-        g.replica = r.replica;
-        res();
-      })));
-      call.on('data', (msg) => { if (msg.finishReason === 'length') r.choicesDone += 1; });
-      call.on('error', (e) => { r.error = `${e.code} ${e.details}`; });
-      call.on('status', (st) => { r.ok = st.code === 0; resolve(r); });
-    });
-    streams.push(g);
-    await Promise.race([Promise.all(started), deadline(10000)]);
+    streams = await longStreams(clients, tokens);
   } finally {
     await setState(others, 'ready');
   }
-  for (const s of streams) if (s.replica !== `r${k}`) throw new Error(`a pinned long stream went to ${s.replica}`);
+  for (const st of streams) if (st.replica !== `r${k}`) throw new Error(`a pinned long stream went to ${st.replica}`);
   return streams;
 }
-

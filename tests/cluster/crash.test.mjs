@@ -7,7 +7,7 @@ import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
 import {
   startCluster, stopCluster, clientsFor, references, runLoad, replicaCmd, replicasOf, serverStates, sleep, pinnedLongStreams,
-  alive,
+  alive, waitStates,
 } from './cluster.mjs';
 
 const KINDS = ['http-completion', 'grpc-generate', 'http-chat', 'grpc-chat'];
@@ -26,16 +26,6 @@ after(async () => {
   assert.equal(res.exit?.code, 0, `run-cluster.sh should drain and exit 0:\n${res.out}`);
 });
 
-async function waitStates(pred, ms) {
-  const t0 = Date.now();
-  while (Date.now() - t0 < ms) {
-    const st = await serverStates(c);
-    if (pred(st)) return Date.now() - t0;
-    await sleep(25);
-  }
-  throw new Error(`balancer states not reached after ${ms} ms: ${JSON.stringify(await serverStates(c))}`);
-}
-
 test('SIGKILL one replica under load: only its streams fail, it is marked down, restarted it rejoins', async (t) => {
   const refs = await references(c, KINDS, MAX_TOKENS, EXTRA);
   const clients = clientsFor(c);
@@ -53,11 +43,11 @@ test('SIGKILL one replica under load: only its streams fail, it is marked down, 
   while (alive(pid) && Date.now() - tKill < 5000) await sleep(5);
   const tDead = Date.now();
   assert.ok(!alive(pid), 'the killed replica still runs');
-  const downMs = await waitStates((st) => st['http_replicas/r1'] === 'DOWN' && st['grpc_replicas/r1'] === 'DOWN', 10000);
+  const downMs = await waitStates(c, (st) => st['http_replicas/r1'] === 'DOWN' && st['grpc_replicas/r1'] === 'DOWN', 10000);
   const downAfter = downMs + (tDead - tKill);
   await sleep(1500);
   await replicaCmd(c, 'start', 1);
-  await waitStates((st) => Object.values(st).every((s) => s === 'UP'), 15000);
+  await waitStates(c, (st) => Object.values(st).every((s) => s === 'UP'), 15000);
   const tUp = Date.now();
   await sleep(2000);
   stop = true;
