@@ -8,7 +8,7 @@ cd "$(dirname "$0")/.."
 ./scripts/install-deps.sh
 
 # Hugging Face's own JavaScript tokenizers / Jinja engine, used as references.
-for d in tests/tokenizer/reference tests/chat_template/reference tests/http/client; do
+for d in tests/tokenizer/reference tests/chat_template/reference tests/http/client tests/cluster; do
   if [ -f "$d/package-lock.json" ]; then
     npm ci --prefix "$d" --no-audit --no-fund --loglevel=error
   fi
