@@ -23,14 +23,14 @@ build_pkgs=(
   libboost1.81-dev
   catch2 patchelf
 )
+# haproxy + socat: the cluster tests' balancer and its control socket; prometheus: promtool
+# and a live scrape of /metrics.
 test_pkgs=(python3-torch python3-numpy python3-jinja2 openssl python3-pil haproxy socat prometheus)
 # kubectl (for `kubectl kustomize` in the cluster tests): Debian's kubernetes-client unless
 # another kubectl is installed (it would conflict on /usr/bin/kubectl).
 if ! command -v kubectl >/dev/null 2>&1; then test_pkgs+=(kubernetes-client); fi
 # Node.js may already come from elsewhere (its own npm); only ask Debian for it when absent.
 if ! command -v npm >/dev/null 2>&1; then test_pkgs+=(nodejs npm); fi
-# promtool checks the /metrics exposition (tests/metrics).
-test_pkgs+=(prometheus)
 
 pkgs=("${build_pkgs[@]}")
 if [ "$with_test" -eq 1 ]; then pkgs+=("${test_pkgs[@]}"); fi
