@@ -26,6 +26,9 @@ ldd "$bin" | awk '/=> \// {print $1, $3}' | while read -r name path; do
   if [[ "$name" =~ $skip ]]; then continue; fi
   cp -L "$path" "$out/lib/$name"
 done
+# Loaded at run time by `iris serve --enable-reflection` (dlopen), so ldd does not list it.
+refl=$(ldconfig -p | awk '/libgrpc\+\+_reflection\.so\.1\.51 / {print $NF; exit}')
+if [ -n "$refl" ]; then cp -L "$refl" "$out/lib/libgrpc++_reflection.so.1.51"; fi
 for lib in "$out"/lib/*.so*; do patchelf --set-rpath '$ORIGIN' "$lib"; done
 patchelf --set-rpath '$ORIGIN/../lib' "$out/bin/iris"
 cp -r models/iris-tiny "$out/share/iris/models/"

@@ -3,8 +3,8 @@
 // NOT_SERVING, refuse new calls, let streams in flight finish up to --drain-timeout, stop
 // the engine and exit 0. A failed engine exits 3.
 #include <grpcpp/grpcpp.h>
-#include <grpcpp/ext/proto_server_reflection_plugin.h>
 #include <grpcpp/health_check_service_interface.h>
+#include <dlfcn.h>
 #include <signal.h>
 #include <fcntl.h>
 #include <unistd.h>
@@ -178,7 +178,10 @@ int run_serve(ServeOptions o) {
   server::InferenceService service(layer);
 
   grpc::EnableDefaultHealthCheckService(true);
-  if (o.reflection) grpc::reflection::InitProtoReflectionServerBuilderPlugin();
+  // gRPC's reflection library registers its plugin from a static initializer as soon as it is
+  // loaded, so it is not linked: it is loaded only when reflection is asked for.
+  if (o.reflection && !dlopen(IRIS_GRPC_REFLECTION_LIB, RTLD_NOW | RTLD_GLOBAL))
+    fail("--enable-reflection: cannot load " IRIS_GRPC_REFLECTION_LIB ": ", dlerror());
   grpc::ServerBuilder builder;
   const std::string address = o.host + ":" + std::to_string(o.port);
   int bound_port = 0;

@@ -156,8 +156,9 @@ class InferenceService::GenerateReactor final : public grpc::ServerWriteReactor<
  private:
   // Called with bridge_->mu held, on the engine thread (or a decode-pool thread).
   void on_output(const EngineOutput& out) {
-    if (ending_) return;
+    // Counted even when the call is ending (an abort after a cancel is still a finished choice).
     const bool finished = record_.observe(out);
+    if (ending_) return;
     if (!out.error.empty()) {
       need_abort_ = true;
       const bool internal = out.engine_failed || any_tokens_;

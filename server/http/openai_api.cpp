@@ -326,10 +326,11 @@ class OpenAIApi::Generation final : public OutputSink,
 
   void on_output(const EngineOutput& out) override {
     std::lock_guard<std::mutex> lock(mu_);
-    if (done_) return;
     const size_t p = prompt_of(out.id);
     if (p == npos) return;
+    // Counted even after the call ended (the abort that follows a disconnect finishes choices).
     const bool finished = records_[p].observe(out);
+    if (done_) return;
     if (!out.error.empty()) {
       const bool internal = out.engine_failed || any_tokens_;
       fail_locked(Status(internal ? Code::kInternal : Code::kInvalidArgument, out.error));

@@ -118,7 +118,7 @@ export async function serverStates(c) {
 export function logLines(c) {
   const lines = {};
   for (const r of replicasOf(c)) {
-    lines[r.name] = readFileSync(r.log, 'utf8').split('\n').filter((l) => / api=(http|grpc) id=/.test(l));
+    lines[r.name] = readFileSync(r.log, 'utf8').split('\n').filter((l) => / api=(http|grpc) request_id=/.test(l));
   }
   return lines;
 }
@@ -156,7 +156,7 @@ export function logCounts(c) {
     const text = readFileSync(r.log, 'utf8');
     const m = { http: 0, grpc: 0, failed: 0 };
     for (const line of text.split('\n')) {
-      const x = line.match(/ api=(http|grpc) id=\S+ status=(\S+) /);
+      const x = line.match(/ api=(http|grpc) request_id=\S+ (?:id=\S+ )?status=(\S+) /);
       if (!x) continue;
       if (x[2] === 'ok') m[x[1]] += 1; else m.failed += 1;
     }

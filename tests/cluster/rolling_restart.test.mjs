@@ -87,7 +87,7 @@ test('rolling restart of every replica under steady load: zero failed requests',
     const from = log.findIndex((l) => l.includes('received SIGTERM'));
     const to = log.findIndex((l, i) => i > from && l.includes('] stopped'));
     assert.ok(from >= 0 && to > from, `${name} did not log a drain`);
-    const during = log.slice(from, to).filter((l) => / api=(http|grpc) id=/.test(l));
+    const during = log.slice(from, to).filter((l) => / api=(http|grpc) request_id=/.test(l));
     for (const l of during) assert.match(l, / status=ok /, `${name} ended a stream during its drain: ${l}`);
     drained += during.length;
     perRestart.push(during.length);
