@@ -1,0 +1,87 @@
+// The runtime of a Grammar: a pushdown automaton over bytes, determinised lazily.
+//
+// A parse position is a stack of grammar positions (top: the byte class to match next; below:
+// where to return when a rule finishes). Stacks are interned as linked nodes (position,
+// parent), so they share their tails. A state is the sorted set of stacks the input so far
+// can be in (an empty stack means "complete"). States are interned too, and each state keeps a
+// 256-entry table of the state every byte leads to, filled on first use: after warm-up, a byte
+// step is one table lookup. A token mask is a walk of the vocabulary's trie through these
+// tables, skipping every subtree whose prefix is already rejected; masks are cached per state.
+//
+// States, tables and masks are shared by every matcher of the grammar and grow with use (a
+// deeply nested document makes new stacks); one mutex guards them.
+#pragma once
+
+#include <cstdint>
+#include <memory>
+#include <mutex>
+#include <string_view>
+#include <unordered_map>
+#include <vector>
+
+#include "engine/grammar/grammar.h"
+#include "engine/grammar/token_vocabulary.h"
+
+namespace iris::grammar {
+
+class PushdownAutomaton {
+ public:
+  static constexpr int32_t kDead = -1;
+
+  explicit PushdownAutomaton(Grammar grammar);
+
+  int32_t initial() const { return initial_; }
+  // The state after `byte`, or kDead.
+  int32_t next(int32_t state, uint8_t byte);
+  // The state after all of `bytes`, or kDead.
+  int32_t walk(int32_t state, std::string_view bytes);
+  bool accepting(int32_t state);
+  // False when the state is complete and no byte may follow.
+  bool can_continue(int32_t state);
+  // Writes vocab.mask_words() words: bit t set when token t's bytes lead from `state` to a live
+  // state, plus the EOS ids when `state` is accepting.
+  void token_mask(int32_t state, const TokenVocabulary& vocab, uint32_t* words);
+
+  struct Stats {
+    size_t states = 0, stack_nodes = 0, tables = 0, cached_masks = 0;
+    uint64_t mask_hits = 0, mask_misses = 0;
+  };
+  Stats stats();
+  const Grammar& grammar() const { return g_; }
+
+ private:
+  struct Node {
+    int32_t pos;
+    int32_t parent;  // -1: bottom
+  };
+  struct VecHash {
+    size_t operator()(const std::vector<int32_t>& v) const;
+  };
+
+  int32_t intern_node(int32_t pos, int32_t parent);
+  int32_t intern_state(std::vector<int32_t> stacks);
+  void closure(int32_t node, std::vector<int32_t>& out);
+  int32_t next_locked(int32_t state, uint8_t byte);
+  int32_t compute_next(int32_t state, uint8_t byte);
+
+  Grammar g_;
+  std::mutex mu_;
+  std::vector<Node> nodes_;
+  std::unordered_map<uint64_t, int32_t> node_ids_;
+  std::vector<std::vector<int32_t>> stacks_;  // per state: sorted node ids (-1: complete)
+  std::vector<ByteSet> first_;                // per state: bytes that may come next
+  std::vector<uint8_t> accepting_;
+  std::vector<std::unique_ptr<int32_t[]>> tables_;  // per state: 256 next states, lazily
+  std::unordered_map<std::vector<int32_t>, int32_t, VecHash> state_ids_;
+  int32_t initial_ = kDead;
+  // Closure scratch.
+  std::vector<uint32_t> visited_;
+  uint32_t stamp_ = 0;
+  bool complete_seen_ = false;
+  // Mask cache.
+  std::unordered_map<int32_t, std::vector<uint32_t>> masks_;
+  std::vector<int32_t> walk_states_;
+  uint64_t mask_hits_ = 0, mask_misses_ = 0;
+};
+
+}  // namespace iris::grammar
