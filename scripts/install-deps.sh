@@ -22,7 +22,7 @@ build_pkgs=(
   libpcre2-dev libutf8proc-dev libicu-dev libjpeg-dev libpng-dev libssl-dev zlib1g-dev
   catch2 patchelf
 )
-test_pkgs=(python3-torch python3-numpy python3-jinja2 openssl python3-pil)
+test_pkgs=(python3-torch python3-numpy python3-jinja2 openssl python3-pil python3-jsonschema)
 # Node.js may already come from elsewhere (its own npm); only ask Debian for it when absent.
 if ! command -v npm >/dev/null 2>&1; then test_pkgs+=(nodejs npm); fi
 
