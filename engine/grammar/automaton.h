@@ -8,6 +8,14 @@
 // step is one table lookup. A token mask is a walk of the vocabulary's trie through these
 // tables, skipping every subtree whose prefix is already rejected; masks are cached per state.
 //
+// Most of a mask does not depend on the context deep in the stacks: inside a JSON string every
+// token without a quote is allowed whichever property the string belongs to. So a state's mask
+// is computed from its "local" state (every stack cut to its top kLocalFrames frames over an
+// "unknown context" bottom): a walk of the local state yields the tokens accepted within those
+// frames (cached per local state, shared by all contexts and requests) and the trie subtrees
+// where a token reaches the unknown context with bytes left; only those subtrees are walked
+// again from the real state.
+//
 // States, tables and masks are shared by every matcher of the grammar and grow with use (a
 // deeply nested document makes new stacks); one mutex guards them.
 #pragma once
@@ -43,7 +51,7 @@ class PushdownAutomaton {
   void token_mask(int32_t state, const TokenVocabulary& vocab, uint32_t* words);
 
   struct Stats {
-    size_t states = 0, stack_nodes = 0, tables = 0, cached_masks = 0;
+    size_t states = 0, stack_nodes = 0, tables = 0, cached_masks = 0, local_masks = 0;
     uint64_t mask_hits = 0, mask_misses = 0;
   };
   Stats stats();
@@ -63,6 +71,17 @@ class PushdownAutomaton {
   void closure(int32_t node, std::vector<int32_t>& out);
   int32_t next_locked(int32_t state, uint8_t byte);
   int32_t compute_next(int32_t state, uint8_t byte);
+  int32_t local_state(int32_t state);
+  // Walks trie nodes [begin, end) whose parent (at depth `depth`) is in `state`, setting the
+  // bits of accepted tokens. With `uncertain`, a node whose state reaches the unknown context
+  // has its tokens set and its subtree appended to `uncertain` instead of walked.
+  void walk_trie(const TokenVocabulary& vocab, int32_t state, int32_t begin, int32_t end,
+                 int depth, uint32_t* words, std::vector<int32_t>* uncertain);
+
+  struct LocalMask {
+    std::vector<uint32_t> certain;    // accepted whatever the context
+    std::vector<int32_t> uncertain;   // trie nodes whose subtrees need the real context
+  };
 
   Grammar g_;
   std::mutex mu_;
@@ -71,6 +90,8 @@ class PushdownAutomaton {
   std::vector<std::vector<int32_t>> stacks_;  // per state: sorted node ids (-1: complete)
   std::vector<ByteSet> first_;                // per state: bytes that may come next
   std::vector<uint8_t> accepting_;
+  std::vector<uint8_t> reaches_context_;  // a stack popped into the unknown context
+  std::vector<int32_t> local_of_;         // per state: its local state (or unknown)
   std::vector<std::unique_ptr<int32_t[]>> tables_;  // per state: 256 next states, lazily
   std::unordered_map<std::vector<int32_t>, int32_t, VecHash> state_ids_;
   int32_t initial_ = kDead;
@@ -78,9 +99,12 @@ class PushdownAutomaton {
   std::vector<uint32_t> visited_;
   uint32_t stamp_ = 0;
   bool complete_seen_ = false;
+  bool context_seen_ = false;
   // Mask cache.
   std::unordered_map<int32_t, std::vector<uint32_t>> masks_;
+  std::unordered_map<int32_t, LocalMask> local_masks_;
   std::vector<int32_t> walk_states_;
+  std::vector<uint8_t> path_;
   uint64_t mask_hits_ = 0, mask_misses_ = 0;
 };
 

@@ -49,8 +49,9 @@ TokenVocabulary::TokenVocabulary(std::vector<std::optional<std::string>> token_b
     while (lcp < s.size() && lcp < prev.size() && s[lcp] == prev[lcp]) ++lcp;
     close_to(lcp);
     for (size_t d = lcp; d < s.size(); ++d) {
+      const int32_t parent = path.empty() ? -1 : path.back();
       path.push_back(static_cast<int32_t>(trie_.size()));
-      trie_.push_back(TrieNode{0, 0, 0, static_cast<uint16_t>(d + 1), static_cast<uint8_t>(s[d])});
+      trie_.push_back(TrieNode{parent, 0, 0, 0, static_cast<uint16_t>(d + 1), static_cast<uint8_t>(s[d])});
     }
     TrieNode& end = trie_[path.back()];
     if (end.tokens_end == end.tokens_begin) end.tokens_begin = static_cast<int32_t>(trie_tokens_.size());

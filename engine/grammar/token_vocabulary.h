@@ -41,6 +41,7 @@ class TokenVocabulary {
   // parent by `byte`; nodes [i + 1, subtree_end) are its descendants; the tokens whose bytes
   // end exactly at it are trie_tokens()[tokens_begin, tokens_end).
   struct TrieNode {
+    int32_t parent;  // -1 at depth 1
     int32_t subtree_end;
     int32_t tokens_begin;
     int32_t tokens_end;
