@@ -15,6 +15,7 @@ constexpr size_t kMaxCachedMasks = 4096;
 constexpr int32_t kComplete = -1;        // the empty stack
 constexpr int32_t kUnknownContext = -2;  // the bottom of a local stack
 constexpr int kLocalFrames = 3;
+constexpr size_t kSharedMinBytes = 64;
 }  // namespace
 
 size_t PushdownAutomaton::VecHash::operator()(const std::vector<int32_t>& v) const {
@@ -154,22 +155,57 @@ bool PushdownAutomaton::can_continue(int32_t state) {
 
 int32_t PushdownAutomaton::local_state(int32_t state) {
   if (local_of_[state] != kUnknown) return local_of_[state];
-  std::vector<int32_t> local;
-  std::vector<int32_t> frames;
   const std::vector<int32_t> stacks = stacks_[state];
+  // The frames of each stack, top first.
+  std::vector<std::vector<int32_t>> chains;
   for (int32_t node : stacks) {
-    if (node < 0) {
-      local.push_back(node);
-      continue;
+    if (node < 0) continue;
+    chains.emplace_back();
+    for (int32_t n = node; n >= 0; n = nodes_[n].parent) chains.back().push_back(n);
+  }
+  // The lowest frame every stack passes through (their common tail's top): cutting below it
+  // keeps everything the stacks differ in and drops only the shared context, e.g. inside a
+  // JSON string the closing quote's frame is kept and what follows the string is not.
+  int32_t common = -1;
+  if (!chains.empty()) {
+    size_t k = 0;
+    while (true) {
+      bool same = true;
+      int32_t at = -1;
+      for (const auto& c : chains) {
+        if (k >= c.size()) {
+          same = false;
+          break;
+        }
+        const int32_t n = c[c.size() - 1 - k];
+        if (at < 0) at = n;
+        else if (n != at) same = false;
+      }
+      if (!same) break;
+      common = at;
+      ++k;
     }
-    frames.clear();
-    int32_t n = node;
-    while (n >= 0 && static_cast<int>(frames.size()) < kLocalFrames) {
-      frames.push_back(nodes_[n].pos);
-      n = nodes_[n].parent;
+  }
+  bool use_common = common >= 0;
+  if (use_common)
+    for (const auto& c : chains) {
+      const auto pos = std::find(c.begin(), c.end(), common);
+      if (pos - c.begin() >= kLocalFrames * 2) use_common = false;  // deep: cut by depth instead
     }
-    int32_t cut = n < 0 ? n : kUnknownContext;  // a short stack keeps its real bottom
-    for (auto it = frames.rbegin(); it != frames.rend(); ++it) cut = intern_node(*it, cut);
+  std::vector<int32_t> local;
+  for (int32_t node : stacks)
+    if (node < 0) local.push_back(node);
+  for (const auto& c : chains) {
+    size_t keep = 0;  // frames kept from the top
+    int32_t bottom = kUnknownContext;
+    if (use_common) {
+      keep = static_cast<size_t>(std::find(c.begin(), c.end(), common) - c.begin()) + 1;
+    } else {
+      keep = std::min(c.size(), static_cast<size_t>(kLocalFrames));
+    }
+    if (keep == c.size()) bottom = nodes_[c.back()].parent;  // a short stack keeps its real bottom
+    int32_t cut = bottom;
+    for (size_t i = keep; i-- > 0;) cut = intern_node(nodes_[c[i]].pos, cut);
     local.push_back(cut);
   }
   std::sort(local.begin(), local.end());
@@ -230,20 +266,32 @@ void PushdownAutomaton::token_mask(int32_t state, const TokenVocabulary& vocab, 
   if (reaches_context_[local]) {
     // The context is reachable before any byte: nothing to share, walk the real state.
     std::memset(words, 0, bytes);
+    ++full_walks_;
     walk_trie(vocab, state, 0, n, 0, words, nullptr);
   } else {
     auto lit = local_masks_.find(local);
     if (lit == local_masks_.end()) {
-      LocalMask lm;
-      lm.certain.assign(static_cast<size_t>(nwords), 0u);
-      walk_trie(vocab, local, 0, n, 0, lm.certain.data(), &lm.uncertain);
+      // Only broad states (many bytes may come next) have walks worth sharing; the signature
+      // costs more than the walk of a narrow one.
+      const uint64_t sig = first_[local].count() >= kSharedMinBytes ? local_signature(local) : 0;
+      std::shared_ptr<const LocalMask> shared = sig ? vocab.find_local_mask(sig) : nullptr;
+      if (shared) ++shared_local_hits_;
+      if (!shared) {
+        ++local_walks_;
+        auto lm = std::make_shared<LocalMask>();
+        lm->certain.assign(static_cast<size_t>(nwords), 0u);
+        walk_trie(vocab, local, 0, n, 0, lm->certain.data(), &lm->uncertain);
+        shared = lm;
+        if (sig) vocab.store_local_mask(sig, shared);
+      }
       if (local_masks_.size() >= kMaxCachedMasks) local_masks_.clear();
-      lit = local_masks_.emplace(local, std::move(lm)).first;
+      lit = local_masks_.emplace(local, std::move(shared)).first;
     }
-    std::memcpy(words, lit->second.certain.data(), bytes);
+    const LocalMask& lm = *lit->second;
+    std::memcpy(words, lm.certain.data(), bytes);
     // Each uncertain subtree from the real state at its root (the root's bytes walked first).
     const auto& trie = vocab.trie();
-    for (int32_t root : lit->second.uncertain) {
+    for (int32_t root : lm.uncertain) {
       path_.clear();
       for (int32_t k = root; k >= 0; k = trie[k].parent) path_.push_back(trie[k].byte);
       int32_t s = state;
@@ -258,6 +306,104 @@ void PushdownAutomaton::token_mask(int32_t state, const TokenVocabulary& vocab, 
   masks_.emplace(state, std::vector<uint32_t>(words, words + nwords));
 }
 
+namespace {
+uint64_t mix(uint64_t h, uint64_t v) {
+  h ^= v + 0x9E3779B97F4A7C15ull + (h << 6) + (h >> 2);
+  h *= 0xBF58476D1CE4E5B9ull;
+  return h ^ (h >> 31);
+}
+uint64_t hash_bytes(const ByteSet& s) {
+  uint64_t h = 0x1234567ull;
+  for (size_t w = 0; w < 4; ++w) {
+    uint64_t word = 0;
+    for (size_t b = 0; b < 64; ++b) word |= static_cast<uint64_t>(s.test(w * 64 + b)) << b;
+    h = mix(h, word);
+  }
+  return h;
+}
+}  // namespace
+
+uint64_t PushdownAutomaton::local_signature(int32_t local) {
+  constexpr size_t kMaxFragment = 512;  // elements; larger fragments are not shared
+  if (elem_rule_.empty()) {
+    for (const ByteSet& c : g_.classes) class_hash_.push_back(hash_bytes(c));
+    elem_rule_.resize(g_.elements.size());
+    elem_alt_.resize(g_.elements.size());
+    elem_off_.resize(g_.elements.size());
+    for (size_t r = 0; r < g_.alternatives.size(); ++r)
+      for (size_t a = 0; a < g_.alternatives[r].size(); ++a)
+        for (int32_t p = g_.alternatives[r][a], off = 0;; ++p, ++off) {
+          elem_rule_[p] = static_cast<int32_t>(r);
+          elem_alt_[p] = static_cast<int32_t>(a);
+          elem_off_[p] = off;
+          if (g_.elements[p].op == Grammar::Op::kEnd) break;
+        }
+  }
+  // Rules reachable from the frames' continuations.
+  std::vector<int32_t> frames_pos;
+  for (int32_t node : stacks_[local])
+    for (int32_t n = node; n >= 0; n = nodes_[n].parent) frames_pos.push_back(nodes_[n].pos);
+  std::unordered_map<int32_t, size_t> index;  // rule → slot
+  std::vector<int32_t> rules;
+  size_t elements = 0;
+  auto visit = [&](int32_t r) {
+    if (index.emplace(r, rules.size()).second) rules.push_back(r);
+  };
+  for (int32_t p : frames_pos) visit(elem_rule_[p]);
+  for (size_t i = 0; i < rules.size(); ++i)
+    for (int32_t a : g_.alternatives[rules[i]])
+      for (int32_t p = a; g_.elements[p].op != Grammar::Op::kEnd; ++p) {
+        if (++elements > kMaxFragment) return 0;
+        if (g_.elements[p].op == Grammar::Op::kRule) visit(g_.elements[p].arg);
+      }
+  // Colour refinement until the partition of rules is stable: equal colours then mean equal
+  // unfoldings (same alternatives, same classes, equally coloured references).
+  std::vector<uint64_t> colour(rules.size()), next(rules.size());
+  for (size_t i = 0; i < rules.size(); ++i) colour[i] = mix(7, g_.alternatives[rules[i]].size());
+  size_t distinct = 0;
+  for (size_t round = 0; round <= rules.size() + 1; ++round) {
+    for (size_t i = 0; i < rules.size(); ++i) {
+      uint64_t h = mix(colour[i], 11);
+      for (int32_t a : g_.alternatives[rules[i]]) {
+        h = mix(h, 13);
+        for (int32_t p = a; g_.elements[p].op != Grammar::Op::kEnd; ++p) {
+          const Grammar::Element& e = g_.elements[p];
+          h = e.op == Grammar::Op::kClass ? mix(h, class_hash_[e.arg])
+                                          : mix(mix(h, 17), colour[index.at(e.arg)]);
+        }
+      }
+      next[i] = h;
+    }
+    colour.swap(next);
+    std::vector<uint64_t> sorted = colour;
+    std::sort(sorted.begin(), sorted.end());
+    const size_t d = static_cast<size_t>(std::unique(sorted.begin(), sorted.end()) - sorted.begin());
+    if (d == distinct) break;
+    distinct = d;
+  }
+  // Each stack: its frames (rule colour, alternative, offset) and its bottom.
+  std::vector<uint64_t> stacks;
+  for (int32_t node : stacks_[local]) {
+    uint64_t h = mix(19, static_cast<uint64_t>(static_cast<int64_t>(node < 0 ? node : 0)));
+    int32_t n = node;
+    for (; n >= 0; n = nodes_[n].parent) {
+      const int32_t p = nodes_[n].pos;
+      h = mix(mix(mix(h, colour[index.at(elem_rule_[p])]), static_cast<uint64_t>(elem_alt_[p])),
+              static_cast<uint64_t>(elem_off_[p]));
+    }
+    stacks.push_back(mix(h, static_cast<uint64_t>(static_cast<int64_t>(n))));
+  }
+  std::sort(stacks.begin(), stacks.end());
+  uint64_t sig = 23;
+  for (uint64_t h : stacks) sig = mix(sig, h);
+  return sig == 0 ? 1 : sig;
+}
+
+uint64_t PushdownAutomaton::shared_signature(int32_t state) {
+  std::lock_guard<std::mutex> lock(mu_);
+  return local_signature(local_state(state));
+}
+
 PushdownAutomaton::Stats PushdownAutomaton::stats() {
   std::lock_guard<std::mutex> lock(mu_);
   Stats s;
@@ -266,6 +412,9 @@ PushdownAutomaton::Stats PushdownAutomaton::stats() {
   for (const auto& t : tables_) s.tables += t ? 1 : 0;
   s.cached_masks = masks_.size();
   s.local_masks = local_masks_.size();
+  s.local_walks = local_walks_;
+  s.shared_local_hits = shared_local_hits_;
+  s.full_walks = full_walks_;
   s.mask_hits = mask_hits_;
   s.mask_misses = mask_misses_;
   return s;

@@ -53,8 +53,12 @@ class PushdownAutomaton {
   struct Stats {
     size_t states = 0, stack_nodes = 0, tables = 0, cached_masks = 0, local_masks = 0;
     uint64_t mask_hits = 0, mask_misses = 0;
+    uint64_t local_walks = 0, shared_local_hits = 0, full_walks = 0;
   };
   Stats stats();
+  // The structural signature of a state's local state (0: not shared). Equal for the same
+  // grammar fragment in different grammars: what lets constraints share local masks.
+  uint64_t shared_signature(int32_t state);
   const Grammar& grammar() const { return g_; }
 
  private:
@@ -78,10 +82,10 @@ class PushdownAutomaton {
   void walk_trie(const TokenVocabulary& vocab, int32_t state, int32_t begin, int32_t end,
                  int depth, uint32_t* words, std::vector<int32_t>* uncertain);
 
-  struct LocalMask {
-    std::vector<uint32_t> certain;    // accepted whatever the context
-    std::vector<int32_t> uncertain;   // trie nodes whose subtrees need the real context
-  };
+  using LocalMask = TokenVocabulary::LocalMask;
+  // A structural hash of the grammar fragment a local state can reach before the unknown
+  // context (equal for the same fragment in any grammar); 0 when the fragment is too large.
+  uint64_t local_signature(int32_t local);
 
   Grammar g_;
   std::mutex mu_;
@@ -102,10 +106,14 @@ class PushdownAutomaton {
   bool context_seen_ = false;
   // Mask cache.
   std::unordered_map<int32_t, std::vector<uint32_t>> masks_;
-  std::unordered_map<int32_t, LocalMask> local_masks_;
+  std::unordered_map<int32_t, std::shared_ptr<const LocalMask>> local_masks_;
+  // Per element: its rule, alternative index and offset in the alternative.
+  std::vector<int32_t> elem_rule_, elem_alt_, elem_off_;
+  std::vector<uint64_t> class_hash_;
   std::vector<int32_t> walk_states_;
   std::vector<uint8_t> path_;
   uint64_t mask_hits_ = 0, mask_misses_ = 0;
+  uint64_t local_walks_ = 0, shared_local_hits_ = 0, full_walks_ = 0;
 };
 
 }  // namespace iris::grammar

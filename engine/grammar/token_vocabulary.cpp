@@ -63,6 +63,19 @@ TokenVocabulary::TokenVocabulary(std::vector<std::optional<std::string>> token_b
   close_to(0);
 }
 
+std::shared_ptr<const TokenVocabulary::LocalMask> TokenVocabulary::find_local_mask(uint64_t signature) const {
+  std::lock_guard<std::mutex> lock(local_mu_);
+  auto it = local_masks_.find(signature);
+  return it == local_masks_.end() ? nullptr : it->second;
+}
+
+void TokenVocabulary::store_local_mask(uint64_t signature, std::shared_ptr<const LocalMask> mask) const {
+  constexpr size_t kMaxShared = 512;  // about 10 MB with 150k tokens
+  std::lock_guard<std::mutex> lock(local_mu_);
+  if (local_masks_.size() >= kMaxShared) local_masks_.clear();
+  local_masks_.emplace(signature, std::move(mask));
+}
+
 bool TokenVocabulary::is_eos(int32_t id) const {
   return std::find(eos_ids_.begin(), eos_ids_.end(), id) != eos_ids_.end();
 }

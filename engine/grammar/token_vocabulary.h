@@ -7,7 +7,9 @@
 
 #include <cstdint>
 #include <memory>
+#include <mutex>
 #include <optional>
+#include <unordered_map>
 #include <string>
 #include <vector>
 
@@ -52,6 +54,17 @@ class TokenVocabulary {
   const std::vector<int32_t>& trie_tokens() const { return trie_tokens_; }
   int max_depth() const { return max_depth_; }
 
+  // The part of a mask that holds in any context, with the trie subtrees that need the real
+  // one (see automaton.h). Kept here, keyed by a structural signature of the grammar fragment
+  // it came from, so every constraint compiled for this vocabulary shares it: the inside of a
+  // JSON string is walked once per vocabulary, not once per schema. Thread-safe.
+  struct LocalMask {
+    std::vector<uint32_t> certain;
+    std::vector<int32_t> uncertain;
+  };
+  std::shared_ptr<const LocalMask> find_local_mask(uint64_t signature) const;
+  void store_local_mask(uint64_t signature, std::shared_ptr<const LocalMask> mask) const;
+
  private:
   std::vector<std::optional<std::string>> bytes_;
   int32_t size_;
@@ -59,6 +72,8 @@ class TokenVocabulary {
   std::vector<TrieNode> trie_;
   std::vector<int32_t> trie_tokens_;
   int max_depth_ = 0;
+  mutable std::mutex local_mu_;
+  mutable std::unordered_map<uint64_t, std::shared_ptr<const LocalMask>> local_masks_;
 };
 
 }  // namespace iris::grammar

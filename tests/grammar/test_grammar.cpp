@@ -368,3 +368,28 @@ TEST_CASE("cache: compiled constraints are shared by (kind, text)") {
   CHECK(constraint_kind_from_name("json_schema") == ConstraintKind::kJsonSchema);
   CHECK_FALSE(constraint_kind_from_name("xml"));
 }
+
+TEST_CASE("automaton: the inside of a string shares its local mask across schemas") {
+  auto vocab = byte_vocabulary();
+  auto a = compile_constraint({ConstraintKind::kJsonSchema, R"({"type":"object","properties":{"a":{"type":"string"}}})"}, vocab);
+  auto b = compile_constraint({ConstraintKind::kJsonObject, ""}, vocab);
+  auto c = compile_constraint({ConstraintKind::kJsonSchema, R"({"type":"object","properties":{"a":{"type":"string","maxLength":5}}})"}, vocab);
+  auto sig = [](const std::shared_ptr<const CompiledConstraint>& k, const std::string& prefix) {
+    auto& A = k->automaton();
+    const int32_t s = A.walk(A.initial(), prefix);
+    REQUIRE(s >= 0);
+    return A.shared_signature(s);
+  };
+  const uint64_t in_a = sig(a, "{\"a\":\"x");
+  CHECK(in_a != 0);
+  CHECK(sig(b, "{\"key\": \"") == in_a);     // a value string of any JSON
+  CHECK(sig(b, "{\"") == in_a);              // a key string
+  CHECK(sig(c, "{\"a\":\"x") != in_a);       // at most 4 more characters: another fragment
+  CHECK(sig(c, "{\"a\":\"xy") != sig(c, "{\"a\":\"x"));
+  // Masks computed through the shared entry are the same as from scratch.
+  Matcher m1(a), m2(b);
+  REQUIRE(m1.accept_bytes("{\"a\":\"x"));
+  REQUIRE(m2.accept_bytes("{\"zz\":\"x"));
+  auto ids1 = allowed_ids(m1), ids2 = allowed_ids(m2);
+  CHECK(ids1 == ids2);
+}

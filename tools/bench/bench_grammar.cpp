@@ -150,8 +150,12 @@ int main(int argc, char** argv) {
     ++runs;
     generate(c, 1, max_tokens, warm, advance, n, done);  // the same generation, warm caches
     const Summary sc = summarize(cold), sw = summarize(warm);
-    std::printf("%-34s %9.2f %7d %10.1f %10.1f %10.1f\n", f.filename().string().c_str(), first_ms.back(), n,
-                sc.p50, sc.max, sw.p50);
+    const auto st = c->automaton().stats();
+    std::printf("%-34s %9.2f %7d %10.1f %10.1f %10.1f  states %zu, walks: %llu local, %llu shared, %llu full\n",
+                f.filename().string().c_str(), first_ms.back(), n, sc.p50, sc.max, sw.p50, st.states,
+                static_cast<unsigned long long>(st.local_walks),
+                static_cast<unsigned long long>(st.shared_local_hits),
+                static_cast<unsigned long long>(st.full_walks));
     cold_mask.insert(cold_mask.end(), cold.begin(), cold.end());
     warm_mask.insert(warm_mask.end(), warm.begin(), warm.end());
   }
