@@ -408,6 +408,8 @@ bool Engine::step() {
       if (auto c = seq.constraint->advance(sampled[i])) {
         stop = c;
         if (*c == FinishReason::kError) o.error = seq.constraint->error();
+        // Text held back as a possible stop-string start is part of the output.
+        else if (seq.detok) o.text += seq.detok->flush();
       }
     if (by_scheduler && !stop) stop = FinishReason::kLength;
     if (!stop) {

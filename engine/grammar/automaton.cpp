@@ -12,6 +12,7 @@ namespace iris::grammar {
 namespace {
 constexpr int32_t kUnknown = -2;
 constexpr size_t kMaxCachedMasks = 4096;
+constexpr size_t kMaxMaskBytes = size_t(32) << 20;  // per compiled constraint
 constexpr int32_t kComplete = -1;        // the empty stack
 constexpr int32_t kUnknownContext = -2;  // the bottom of a local stack
 constexpr int kLocalFrames = 3;
@@ -256,7 +257,13 @@ void PushdownAutomaton::token_mask(int32_t state, const TokenVocabulary& vocab, 
   auto it = masks_.find(state);
   if (it != masks_.end()) {
     ++mask_hits_;
-    std::memcpy(words, it->second.data(), bytes);
+    const CachedMask& m = it->second;
+    if (!m.words.empty()) {
+      std::memcpy(words, m.words.data(), bytes);
+    } else {
+      std::memset(words, 0, bytes);
+      for (int32_t t : m.ids) words[t >> 5] |= 1u << (t & 31);
+    }
     return;
   }
   ++mask_misses_;
@@ -284,7 +291,8 @@ void PushdownAutomaton::token_mask(int32_t state, const TokenVocabulary& vocab, 
         shared = lm;
         if (sig) vocab.store_local_mask(sig, shared);
       }
-      if (local_masks_.size() >= kMaxCachedMasks) local_masks_.clear();
+      // Local masks are full words: bounded by count (32 MB at 150k tokens).
+      if (local_masks_.size() >= kMaxMaskBytes / bytes) local_masks_.clear();
       lit = local_masks_.emplace(local, std::move(shared)).first;
     }
     const LocalMask& lm = *lit->second;
@@ -302,8 +310,23 @@ void PushdownAutomaton::token_mask(int32_t state, const TokenVocabulary& vocab, 
   }
   if (accepting_[state])
     for (int32_t e : vocab.eos_ids()) words[e >> 5] |= 1u << (e & 31);
-  if (masks_.size() >= kMaxCachedMasks) masks_.clear();
-  masks_.emplace(state, std::vector<uint32_t>(words, words + nwords));
+  CachedMask cm;
+  size_t count = 0;
+  for (int32_t w = 0; w < nwords; ++w) count += static_cast<size_t>(__builtin_popcount(words[w]));
+  if (count <= static_cast<size_t>(nwords) / 2) {
+    cm.ids.reserve(count);
+    for (int32_t w = 0; w < nwords; ++w)
+      for (uint32_t x = words[w]; x; x &= x - 1) cm.ids.push_back(w * 32 + __builtin_ctz(x));
+  } else {
+    cm.words.assign(words, words + nwords);
+  }
+  const size_t cost = cm.ids.size() * sizeof(int32_t) + cm.words.size() * sizeof(uint32_t) + 64;
+  if (masks_.size() >= kMaxCachedMasks || mask_bytes_ + cost > kMaxMaskBytes) {
+    masks_.clear();
+    mask_bytes_ = 0;
+  }
+  mask_bytes_ += cost;
+  masks_.emplace(state, std::move(cm));
 }
 
 namespace {

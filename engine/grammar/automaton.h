@@ -105,7 +105,13 @@ class PushdownAutomaton {
   bool complete_seen_ = false;
   bool context_seen_ = false;
   // Mask cache.
-  std::unordered_map<int32_t, std::vector<uint32_t>> masks_;
+  // A cached mask: the allowed ids when few (most states), else the words.
+  struct CachedMask {
+    std::vector<int32_t> ids;
+    std::vector<uint32_t> words;
+  };
+  std::unordered_map<int32_t, CachedMask> masks_;
+  size_t mask_bytes_ = 0;
   std::unordered_map<int32_t, std::shared_ptr<const LocalMask>> local_masks_;
   // Per element: its rule, alternative index and offset in the alternative.
   std::vector<int32_t> elem_rule_, elem_alt_, elem_off_;

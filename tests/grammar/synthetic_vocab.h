@@ -77,7 +77,9 @@ inline std::string synthetic_bytelevel_json(int num_tokens = 150000, uint32_t se
   }
   for (int n = 0; n < 1000; ++n) {
     add(std::to_string(n));
-    add(" " + std::to_string(n));
+    std::string spaced = " ";  // (not `" " + to_string(n)`: a -Wrestrict false positive in g++ 12)
+    spaced += std::to_string(n);
+    add(spaced);
   }
   for (const std::string& w : words) {
     std::string cap = w;

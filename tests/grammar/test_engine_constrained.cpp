@@ -85,6 +85,9 @@ TEST_CASE("engine: JSON-schema constrained sampling at temperature 1 completes a
     req.params.max_tokens = 300;
     req.params.constraint = constraint;
     req.n = r == 0 ? 3 : 1;  // each choice follows its own matcher
+    // A stop string the output's last "}" could start: held back by the detokenizer, it must
+    // still come out when the constraint ends the output.
+    if (r == 1) req.params.stop = {"}\n\n"};
     engine.submit(req, [&got](const EngineOutput& o) {
       Choice& c = got[o.id][o.index];
       c.tokens.insert(c.tokens.end(), o.token_ids.begin(), o.token_ids.end());
