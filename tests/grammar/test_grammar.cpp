@@ -393,3 +393,30 @@ TEST_CASE("automaton: the inside of a string shares its local mask across schema
   auto ids1 = allowed_ids(m1), ids2 = allowed_ids(m2);
   CHECK(ids1 == ids2);
 }
+
+TEST_CASE("fuzz: malformed constraints fail with iris::Error, never crash") {
+  std::mt19937 rng(1234);
+  const std::string alphabet = "ab()[]{}|*+?.^$\\-,:\"0123456789dwsxu#=< >\n";
+  const std::vector<ConstraintKind> kinds = {ConstraintKind::kRegex, ConstraintKind::kGbnf,
+                                             ConstraintKind::kJsonSchema, ConstraintKind::kChoice};
+  const std::vector<std::string> gbnf_prefix = {"", "root ::= ", "root ::= a\na ::= "};
+  auto vocab = byte_vocabulary();
+  int compiled = 0;
+  for (int i = 0; i < 3000; ++i) {
+    const ConstraintKind kind = kinds[i % kinds.size()];
+    std::string text;
+    if (kind == ConstraintKind::kGbnf) text = gbnf_prefix[rng() % gbnf_prefix.size()];
+    const int len = static_cast<int>(rng() % 24);
+    for (int k = 0; k < len; ++k) text.push_back(alphabet[rng() % alphabet.size()]);
+    if (kind == ConstraintKind::kJsonSchema && rng() % 2) text = "{\"type\":\"string\",\"pattern\":" + json(text).dump() + "}";
+    INFO(constraint_kind_name(kind) << ": " << text);
+    try {
+      auto c = compile_constraint({kind, text}, vocab);
+      ++compiled;
+      const Walk w = random_walk(c, static_cast<uint32_t>(i), 40);
+      CHECK_FALSE(w.dead_end);
+    } catch (const Error&) {
+    }
+  }
+  CHECK(compiled > 100);
+}
