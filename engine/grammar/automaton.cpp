@@ -216,9 +216,10 @@ int32_t PushdownAutomaton::local_state(int32_t state) {
   return id;
 }
 
-void PushdownAutomaton::walk_trie(const TokenVocabulary& vocab, int32_t state, int32_t begin,
-                                  int32_t end, int depth, uint32_t* words,
-                                  std::vector<int32_t>* uncertain) {
+size_t PushdownAutomaton::walk_trie(const TokenVocabulary& vocab, int32_t state, int32_t begin,
+                                    int32_t end, int depth, uint32_t* words,
+                                    std::vector<int32_t>* uncertain) {
+  size_t set = 0;
   const auto& trie = vocab.trie();
   const auto& tokens = vocab.trie_tokens();
   int32_t* st = walk_states_.data();
@@ -240,6 +241,7 @@ void PushdownAutomaton::walk_trie(const TokenVocabulary& vocab, int32_t state, i
     }
     for (int32_t k = t.tokens_begin; k < t.tokens_end; ++k)
       words[tokens[k] >> 5] |= 1u << (tokens[k] & 31);
+    set += static_cast<size_t>(t.tokens_end - t.tokens_begin);
     if (uncertain && reaches_context_[nx]) {
       if (t.subtree_end > i + 1) uncertain->push_back(i);
       i = t.subtree_end;
@@ -248,6 +250,7 @@ void PushdownAutomaton::walk_trie(const TokenVocabulary& vocab, int32_t state, i
     st[t.depth] = nx;
     ++i;
   }
+  return set;
 }
 
 void PushdownAutomaton::token_mask(int32_t state, const TokenVocabulary& vocab, uint32_t* words) {
@@ -270,11 +273,12 @@ void PushdownAutomaton::token_mask(int32_t state, const TokenVocabulary& vocab, 
   walk_states_.resize(static_cast<size_t>(vocab.max_depth()) + 1);
   const int32_t n = static_cast<int32_t>(vocab.trie().size());
   const int32_t local = local_state(state);
+  size_t count = 0;  // bits set
   if (reaches_context_[local]) {
     // The context is reachable before any byte: nothing to share, walk the real state.
     std::memset(words, 0, bytes);
     ++full_walks_;
-    walk_trie(vocab, state, 0, n, 0, words, nullptr);
+    count = walk_trie(vocab, state, 0, n, 0, words, nullptr);
   } else {
     auto lit = local_masks_.find(local);
     if (lit == local_masks_.end()) {
@@ -287,7 +291,7 @@ void PushdownAutomaton::token_mask(int32_t state, const TokenVocabulary& vocab, 
         ++local_walks_;
         auto lm = std::make_shared<LocalMask>();
         lm->certain.assign(static_cast<size_t>(nwords), 0u);
-        walk_trie(vocab, local, 0, n, 0, lm->certain.data(), &lm->uncertain);
+        lm->count = walk_trie(vocab, local, 0, n, 0, lm->certain.data(), &lm->uncertain);
         shared = lm;
         if (sig) vocab.store_local_mask(sig, shared);
       }
@@ -297,6 +301,7 @@ void PushdownAutomaton::token_mask(int32_t state, const TokenVocabulary& vocab, 
     }
     const LocalMask& lm = *lit->second;
     std::memcpy(words, lm.certain.data(), bytes);
+    count = lm.count;
     // Each uncertain subtree from the real state at its root (the root's bytes walked first).
     const auto& trie = vocab.trie();
     for (int32_t root : lm.uncertain) {
@@ -305,28 +310,33 @@ void PushdownAutomaton::token_mask(int32_t state, const TokenVocabulary& vocab, 
       int32_t s = state;
       for (auto b = path_.rbegin(); b != path_.rend() && s >= 0; ++b) s = next_locked(s, *b);
       if (s < 0) continue;
-      walk_trie(vocab, s, root + 1, trie[root].subtree_end, trie[root].depth, words, nullptr);
+      count += walk_trie(vocab, s, root + 1, trie[root].subtree_end, trie[root].depth, words, nullptr);
     }
   }
   if (accepting_[state])
     for (int32_t e : vocab.eos_ids()) words[e >> 5] |= 1u << (e & 31);
   CachedMask cm;
-  size_t count = 0;
-  for (int32_t w = 0; w < nwords; ++w) count += static_cast<size_t>(__builtin_popcount(words[w]));
-  if (count <= static_cast<size_t>(nwords) / 2) {
-    cm.ids.reserve(count);
-    for (int32_t w = 0; w < nwords; ++w)
-      for (uint32_t x = words[w]; x; x &= x - 1) cm.ids.push_back(w * 32 + __builtin_ctz(x));
-  } else {
-    cm.words.assign(words, words + nwords);
-  }
-  const size_t cost = cm.ids.size() * sizeof(int32_t) + cm.words.size() * sizeof(uint32_t) + 64;
-  if (masks_.size() >= kMaxCachedMasks || mask_bytes_ + cost > kMaxMaskBytes) {
-    masks_.clear();
-    mask_bytes_ = 0;
-  }
-  mask_bytes_ += cost;
+  cm.words.assign(words, words + nwords);
+  cm.count = count + (accepting_[state] ? vocab.eos_ids().size() : 0);
+  mask_bytes_ += bytes + 64;
   masks_.emplace(state, std::move(cm));
+  if (masks_.size() > kMaxCachedMasks || mask_bytes_ > kMaxMaskBytes) {
+    // Compact the sparse masks; drop everything only if that is not enough.
+    mask_bytes_ = 0;
+    for (auto& [id, m] : masks_) {
+      if (!m.words.empty() && m.count <= static_cast<size_t>(nwords) / 2) {
+        m.ids.reserve(m.count);
+        for (int32_t w = 0; w < nwords; ++w)
+          for (uint32_t x = m.words[w]; x; x &= x - 1) m.ids.push_back(w * 32 + __builtin_ctz(x));
+        std::vector<uint32_t>().swap(m.words);
+      }
+      mask_bytes_ += m.ids.size() * sizeof(int32_t) + m.words.size() * sizeof(uint32_t) + 64;
+    }
+    if (masks_.size() > kMaxCachedMasks || mask_bytes_ > kMaxMaskBytes / 2) {
+      masks_.clear();
+      mask_bytes_ = 0;
+    }
+  }
 }
 
 namespace {

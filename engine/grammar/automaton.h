@@ -79,8 +79,9 @@ class PushdownAutomaton {
   // Walks trie nodes [begin, end) whose parent (at depth `depth`) is in `state`, setting the
   // bits of accepted tokens. With `uncertain`, a node whose state reaches the unknown context
   // has its tokens set and its subtree appended to `uncertain` instead of walked.
-  void walk_trie(const TokenVocabulary& vocab, int32_t state, int32_t begin, int32_t end,
-                 int depth, uint32_t* words, std::vector<int32_t>* uncertain);
+  // Returns the number of token bits set (each token is set at most once per mask).
+  size_t walk_trie(const TokenVocabulary& vocab, int32_t state, int32_t begin, int32_t end,
+                   int depth, uint32_t* words, std::vector<int32_t>* uncertain);
 
   using LocalMask = TokenVocabulary::LocalMask;
   // A structural hash of the grammar fragment a local state can reach before the unknown
@@ -105,10 +106,12 @@ class PushdownAutomaton {
   bool complete_seen_ = false;
   bool context_seen_ = false;
   // Mask cache.
-  // A cached mask: the allowed ids when few (most states), else the words.
+  // A cached mask: the words, or the allowed ids once compacted (when the cache fills up,
+  // sparse masks, most states, are turned into id lists before anything is dropped).
   struct CachedMask {
     std::vector<int32_t> ids;
     std::vector<uint32_t> words;
+    size_t count = 0;  // allowed ids
   };
   std::unordered_map<int32_t, CachedMask> masks_;
   size_t mask_bytes_ = 0;

@@ -61,6 +61,7 @@ class TokenVocabulary {
   struct LocalMask {
     std::vector<uint32_t> certain;
     std::vector<int32_t> uncertain;
+    size_t count = 0;  // bits set in `certain`
   };
   std::shared_ptr<const LocalMask> find_local_mask(uint64_t signature) const;
   void store_local_mask(uint64_t signature, std::shared_ptr<const LocalMask> mask) const;

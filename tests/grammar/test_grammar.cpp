@@ -420,3 +420,20 @@ TEST_CASE("fuzz: malformed constraints fail with iris::Error, never crash") {
   }
   CHECK(compiled > 100);
 }
+
+TEST_CASE("automaton: masks stay right when the mask cache fills up and compacts") {
+  auto c = compile(ConstraintKind::kRegex, "c{0,5000}");  // 5,001 states, more than the cache holds
+  for (int pass = 0; pass < 2; ++pass) {  // the second pass reads compacted (id list) entries
+    Matcher m(c);
+    for (int i = 0; i <= 5000; ++i) {
+      INFO("pass " << pass << " at " << i);
+      const auto ids = allowed_ids(m);
+      if (i < 5000) {
+        REQUIRE(ids == std::vector<int32_t>{'c', 256});
+        REQUIRE(m.accept_token('c'));
+      } else {
+        REQUIRE(ids == std::vector<int32_t>{256});
+      }
+    }
+  }
+}
