@@ -7,6 +7,7 @@
 #include <chrono>
 
 #include "engine/core/check.h"
+#include "engine/sequence_constraint.h"
 
 namespace iris {
 
@@ -31,6 +32,7 @@ struct Engine::Sequence {
   // What the runner sees: media[i] with `embeds` pointing into the encoder cache while a
   // chunk of the step overlaps the span, null otherwise.
   std::vector<MediaEmbeds> view;
+  std::unique_ptr<SequenceConstraint> constraint;  // structured output; survives preemption
 
   Sequence(const EngineRequest& r, int i, std::shared_ptr<OutputCallback> cb,
            const Tokenizer* tokenizer)
@@ -45,6 +47,7 @@ struct Engine::Sequence {
       detok = std::make_unique<IncrementalDetokenizer>(*tokenizer, r.prompt, r.params.stop,
                                                        r.params.skip_special_tokens,
                                                        r.params.min_tokens);
+    if (r.params.constraint) constraint = std::make_unique<SequenceConstraint>(r.params.constraint);
   }
 
   // Choice i of a seeded request draws from seed + i, so choices differ but each is
@@ -196,6 +199,7 @@ void Engine::admit_pending() {
     }
     try {
       r.params.validate();
+      check_constraint_fits(r.params, model_config_.vocab_size);
       if (!r.params.stop.empty() && !tokenizer_)
         fail("stop strings need a tokenizer, and this model has none");
       IRIS_CHECK(r.n >= 1) << "n must be at least 1, got " << r.n;
@@ -374,7 +378,8 @@ bool Engine::step() {
     const float* l = logits.data() + row * vocab;
     ++row;
     Sequence& seq = *sequences_.at(std::string(s.id));
-    results[i] = seq.sampler.sample(l, vocab, banned_tokens(seq.params, eos, seq.generated));
+    results[i] = seq.sampler.sample(l, vocab, banned_tokens(seq.params, eos, seq.generated),
+                                    seq.constraint ? seq.constraint->next_mask(vocab) : nullptr);
     sampled[i] = results[i].token;
   }
   std::vector<std::string> ids;
@@ -413,6 +418,14 @@ bool Engine::step() {
       o.text = std::move(d.text);
       if (d.stopped) stop = FinishReason::kStop;
     }
+    // A complete constrained output ends with "stop" (even on its max_tokens-th token).
+    if (seq.constraint && (!stop || *stop == FinishReason::kLength))
+      if (auto c = seq.constraint->advance(sampled[i])) {
+        stop = c;
+        if (*c == FinishReason::kError) o.error = seq.constraint->error();
+        // Text held back as a possible stop-string start is part of the output.
+        else if (seq.detok) o.text += seq.detok->flush();
+      }
     if (by_scheduler && !stop) stop = FinishReason::kLength;
     if (stop) o.timing = seq.clock.finish(clock_type::now());  // the choice's last output
     if (!stop) {

@@ -5,6 +5,7 @@
 #include <numeric>
 
 #include "engine/core/check.h"
+#include "engine/sequence_constraint.h"
 
 namespace iris {
 
@@ -34,6 +35,9 @@ GenerationResult Generator::generate(const std::vector<int32_t>& prompt,
 
   GenerationResult res;
   SequenceSampler sampler(params, prompt);
+  check_constraint_fits(params, cfg.vocab_size);
+  std::unique_ptr<SequenceConstraint> constraint;
+  if (params.constraint) constraint = std::make_unique<SequenceConstraint>(params.constraint);
   std::vector<int32_t> tokens = prompt;
   const auto vocab = cfg.vocab_size;
   using clock = std::chrono::steady_clock;
@@ -52,7 +56,8 @@ GenerationResult Generator::generate(const std::vector<int32_t>& prompt,
   t0 = clock::now();
   while (true) {
     const auto banned = banned_tokens(params, cfg.eos_token_ids, static_cast<int>(res.output_ids.size()));
-    auto s = sampler.sample(logits->data(), vocab, banned);
+    auto s = sampler.sample(logits->data(), vocab, banned,
+                            constraint ? constraint->next_mask(vocab) : nullptr);
     sampler.append(s.token);
     res.output_ids.push_back(s.token);
     res.logprobs.push_back(s.logprob);
@@ -60,6 +65,8 @@ GenerationResult Generator::generate(const std::vector<int32_t>& prompt,
     auto stop = check_token_stop(params, cfg.eos_token_ids, s.token,
                                  static_cast<int>(res.output_ids.size()),
                                  static_cast<int64_t>(tokens.size()), max_len);
+    if (constraint && (!stop || *stop == FinishReason::kLength))
+      if (auto c = constraint->advance(s.token)) stop = c;
     if (stop) {
       res.finish_reason = *stop;
       break;

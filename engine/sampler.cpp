@@ -100,7 +100,8 @@ void SequenceSampler::append_seen_(int32_t t) {
 }
 
 SequenceSampler::Result SequenceSampler::sample(const float* logits, int64_t vocab,
-                                                const std::vector<int32_t>& banned) {
+                                                const std::vector<int32_t>& banned,
+                                                const uint32_t* allowed) {
   Result r;
   float* x = nullptr;
   scratch_.assign(logits, logits + vocab);
@@ -122,6 +123,9 @@ SequenceSampler::Result SequenceSampler::sample(const float* logits, int64_t voc
     if (t >= 0 && t < vocab) x[t] += bias;
   for (int32_t t : banned)
     if (t >= 0 && t < vocab) x[t] = -INFINITY;
+  if (allowed)
+    for (int64_t i = 0; i < vocab; ++i)
+      if (!(allowed[i >> 5] >> (i & 31) & 1u)) x[i] = -INFINITY;
 
   if (params_.greedy()) {
     int64_t best = 0;
@@ -135,12 +139,21 @@ SequenceSampler::Result SequenceSampler::sample(const float* logits, int64_t voc
 
   for (int64_t i = 0; i < vocab; ++i) x[i] /= params_.temperature;
 
-  // Candidates in descending logit order (ties by id), cut by top-k first.
-  order_.resize(static_cast<size_t>(vocab));
-  std::iota(order_.begin(), order_.end(), 0);
+  // Candidates in descending logit order (ties by id), cut by top-k first. Under a constraint
+  // only the allowed ids are candidates (often a handful: no full-vocabulary sort).
+  if (allowed) {
+    order_.clear();
+    for (int64_t i = 0; i < vocab; ++i)
+      if (x[i] != -INFINITY) order_.push_back(static_cast<int32_t>(i));
+    if (order_.empty()) order_.push_back(0);  // nothing allowed: the caller sees the refusal
+  } else {
+    order_.resize(static_cast<size_t>(vocab));
+    std::iota(order_.begin(), order_.end(), 0);
+  }
+  const int64_t candidates = static_cast<int64_t>(order_.size());
   auto desc = [x](int32_t a, int32_t b) { return x[a] > x[b] || (x[a] == x[b] && a < b); };
-  int64_t keep = vocab;
-  if (params_.top_k > 0 && params_.top_k < vocab) {
+  int64_t keep = candidates;
+  if (params_.top_k > 0 && params_.top_k < candidates) {
     keep = params_.top_k;
     std::nth_element(order_.begin(), order_.begin() + keep, order_.end(), desc);
   }

@@ -4,6 +4,7 @@
 #pragma once
 
 #include <cstdint>
+#include <memory>
 #include <optional>
 #include <random>
 #include <string>
@@ -12,6 +13,10 @@
 #include <vector>
 
 namespace iris {
+
+namespace grammar {
+class CompiledConstraint;  // engine/grammar/constraint.h
+}
 
 struct SamplingParams {
   float temperature = 1.0f;  // 0 = greedy
@@ -31,6 +36,9 @@ struct SamplingParams {
   // Added to these tokens' logits before sampling (OpenAI's logit_bias, in [-100, 100]).
   std::vector<std::pair<int32_t, float>> logit_bias;
   int top_logprobs = 0;  // also report this many most likely tokens per step (<= kMaxTopLogprobs)
+  // Structured output: the compiled constraint (grammar::ConstraintCache::get, before submit);
+  // null = unconstrained. Each sequence follows it with its own matcher.
+  std::shared_ptr<const grammar::CompiledConstraint> constraint;
 
   static constexpr int kMaxTopLogprobs = 20;
 
@@ -46,12 +54,17 @@ class SequenceSampler {
 
   struct Result {
     int32_t token = -1;
-    float logprob = 0.0f;  // log-probability under the unmodified model distribution
+    // Log-probability under the unmodified model distribution: before penalties, temperature,
+    // top-k/p and the constraint mask (so a constrained token reports what the model thought).
+    float logprob = 0.0f;
     // The params' top_logprobs most likely tokens under the same distribution, best first.
     std::vector<std::pair<int32_t, float>> top;
   };
-  // Samples from logits[0, vocab). `banned` ids (EOS before min_tokens) get probability 0.
-  Result sample(const float* logits, int64_t vocab, const std::vector<int32_t>& banned = {});
+  // Samples from logits[0, vocab). `banned` ids (EOS before min_tokens) get probability 0, and
+  // so does every id whose bit is clear in `allowed` (a constraint's mask, LSB-first words)
+  // when given.
+  Result sample(const float* logits, int64_t vocab, const std::vector<int32_t>& banned = {},
+                const uint32_t* allowed = nullptr);
   // Records a generated token (for the output-token penalties).
   void append(int32_t token);
 

@@ -25,7 +25,8 @@ build_pkgs=(
 )
 # haproxy + socat: the cluster tests' balancer and its control socket; prometheus: promtool
 # and a live scrape of /metrics.
-test_pkgs=(python3-torch python3-numpy python3-jinja2 openssl python3-pil haproxy socat prometheus)
+test_pkgs=(python3-torch python3-numpy python3-jinja2 openssl python3-pil haproxy socat prometheus
+  python3-jsonschema)
 # kubectl (for `kubectl kustomize` in the cluster tests): Debian's kubernetes-client unless
 # another kubectl is installed (it would conflict on /usr/bin/kubectl).
 if ! command -v kubectl >/dev/null 2>&1; then test_pkgs+=(kubernetes-client); fi

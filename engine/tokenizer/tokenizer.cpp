@@ -330,6 +330,32 @@ std::string Tokenizer::id_to_token(int32_t id) const {
 }
 
 bool Tokenizer::is_special(int32_t id) const { return impl_->added.is_special_id(id); }
+
+std::optional<std::string> Tokenizer::token_bytes(int32_t id) const {
+  const Impl& im = *impl_;
+  if (const tok::AddedToken* t = im.added.by_id(id)) {
+    if (t->special) return std::nullopt;
+    return t->content;
+  }
+  if (im.model_ids_spelling_special.count(id)) return std::nullopt;
+  const std::string* s = im.model->id_to_token(id);
+  if (!s) return std::nullopt;
+  const std::string& t = *s;
+  if (t.size() == 6 && t.compare(0, 3, "<0x") == 0 && t[5] == '>' &&
+      std::isxdigit(static_cast<unsigned char>(t[3])) && std::isxdigit(static_cast<unsigned char>(t[4])))
+    return std::string(1, static_cast<char>(std::strtol(t.substr(3, 2).c_str(), nullptr, 16)));
+  if (im.byte_level_decoder) {
+    std::string mapped;
+    size_t i = 0;
+    while (i < t.size()) {
+      const int b = tok::unicode_to_byte(tok::next_code_point(t, i));
+      if (b < 0) return decode_continuation(&id, 1, false, true);
+      mapped.push_back(static_cast<char>(b));
+    }
+    return mapped;
+  }
+  return decode_continuation(&id, 1, false, true);
+}
 const std::string& Tokenizer::bos_token() const { return impl_->bos; }
 const std::string& Tokenizer::eos_token() const { return impl_->eos; }
 const std::string& Tokenizer::pad_token() const { return impl_->pad; }

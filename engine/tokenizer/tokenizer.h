@@ -58,6 +58,11 @@ class Tokenizer {
   std::optional<int32_t> token_to_id(std::string_view token) const;
   std::string id_to_token(int32_t id) const;  // empty for an unknown id
   bool is_special(int32_t id) const;
+  // The raw bytes token `id` contributes when it follows earlier text: GPT-2 byte-level symbols
+  // mapped back to their bytes (possibly part of a UTF-8 character), `<0xNN>` byte-fallback
+  // tokens as that byte, SentencePiece's `▁` as a space. nullopt for special tokens and
+  // unknown ids. Used to match tokens against byte-level grammars.
+  std::optional<std::string> token_bytes(int32_t id) const;
 
   // From tokenizer_config.json where present; empty when absent.
   const std::string& bos_token() const;
