@@ -70,6 +70,42 @@ SamplingFields sampling_fields(const Req& in) {
 }
 
 // `where` names the ImagePart; errors name its data or mime_type field.
+// The request's output constraint, if any.
+template <class Req>
+void structured_output(const Req& in, GenerationInput& out) {
+  if (!in.has_structured_output()) return;
+  using grammar::ConstraintKind;
+  const iris::v1::StructuredOutput& so = in.structured_output();
+  switch (so.kind_case()) {
+    case iris::v1::StructuredOutput::kJsonSchema:
+      out.constraint = grammar::Constraint{ConstraintKind::kJsonSchema, so.json_schema()};
+      out.constraint_field = "structured_output.json_schema";
+      break;
+    case iris::v1::StructuredOutput::kJsonObject:
+      if (!so.json_object()) return;
+      out.constraint = grammar::Constraint{ConstraintKind::kJsonObject, ""};
+      out.constraint_field = "structured_output.json_object";
+      break;
+    case iris::v1::StructuredOutput::kRegex:
+      out.constraint = grammar::Constraint{ConstraintKind::kRegex, so.regex()};
+      out.constraint_field = "structured_output.regex";
+      break;
+    case iris::v1::StructuredOutput::kChoice: {
+      nlohmann::json list = nlohmann::json::array();
+      for (const std::string& c : so.choice().choices()) list.push_back(c);
+      out.constraint = grammar::Constraint{ConstraintKind::kChoice, list.dump()};
+      out.constraint_field = "structured_output.choice";
+      break;
+    }
+    case iris::v1::StructuredOutput::kGrammar:
+      out.constraint = grammar::Constraint{ConstraintKind::kGbnf, so.grammar()};
+      out.constraint_field = "structured_output.grammar";
+      break;
+    default:
+      break;
+  }
+}
+
 ImageInput image_input(const iris::v1::ImagePart& part, const std::string& where) {
   return ImageInput{part.data(), part.mime_type(), where + ".data", where + ".mime_type"};
 }
@@ -305,6 +341,7 @@ grpc::ServerWriteReactor<GenerateResponse>* InferenceService::Generate(
   for (int i = 0; i < request->images_size(); ++i)
     in.images.push_back(image_input(request->images(i), "images[" + std::to_string(i) + "]"));
   in.sampling = sampling_fields(*request);
+  structured_output(*request, in);
   return start_stream(ctx, std::move(in), request->return_prompt_token_ids());
 }
 
@@ -345,6 +382,7 @@ grpc::ServerWriteReactor<GenerateResponse>* InferenceService::Chat(
   in.add_generation_prompt =
       request->has_add_generation_prompt() ? request->add_generation_prompt() : true;
   in.sampling = sampling_fields(*request);
+  structured_output(*request, in);
   return start_stream(ctx, std::move(in), request->return_prompt_token_ids());
 }
 

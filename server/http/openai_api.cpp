@@ -172,6 +172,71 @@ SamplingFields sampling_fields(const json& b, bool chat) {
   return f;
 }
 
+// The output constraint of a request: OpenAI's response_format (json_object, json_schema),
+// vLLM's structured_outputs {json | regex | choice | grammar | json_object} or its older
+// guided_json / guided_regex / guided_choice / guided_grammar fields. At most one.
+void structured_output(const json& b, GenerationInput& in) {
+  using grammar::ConstraintKind;
+  std::vector<std::pair<std::string, grammar::Constraint>> found;
+  auto schema_text = [](const json& v, const std::string& where) {
+    if (v.is_object() || v.is_boolean()) return v.dump();
+    if (v.is_string()) return v.get<std::string>();
+    bad(where + ": must be a JSON Schema object");
+  };
+  auto string_of = [](const json& v, const std::string& where) {
+    if (!v.is_string()) bad(where + ": must be a string, got " + std::string(v.type_name()));
+    return v.get<std::string>();
+  };
+  auto choice_text = [](const json& v, const std::string& where) {
+    if (!v.is_array() || v.empty()) bad(where + ": must be a non-empty list of strings");
+    for (const json& c : v)
+      if (!c.is_string()) bad(where + ": must be a list of strings");
+    return v.dump();
+  };
+  if (const json* rf = field(b, "response_format")) {
+    if (!rf->is_object()) bad("response_format: must be an object");
+    const std::string type = opt_string(*rf, "type").value_or("");
+    if (type == "json_object") {
+      found.push_back({"response_format", {ConstraintKind::kJsonObject, ""}});
+    } else if (type == "json_schema") {
+      const json* js = field(*rf, "json_schema");
+      if (!js || !js->is_object()) bad("response_format.json_schema: required object {name, schema, strict}");
+      const json* schema = field(*js, "schema");
+      if (!schema) bad("response_format.json_schema.schema: required");
+      found.push_back({"response_format.json_schema.schema",
+                       {ConstraintKind::kJsonSchema, schema_text(*schema, "response_format.json_schema.schema")}});
+    } else if (type != "text") {
+      bad("response_format.type: '" + type + "' (expected text, json_object or json_schema)");
+    }
+  }
+  if (const json* so = field(b, "structured_outputs")) {
+    if (!so->is_object()) bad("structured_outputs: must be an object");
+    if (const json* v = field(*so, "json"))
+      found.push_back({"structured_outputs.json", {ConstraintKind::kJsonSchema, schema_text(*v, "structured_outputs.json")}});
+    if (const json* v = field(*so, "regex"))
+      found.push_back({"structured_outputs.regex", {ConstraintKind::kRegex, string_of(*v, "structured_outputs.regex")}});
+    if (const json* v = field(*so, "choice"))
+      found.push_back({"structured_outputs.choice", {ConstraintKind::kChoice, choice_text(*v, "structured_outputs.choice")}});
+    if (const json* v = field(*so, "grammar"))
+      found.push_back({"structured_outputs.grammar", {ConstraintKind::kGbnf, string_of(*v, "structured_outputs.grammar")}});
+    if (opt_bool(*so, "json_object").value_or(false))
+      found.push_back({"structured_outputs.json_object", {ConstraintKind::kJsonObject, ""}});
+  }
+  if (const json* v = field(b, "guided_json"))
+    found.push_back({"guided_json", {ConstraintKind::kJsonSchema, schema_text(*v, "guided_json")}});
+  if (const json* v = field(b, "guided_regex"))
+    found.push_back({"guided_regex", {ConstraintKind::kRegex, string_of(*v, "guided_regex")}});
+  if (const json* v = field(b, "guided_choice"))
+    found.push_back({"guided_choice", {ConstraintKind::kChoice, choice_text(*v, "guided_choice")}});
+  if (const json* v = field(b, "guided_grammar"))
+    found.push_back({"guided_grammar", {ConstraintKind::kGbnf, string_of(*v, "guided_grammar")}});
+  if (found.size() > 1)
+    bad(found[1].first + ": only one output constraint per request (also given: " + found[0].first + ")");
+  if (found.empty()) return;
+  in.constraint_field = found[0].first;
+  in.constraint = std::move(found[0].second);
+}
+
 // --- base64 and data: URLs -------------------------------------------------------------------
 
 bool base64_decode(std::string_view in, std::string& out) {
@@ -767,6 +832,7 @@ void OpenAIApi::chat_completions(Call& call) {
   std::vector<std::pair<size_t, size_t>> remote_at;
   in->messages = chat_messages(b, options_.allowed_media_domains, remote, remote_at);
   in->sampling = sampling_fields(b, /*chat=*/true);
+  structured_output(b, *in);
   const bool logprobs = opt_bool(b, "logprobs").value_or(false);
   const auto top = opt_int(b, "top_logprobs");
   if (top && !logprobs && *top > 0) bad("top_logprobs: requires logprobs: true");
@@ -816,6 +882,7 @@ void OpenAIApi::completions(Call& call) {
   base.rpc = "completions";
   base.model = opt_string(b, "model").value_or("");
   base.sampling = sampling_fields(b, /*chat=*/false);
+  structured_output(b, base);
   base.sampling.logprobs = opt_int(b, "logprobs");
   base.user = opt_string(b, "user").value_or("");
   if (const std::string* rid = call.request.header("x-request-id")) base.request_id = rid->substr(0, 256);

@@ -126,7 +126,11 @@ void RequestRecord::log_done(std::string_view status, std::string_view error) co
 RequestLayer::RequestLayer(Engine& engine, const ModelConfig& config, const Tokenizer* tokenizer,
                            const ChatTemplate* chat_template, ServiceOptions options)
     : engine_(engine), config_(config), tokenizer_(tokenizer), chat_template_(chat_template),
-      options_(std::move(options)) {}
+      options_(std::move(options)) {
+  if (tokenizer_)
+    constraints_ = std::make_unique<grammar::ConstraintCache>(grammar::TokenVocabulary::from_tokenizer(
+        *tokenizer_, static_cast<int32_t>(config_.vocab_size), config_.eos_token_ids));
+}
 
 RequestLayer::~RequestLayer() = default;
 
@@ -324,6 +328,15 @@ Status RequestLayer::prepare(const GenerationInput& in, PreparedRequest& out) co
   int n = 1;
   s = sampling_params(in.sampling, prompt.size(), p, n);
   if (!s.ok()) return s;
+  if (in.constraint) {
+    // Compiled here, on the request's thread (with its first mask); cached by (kind, text).
+    if (!constraints_) return invalid(in.constraint_field + ": this model has no tokenizer");
+    try {
+      p.constraint = constraints_->get(*in.constraint);
+    } catch (const Error& e) {
+      return invalid(in.constraint_field + ": " + e.what());
+    }
+  }
   out.want_logprobs = in.sampling.logprobs.has_value();
   out.engine.id = next_request_id();  // unique whatever the client sends as its own id
   out.request_id = in.request_id.empty() ? out.engine.id : in.request_id;

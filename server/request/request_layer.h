@@ -24,6 +24,7 @@
 
 #include "engine/chat_template/chat_template.h"
 #include "engine/engine.h"
+#include "engine/grammar/constraint.h"
 #include "engine/image_encoder.h"
 #include "engine/loader/model_config.h"
 #include "engine/tokenizer/tokenizer.h"
@@ -111,6 +112,10 @@ struct GenerationInput {
   std::string user;        // logged
   std::string request_id;  // the client's (x-request-id); logged and echoed; else the engine id
   std::string client;      // the peer address, logged
+  // Structured output: the output must match this constraint (JSON Schema, any JSON object,
+  // regex, choice, GBNF); `constraint_field` names the request field for errors.
+  std::optional<grammar::Constraint> constraint;
+  std::string constraint_field = "structured_output";
   // Field names as the client's API spells them, for errors ("max_tokens" vs
   // "max_completion_tokens", "text" vs "prompt").
   std::string prompt_field = "prompt";
@@ -257,6 +262,8 @@ class RequestLayer {
   const ChatTemplate* chat_template_;
   ImageEncoder* image_encoder_ = nullptr;
   metrics::ServerMetrics* metrics_ = nullptr;
+  // Compiled constraints by (kind, text), for this model's vocabulary; null without a tokenizer.
+  std::unique_ptr<grammar::ConstraintCache> constraints_;
   ServiceOptions options_;
   std::atomic<int> active_{0};
   std::atomic<bool> draining_{false};
