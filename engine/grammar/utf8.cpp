@@ -3,6 +3,8 @@
 // their full 0x80–0xBF span, until each piece is a product of per-byte ranges.
 #include "engine/grammar/utf8.h"
 
+#include "engine/tokenizer/unicode.h"
+
 #include <algorithm>
 
 namespace iris::grammar {
@@ -63,23 +65,7 @@ bool CodepointSet::contains(uint32_t c) const {
   return false;
 }
 
-void append_utf8(std::string& out, uint32_t cp) {
-  if (cp < 0x80) {
-    out.push_back(static_cast<char>(cp));
-  } else if (cp < 0x800) {
-    out.push_back(static_cast<char>(0xC0 | (cp >> 6)));
-    out.push_back(static_cast<char>(0x80 | (cp & 0x3F)));
-  } else if (cp < 0x10000) {
-    out.push_back(static_cast<char>(0xE0 | (cp >> 12)));
-    out.push_back(static_cast<char>(0x80 | ((cp >> 6) & 0x3F)));
-    out.push_back(static_cast<char>(0x80 | (cp & 0x3F)));
-  } else {
-    out.push_back(static_cast<char>(0xF0 | (cp >> 18)));
-    out.push_back(static_cast<char>(0x80 | ((cp >> 12) & 0x3F)));
-    out.push_back(static_cast<char>(0x80 | ((cp >> 6) & 0x3F)));
-    out.push_back(static_cast<char>(0x80 | (cp & 0x3F)));
-  }
-}
+void append_utf8(std::string& out, uint32_t cp) { tok::append_utf8(out, static_cast<char32_t>(cp)); }
 
 bool next_utf8(std::string_view s, size_t& i, uint32_t& cp) {
   if (i >= s.size()) return false;

@@ -145,6 +145,21 @@ std::string shell_quote(const std::string& s) {
 
 }  // namespace
 
+// The services grpc.reflection lists (its status: UNIMPLEMENTED when reflection is off).
+grpc::Status list_services(const std::shared_ptr<grpc::Channel>& channel, std::vector<std::string>& names) {
+  auto rstub = grpc::reflection::v1alpha::ServerReflection::NewStub(channel);
+  grpc::ClientContext ctx;
+  auto rw = rstub->ServerReflectionInfo(&ctx);
+  grpc::reflection::v1alpha::ServerReflectionRequest req;
+  req.set_list_services("");
+  rw->Write(req);
+  rw->WritesDone();
+  grpc::reflection::v1alpha::ServerReflectionResponse resp;
+  while (rw->Read(&resp))
+    for (const auto& svc : resp.list_services_response().service()) names.push_back(svc.name());
+  return rw->Finish();
+}
+
 int main(int argc, char** argv) {
   if (argc != 4) {
     std::fprintf(stderr, "usage: %s IRIS_BINARY MODEL_DIR WORK_DIR\n", argv[0]);
@@ -329,18 +344,8 @@ int main(int argc, char** argv) {
 
   // Reflection lists the services.
   {
-    auto rstub = grpc::reflection::v1alpha::ServerReflection::NewStub(c.channel);
-    grpc::ClientContext ctx;
-    auto rw = rstub->ServerReflectionInfo(&ctx);
-    grpc::reflection::v1alpha::ServerReflectionRequest req;
-    req.set_list_services("");
-    rw->Write(req);
-    rw->WritesDone();
-    grpc::reflection::v1alpha::ServerReflectionResponse resp;
     std::vector<std::string> names;
-    while (rw->Read(&resp))
-      for (const auto& svc : resp.list_services_response().service()) names.push_back(svc.name());
-    grpc::Status s = rw->Finish();
+    const grpc::Status s = list_services(c.channel, names);
     auto has = [&](const char* n) { return std::find(names.begin(), names.end(), n) != names.end(); };
     EXPECT(s.ok() && has("iris.v1.Inference") && has("grpc.health.v1.Health"),
            "reflection: %s, %zu services", s.error_message().c_str(), names.size());
@@ -442,17 +447,8 @@ int main(int argc, char** argv) {
     if (small.wait_serving(q.channel)) {
       // Reflection is off unless --enable-reflection (this server has no flag).
       {
-        auto rstub = grpc::reflection::v1alpha::ServerReflection::NewStub(q.channel);
-        grpc::ClientContext ctx;
-        auto rw = rstub->ServerReflectionInfo(&ctx);
-        grpc::reflection::v1alpha::ServerReflectionRequest req;
-        req.set_list_services("");
-        rw->Write(req);
-        rw->WritesDone();
-        grpc::reflection::v1alpha::ServerReflectionResponse resp;
-        while (rw->Read(&resp)) {
-        }
-        const grpc::Status s = rw->Finish();
+        std::vector<std::string> names;
+        const grpc::Status s = list_services(q.channel, names);
         EXPECT(s.error_code() == grpc::StatusCode::UNIMPLEMENTED,
                "reflection without --enable-reflection: code %d", s.error_code());
       }
