@@ -8,6 +8,7 @@
 #include <google/protobuf/util/json_util.h>
 
 #include <atomic>
+#include <cctype>
 #include <chrono>
 #include <condition_variable>
 #include <cstdio>
@@ -284,6 +285,35 @@ int main(int argc, char** argv) {
     StreamResult gr = c.generate(g);
     EXPECT(gr.status.ok() && count(gr.prompt_ids(), kEotId) == 1, "Generate text special parsing");
   }
+  // Structured output over gRPC: a regex and a choice hold at temperature 1; a bad regex is
+  // INVALID_ARGUMENT naming the field.
+  {
+    GenerateRequest g;
+    g.set_text("Code:");
+    g.set_max_tokens(20);
+    g.set_temperature(1.0f);
+    g.set_seed(3);
+    g.mutable_structured_output()->set_regex("[a-z]{3}-[0-9]{2}");
+    StreamResult r = c.generate(g);
+    const std::string text = r.text();
+    const bool shape = text.size() == 6 && text[3] == '-' && std::islower(static_cast<unsigned char>(text[0])) &&
+                       std::islower(static_cast<unsigned char>(text[1])) &&
+                       std::islower(static_cast<unsigned char>(text[2])) &&
+                       std::isdigit(static_cast<unsigned char>(text[4])) &&
+                       std::isdigit(static_cast<unsigned char>(text[5]));
+    EXPECT(r.status.ok() && shape, "regex-constrained output '%s' (%s)", text.c_str(),
+           r.status.error_message().c_str());
+    GenerateRequest ch = g;
+    ch.mutable_structured_output()->mutable_choice()->add_choices("red");
+    ch.mutable_structured_output()->mutable_choice()->add_choices("green");
+    StreamResult rc = c.generate(ch);
+    EXPECT(rc.status.ok() && (rc.text() == "red" || rc.text() == "green"), "choice output '%s'",
+           rc.text().c_str());
+    GenerateRequest bad = g;
+    bad.mutable_structured_output()->set_regex("(a");
+    expect_status("bad regex", c.generate(bad), grpc::StatusCode::INVALID_ARGUMENT, "structured_output.regex");
+  }
+
   // Top logprobs: for greedy decoding the best alternative is the chosen token.
   {
     GenerateRequest g = greedy_request(hello_ids, 6);
