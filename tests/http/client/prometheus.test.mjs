@@ -11,8 +11,9 @@ import fs from 'node:fs';
 import net from 'node:net';
 import os from 'node:os';
 import path from 'node:path';
-import { startServer, stopServer, client } from './harness.mjs';
+import { startServer, stopServer, client, serverInfo } from './harness.mjs';
 
+process.env.IRIS_API_KEY = 'k';  // for `iris client info` against this keyed server
 const REPO = path.resolve(path.dirname(new URL(import.meta.url).pathname), '../../..');
 const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
 let server;
@@ -152,28 +153,23 @@ test('each rejection reason provoked once moves its counter by exactly one', asy
   assert.equal((await post('/v1/completions', JSON.stringify({ prompt: 'x' }), {})).status, 401);
   assert.equal((await post('/v1/completions', JSON.stringify({ prompt: 'x', model: 'nope' }))).status, 404);
   assert.equal((await post('/v1/completions', 'x'.repeat(40 << 20))).status, 413);
-  // queue_full: one running (--max-num-seqs 1) and two waiting (--max-queue 2), then one more.
-  const openai = client(server, { apiKey: 'k' });
-  const acs = [];
-  const fillers = [];
-  for (let i = 0; i < 3; ++i) {
-    const ac = new AbortController();
-    acs.push(ac);
-    fillers.push(openai.completions.create({ prompt: 'Hello', max_tokens: 400, ignore_eos: true, stream: true },
-      { signal: ac.signal }).then(async (s) => { try { for await (const c of s) void c; } catch { /* aborted */ } },
-      () => {}));
-    await sleep(300);
-  }
-  assert.equal((await post('/v1/completions', JSON.stringify({ prompt: 'x', max_tokens: 2 }))).status, 429);
-  for (const ac of acs) ac.abort();
-  await Promise.all(fillers);
+  // queue_full: 40 requests at once on one sequence slot (--max-num-seqs 1) and two waiting
+  // places (--max-queue 2): the counter moves by exactly the number of 429s the clients got.
+  const burst = await Promise.all(Array.from({ length: 40 }, () =>
+    post('/v1/completions', JSON.stringify({ prompt: 'Hello', max_tokens: 64 })).then(async (r) => {
+      await r.text();
+      return r.status;
+    })));
+  const refused = burst.filter((st) => st === 429).length;
+  assert.ok(refused > 0, `no 429 in a burst of 40: ${burst}`);
+  assert.equal(burst.filter((st) => st !== 429 && st !== 200).length, 0, `${burst}`);
   const after = await get();
   const moved = Object.fromEntries(Object.keys(after).map((k) => [k, after[k] - (before[k] ?? 0)]));
   assert.equal(moved['invalid_argument/http'], 1);
   assert.equal(moved['unauthenticated/http'], 1);
   assert.equal(moved['not_found/http'], 1);
   assert.equal(moved['too_large/http'], 1);
-  assert.equal(moved['queue_full/http'], 1);
+  assert.equal(moved['queue_full/http'], refused);
   const expected = ['invalid_argument/http', 'unauthenticated/http', 'not_found/http', 'too_large/http',
     'queue_full/http'];
   for (const [k, v] of Object.entries(moved)) if (!expected.includes(k)) assert.equal(v, 0, k);
@@ -199,8 +195,10 @@ test('draining: a request refused during drain moves the draining counter by one
   await freshScrape();
   const before = await scalar('sum(iris_request_rejected_total{reason="draining"})');
   const ac = new AbortController();
-  const stream = await openai.completions.create({ prompt: 'Hello', max_tokens: 400, ignore_eos: true, stream: true },
-    { signal: ac.signal });
+  // 16 choices of 480 tokens, one sequence at a time (--max-num-seqs 1): the drain lasts
+  // seconds even on a fast machine.
+  const stream = await openai.completions.create({ prompt: 'Hello', max_tokens: 480, ignore_eos: true, n: 16,
+    stream: true }, { signal: ac.signal });
   const it = stream[Symbol.asyncIterator]();
   await it.next();
   server.proc.kill('SIGTERM');
