@@ -42,14 +42,6 @@ struct Choice {
   int prompt_tokens = 0, completion_tokens = 0;
 };
 
-SamplingParams greedy(int max_tokens) {
-  SamplingParams p;
-  p.temperature = 0;
-  p.max_tokens = max_tokens;
-  p.ignore_eos = true;
-  return p;
-}
-
 }  // namespace
 
 TEST_CASE("every choice's final output carries consistent timings") {

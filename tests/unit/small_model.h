@@ -10,6 +10,7 @@
 #include "engine/loader/checkpoint.h"
 #include "engine/loader/model_config.h"
 #include "engine/models/model.h"
+#include "engine/sampler.h"
 #include "tests/unit/test_util.h"
 
 namespace iris::test {
@@ -28,5 +29,14 @@ struct SmallModel {
     model = load_model(*ck, cfg, *backend);
   }
 };
+
+// Greedy decoding of exactly max_tokens tokens (EOS ignored).
+inline SamplingParams greedy(int max_tokens) {
+  SamplingParams p;
+  p.temperature = 0;
+  p.max_tokens = max_tokens;
+  p.ignore_eos = true;
+  return p;
+}
 
 }  // namespace iris::test

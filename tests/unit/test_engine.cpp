@@ -27,14 +27,6 @@ struct Collected {
   std::string error;
 };
 
-SamplingParams greedy(int max_tokens) {
-  SamplingParams p;
-  p.temperature = 0;
-  p.max_tokens = max_tokens;
-  p.ignore_eos = true;
-  return p;
-}
-
 }  // namespace
 
 TEST_CASE("batch invariance: every request gets the tokens it gets alone") {
