@@ -10,6 +10,9 @@ import os
 import subprocess
 import sys
 
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from compare import max_logprob_diff  # noqa: E402
+
 
 def main():
     ap = argparse.ArgumentParser()
@@ -38,9 +41,10 @@ def main():
             print(f"FAIL {label}: ids {got['output_ids']} != reference {c['output_ids']}")
             failed += 1
             continue
-        diff = max(abs(x - y) for x, y in zip(got["logprobs"], c["logprobs"]))
-        worst = max(worst, diff)
-        if diff > a.tolerance or got["finish_reason"] != "length":
+        diff = max_logprob_diff(got["logprobs"], c["logprobs"])
+        if diff <= a.tolerance:
+            worst = max(worst, diff)
+        if not diff <= a.tolerance or got["finish_reason"] != "length":
             print(f"FAIL {label}: logprob diff {diff:.2e} (tolerance {a.tolerance}) "
                   f"finish_reason {got['finish_reason']}")
             failed += 1

@@ -12,6 +12,9 @@ import os
 import subprocess
 import sys
 
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "parity"))
+from compare import max_logprob_diff  # noqa: E402
+
 
 def main():
     ap = argparse.ArgumentParser()
@@ -39,7 +42,7 @@ def main():
             failed += 1
             continue
         got = json.loads(r.stdout)
-        diff = max(abs(x - y) for x, y in zip(got["logprobs"], c["logprobs"]))
+        diff = max_logprob_diff(got["logprobs"], c["logprobs"])
         ok = (got["prompt_ids"] == c["expanded_prompt_ids"] and got["output_ids"] == c["output_ids"]
               and diff <= a.tolerance)
         print(f"{'ok  ' if ok else 'FAIL'} {c['model']} tp={tp}: {len(c['images'])} images, "

@@ -6,6 +6,7 @@ import assert from 'node:assert/strict';
 import fs from 'node:fs';
 import http from 'node:http';
 import net from 'node:net';
+import { spawnSync } from 'node:child_process';
 import OpenAI from 'openai';
 import { startServer, stopServer, client, waitIdle, serverInfo, assertFiniteLogprobs } from './harness.mjs';
 
@@ -263,5 +264,43 @@ test('JSON logs: every line parses; the request line carries the x-request-id an
     assert.ok(withPrompts.log.includes('Secret prompt words'), '--log-prompts did not log the prompt');
   } finally {
     await stopServer(withPrompts);
+  }
+});
+
+test('images being decoded count against --max-queue: a burst of image requests gets 429s', async () => {
+  // A large noise JPEG (slow to decode) made by Pillow, and one decode thread: while the first
+  // images decode, the engine's waiting queue is empty, so only the decode pool's count can
+  // refuse the rest of the burst.
+  const big = `${fs.mkdtempSync('/tmp/iris-bigimg-')}/big.jpeg`;
+  const py = process.env.IRIS_REFERENCE_PYTHON || 'python3';
+  const made = spawnSync(py, ['-c', `
+import sys, numpy as np
+from PIL import Image
+rng = np.random.default_rng(7)
+Image.fromarray(rng.integers(0, 256, (3000, 3000, 3), dtype=np.uint8)).save(sys.argv[1], quality=90)
+`, big]);
+  assert.equal(made.status, 0, `Pillow could not write the test image: ${made.stderr}`);
+  const server = await startServer(['--max-queue', '2', '--image-decode-threads', '1'],
+    { model: `${VISION}/clip-llava` });
+  try {
+    const openai = client(server);
+    const c = visionCases().find((k) => k.messages.flatMap((m) => m.content).filter((p) => p.type !== 'text').length === 1);
+    assert.ok(c, 'no one-image vision fixture');
+    const messages = toMessages(c, () => dataUrl(big));
+    const results = await Promise.allSettled(Array.from({ length: 8 }, () =>
+      openai.chat.completions.create({ messages, max_tokens: 2, ignore_eos: true, temperature: 0 })));
+    const refused = results.filter((r) => r.status === 'rejected');
+    const done = results.filter((r) => r.status === 'fulfilled');
+    assert.ok(refused.length > 0, 'no image request was refused while the decode pool was full');
+    assert.ok(done.length >= 2, `only ${done.length} image requests were admitted`);
+    for (const r of refused) {
+      assert.equal(r.reason.status, 429, r.reason.message);
+      assert.match(r.reason.message, /--max-queue 2/);
+    }
+    for (const r of done) assert.equal(r.value.usage.completion_tokens, 2);
+    await waitIdle(server);
+  } finally {
+    await stopServer(server);
+    fs.rmSync(big.slice(0, big.lastIndexOf('/')), { recursive: true, force: true });
   }
 });
