@@ -359,6 +359,31 @@ bool Engine::step() {
                               s.block_table.data(), static_cast<int>(s.block_table.size()),
                               s.samples, seq.view.empty() ? nullptr : &seq.view});
   }
+  // Structured-output masks depend only on the tokens sampled so far: they are computed on the
+  // mask thread while the model runs, and waited for just before sampling.
+  std::vector<SequenceConstraint*> to_mask;
+  for (const auto& s : out.scheduled) {
+    Sequence& seq = *sequences_.at(std::string(s.id));
+    if (s.samples && seq.constraint) to_mask.push_back(seq.constraint.get());
+  }
+  const int64_t vocab = model_config_.vocab_size;
+  struct MaskJoin {  // never leaves the step with the thread still using a sequence
+    BackgroundTask* task = nullptr;
+    ~MaskJoin() {
+      if (!task) return;
+      try {
+        task->wait();
+      } catch (...) {  // the step is failing already; the first error is the one reported
+      }
+    }
+  } mask_join;
+  if (!to_mask.empty()) {
+    if (!mask_task_) mask_task_ = std::make_unique<BackgroundTask>();
+    mask_task_->start([&to_mask, vocab] {
+      for (SequenceConstraint* c : to_mask) c->prepare_mask(vocab);
+    });
+    mask_join.task = mask_task_.get();
+  }
   const std::vector<float>& logits = executor_->run(chunks);
   // Spans this step completed no longer pin their embeddings (the cache decides their fate).
   for (auto& [seq, end] : with_media)
@@ -367,7 +392,10 @@ bool Engine::step() {
   const double t_forward = seconds_since(t1);
 
   auto t2 = clock_type::now();
-  const int64_t vocab = model_config_.vocab_size;
+  if (mask_join.task) {  // the masks' time beyond the forward counts as sampling time
+    mask_join.task = nullptr;
+    mask_task_->wait();
+  }
   const auto& eos = model_config_.eos_token_ids;
   std::vector<int32_t> sampled(out.scheduled.size(), sched::Scheduler::kNoToken);
   std::vector<SequenceSampler::Result> results(out.scheduled.size());

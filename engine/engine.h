@@ -26,6 +26,7 @@
 #include <unordered_map>
 #include <vector>
 
+#include "engine/background_task.h"
 #include "engine/engine_stats.h"
 #include "engine/media_encoder.h"
 #include "engine/model_executor.h"
@@ -150,6 +151,9 @@ class Engine {
   std::unordered_map<std::string, std::unique_ptr<Sequence>> sequences_;  // by scheduler id
   std::unordered_map<std::string, std::vector<std::string>> children_;    // request id → seq ids
   uint64_t arrival_ = 0;
+  // Computes the step's structured-output masks while the forward pass runs; made on the first
+  // step that samples a constrained sequence. Declared after sequences_: destroyed first.
+  std::unique_ptr<BackgroundTask> mask_task_;
 
   mutable std::mutex mu_;
   std::condition_variable cv_;

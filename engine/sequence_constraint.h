@@ -25,8 +25,12 @@ class SequenceConstraint {
   explicit SequenceConstraint(std::shared_ptr<const grammar::CompiledConstraint> constraint);
 
   // The allowed-token bitmask for the next sample over `vocab` logits (LSB-first uint32 words;
-  // ids past the constraint's vocabulary are never allowed). Valid until the next call.
+  // ids past the constraint's vocabulary are never allowed). Valid until advance(). Computed
+  // here unless prepare_mask() already did it for this position.
   const uint32_t* next_mask(int64_t vocab);
+  // Computes the next mask ahead of time (the engine calls it on its mask thread while the
+  // forward pass runs); next_mask() then returns it without work.
+  void prepare_mask(int64_t vocab);
   // Advances by the sampled token. kStop once the constrained output is complete and nothing
   // but EOS could follow (or EOS ended it); kError when the token was not allowed (the mask had
   // nothing to offer: a vocabulary that cannot spell what the grammar needs).
@@ -37,6 +41,7 @@ class SequenceConstraint {
  private:
   grammar::Matcher matcher_;
   std::vector<uint32_t> mask_;
+  int64_t mask_vocab_ = -1;  // the vocab size mask_ holds the current position's mask for
   std::string error_;
 };
 
