@@ -56,6 +56,7 @@ struct ServeOptions {
   int max_images = 8;
   size_t max_image_bytes = 32u << 20;
   int image_decode_threads = 2;
+  double max_constraint_compile_ms = 5000;
   uint64_t max_image_pixels = 89'478'485;
   int http_port = 8000;
   int http_threads = 2;
@@ -156,6 +157,7 @@ int run_serve(ServeOptions o) {
   so.max_images = o.max_images;
   so.max_image_bytes = o.max_image_bytes;
   so.image_decode_threads = o.image_decode_threads;
+  so.max_constraint_compile_ms = o.max_constraint_compile_ms;
   so.image_limits.max_pixels = o.max_image_pixels;
   so.image_limits.max_bytes = std::max(static_cast<size_t>(o.max_message_bytes), o.max_request_bytes);
   so.max_pending_output_bytes = o.max_pending_output_bytes;
@@ -282,6 +284,9 @@ Command add_serve(CLI::App& app) {
                   "sequences waiting for a batch slot at most; more get RESOURCE_EXHAUSTED "
                   "(0 = unbounded)")->capture_default_str();
   sub->add_option("--max-n", opts->max_n, "choices per request at most")->capture_default_str();
+  sub->add_option("--max-constraint-compile-ms", opts->max_constraint_compile_ms,
+                  "structured output: a schema, regex or grammar that takes longer to compile "
+                  "is refused (0 = no cap)")->capture_default_str();
   sub->add_option("--drain-timeout,--shutdown-timeout", opts->drain_timeout,
                   "seconds to let streams finish after SIGTERM")->capture_default_str();
   sub->add_option("--max-message-bytes", opts->max_message_bytes,

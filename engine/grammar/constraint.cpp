@@ -32,10 +32,11 @@ std::optional<ConstraintKind> constraint_kind_from_name(std::string_view name) {
   return std::nullopt;
 }
 
-Grammar build_grammar(const Constraint& c) {
+Grammar build_grammar(const Constraint& c, double time_limit_ms) {
   if (c.text.size() > kMaxConstraintText)
     fail("the ", constraint_kind_name(c.kind), " constraint is larger than ", kMaxConstraintText, " bytes");
   GrammarBuilder b;
+  if (time_limit_ms > 0) b.set_time_limit(time_limit_ms);
   int32_t root = 0;
   switch (c.kind) {
     case ConstraintKind::kJsonSchema: {
@@ -86,16 +87,19 @@ CompiledConstraint::CompiledConstraint(Constraint spec, Grammar grammar,
 }
 
 std::shared_ptr<const CompiledConstraint> compile_constraint(
-    const Constraint& constraint, std::shared_ptr<const TokenVocabulary> vocab) {
-  auto c = std::make_shared<const CompiledConstraint>(constraint, build_grammar(constraint),
-                                                      std::move(vocab));
+    const Constraint& constraint, std::shared_ptr<const TokenVocabulary> vocab,
+    double time_limit_ms) {
+  auto c = std::make_shared<const CompiledConstraint>(
+      constraint, build_grammar(constraint, time_limit_ms), std::move(vocab));
   std::vector<uint32_t> mask(static_cast<size_t>(c->vocabulary().mask_words()));
   c->automaton().token_mask(c->automaton().initial(), c->vocabulary(), mask.data());
   return c;
 }
 
-ConstraintCache::ConstraintCache(std::shared_ptr<const TokenVocabulary> vocab, size_t capacity)
-    : vocab_(std::move(vocab)), capacity_(std::max<size_t>(capacity, 1)) {}
+ConstraintCache::ConstraintCache(std::shared_ptr<const TokenVocabulary> vocab, size_t capacity,
+                                 double compile_time_limit_ms)
+    : vocab_(std::move(vocab)), capacity_(std::max<size_t>(capacity, 1)),
+      compile_time_limit_ms_(compile_time_limit_ms) {}
 
 std::shared_ptr<const CompiledConstraint> ConstraintCache::get(const Constraint& constraint) {
   std::string key = constraint_kind_name(constraint.kind);
@@ -111,7 +115,7 @@ std::shared_ptr<const CompiledConstraint> ConstraintCache::get(const Constraint&
     }
   }
   // Compiled outside the lock: two threads may compile the same text at once; one wins.
-  auto compiled = compile_constraint(constraint, vocab_);
+  auto compiled = compile_constraint(constraint, vocab_, compile_time_limit_ms_);
   std::lock_guard<std::mutex> lock(mu_);
   auto it = index_.find(key);
   if (it != index_.end()) return it->second->second;

@@ -42,8 +42,9 @@ struct Constraint {
   std::string text;
 };
 
-// The byte-level grammar of a constraint (no vocabulary involved). Throws iris::Error.
-Grammar build_grammar(const Constraint& constraint);
+// The byte-level grammar of a constraint (no vocabulary involved). Throws iris::Error, also
+// when building takes longer than `time_limit_ms` (0: no cap).
+Grammar build_grammar(const Constraint& constraint, double time_limit_ms = 0);
 
 // A constraint compiled against one vocabulary. Immutable from the outside; its automaton's
 // caches are shared by every Matcher made from it and are thread-safe.
@@ -62,13 +63,16 @@ class CompiledConstraint {
 
 // Compiles without caching; also computes the first mask so the engine thread finds it cached.
 std::shared_ptr<const CompiledConstraint> compile_constraint(
-    const Constraint& constraint, std::shared_ptr<const TokenVocabulary> vocab);
+    const Constraint& constraint, std::shared_ptr<const TokenVocabulary> vocab,
+    double time_limit_ms = 0);
 
 // An LRU cache of compiled constraints by (kind, text) for one vocabulary. Thread-safe.
-// A cached constraint keeps its states and masks, so repeated schemas start warm.
+// A cached constraint keeps its states and masks, so repeated schemas start warm. Compiles
+// that exceed `compile_time_limit_ms` (0: no cap) are refused, and not cached.
 class ConstraintCache {
  public:
-  explicit ConstraintCache(std::shared_ptr<const TokenVocabulary> vocab, size_t capacity = 64);
+  explicit ConstraintCache(std::shared_ptr<const TokenVocabulary> vocab, size_t capacity = 64,
+                           double compile_time_limit_ms = 0);
   std::shared_ptr<const CompiledConstraint> get(const Constraint& constraint);
   const std::shared_ptr<const TokenVocabulary>& vocabulary() const { return vocab_; }
   size_t size() const;
@@ -78,6 +82,7 @@ class ConstraintCache {
   using Entry = std::pair<std::string, std::shared_ptr<const CompiledConstraint>>;
   std::shared_ptr<const TokenVocabulary> vocab_;
   size_t capacity_;
+  double compile_time_limit_ms_;
   mutable std::mutex mu_;
   std::list<Entry> lru_;  // most recent first
   std::unordered_map<std::string, std::list<Entry>::iterator> index_;

@@ -8,7 +8,21 @@
 
 namespace iris::grammar {
 
+void GrammarBuilder::set_time_limit(double limit_ms) {
+  limit_ms_ = limit_ms;
+  deadline_ = std::chrono::steady_clock::now() +
+              std::chrono::duration_cast<std::chrono::steady_clock::duration>(
+                  std::chrono::duration<double, std::milli>(limit_ms));
+}
+
+void GrammarBuilder::check_time() const {
+  if (limit_ms_ <= 0 || (++ticks_ & 255u) != 0) return;
+  if (std::chrono::steady_clock::now() > deadline_)
+    fail("the constraint took longer than ", limit_ms_, " ms to compile (the compile time cap)");
+}
+
 void GrammarBuilder::count(size_t n) {
+  check_time();
   elements_ += n;
   if (elements_ > kMaxElements)
     fail("the constraint is too large: its grammar exceeds ", kMaxElements,
@@ -102,6 +116,7 @@ Grammar GrammarBuilder::build(int32_t root) const {
   for (bool changed = true; changed;) {
     changed = false;
     for (size_t r = 0; r < n; ++r) {
+      check_time();
       if (productive[r]) continue;
       for (const Sequence& alt : rules_[r])
         if (std::all_of(alt.begin(), alt.end(), [&](const Symbol& s) { return usable(s, productive); })) {
@@ -124,6 +139,7 @@ Grammar GrammarBuilder::build(int32_t root) const {
   for (bool changed = true; changed;) {
     changed = false;
     for (size_t r = 0; r < n; ++r) {
+      check_time();
       if (nullable[r]) continue;
       for (const Sequence* alt : alts[r])
         if (std::all_of(alt->begin(), alt->end(),

@@ -9,6 +9,7 @@
 #pragma once
 
 #include <bitset>
+#include <chrono>
 #include <cstdint>
 #include <map>
 #include <string>
@@ -76,8 +77,12 @@ class GrammarBuilder {
   // or stack-growing left recursion.
   Grammar build(int32_t root) const;
 
+  // The compile time cap: building (and build()) past `limit_ms` from now throws iris::Error.
+  void set_time_limit(double limit_ms);
+
  private:
   void count(size_t n);
+  void check_time() const;  // every call is cheap: the clock is read once in 256
 
   std::vector<std::string> names_;
   std::vector<std::vector<Sequence>> rules_;
@@ -85,6 +90,9 @@ class GrammarBuilder {
   std::map<std::string, int32_t> class_index_;  // ByteSet bits as a string → class
   std::map<std::string, int32_t> shared_;
   size_t elements_ = 0;
+  double limit_ms_ = 0;  // 0: no time cap
+  std::chrono::steady_clock::time_point deadline_{};
+  mutable uint32_t ticks_ = 0;
 };
 
 }  // namespace iris::grammar

@@ -129,7 +129,8 @@ RequestLayer::RequestLayer(Engine& engine, const ModelConfig& config, const Toke
       options_(std::move(options)) {
   if (tokenizer_)
     constraints_ = std::make_unique<grammar::ConstraintCache>(grammar::TokenVocabulary::from_tokenizer(
-        *tokenizer_, static_cast<int32_t>(config_.vocab_size), config_.eos_token_ids));
+        *tokenizer_, static_cast<int32_t>(config_.vocab_size), config_.eos_token_ids),
+        64, options_.max_constraint_compile_ms);
 }
 
 RequestLayer::~RequestLayer() = default;

@@ -45,6 +45,7 @@ struct ServiceOptions {
   int max_images = 8;  // images per request at most
   size_t max_image_bytes = 32u << 20;  // encoded image bytes per request at most
   int image_decode_threads = 2;         // workers that decode and preprocess images
+  double max_constraint_compile_ms = 5000;  // structured-output compile time cap (0 = none)
   image::DecodeLimits image_limits;
   // Output a stream may hold unsent because its client does not read; past it the request is
   // aborted (with a log line) so one slow reader never grows the server's memory.

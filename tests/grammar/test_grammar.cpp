@@ -369,6 +369,27 @@ TEST_CASE("cache: compiled constraints are shared by (kind, text)") {
   CHECK_FALSE(constraint_kind_from_name("xml"));
 }
 
+TEST_CASE("cache: a compile over the time cap is refused, names the cap and is not cached") {
+  // Up to 20,000 repetitions unroll to 20,000 rules: far more than the 256 grammar additions
+  // between clock reads, so a cap of a microsecond is always exceeded; a minute never is.
+  const Constraint big{ConstraintKind::kRegex, "([a-z][0-9]){0,20000}"};
+  ConstraintCache capped(byte_vocabulary(), 4, /*compile_time_limit_ms=*/0.001);
+  try {
+    capped.get(big);
+    FAIL("a compile over the time cap was accepted");
+  } catch (const Error& e) {
+    CHECK_THAT(e.what(), Catch::Matchers::Contains("took longer than 0.001 ms to compile"));
+  }
+  CHECK(capped.size() == 0);
+  CHECK(capped.get({ConstraintKind::kRegex, "ab"}));  // small ones still compile
+  ConstraintCache generous(byte_vocabulary(), 4, 60000);
+  auto c = generous.get(big);
+  Matcher m(c);
+  CHECK(m.accept_bytes("a1b2"));
+  CHECK(m.is_complete());
+  CHECK_FALSE(m.accept_bytes("3"));
+}
+
 TEST_CASE("automaton: the inside of a string shares its local mask across schemas") {
   auto vocab = byte_vocabulary();
   auto a = compile_constraint({ConstraintKind::kJsonSchema, R"({"type":"object","properties":{"a":{"type":"string"}}})"}, vocab);

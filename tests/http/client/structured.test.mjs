@@ -117,3 +117,22 @@ test('bad constraints fail with 400 naming the field', async () => {
     });
   }
 });
+
+test('a constraint over --max-constraint-compile-ms is refused with 400 naming the field', async () => {
+  const capped = await startServer(['--max-constraint-compile-ms', '1']);
+  try {
+    const c = client(capped);
+    // 50,000 unrolled optional repetitions (one rule each) take far longer than 1 ms to build.
+    await assert.rejects(c.completions.create({ prompt: 'x', max_tokens: 2,
+      structured_outputs: { regex: '([a-z][0-9]){0,50000}' } }), (e) => {
+      assert.equal(e.status, 400);
+      assert.match(e.message, /structured_outputs\.regex: the constraint took longer than 1 ms to compile/);
+      return true;
+    });
+    const ok = await c.completions.create({ prompt: 'x', max_tokens: 8, temperature: 1,
+      structured_outputs: { choice: ['yes', 'no'] } });
+    assert.ok(['yes', 'no'].includes(ok.choices[0].text), ok.choices[0].text);
+  } finally {
+    await stopServer(capped);
+  }
+});
