@@ -565,7 +565,8 @@ const char* format_name(QuantFormat f) {
 
 std::string QuantizationConfig::describe() const {
   std::ostringstream s;
-  s << quant_method << ": " << format_name(format) << ", " << bits << "-bit weights";
+  s << quant_method << ": " << format_name(format)
+    << (format == QuantFormat::kFp8 ? ", FP8 e4m3 weights" : ", " + std::to_string(bits) + "-bit weights");
   switch (strategy) {
     case ScaleStrategy::kTensor: s << ", per-tensor scales"; break;
     case ScaleStrategy::kChannel: s << ", per-channel scales"; break;

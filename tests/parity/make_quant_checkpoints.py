@@ -385,6 +385,20 @@ def write_malformed(out_dir, built):
         write_variant(out_dir, name, cfg, tensors)
 
 
+def write_too_big(out_dir):
+    """A 405B-shaped config with an empty weight file: the memory plan refuses it before any
+    weight is read (about 1.5 TiB of fp32 weights)."""
+    d = os.path.join(out_dir, "too-big")
+    os.makedirs(d, exist_ok=True)
+    cfg = dict(architectures=["LlamaForCausalLM"], vocab_size=128256, hidden_size=16384,
+               intermediate_size=53248, num_hidden_layers=126, num_attention_heads=128,
+               num_key_value_heads=8, max_position_embeddings=8192, rms_norm_eps=1e-5,
+               hidden_act="silu", torch_dtype="bfloat16")
+    with open(os.path.join(d, "config.json"), "w") as f:
+        json.dump(cfg, f, indent=2)
+    write_safetensors(os.path.join(d, "model.safetensors"), {})
+
+
 def fnv1a64(data):
     """FNV-1a 64-bit hash of bytes (check_dequant.cpp hashes the loader's fp32 bytes the same way)."""
     h = 0xcbf29ce484222325
@@ -413,6 +427,7 @@ def main():
                          "fnv1a64": fnv1a64(np.ascontiguousarray(w, dtype="<f4").tobytes()),
                          "first_row_bits": [int(x) for x in w[0].view(np.uint32)]}
     write_malformed(out, built)
+    write_too_big(out)
     with open(os.path.join(out, "fixtures.json"), "w") as f:
         json.dump({"reference": "tests/parity/reference_dequant.py (numpy) + reference_llama.py (PyTorch)",
                    "max_tokens": NEW_TOKENS, "cases": cases, "dequant": dequant}, f)
