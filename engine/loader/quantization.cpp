@@ -144,7 +144,9 @@ void parse_compressed_tensors(const QReader& r, QuantizationConfig& q, const std
   if (r.has("kv_cache_scheme")) r.bad("kv_cache_scheme", "is not supported (quantized KV cache)");
   if (!r.has("config_groups") || !r.at("config_groups").is_object() || r.at("config_groups").empty())
     fail(source, ": ", r.field("config_groups"), " must be a non-empty object");
+  // The top-level format may be "mixed" when each group names its own.
   std::string format = r.get_string("format", "");
+  if (format == "mixed") format.clear();
   const json* weights = nullptr;
   json acts_value;  // copied: a group may omit input_activations (null)
   const json* acts = &acts_value;

@@ -244,6 +244,15 @@ TEST_CASE("quantization_config defects name the field") {
   const json ct = json::parse(R"({"quant_method": "compressed-tensors", "format": "pack-quantized",
       "config_groups": {"group_0": {"weights": {"num_bits": 4, "type": "int", "strategy": "group"}}}})");
   CHECK_THROWS_WITH(parse(ct), Contains("missing quantization_config.config_groups.group_0.weights.group_size"));
+  // A "mixed" top-level format defers to each group's own format.
+  json mixed = ct;
+  mixed["format"] = "mixed";
+  mixed["config_groups"]["group_0"]["format"] = "pack-quantized";
+  mixed["config_groups"]["group_0"]["weights"]["group_size"] = 32;
+  const auto q = parse(mixed);
+  REQUIRE(q);
+  CHECK(q->format == QuantFormat::kPackQuantized);
+  CHECK(q->group_size == 32);
   json ct8 = ct;
   ct8["config_groups"]["group_0"]["weights"]["num_bits"] = 8;
   CHECK_THROWS_WITH(parse(ct8), Contains("config_groups.group_0.weights is int with 8 bits"));
