@@ -139,8 +139,14 @@ void parse_gptq(const QReader& r, QuantizationConfig& q) {
 }
 
 void parse_compressed_tensors(const QReader& r, QuantizationConfig& q, const std::string& source) {
-  if (r.has("sparsity_config") && !r.at("sparsity_config").empty())
+  if (r.has("sparsity_config") && !r.at("sparsity_config").empty() &&
+      !(r.at("sparsity_config").is_object() && r.at("sparsity_config").value("format", "") == "dense"))
     r.bad("sparsity_config", "is not supported (sparse checkpoints)");
+  // "frozen" / "calibration" checkpoints hold fake-quantized float weights beside their
+  // scales; only the compressed form is a storage format.
+  const std::string status = r.get_string("quantization_status", "compressed");
+  if (status != "compressed")
+    r.bad("quantization_status", "'" + status + "' is not supported (only compressed checkpoints)");
   if (r.has("kv_cache_scheme")) r.bad("kv_cache_scheme", "is not supported (quantized KV cache)");
   if (!r.has("config_groups") || !r.at("config_groups").is_object() || r.at("config_groups").empty())
     fail(source, ": ", r.field("config_groups"), " must be a non-empty object");

@@ -253,6 +253,14 @@ TEST_CASE("quantization_config defects name the field") {
   REQUIRE(q);
   CHECK(q->format == QuantFormat::kPackQuantized);
   CHECK(q->group_size == 32);
+  json frozen = mixed;
+  frozen["quantization_status"] = "frozen";
+  CHECK_THROWS_WITH(parse(frozen), Contains("quantization_config.quantization_status 'frozen'"));
+  json dense = mixed;
+  dense["sparsity_config"] = {{"format", "dense"}};
+  CHECK(parse(dense));
+  dense["sparsity_config"] = {{"format", "sparse-24-bitmask"}};
+  CHECK_THROWS_WITH(parse(dense), Contains("quantization_config.sparsity_config is not supported"));
   json ct8 = ct;
   ct8["config_groups"]["group_0"]["weights"]["num_bits"] = 8;
   CHECK_THROWS_WITH(parse(ct8), Contains("config_groups.group_0.weights is int with 8 bits"));
