@@ -4,6 +4,8 @@
 #include <algorithm>
 #include <cstdio>
 
+#include "engine/core/check.h"
+
 namespace iris {
 
 size_t MemoryPlan::total_weight_bytes() const {
@@ -16,6 +18,14 @@ MemoryPlan plan_memory(const ModelConfig& c, DType dtype, int world, int block_s
   MemoryPlan plan;
   plan.dtype = dtype;
   plan.block_size = block_size;
+  // The same divisibility the model loader requires, so a plan is never made for a split
+  // that cannot load.
+  IRIS_CHECK(world >= 1 && c.num_heads % world == 0)
+      << "num_attention_heads " << c.num_heads << " not divisible by " << world << " ranks";
+  IRIS_CHECK(c.intermediate_size % world == 0)
+      << "intermediate_size not divisible by " << world << " ranks";
+  IRIS_CHECK(c.num_kv_heads < world || c.num_kv_heads % world == 0)
+      << "num_key_value_heads " << c.num_kv_heads << " not divisible by " << world;
   const size_t es = dtype_size(dtype);
   const int64_t h = c.hidden_size, d = c.head_dim;
   const int64_t q = static_cast<int64_t>(c.num_heads / world) * d;
