@@ -143,7 +143,7 @@ int run_serve(ServeOptions o) {
   if (std::filesystem::exists(std::filesystem::path(o.model) / "tokenizer.json"))
     tokenizer = Tokenizer::from_dir(o.model);
   std::unique_ptr<ChatTemplate> chat_template = tokenizer ? load_chat_template(o.model) : nullptr;
-  LoadedModel m = load(o.model, o.engine);
+  LoadedModel m = load(o.model, o.engine, [](const std::string& plan) { spdlog::info("{}", plan); });
   std::unique_ptr<Engine> engine_ptr = m.make_engine(o.engine.config(), tokenizer.get());
   Engine& engine = *engine_ptr;
   spdlog::info("{}", m.memory_report(engine.scheduler_config().num_blocks, engine.scheduler_config().block_size));

@@ -10,6 +10,8 @@
 
 #include "engine/core/check.h"
 #include "engine/device_registry.h"
+#include "engine/loader/quantization.h"
+#include "engine/memory_plan.h"
 
 namespace iris::cli {
 
@@ -51,7 +53,71 @@ EngineConfig EngineOptions::config() const {
   return c;
 }
 
-LoadedModel load(const std::string& dir, const EngineOptions& opts) {
+namespace {
+
+// Before any weight is read: the weight and KV bytes each rank will hold (weights in the
+// backend's compute dtype, whatever the checkpoint stores) against the memory the device
+// offers; refuses a configuration whose weights plus the smallest KV cache the engine can
+// run with (--num-kv-blocks, else 2 blocks) cannot fit.
+void check_memory(const LoadedModel& m, const EngineOptions& opts,
+                  const std::function<void(const std::string&)>& report) {
+  const int world = static_cast<int>(m.backends.size());
+  const DType dtype = m.backends[0]->compute_dtype();
+  const int block = opts.engine.block_size > 0 ? opts.engine.block_size : 16;
+  const MemoryPlan plan = plan_memory(m.config, dtype, world, block);
+  const int64_t max_len = opts.engine.max_model_len > 0
+                              ? std::min<int64_t>(opts.engine.max_model_len, m.config.max_position_embeddings)
+                              : m.config.max_position_embeddings;
+  const int64_t full_blocks = static_cast<int64_t>(opts.engine.max_num_seqs) * ((max_len + block - 1) / block) + 1;
+  const int64_t min_blocks = opts.engine.num_kv_blocks > 0 ? opts.engine.num_kv_blocks : 2;
+  // CPU ranks share the host's memory; each device rank has its own.
+  const bool shared = m.backends[0]->kind() == DeviceKind::kCpu;
+  std::string lines = "memory plan (" + std::string(dtype_name(dtype)) + " weights and KV, TP " +
+                      std::to_string(world) + (m.checkpoint->quantization()
+                                                   ? ", checkpoint " + m.checkpoint->quantization()->describe()
+                                                   : std::string()) + "):";
+  size_t shared_need = 0;
+  std::string refusal;
+  for (int r = 0; r < world; ++r) {
+    const RankMemory& rm = plan.ranks[r];
+    const double kv_min = static_cast<double>(rm.kv_bytes_per_block) * static_cast<double>(min_blocks);
+    const double kv_full = static_cast<double>(rm.kv_bytes_per_block) * static_cast<double>(full_blocks);
+    lines += "\n  rank " + std::to_string(r) + ": weights " + format_bytes(rm.weight_bytes) +
+             ", KV " + format_bytes(rm.kv_bytes_per_block) + " per block of " + std::to_string(block) +
+             " tokens (" + format_bytes(kv_full) + " for " + std::to_string(opts.engine.max_num_seqs) +
+             " sequences of " + std::to_string(max_len) + " tokens)";
+    const size_t need = rm.weight_bytes + static_cast<size_t>(kv_min);
+    if (shared) {
+      shared_need += need;
+    } else {
+      const size_t avail = m.backends[r]->free_memory_bytes();
+      lines += ", " + format_bytes(static_cast<double>(avail)) + " available";
+      if (need > avail && refusal.empty())
+        refusal = "rank " + std::to_string(r) + " on " + m.backends[r]->name() + " needs " +
+                  format_bytes(static_cast<double>(rm.weight_bytes)) + " of weights + " +
+                  format_bytes(kv_min) + " of KV cache (" + std::to_string(min_blocks) +
+                  " blocks) but has " + format_bytes(static_cast<double>(avail)) + " available";
+    }
+  }
+  if (shared) {
+    const size_t avail = m.backends[0]->free_memory_bytes();
+    lines += "\n  host: " + format_bytes(static_cast<double>(avail)) + " available";
+    if (shared_need > avail)
+      refusal = std::to_string(world) + " CPU rank(s) need " +
+                format_bytes(static_cast<double>(plan.total_weight_bytes())) + " of " +
+                std::string(dtype_name(dtype)) + " weights + " +
+                format_bytes(static_cast<double>(shared_need - plan.total_weight_bytes())) +
+                " of KV cache (" + std::to_string(min_blocks) + " blocks per rank) but the host has " +
+                format_bytes(static_cast<double>(avail)) + " available";
+  }
+  if (report) report(lines);
+  if (!refusal.empty()) fail("the model does not fit: ", refusal, " (", m.checkpoint->dir(), ")");
+}
+
+}  // namespace
+
+LoadedModel load(const std::string& dir, const EngineOptions& opts,
+                 const std::function<void(const std::string&)>& report) {
   const bool device = opts.device != "cpu";  // a registered device backend, e.g. cuda
   if (device && !has_device_backend(opts.device))
     fail("--device ", opts.device, ": this build has no such backend (built without nvcc?); use --device cpu");
@@ -72,8 +138,10 @@ LoadedModel load(const std::string& dir, const EngineOptions& opts) {
     } else {
       m.backends.push_back(make_cpu_backend(per_rank));
     }
-    m.models.push_back(load_model(*m.checkpoint, m.config, *m.backends.back(), ParallelConfig{r, world}));
   }
+  check_memory(m, opts, report);
+  for (int r = 0; r < world; ++r)
+    m.models.push_back(load_model(*m.checkpoint, m.config, *m.backends[r], ParallelConfig{r, world}));
   m.image_encoder = ImageEncoder::load(dir, *m.checkpoint, m.config, *m.backends[0]);
   if (world > 1) {
     if (device) {

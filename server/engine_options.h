@@ -3,6 +3,7 @@
 #pragma once
 
 #include <CLI/CLI.hpp>
+#include <functional>
 #include <memory>
 #include <string>
 #include <vector>
@@ -52,8 +53,11 @@ struct LoadedModel {
   std::string memory_report(int num_kv_blocks, int block_size) const;
 };
 
-// Loads `dir` on the device the options name; fails clearly for an unusable device.
-LoadedModel load(const std::string& dir, const EngineOptions& opts);
+// Loads `dir` on the device the options name; fails clearly for an unusable device. Before
+// reading weights it plans each rank's weight and KV bytes (passed to `report` when given)
+// and fails, naming the numbers, when they cannot fit in the memory available.
+LoadedModel load(const std::string& dir, const EngineOptions& opts,
+                 const std::function<void(const std::string&)>& report = {});
 
 // The embedded default model (models/iris-tiny): $IRIS_DEFAULT_MODEL, else next to the
 // binary in a release bundle (../share/iris/models/iris-tiny), else the source tree's copy.

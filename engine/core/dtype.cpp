@@ -15,6 +15,7 @@ size_t dtype_size(DType t) {
     case DType::I32: return 4;
     case DType::I64: return 8;
     case DType::U8: return 1;
+    case DType::F8_E4M3: return 1;
   }
   return 0;
 }
@@ -27,6 +28,7 @@ std::string_view dtype_name(DType t) {
     case DType::I32: return "I32";
     case DType::I64: return "I64";
     case DType::U8: return "U8";
+    case DType::F8_E4M3: return "F8_E4M3";
   }
   return "?";
 }
@@ -38,6 +40,7 @@ std::optional<DType> parse_safetensors_dtype(std::string_view s) {
   if (s == "I32") return DType::I32;
   if (s == "I64") return DType::I64;
   if (s == "U8") return DType::U8;
+  if (s == "F8_E4M3") return DType::F8_E4M3;
   return std::nullopt;
 }
 

@@ -10,7 +10,9 @@
 
 namespace iris {
 
-enum class DType : uint8_t { F32, F16, BF16, I32, I64, U8 };
+// F8_E4M3 is OCP FP8 e4m3fn (safetensors "F8_E4M3"): a storage type only, decoded by the
+// quantized-weight loader (engine/loader/quantization.h), never a compute dtype.
+enum class DType : uint8_t { F32, F16, BF16, I32, I64, U8, F8_E4M3 };
 
 size_t dtype_size(DType t);
 std::string_view dtype_name(DType t);

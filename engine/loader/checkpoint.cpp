@@ -10,6 +10,7 @@
 #include <sstream>
 
 #include "engine/core/check.h"
+#include "engine/loader/quantization.h"
 
 namespace iris {
 
@@ -66,8 +67,65 @@ std::unique_ptr<Checkpoint> Checkpoint::open(const std::string& dir) {
         fail(f->path(), ": tensor '", n, "' listed in model.safetensors.index.json is missing");
     }
   }
+  // quantization_config lives in config.json; a checkpoint directory without one (some
+  // tests build bare weight files) is a float checkpoint.
+  const fs::path config = root / "config.json";
+  if (fs::exists(config)) {
+    std::ifstream in(config);
+    nlohmann::json j;
+    try {
+      j = nlohmann::json::parse(in);
+    } catch (const nlohmann::json::exception& e) {
+      fail(config.string(), ": not valid JSON: ", e.what());
+    }
+    if (auto q = parse_quantization_config(j, config.string()))
+      ck->quant_ = std::make_shared<const QuantizationConfig>(std::move(*q));
+  }
   return ck;
 }
+
+const uint8_t* Checkpoint::bytes(const std::string& name) const {
+  auto it = where_.find(name);
+  if (it == where_.end()) fail(dir_, ": missing tensor '", name, "'");
+  return it->second.first->data(*it->second.second);
+}
+
+namespace {
+
+// `slice` of a tensor whose bytes start at `base`. The result points into `base` when the
+// slice is contiguous there and `may_alias`, else owns a copy.
+HostTensor slice_of(const std::string& name, const uint8_t* base, DType dtype,
+                    const std::vector<int64_t>& shape, Slice slice, bool may_alias) {
+  HostTensor h;
+  h.dtype = dtype;
+  h.shape = shape;
+  const int nd = static_cast<int>(shape.size());
+  IRIS_CHECK(slice.dim < nd && slice.begin >= 0 && slice.count >= 0 &&
+             slice.begin + slice.count <= shape[slice.dim])
+      << name << ": slice dim " << slice.dim << " [" << slice.begin << ", +" << slice.count
+      << ") of " << shape_str(shape);
+  // outer × [dim] × inner: copy `count` rows of `inner` elements from each outer block.
+  int64_t outer = 1, inner = 1;
+  for (int d = 0; d < slice.dim; ++d) outer *= shape[d];
+  for (int d = slice.dim + 1; d < nd; ++d) inner *= shape[d];
+  const size_t esz = dtype_size(dtype);
+  h.shape[slice.dim] = slice.count;
+  if (outer == 1 && may_alias) {
+    h.data = base + static_cast<size_t>(slice.begin * inner) * esz;
+    return h;
+  }
+  const size_t chunk = static_cast<size_t>(slice.count * inner) * esz;
+  h.owned.resize(chunk * static_cast<size_t>(outer));
+  for (int64_t o = 0; o < outer; ++o) {
+    const uint8_t* src =
+        base + (static_cast<size_t>(o * shape[slice.dim] + slice.begin) * inner) * esz;
+    std::memcpy(h.owned.data() + static_cast<size_t>(o) * chunk, src, chunk);
+  }
+  h.data = h.owned.data();
+  return h;
+}
+
+}  // namespace
 
 const SafetensorInfo& Checkpoint::info(const std::string& name) const {
   auto it = where_.find(name);
@@ -77,6 +135,11 @@ const SafetensorInfo& Checkpoint::info(const std::string& name) const {
 
 HostTensor Checkpoint::read(const std::string& name, const std::vector<int64_t>& expected,
                             Slice slice) const {
+  if (quant_ && stores_quantized_weight(*this, name)) {
+    HostTensor full = dequantize_weight(*this, *quant_, name, expected);
+    if (slice.dim < 0) return full;
+    return slice_of(name, full.owned.data(), full.dtype, full.shape, slice, /*may_alias=*/false);
+  }
   auto it = where_.find(name);
   if (it == where_.end()) fail(dir_, ": missing tensor '", name, "'");
   const SafetensorsFile& f = *it->second.first;
@@ -84,42 +147,22 @@ HostTensor Checkpoint::read(const std::string& name, const std::vector<int64_t>&
   if (t.shape != expected)
     fail(f.path(), ": tensor '", name, "' has shape ", shape_str(t.shape),
          " but config.json implies ", shape_str(expected));
+  if (t.dtype == DType::F8_E4M3 && !quant_)
+    fail(f.path(), ": tensor '", name, "' has dtype F8_E4M3 but config.json has no "
+         "quantization_config saying how to scale it");
   if (t.dtype != DType::F32 && t.dtype != DType::F16 && t.dtype != DType::BF16)
     fail(f.path(), ": tensor '", name, "' has dtype ", dtype_name(t.dtype),
          "; weights must be F32, F16 or BF16");
 
-  HostTensor h;
-  h.dtype = t.dtype;
-  h.shape = t.shape;
   const uint8_t* base = f.data(t);
   if (slice.dim < 0) {
+    HostTensor h;
+    h.dtype = t.dtype;
+    h.shape = t.shape;
     h.data = base;
     return h;
   }
-  const int nd = static_cast<int>(t.shape.size());
-  IRIS_CHECK(slice.dim < nd && slice.begin >= 0 && slice.count >= 0 &&
-             slice.begin + slice.count <= t.shape[slice.dim])
-      << name << ": slice dim " << slice.dim << " [" << slice.begin << ", +" << slice.count
-      << ") of " << shape_str(t.shape);
-  // outer × [dim] × inner: copy `count` rows of `inner` elements from each outer block.
-  int64_t outer = 1, inner = 1;
-  for (int d = 0; d < slice.dim; ++d) outer *= t.shape[d];
-  for (int d = slice.dim + 1; d < nd; ++d) inner *= t.shape[d];
-  const size_t esz = dtype_size(t.dtype);
-  h.shape[slice.dim] = slice.count;
-  if (outer == 1) {
-    h.data = base + static_cast<size_t>(slice.begin * inner) * esz;
-    return h;
-  }
-  const size_t chunk = static_cast<size_t>(slice.count * inner) * esz;
-  h.owned.resize(chunk * static_cast<size_t>(outer));
-  for (int64_t o = 0; o < outer; ++o) {
-    const uint8_t* src =
-        base + (static_cast<size_t>(o * t.shape[slice.dim] + slice.begin) * inner) * esz;
-    std::memcpy(h.owned.data() + static_cast<size_t>(o) * chunk, src, chunk);
-  }
-  h.data = h.owned.data();
-  return h;
+  return slice_of(name, base, t.dtype, t.shape, slice, /*may_alias=*/true);
 }
 
 }  // namespace iris

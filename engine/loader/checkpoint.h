@@ -1,7 +1,9 @@
 // A Hugging Face checkpoint directory: config.json, optional generation_config.json, and
 // weights in model.safetensors or in shards listed by model.safetensors.index.json. Weight
 // reads check the full shape against what the model expects and can return one slice along
-// a dimension, so a tensor-parallel rank reads only its shard from the mapping.
+// a dimension, so a tensor-parallel rank reads only its shard from the mapping. When
+// config.json has a quantization_config, a quantized linear weight is dequantized to F32 by
+// read() (engine/loader/quantization.h), so callers see ordinary float weights.
 #pragma once
 
 #include <cstdint>
@@ -13,6 +15,8 @@
 #include "engine/loader/safetensors.h"
 
 namespace iris {
+
+struct QuantizationConfig;
 
 // Elements [begin, begin + count) along `dim`; dim < 0 means the whole tensor.
 struct Slice {
@@ -45,13 +49,19 @@ class Checkpoint {
   bool has(const std::string& name) const { return where_.count(name) != 0; }
   // Throws "missing tensor" naming the checkpoint when absent.
   const SafetensorInfo& info(const std::string& name) const;
-  // Reads `name` after checking that its full shape equals `expected`.
+  // Reads `name` after checking that its full shape equals `expected`. A quantized weight
+  // is dequantized (whole, then sliced) and returned as F32.
   HostTensor read(const std::string& name, const std::vector<int64_t>& expected,
                   Slice slice = {}) const;
   size_t num_tensors() const { return where_.size(); }
+  // The stored bytes of `name` in its storage dtype (shape and dtype from info()).
+  const uint8_t* bytes(const std::string& name) const;
+  // config.json's quantization_config, or null for a float checkpoint.
+  const QuantizationConfig* quantization() const { return quant_.get(); }
 
  private:
   std::string dir_;
+  std::shared_ptr<const QuantizationConfig> quant_;
   std::vector<std::unique_ptr<SafetensorsFile>> files_;
   std::unordered_map<std::string, std::pair<const SafetensorsFile*, const SafetensorInfo*>> where_;
 };

@@ -1,0 +1,37 @@
+// Memory a model will take on each tensor-parallel rank, computed from config.json alone,
+// before any weight is read: weights (as the backend stores them: every checkpoint dtype,
+// quantized ones included, is converted to the backend's compute dtype at load) and KV cache
+// per block. The server reports it and refuses a configuration that cannot fit.
+#pragma once
+
+#include <cstddef>
+#include <cstdint>
+#include <string>
+#include <vector>
+
+#include "engine/core/dtype.h"
+#include "engine/loader/model_config.h"
+
+namespace iris {
+
+struct RankMemory {
+  size_t weight_bytes = 0;        // language model shard (+ vision tower and projector on rank 0)
+  size_t kv_bytes_per_block = 0;  // K and V of every layer for one block
+};
+
+struct MemoryPlan {
+  DType dtype = DType::F32;
+  int block_size = 16;
+  std::vector<RankMemory> ranks;
+
+  size_t total_weight_bytes() const;
+};
+
+// Mirrors the allocations of LlamaModel (engine/models/llama.cpp) and VisionEncoder
+// (engine/models/vision.cpp) for `world` ranks; tests hold it equal to Model::weight_bytes().
+MemoryPlan plan_memory(const ModelConfig& config, DType compute_dtype, int world, int block_size);
+
+// "rank 0: weights 12.3 MiB + KV 4.0 MiB (256 blocks of 16 tokens, 16.0 KiB each)"
+std::string format_bytes(double bytes);
+
+}  // namespace iris

@@ -1,0 +1,71 @@
+// Compares the loader's dequantized weights with the reference's bit for bit: for every
+// quantized fixture checkpoint, fixtures.json["dequant"] holds one weight's shape, the fp32
+// bit patterns of its first row and an FNV-1a 64 hash of all its fp32 bytes, both computed
+// from tests/parity/reference_dequant.py's output.
+//
+// usage: check_dequant FIXTURE_DIR
+#include <cstdint>
+#include <cstdio>
+#include <cstring>
+#include <fstream>
+#include <nlohmann/json.hpp>
+#include <string>
+#include <vector>
+
+#include "engine/core/check.h"
+#include "engine/loader/checkpoint.h"
+#include "engine/loader/quantization.h"
+
+int main(int argc, char** argv) {
+  if (argc != 2) {
+    std::fprintf(stderr, "usage: %s FIXTURE_DIR\n", argv[0]);
+    return 2;
+  }
+  const std::string dir = argv[1];
+  std::ifstream in(dir + "/fixtures.json");
+  const nlohmann::json fx = nlohmann::json::parse(in);
+  int passed = 0, failed = 0;
+  for (auto it = fx["dequant"].begin(); it != fx["dequant"].end(); ++it) {
+    const std::string model = it.key();
+    const auto& d = it.value();
+    try {
+      auto ck = iris::Checkpoint::open(dir + "/" + model);
+      if (!ck->quantization()) iris::fail(model, ": no quantization_config detected");
+      const std::vector<int64_t> shape = d["shape"].get<std::vector<int64_t>>();
+      const iris::HostTensor h = ck->read(d["tensor"].get<std::string>(), shape);
+      if (h.dtype != iris::DType::F32 || h.shape != shape) iris::fail(model, ": not F32 ", iris::shape_str(shape));
+      const auto* w = static_cast<const float*>(h.data);
+      const auto bits = d["first_row_bits"].get<std::vector<uint32_t>>();
+      int mismatches = 0;
+      for (size_t i = 0; i < bits.size(); ++i) {
+        uint32_t b;
+        std::memcpy(&b, &w[i], 4);
+        if (b != bits[i] && mismatches++ < 3)
+          std::printf("FAIL %s: element [0, %zu] bits 0x%08x, reference 0x%08x\n", model.c_str(), i, b, bits[i]);
+      }
+      uint64_t hash = 0xcbf29ce484222325ull;
+      const auto* bytes = static_cast<const uint8_t*>(h.data);
+      for (size_t i = 0; i < static_cast<size_t>(h.numel()) * 4; ++i)
+        hash = (hash ^ bytes[i]) * 0x100000001b3ull;
+      char hex[17];
+      std::snprintf(hex, sizeof hex, "%016llx", static_cast<unsigned long long>(hash));
+      const bool hash_ok = d["fnv1a64"].get<std::string>() == hex;
+      if (!hash_ok)
+        std::printf("FAIL %s: FNV-1a of all values %s, reference %s\n", model.c_str(), hex,
+                    d["fnv1a64"].get<std::string>().c_str());
+      if (mismatches || !hash_ok || bits.empty()) {
+        ++failed;
+      } else {
+        std::printf("ok   %s: %s %s bit-identical (%s)\n", model.c_str(),
+                    d["tensor"].get<std::string>().c_str(), iris::shape_str(shape).c_str(),
+                    ck->quantization()->describe().c_str());
+        ++passed;
+      }
+    } catch (const std::exception& e) {
+      std::printf("FAIL %s: %s\n", model.c_str(), e.what());
+      ++failed;
+    }
+  }
+  std::printf("%d passed, %d failed\n", passed, failed);
+  return failed == 0 && passed > 0 ? 0 : 1;
+}
