@@ -26,8 +26,10 @@
 # not run. Raw logs go to OUT/raw. Exit code 0 only when every stage that ran passed and
 # none was left out for want of time.
 #
-# usage: scripts/gpu-check.sh OUT_DIR [BUNDLE_OR_BUILD_DIR]
-#        (default: dist/iris-gpu-check if it exists, else build)
+# usage: scripts/gpu-check.sh OUT_DIR [BUNDLE_ARCHIVE_OR_DIR_OR_BUILD_DIR]
+#        (default: dist/iris-gpu-check.tar.xz, else dist/iris-gpu-check, else build). An
+#        archive (.tar.xz / .tar.gz from make-gpu-check-bundle.sh) is unpacked under
+#        IRIS_BENCH_DIR first.
 # env:   IRIS_CHECK_BUDGET_S  total seconds (default 470)
 #        IRIS_CHECK_8B=1      add the Llama-3-8B-shape benchmark (needs ~3 more minutes)
 #        IRIS_BENCH_DIR       where checkpoints and fixtures go (default /tmp/iris-gpu-check)
@@ -41,18 +43,25 @@ if [ $# -lt 1 ]; then
 fi
 root=$(cd "$(dirname "$0")/.." && pwd)
 out=$(mkdir -p "$1" && cd "$1" && pwd)
-if [ $# -ge 2 ]; then
-  dir=$(cd "$2" && pwd) || { echo "no directory $2" >&2; exit 2; }
-elif [ -d "$root/dist/iris-gpu-check/bin" ]; then
-  dir="$root/dist/iris-gpu-check"
-else
-  dir="$root/build"
-fi
+work=${IRIS_BENCH_DIR:-/tmp/iris-gpu-check}
+mkdir -p "$work"
 raw="$out/raw"
 rm -rf "$raw" "$out/report.json" "$out/report.md"
 mkdir -p "$raw"
-work=${IRIS_BENCH_DIR:-/tmp/iris-gpu-check}
-mkdir -p "$work"
+src=${2:-}
+if [ -z "$src" ]; then
+  for c in "$root/dist/iris-gpu-check.tar.xz" "$root/dist/iris-gpu-check" "$root/build"; do
+    [ -e "$c" ] && { src=$c; break; }
+  done
+fi
+if [ -f "$src" ]; then
+  rm -rf "$work/bundle" && mkdir -p "$work/bundle"
+  tar -C "$work/bundle" -xf "$src" || { echo "cannot unpack $src" >&2; exit 2; }
+  dir=$(find "$work/bundle" -mindepth 2 -maxdepth 2 -name env.sh -printf '%h\n' | head -1)
+  [ -n "$dir" ] || { echo "$src holds no bundle (no */env.sh)" >&2; exit 2; }
+else
+  dir=$(cd "${src:-.}" && pwd) || { echo "no directory $src" >&2; exit 2; }
+fi
 py=${IRIS_PYTHON:-python3}
 report_py="$root/scripts/gpu_check_report.py"
 budget=${IRIS_CHECK_BUDGET_S:-470}

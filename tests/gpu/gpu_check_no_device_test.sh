@@ -12,7 +12,8 @@ if [ -e /dev/nvidia0 ] || [ -e /proc/driver/nvidia/version ]; then
   exit 77
 fi
 rm -rf "$out"
-IRIS_PYTHON=python3 "$src/scripts/gpu-check.sh" "$out" "$bundle"
+mkdir -p "$out"
+IRIS_PYTHON=python3 IRIS_BENCH_DIR="$out/work" "$src/scripts/gpu-check.sh" "$out" "$bundle.tar.gz"
 rc=$?
 fail() { echo "FAIL: $*"; echo "--- report.md"; cat "$out/report.md" 2>/dev/null; exit 1; }
 [ $rc -eq 1 ] || fail "gpu-check.sh exited $rc without a device (expected 1)"
