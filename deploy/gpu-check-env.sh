@@ -49,8 +49,9 @@ if [ -n "$iris_need" ] && iris_version_ge "${iris_glibc:-0}" "$iris_need"; then
   iris_path="$iris_path:$iris_bundle_dir/lib/cxx"
 else
   iris_cxx=$(ldconfig -p 2>/dev/null | awk '$1 == "libstdc++.so.6" && /x86-64/ {print $NF; exit}')
+  if [ -n "$iris_need" ]; then iris_why="glibc ${iris_glibc:-unknown} is too old for the bundle's"; else iris_why="the bundle has none"; fi
   iris_need=$(iris_manifest glibcxx_needed)
-  IRIS_CXX_RUNTIME="host (${iris_cxx:-no libstdc++.so.6 found}; glibc ${iris_glibc:-unknown} is too old for the bundle's)"
+  IRIS_CXX_RUNTIME="host (${iris_cxx:-no libstdc++.so.6 found}; $iris_why)"
   if [ -z "$iris_cxx" ] || ! grep -aq "GLIBCXX_$iris_need" "$iris_cxx"; then
     IRIS_BUNDLE_PROBLEM="${IRIS_BUNDLE_PROBLEM:+$IRIS_BUNDLE_PROBLEM; }the host's libstdc++ (${iris_cxx:-none}) lacks GLIBCXX_$iris_need"
   fi
@@ -65,4 +66,4 @@ export IRIS_CUBLASLT
   IRIS_BUNDLE_PROBLEM="${IRIS_BUNDLE_PROBLEM:+$IRIS_BUNDLE_PROBLEM; }no libcublasLt.so.13 on this host (set IRIS_CUDA_LIB_DIR)"
 [ -n "$IRIS_CUBLASLT" ] && iris_path="$iris_path:$(dirname "$IRIS_CUBLASLT")"
 export LD_LIBRARY_PATH="$iris_path${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}"
-unset iris_path iris_nccl iris_glibc iris_need iris_cxx
+unset iris_path iris_nccl iris_glibc iris_need iris_cxx iris_why

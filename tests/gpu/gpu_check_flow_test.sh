@@ -1,0 +1,95 @@
+#!/usr/bin/env bash
+# ctest (label bundle): scripts/gpu-check.sh past the device stage, on a bundle of stand-in
+# binaries (shell scripts that answer like the real ones: Catch2 console output, RESULT lines),
+# so the stages, the one-case-per-process re-run of a failing group, the report (failing
+# case's numbers, benchmark rows) and the exit code are exercised on a machine without a GPU.
+# usage: gpu_check_flow_test.sh OUT_DIR
+set -uo pipefail
+src=$(cd "$(dirname "$0")/../.." && pwd)
+out=$1
+rm -rf "$out" && mkdir -p "$out"
+b="$out/bundle"
+mkdir -p "$b/bin" "$b/lib" "$out/work/llama-110m"
+cp "$src/deploy/gpu-check-env.sh" "$b/env.sh"
+echo "commit: stand-in bundle" >"$b/MANIFEST.txt"
+echo '{}' >"$out/work/llama-110m/config.json"
+cat >"$b/bin/skip_without_gpu" <<'SH'
+#!/bin/bash
+exec "$@"
+SH
+cat >"$b/bin/iris" <<'SH'
+#!/bin/bash
+echo "stand-in iris $*"; exit 1
+SH
+cat >"$b/bin/bench_generate" <<'SH'
+#!/bin/bash
+[ "$5" = cuda ] || exit 2
+echo '{"event": "loaded"}'
+echo "RESULT {\"prompt_tokens\": $2, \"ttft_ms\": 12.5, \"prefill_tokens_per_s\": 16000, \"prefill_tflops\": 3.5, \"decode_ms_per_token\": 0.9, \"weight_mb\": 220, \"kv_mb_per_step\": 1.5, \"copy_bandwidth_gbs\": 3900, \"roofline_ms\": 0.057, \"roofline_fraction\": 0.063}"
+SH
+cat >"$b/bin/gpu_op_tests" <<'SH'
+#!/bin/bash
+# [attention] fails and then dies as a sticky CUDA error would; alone, case A fails and
+# case B (whose name has a comma, escaped by the caller) passes.
+fail_block() {
+  printf '%s\n' "-------------------------------------------------------------------------------" \
+    "paged attention A" "  decode batch" \
+    "-------------------------------------------------------------------------------" \
+    "tests/gpu/test_attention.cpp:88" \
+    "..............................................................................." "" \
+    "tests/gpu/test_attention.cpp:99: FAILED:" "  CHECK( e.over == 0 )" "with expansion:" "  3 == 0" \
+    "with messages:" "  D=128 Hq=8 Hkv=2 block=16 window=0 seqs: (1/4100)" \
+    "  tiled attention: 512 rows of 128, 3 over 0.03 (0 non-finite); worst row 7 [token 0 head 7: seq 0 (1/4100) position 4099]: rel 0.5 of norm 3.2" ""
+}
+case "$1" in
+  "[ops]") [ "${CUDA_LAUNCH_BLOCKING:-}" = 1 ] || { echo "CUDA_LAUNCH_BLOCKING not set"; exit 3; }
+           echo "==============================================================================="
+           echo "All tests passed (120 assertions in 7 test cases)"; exit 0 ;;
+  "[attention]")
+    if [ "${2:-}" = --list-test-names-only ]; then printf 'paged attention A\npaged attention B, with comma\n'; exit 0; fi
+    fail_block; echo "terminate called after an illegal memory access"; exit 134 ;;
+  "paged attention A") fail_block
+    echo "==============================================================================="
+    echo "test cases: 1 | 1 failed"; exit 1 ;;
+  'paged attention B\, with comma')
+    echo "==============================================================================="
+    echo "All tests passed (4 assertions in 1 test case)"; exit 0 ;;
+  "[sampling]"|"[model]")
+    echo "==============================================================================="
+    echo "All tests passed (9 assertions in 3 test cases)"; exit 0 ;;
+esac
+echo "unexpected arguments: $*"; exit 4
+SH
+chmod +x "$b"/bin/*
+IRIS_PYTHON=python3 IRIS_BENCH_DIR="$out/work" IRIS_CHECK_SKIP_BUNDLE_CHECK=1 IRIS_CUDA_LIB_DIR=/nonexistent \
+  "$src/scripts/gpu-check.sh" "$out/report" "$b" >"$out/run.log" 2>&1
+rc=$?
+fail() { echo "FAIL: $*"; cat "$out/run.log"; cat "$out/report/report.md"; exit 1; }
+[ $rc -eq 1 ] || fail "gpu-check.sh exited $rc (expected 1: attention and model_hf fail)"
+python3 - "$out/report/report.json" <<'PY' || fail "report.json is not what it should be"
+import json, sys
+rep = json.load(open(sys.argv[1]))
+st = {s["name"]: s for s in rep["stages"]}
+def status(name): return st[name]["status"]
+assert status("device") == "passed", st["device"]
+assert status("ops") == "passed", st["ops"]
+a = st["attention"]
+assert a["status"] == "failed", a
+assert a["failures"][0]["case"].startswith("paged attention A"), a["failures"]
+assert "rel 0.5 of norm 3.2" in a["failures"][0]["detail"], a["failures"]
+cases = {c["name"]: c for c in a["cases"]}
+assert cases["paged attention A"]["status"] == "failed (exit 1)", cases
+assert "position 4099" in cases["paged attention A"]["detail"], cases
+assert cases["paged attention B, with comma"]["status"] == "passed", cases
+assert status("sampling") == "passed" and status("model_cpu") == "passed", st
+assert status("model_hf") == "failed", st["model_hf"]
+b = st["bench"]
+assert b["status"] == "passed", b
+assert [r["name"] for r in b["bench"]] == ["small_decode", "small_ttft_2048", "small_ttft_2048_rowwise"], b
+assert abs(b["bench"][0]["roofline_fraction"] - 0.063) < 1e-9, b
+assert rep["result"].startswith("FAILED: attention"), rep["result"]
+assert "model_hf" in rep["result"], rep["result"]
+PY
+grep -q "| small_decode | 128 | 12.5 |.*| 6% |" "$out/report/report.md" || fail "report.md lacks the benchmark row"
+grep -q "FAILED: paged attention A" "$out/report/report.md" || fail "report.md lacks the failing case"
+echo "gpu-check.sh flow: stages, per-case re-run and report as expected"
