@@ -129,24 +129,30 @@ class NcclGroup {
       ranks_[r].device = devices[r];
       ranks_[r].stream = static_cast<cudaStream_t>(streams[r]);
     }
-    ncclUniqueId id;
-    check_call(api.GetUniqueId(&id), "ncclGetUniqueId");
-    ncclConfig_t config = NCCL_CONFIG_INITIALIZER;
-    config.blocking = 0;
-    // A library older than this header reads only the fields it knows (config.size).
-    check_call(api.GroupStart(), "ncclGroupStart");
-    for (int r = 0; r < world; ++r) {
-      if (cudaSetDevice(devices[r]) != cudaSuccess) fail("NCCL init: cannot select GPU ", devices[r]);
-      check_call(api.CommInitRankConfig(&ranks_[r].comm, world, id, r, &config),
-                 "ncclCommInitRankConfig");
-    }
-    check_call(api.GroupEnd(), "ncclGroupEnd");
-    for (int r = 0; r < world; ++r) {
-      const std::string why = wait_for_comm(r, "ncclCommInitRankConfig");
-      if (!why.empty()) {
-        abort(why);
-        fail("NCCL init failed: ", why);
+    try {
+      ncclUniqueId id;
+      check_call(api.GetUniqueId(&id), "ncclGetUniqueId");
+      ncclConfig_t config = NCCL_CONFIG_INITIALIZER;
+      config.blocking = 0;
+      // The config carries its size and version, so an older library reads the fields it
+      // knows (assumed from NCCL's documentation; not yet run against an older NCCL).
+      check_call(api.GroupStart(), "ncclGroupStart");
+      for (int r = 0; r < world; ++r) {
+        if (cudaSetDevice(devices[r]) != cudaSuccess) fail("NCCL init: cannot select GPU ", devices[r]);
+        check_call(api.CommInitRankConfig(&ranks_[r].comm, world, id, r, &config),
+                   "ncclCommInitRankConfig");
       }
+      check_call(api.GroupEnd(), "ncclGroupEnd");
+      for (int r = 0; r < world; ++r) {
+        const std::string why = wait_for_comm(r, "ncclCommInitRankConfig");
+        if (!why.empty()) {
+          abort(why);
+          fail("NCCL init failed: ", why);
+        }
+      }
+    } catch (const Error& e) {
+      abort(e.what());  // releases the communicators made so far
+      throw;
     }
     watchdog_ = std::thread([this] { watch(); });
   }
@@ -159,20 +165,30 @@ class NcclGroup {
     watch_cv_.notify_all();
     if (watchdog_.joinable()) watchdog_.join();
     const NcclApi& api = nccl();
+    // A clean shutdown finalises every rank's communicator (flushing outstanding work; the
+    // ranks finalise together, hence one group) and then destroys them; a group that failed,
+    // or whose finalisation does not finish within the timeout, is aborted instead. No rank
+    // thread is left: the last communicator holding this group is being destroyed.
+    bool clean = !aborted_.load() && !nccl_failed(api.GroupStart());
+    for (Rank& rk : ranks_)
+      if (clean && rk.comm) clean = !nccl_failed(api.CommFinalize(rk.comm));
+    if (clean) clean = !nccl_failed(api.GroupEnd());
+    const auto deadline = Clock::now() + timeout_;
+    for (Rank& rk : ranks_) {
+      ncclResult_t state = ncclInProgress;
+      while (clean && rk.comm && state == ncclInProgress) {
+        if (nccl_failed(api.CommGetAsyncError(rk.comm, &state)) || nccl_failed(state) ||
+            Clock::now() > deadline)
+          clean = false;
+        else if (state == ncclInProgress)
+          std::this_thread::yield();
+      }
+    }
     for (Rank& rk : ranks_) {
       std::lock_guard<std::mutex> lock(rk.mu);
       cudaSetDevice(rk.device);
       if (rk.comm) {
-        // A clean shutdown finalises (flushes outstanding work), then destroys; one that
-        // does not finish in time is aborted instead.
-        bool clean = !nccl_failed(api.CommFinalize(rk.comm));
-        const auto deadline = Clock::now() + timeout_;
-        ncclResult_t state = ncclInProgress;
-        while (clean && state == ncclInProgress) {
-          if (nccl_failed(api.CommGetAsyncError(rk.comm, &state)) || Clock::now() > deadline) clean = false;
-          if (state == ncclInProgress) std::this_thread::yield();
-        }
-        if (clean && state == ncclSuccess) api.CommDestroy(rk.comm);
+        if (clean) api.CommDestroy(rk.comm);
         else api.CommAbort(rk.comm);
         rk.comm = nullptr;
       }
