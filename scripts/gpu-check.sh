@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# The GPU check, as one bounded run (default budget 470 s, under 8 minutes on an H100/H200)
+# The GPU check, as one bounded run (default budget 450 s, under 8 minutes on an H100/H200)
 # on a GPU host that has only the NVIDIA driver, the CUDA 13 runtime libraries and Python
 # with numpy/torch/transformers. Runs the binaries of the GPU check bundle
 # (deploy/make-gpu-check-bundle.sh; a build directory works too), never ctest (its files
@@ -30,10 +30,12 @@
 #        (default: dist/iris-gpu-check.tar.xz, else dist/iris-gpu-check, else build). An
 #        archive (.tar.xz / .tar.gz from make-gpu-check-bundle.sh) is unpacked under
 #        IRIS_BENCH_DIR first.
-# env:   IRIS_CHECK_BUDGET_S  total seconds (default 470)
+# env:   IRIS_CHECK_BUDGET_S  total seconds (default 450; every timeout, the background
+#                         fixture jobs' included, is cut to what is left of it)
 #        IRIS_CHECK_8B=1      add the Llama-3-8B-shape benchmark (needs ~3 more minutes)
 #        IRIS_BENCH_DIR       where checkpoints and fixtures go (default /tmp/iris-gpu-check)
 #        IRIS_PYTHON          the Python with torch/transformers (default python3)
+#        IRIS_REPORT_PYTHON   the Python that writes the report (default IRIS_PYTHON)
 #        IRIS_CUDA_LIB_DIR    folder of libcublasLt.so.13 when the bundle's env.sh cannot find it
 set -uo pipefail
 
@@ -64,7 +66,7 @@ else
 fi
 py=${IRIS_PYTHON:-python3}
 report_py="$root/scripts/gpu_check_report.py"
-budget=${IRIS_CHECK_BUDGET_S:-470}
+budget=${IRIS_CHECK_BUDGET_S:-450}
 t_start=$SECONDS
 status=0
 
@@ -81,10 +83,12 @@ else
 fi
 
 log() { echo "[gpu-check $((SECONDS - t_start))s] $*" | tee -a "$raw/progress.log"; }
-report() { "$py" "$report_py" "$out" "$@" || python3 "$report_py" "$out" "$@"; }
+report_python=${IRIS_REPORT_PYTHON:-$py}  # needs only the standard library
+report() { "$report_python" "$report_py" "$out" "$@" || python3 "$report_py" "$out" "$@"; }
 left() { echo $((budget - (SECONDS - t_start))); }
 # The timeout for a stage: its own bound, or what is left of the budget when that is less.
-bound() { local l; l=$(left); [ "$1" -lt "$l" ] && echo "$1" || echo "$l"; }
+# Never below 1: `timeout 0` would mean no timeout at all.
+bound() { local l; l=$(left); [ "$l" -lt 1 ] && l=1; [ "$1" -lt "$l" ] && echo "$1" || echo "$l"; }
 stage_done() {  # NAME STATUS T0 SUMMARY [LOG...]
   local name=$1 st=$2 t0=$3 summary=$4
   shift 4
@@ -164,18 +168,18 @@ fi
 # bf16 parity fixtures (both backends then see the same weights), the transformers
 # reference on the same shapes, and the ~110M benchmark model.
 (
-  timeout -k 5 240 "$py" "$root/tests/parity/make_checkpoints.py" "$work/parity" >"$raw/make_parity.log" 2>&1
+  timeout -k 5 "$(bound 240)" "$py" "$root/tests/parity/make_checkpoints.py" "$work/parity" >"$raw/make_parity.log" 2>&1
   echo $? >"$raw/make_parity.rc"
 ) &
 fixtures_pid=$!
 (
-  timeout -k 5 240 "$py" "$root/tools/parity/hf_fixtures.py" "$work/hf" >"$raw/make_hf.log" 2>&1
+  timeout -k 5 "$(bound 240)" "$py" "$root/tools/parity/hf_fixtures.py" "$work/hf" >"$raw/make_hf.log" 2>&1
   echo $? >"$raw/make_hf.rc"
 ) &
 hf_pid=$!
 (
   if [ -f "$work/llama-110m/config.json" ]; then echo 0; else
-    timeout -k 5 240 "$py" "$root/tools/bench/make_random_llama.py" "$work/llama-110m" >"$raw/make_small.log" 2>&1
+    timeout -k 5 "$(bound 240)" "$py" "$root/tools/bench/make_random_llama.py" "$work/llama-110m" >"$raw/make_small.log" 2>&1
     echo $?
   fi >"$raw/make_small.rc"
 ) &
@@ -244,7 +248,7 @@ fi
 t0=$SECONDS
 wait "$hf_pid"
 if [ "$(cat "$raw/make_hf.rc" 2>/dev/null)" != 0 ]; then
-  stage_done model_hf failed "$t0" "tools/parity/hf_fixtures.py failed: $(tail -1 "$raw/make_hf.log")" "$raw/make_hf.log"
+  stage_done model_hf failed "$t0" "tools/parity/hf_fixtures.py failed (exit $(cat "$raw/make_hf.rc" 2>/dev/null)): $(tail -1 "$raw/make_hf.log")" "$raw/make_hf.log"
 elif [ "$(bound 150)" -lt 20 ]; then
   stage_done model_hf "not run" "$t0" "budget spent"
 else

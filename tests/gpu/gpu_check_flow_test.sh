@@ -5,6 +5,9 @@
 # case's numbers, benchmark rows) and the exit code are exercised on a machine without a GPU.
 # usage: gpu_check_flow_test.sh OUT_DIR
 set -uo pipefail
+# The report needs only the standard library: the quickest interpreter will do.
+export IRIS_REPORT_PYTHON=python3
+[ -x /usr/bin/python3 ] && IRIS_REPORT_PYTHON=/usr/bin/python3
 src=$(cd "$(dirname "$0")/../.." && pwd)
 out=$1
 rm -rf "$out" && mkdir -p "$out"
@@ -92,4 +95,19 @@ assert "model_hf" in rep["result"], rep["result"]
 PY
 grep -q "| small_decode | 128 | 12.5 |.*| 6% |" "$out/report/report.md" || fail "report.md lacks the benchmark row"
 grep -q "FAILED: paged attention A" "$out/report/report.md" || fail "report.md lacks the failing case"
-echo "gpu-check.sh flow: stages, per-case re-run and report as expected"
+
+# Out of time: every stage still to come says so, and the run is not a pass.
+IRIS_CHECK_BUDGET_S=1 IRIS_PYTHON=python3 IRIS_BENCH_DIR="$out/work" IRIS_CHECK_SKIP_BUNDLE_CHECK=1 \
+  "$src/scripts/gpu-check.sh" "$out/report-short" "$b" >"$out/run-short.log" 2>&1
+rc=$?
+[ $rc -eq 1 ] || fail "gpu-check.sh with a 1 s budget exited $rc (expected 1)"
+python3 - "$out/report-short/report.json" <<'PY' || fail "report-short/report.json is not what it should be"
+import json, sys
+rep = json.load(open(sys.argv[1]))
+st = {s["name"]: s for s in rep["stages"]}
+for name in ("ops", "attention", "sampling", "model_cpu"):
+    assert st[name]["status"] == "not run" and st[name]["summary"] == "budget spent", st[name]
+assert st["bench"]["status"] == "failed", st["bench"]
+assert rep["result"].startswith("FAILED") and "not run: ops" in rep["result"], rep["result"]
+PY
+echo "gpu-check.sh flow: stages, per-case re-run, budget and report as expected"

@@ -5,6 +5,9 @@
 # Skipped (77) on a machine that has a GPU, where the real check applies.
 # usage: gpu_check_no_device_test.sh BUNDLE_DIR OUT_DIR
 set -uo pipefail
+# The report needs only the standard library: the quickest interpreter will do.
+export IRIS_REPORT_PYTHON=python3
+[ -x /usr/bin/python3 ] && IRIS_REPORT_PYTHON=/usr/bin/python3
 src=$(cd "$(dirname "$0")/../.." && pwd)
 bundle=$1 out=$2
 if [ -e /dev/nvidia0 ] || [ -e /proc/driver/nvidia/version ]; then
