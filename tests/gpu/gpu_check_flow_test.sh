@@ -22,7 +22,14 @@ exec "$@"
 SH
 cat >"$b/bin/iris" <<'SH'
 #!/bin/bash
-echo "stand-in iris $*"; exit 1
+# generate on the bf16 checkpoint: the reference's ids, log-probs 0.05 off on cuda.
+[ "$1" = generate ] || exit 1
+case "$*" in *qwen2-bf16*) ;; *) echo "stand-in iris: only qwen2-bf16 expected: $*" >&2; exit 1 ;; esac
+case "$*" in
+  *"--device cuda --gpu-memory-utilization 0.2"*) echo '{"output_ids": [7, 8], "logprobs": [-0.45, -0.25], "finish_reason": "length"}' ;;
+  *--device*) echo "unexpected device arguments: $*" >&2; exit 1 ;;
+  *) echo '{"output_ids": [7, 8], "logprobs": [-0.5, -0.2501], "finish_reason": "length"}' ;;
+esac
 SH
 cat >"$b/bin/bench_generate" <<'SH'
 #!/bin/bash
@@ -57,18 +64,38 @@ case "$1" in
   'paged attention B\, with comma')
     echo "==============================================================================="
     echo "All tests passed (4 assertions in 1 test case)"; exit 0 ;;
-  "[sampling]"|"[model]")
+  "[model]")
+    # bf16 checkpoints of both fixture sets, nothing else
+    got=$(ls "${IRIS_PARITY_DIR:-/nonexistent}" 2>/dev/null | tr '\n' ' ')
+    [ "$got" = "hf-qwen2-bf16 ref-llama-bf16 " ] || { echo "IRIS_PARITY_DIR holds: $got"; exit 5; }
+    [ -f "$IRIS_PARITY_DIR/ref-llama-bf16/config.json" ] || { echo "links broken"; exit 6; }
+    echo "==============================================================================="
+    echo "All tests passed (9 assertions in 3 test cases)"; exit 0 ;;
+  "[sampling]")
     echo "==============================================================================="
     echo "All tests passed (9 assertions in 3 test cases)"; exit 0 ;;
 esac
 echo "unexpected arguments: $*"; exit 4
 SH
-chmod +x "$b"/bin/*
-IRIS_PYTHON=python3 IRIS_BENCH_DIR="$out/work" IRIS_CHECK_SKIP_BUNDLE_CHECK=1 IRIS_CUDA_LIB_DIR=/nonexistent \
+# A stand-in Python for the fixture scripts (the reference checkpoints need torch and
+# transformers); check_generate.py itself runs for real, against the stand-in iris.
+cat >"$b/python" <<'SH'
+#!/bin/bash
+case $(basename "${1:-}") in
+  make_checkpoints.py)
+    for v in bf16 f32; do mkdir -p "$2/llama-$v"; echo "{\"torch_dtype\": \"$( [ $v = bf16 ] && echo bfloat16 || echo float32)\"}" >"$2/llama-$v/config.json"; done ;;
+  hf_fixtures.py)
+    for v in bf16 f32; do mkdir -p "$2/qwen2-$v"; echo "{\"dtype\": \"x\"}" >"$2/qwen2-$v/config.json"; done
+    echo '{"reference": "stand-in", "max_tokens": 2, "cases": [{"model": "qwen2-bf16", "prompt_ids": [5, 6], "output_ids": [7, 8], "logprobs": [-0.5, -0.25]}, {"model": "qwen2-f32", "prompt_ids": [5], "output_ids": [1, 1], "logprobs": [0, 0]}]}' >"$2/fixtures.json" ;;
+  *) exec python3 "$@" ;;
+esac
+SH
+chmod +x "$b"/bin/* "$b/python"
+IRIS_PYTHON="$b/python" IRIS_BENCH_DIR="$out/work" IRIS_CHECK_SKIP_BUNDLE_CHECK=1 IRIS_CUDA_LIB_DIR=/nonexistent \
   "$src/scripts/gpu-check.sh" "$out/report" "$b" >"$out/run.log" 2>&1
 rc=$?
 fail() { echo "FAIL: $*"; cat "$out/run.log"; cat "$out/report/report.md"; exit 1; }
-[ $rc -eq 1 ] || fail "gpu-check.sh exited $rc (expected 1: attention and model_hf fail)"
+[ $rc -eq 1 ] || fail "gpu-check.sh exited $rc (expected 1: attention fails)"
 python3 - "$out/report/report.json" <<'PY' || fail "report.json is not what it should be"
 import json, sys
 rep = json.load(open(sys.argv[1]))
@@ -85,19 +112,22 @@ assert cases["paged attention A"]["status"] == "failed (exit 1)", cases
 assert "position 4099" in cases["paged attention A"]["detail"], cases
 assert cases["paged attention B, with comma"]["status"] == "passed", cases
 assert status("sampling") == "passed" and status("model_cpu") == "passed", st
-assert status("model_hf") == "failed", st["model_hf"]
+h = st["model_hf"]
+assert h["status"] == "passed", h
+assert "cuda: 1 passed, 0 failed" in h["summary"] and "worst logprob difference 5.00e-02" in h["summary"], h
+assert "cpu: 1 passed, 0 failed" in h["summary"], h
+assert "ref-llama-bf16" in rep["facts"]["parity_checkpoints"], rep["facts"]
 b = st["bench"]
 assert b["status"] == "passed", b
 assert [r["name"] for r in b["bench"]] == ["small_decode", "small_ttft_2048", "small_ttft_2048_rowwise"], b
 assert abs(b["bench"][0]["roofline_fraction"] - 0.063) < 1e-9, b
-assert rep["result"].startswith("FAILED: attention"), rep["result"]
-assert "model_hf" in rep["result"], rep["result"]
+assert rep["result"] == "FAILED: attention", rep["result"]
 PY
 grep -q "| small_decode | 128 | 12.5 |.*| 6% |" "$out/report/report.md" || fail "report.md lacks the benchmark row"
 grep -q "FAILED: paged attention A" "$out/report/report.md" || fail "report.md lacks the failing case"
 
 # Out of time: every stage still to come says so, and the run is not a pass.
-IRIS_CHECK_BUDGET_S=1 IRIS_PYTHON=python3 IRIS_BENCH_DIR="$out/work" IRIS_CHECK_SKIP_BUNDLE_CHECK=1 \
+IRIS_CHECK_BUDGET_S=1 IRIS_PYTHON="$b/python" IRIS_BENCH_DIR="$out/work" IRIS_CHECK_SKIP_BUNDLE_CHECK=1 \
   "$src/scripts/gpu-check.sh" "$out/report-short" "$b" >"$out/run-short.log" 2>&1
 rc=$?
 [ $rc -eq 1 ] || fail "gpu-check.sh with a 1 s budget exited $rc (expected 1)"
