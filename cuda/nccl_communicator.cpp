@@ -323,6 +323,10 @@ class NcclGroup {
   // The watchdog: retires completed all-reduces, aborts the group on a late one or an
   // asynchronous NCCL error. It never blocks on a stream.
   void watch() {
+    // Queries from this thread must never invalidate a rank thread's graph capture (graph.cpp
+    // captures thread-locally; relaxed here covers a capture in global mode too).
+    cudaStreamCaptureMode mode = cudaStreamCaptureModeRelaxed;
+    cudaThreadExchangeStreamCaptureMode(&mode);
     while (true) {
       {
         std::unique_lock<std::mutex> lock(watch_mu_);

@@ -6,9 +6,10 @@
 #      is glibc's, or is a host CUDA library (libcublasLt.so.13, libcublas.so.13,
 #      libcuda.so.1); nothing needs libnccl (it is loaded at run time, for TP only).
 #   2. start: each binary runs its --help / --list-tests with LD_DEBUG=libs, exits as
-#      expected, and every library the loader initialised lies inside the bundle, the
-#      host-library folder, or is glibc's (so a library the loader quietly found in this
-#      machine's /usr/lib fails the check, as it would fail on the GPU host).
+#      expected, and every library the loader initialised lies inside the bundle or the
+#      host-library folder, or is glibc's or the NVIDIA driver's (so a library the loader
+#      quietly found in this machine's /usr/lib fails the check, as it would fail on the
+#      GPU host).
 # usage: deploy/check-bundle.sh BUNDLE_DIR [HOST_LIBRARY_FILE...]
 #   HOST_LIBRARY_FILE: what the GPU host provides (here: /usr/local/cuda/lib64/
 #   libcublasLt.so.13); they are linked into a private folder given to env.sh as
@@ -25,10 +26,15 @@ for f in "$@"; do ln -s "$(readlink -f "$f")" "$work/host/$(basename "$f")"; don
 
 glibc='^(linux-vdso\.so\.1|ld-linux-x86-64\.so\.2|libc\.so\.6|libm\.so\.6|libpthread\.so\.0|libdl\.so\.2|librt\.so\.1|libresolv\.so\.2|libutil\.so\.1)$'
 host='^(libcublasLt\.so\.13|libcublas\.so\.13|libcuda\.so\.1)$'
+# The NVIDIA driver's own libraries (cudart loads libcuda.so.1 at run time on a GPU host).
+driver='^(libcuda\.so|libnvidia-|libcudadebugger\.so)'
 problems=0
 problem() { echo "PROBLEM: $*"; problems=$((problems + 1)); }
 
 # --- 1. closure of DT_NEEDED ---------------------------------------------------------------
+if ! command -v readelf >/dev/null; then
+  echo "note: no readelf here (binutils): closure not checked, only the clean-environment start"
+fi
 for f in "$bundle"/bin/* "$bundle"/lib/*.so* "$bundle"/lib/cxx/*; do
   [ -f "$f" ] || continue
   for need in $(readelf -d "$f" 2>/dev/null | awk '/\(NEEDED\)/ {gsub(/[\[\]]/, "", $NF); print $NF}'); do
@@ -79,6 +85,7 @@ for c in "${checks[@]}"; do
       "$work/host/"*) continue ;;
     esac
     [[ "$(basename "$lib")" =~ $glibc ]] && continue
+    [[ "$(basename "$lib")" =~ $driver ]] && continue
     problem "bin/$name loaded $lib from outside the bundle"
   done
   rm -f "$work/$name.ld".*

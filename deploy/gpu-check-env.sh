@@ -10,13 +10,15 @@
 # IRIS_CXX_RUNTIME says which, IRIS_BUNDLE_PROBLEM what cannot work on this host (empty when
 # nothing). Prints nothing; gpu-check.sh reports them.
 iris_bundle_dir=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
+# ldconfig lives in /sbin on many hosts, off an ordinary user's PATH.
+iris_ldconfig=$(command -v ldconfig || command -v /sbin/ldconfig || command -v /usr/sbin/ldconfig || echo false)
 
 iris_find_host_lib() {  # NAME -> the first matching file, or nothing
   local name=$1 d f sp
   for d in ${IRIS_CUDA_LIB_DIR:-}; do
     [ -e "$d/$name" ] && { echo "$d/$name"; return; }
   done
-  f=$(ldconfig -p 2>/dev/null | awk -v n="$name" '$1 == n && /x86-64/ {print $NF; exit}')
+  f=$("$iris_ldconfig" -p 2>/dev/null | awk -v n="$name" '$1 == n && /x86-64/ && !f {print $NF; f = 1}')
   [ -n "$f" ] && [ -e "$f" ] && { echo "$f"; return; }
   for d in /usr/local/cuda/lib64 /usr/local/cuda/targets/x86_64-linux/lib /usr/local/cuda-*/lib64 \
            /usr/local/cuda-*/targets/x86_64-linux/lib /usr/lib/x86_64-linux-gnu /usr/lib64 /usr/lib; do
@@ -48,7 +50,7 @@ if [ -n "$iris_need" ] && iris_version_ge "${iris_glibc:-0}" "$iris_need"; then
   IRIS_CXX_RUNTIME="bundle ($iris_bundle_dir/lib/cxx)"
   iris_path="$iris_path:$iris_bundle_dir/lib/cxx"
 else
-  iris_cxx=$(ldconfig -p 2>/dev/null | awk '$1 == "libstdc++.so.6" && /x86-64/ {print $NF; exit}')
+  iris_cxx=$("$iris_ldconfig" -p 2>/dev/null | awk '$1 == "libstdc++.so.6" && /x86-64/ && !f {print $NF; f = 1}')
   if [ -n "$iris_need" ]; then iris_why="glibc ${iris_glibc:-unknown} is too old for the bundle's"; else iris_why="the bundle has none"; fi
   iris_need=$(iris_manifest glibcxx_needed)
   IRIS_CXX_RUNTIME="host (${iris_cxx:-no libstdc++.so.6 found}; $iris_why)"
@@ -66,4 +68,4 @@ export IRIS_CUBLASLT
   IRIS_BUNDLE_PROBLEM="${IRIS_BUNDLE_PROBLEM:+$IRIS_BUNDLE_PROBLEM; }no libcublasLt.so.13 on this host (set IRIS_CUDA_LIB_DIR)"
 [ -n "$IRIS_CUBLASLT" ] && iris_path="$iris_path:$(dirname "$IRIS_CUBLASLT")"
 export LD_LIBRARY_PATH="$iris_path${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}"
-unset iris_path iris_nccl iris_glibc iris_need iris_cxx iris_why
+unset iris_path iris_nccl iris_glibc iris_need iris_cxx iris_why iris_ldconfig

@@ -50,7 +50,9 @@ for b in "${binaries[@]}"; do
 done
 # dlopen()ed by `iris serve --enable-reflection`, so ldd does not list it; its own
 # dependencies are iris's (gRPC, protobuf), already here.
-refl=$(ldconfig -p | awk '/libgrpc\+\+_reflection\.so\.1\.51 / {print $NF; exit}')
+# (awk reads all of ldconfig's output: an early exit would kill it with SIGPIPE, fatal
+# under pipefail.)
+refl=$(ldconfig -p | awk '/libgrpc\+\+_reflection\.so\.1\.51 / && !f {print $NF; f = 1}')
 if [ -n "$refl" ]; then cp -L "$refl" "$out/lib/libgrpc++_reflection.so.1.51"; fi
 chmod u+w "$out"/lib/*.so* "$out"/lib/cxx/*
 for lib in "$out"/lib/*.so* "$out"/lib/cxx/*; do patchelf --set-rpath '$ORIGIN' "$lib"; done
