@@ -89,6 +89,8 @@ left() { echo $((budget - (SECONDS - t_start))); }
 # The timeout for a stage: its own bound, or what is left of the budget when that is less.
 # Never below 1: `timeout 0` would mean no timeout at all.
 bound() { local l; l=$(left); [ "$l" -lt 1 ] && l=1; [ "$1" -lt "$l" ] && echo "$1" || echo "$l"; }
+# Marks a stage as running, so that a report left by a run killed from outside says where.
+stage_start() { report stage "$1" running 0 "started at $((SECONDS - t_start)) s; the run was cut short here if this is still the last word"; }
 stage_done() {  # NAME STATUS T0 SUMMARY [LOG...]
   local name=$1 st=$2 t0=$3 summary=$4
   shift 4
@@ -110,18 +112,18 @@ t0=$SECONDS
   uname -a
   echo "glibc: $(getconf GNU_LIBC_VERSION 2>&1)"
   cat /etc/os-release 2>/dev/null | grep PRETTY_NAME
-  nvidia-smi --query-gpu=name,memory.total,clocks.max.sm,clocks.max.mem,driver_version --format=csv 2>&1
-  nvidia-smi 2>&1
-  "$py" -c 'import sys, numpy, torch, transformers
+  timeout 20 nvidia-smi --query-gpu=name,memory.total,clocks.max.sm,clocks.max.mem,driver_version --format=csv 2>&1
+  timeout 20 nvidia-smi 2>&1
+  timeout 60 "$py" -c 'import sys, numpy, torch, transformers
 print("python", sys.version.split()[0], "numpy", numpy.__version__, "torch", torch.__version__,
       "torch cuda", torch.version.cuda, "transformers", transformers.__version__)' 2>&1
   [ -f "$dir/MANIFEST.txt" ] && sed -n '1,/^files:/p' "$dir/MANIFEST.txt"
   echo "LD_LIBRARY_PATH=${LD_LIBRARY_PATH:-}"
 } >"$raw/env.txt" 2>&1
-gpu=$(nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv,noheader 2>/dev/null | head -1)
+gpu=$(timeout 20 nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv,noheader 2>/dev/null | head -1)
 report fact gpu "${gpu:-none found by nvidia-smi}"
 report fact host "$(uname -srm); glibc $(getconf GNU_LIBC_VERSION 2>/dev/null | awk '{print $2}')"
-report fact python "$("$py" -c 'import sys, torch, transformers; print(sys.version.split()[0], "torch", torch.__version__, "transformers", transformers.__version__)' 2>&1 | tail -1)"
+report fact python "$(timeout 60 "$py" -c 'import sys, torch, transformers; print(sys.version.split()[0], "torch", torch.__version__, "transformers", transformers.__version__)' 2>&1 | tail -1)"
 env_status=passed env_summary=""
 if [ $layout = bundle ]; then
   report fact bundle "$(head -1 "$dir/MANIFEST.txt" 2>/dev/null)"
@@ -198,6 +200,7 @@ run_group() {  # STAGE TAG TIMEOUT [ENV...]
     return
   fi
   log "$name: $tag (timeout ${l}s)"
+  stage_start "$name"
   env "$@" timeout -k 5 "$l" "$tests" "$tag" --durations yes >"$raw/$name.log" 2>&1
   local rc=$?
   case $rc in
@@ -259,6 +262,7 @@ if [ "$(cat "$raw/make_hf.rc" 2>/dev/null)" != 0 ]; then
 elif [ "$(bound 150)" -lt 20 ]; then
   stage_done model_hf "not run" "$t0" "budget spent"
 else
+  stage_start model_hf
   # bf16 weights; the reference computes in fp32, the GPU in bf16: ids must match exactly,
   # log-probs within 0.1 (the CPU backend, fp32 on the same weights, within 1e-3).
   timeout -k 5 "$(bound 75)" "$py" "$root/tests/parity/check_generate.py" "$iris" "$work/hf" \
@@ -294,6 +298,7 @@ bench_logs=() bench_ok=1
 if [ "$(cat "$raw/make_small.rc" 2>/dev/null)" != 0 ]; then
   stage_done bench failed "$t0" "make_random_llama.py failed (raw/make_small.log)" "$raw/make_small.log"
 else
+  stage_start bench
   run_bench small_decode "$work/llama-110m" 128 256
   run_bench small_ttft_2048 "$work/llama-110m" 2048 8
   run_bench small_ttft_2048_rowwise "$work/llama-110m" 2048 8 IRIS_CUDA_ATTENTION=rowwise
@@ -304,6 +309,7 @@ fi
 if [ "${IRIS_CHECK_8B:-0}" = 1 ]; then
   t0=$SECONDS
   bench_logs=() bench_ok=1
+  stage_start bench_8b
   big="$work/llama3-8b-shape"
   if [ ! -f "$big/config.json" ]; then
     log "writing a random Llama-3-8B-shape checkpoint (16 GB) to $big"

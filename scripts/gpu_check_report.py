@@ -7,7 +7,7 @@ usage:
   gpu_check_report.py OUT init STAGE...                 every planned stage, "not run"
   gpu_check_report.py OUT fact KEY VALUE                 an environment fact
   gpu_check_report.py OUT stage NAME STATUS SECONDS SUMMARY [LOG...]
-        STATUS: passed | failed | skipped | not run. Catch2 console logs are mined for
+        STATUS: passed | failed | not run | running (started, not finished). Catch2 console logs are mined for
         their failing cases (name, location, expression, INFO messages); bench logs for
         their RESULT lines.
   gpu_check_report.py OUT case STAGE NAME STATUS SECONDS [LOG]   one case re-run alone

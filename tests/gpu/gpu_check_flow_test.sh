@@ -56,6 +56,7 @@ case "$1" in
            echo "==============================================================================="
            echo "All tests passed (120 assertions in 7 test cases)"; exit 0 ;;
   "[attention]")
+    [ -n "${IRIS_FLOW_HANG:-}" ] && exec sleep "$IRIS_FLOW_HANG"
     if [ "${2:-}" = --list-test-names-only ]; then printf 'paged attention A\npaged attention B, with comma\n'; exit 0; fi
     fail_block; echo "terminate called after an illegal memory access"; exit 134 ;;
   "paged attention A") fail_block
@@ -140,4 +141,18 @@ for name in ("ops", "attention", "sampling", "model_cpu"):
 assert st["bench"]["status"] == "failed", st["bench"]
 assert rep["result"].startswith("FAILED") and "not run: ops" in rep["result"], rep["result"]
 PY
-echo "gpu-check.sh flow: stages, per-case re-run, budget and report as expected"
+
+# Killed from outside in the middle of a stage: the report says where it stopped.
+IRIS_FLOW_HANG=60 IRIS_PYTHON="$b/python" IRIS_BENCH_DIR="$out/work" IRIS_CHECK_SKIP_BUNDLE_CHECK=1 \
+  timeout 45 "$src/scripts/gpu-check.sh" "$out/report-killed" "$b" >"$out/run-killed.log" 2>&1
+python3 - "$out/report-killed/report.json" <<'PY' || fail "report-killed/report.json is not what it should be"
+import json, sys
+rep = json.load(open(sys.argv[1]))
+st = {s["name"]: s for s in rep["stages"]}
+assert st["ops"]["status"] == "passed", st["ops"]
+assert st["attention"]["status"] == "running", st["attention"]
+assert "cut short" in st["attention"]["summary"], st["attention"]
+assert st["sampling"]["status"] == "not run", st["sampling"]
+assert rep["result"].startswith("incomplete"), rep["result"]
+PY
+echo "gpu-check.sh flow: stages, per-case re-run, budget, a run cut short and report as expected"
