@@ -169,10 +169,14 @@ class NcclGroup {
     // ranks finalise together, hence one group) and then destroys them; a group that failed,
     // or whose finalisation does not finish within the timeout, is aborted instead. No rank
     // thread is left: the last communicator holding this group is being destroyed.
-    bool clean = !aborted_.load() && !nccl_failed(api.GroupStart());
-    for (Rank& rk : ranks_)
-      if (clean && rk.comm) clean = !nccl_failed(api.CommFinalize(rk.comm));
-    if (clean) clean = !nccl_failed(api.GroupEnd());
+    bool clean = !aborted_.load();
+    if (clean && !nccl_failed(api.GroupStart())) {
+      for (Rank& rk : ranks_)
+        if (clean && rk.comm) clean = !nccl_failed(api.CommFinalize(rk.comm));
+      if (nccl_failed(api.GroupEnd())) clean = false;  // always closes the group it opened
+    } else {
+      clean = false;
+    }
     const auto deadline = Clock::now() + timeout_;
     for (Rank& rk : ranks_) {
       ncclResult_t state = ncclInProgress;
