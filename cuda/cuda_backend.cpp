@@ -27,6 +27,7 @@
 #include "cuda/gemm.h"
 #include "cuda/graph.h"
 #include "cuda/kernels.h"
+#include "cuda/nccl_communicator.h"
 #include "engine/core/check.h"
 
 namespace iris {
@@ -242,6 +243,7 @@ class CudaBackend final : public Backend {
       }
     }
     IRIS_CUDA_CHECK(cudaStreamSynchronize(stream_));
+    check_nccl_communicator(communicator());
   }
 
   void upload_i32(const int32_t* src, Tensor& dst) override {
@@ -254,6 +256,7 @@ class CudaBackend final : public Backend {
   void synchronize() override {
     IRIS_CUDA_CHECK(cudaSetDevice(device_));
     IRIS_CUDA_CHECK(cudaStreamSynchronize(stream_));
+    check_nccl_communicator(communicator());
   }
 
   // What is left of gpu_memory_utilization x total after everything allocated so far (by

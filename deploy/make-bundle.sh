@@ -27,7 +27,7 @@ ldd "$bin" | awk '/=> \// {print $1, $3}' | while read -r name path; do
   cp -L "$path" "$out/lib/$name"
 done
 # Loaded at run time by `iris serve --enable-reflection` (dlopen), so ldd does not list it.
-refl=$(ldconfig -p | awk '/libgrpc\+\+_reflection\.so\.1\.51 / {print $NF; exit}')
+refl=$(ldconfig -p | awk '/libgrpc\+\+_reflection\.so\.1\.51 / && !f {print $NF; f = 1}')  # no early exit: SIGPIPE
 if [ -n "$refl" ]; then cp -L "$refl" "$out/lib/libgrpc++_reflection.so.1.51"; fi
 for lib in "$out"/lib/*.so*; do patchelf --set-rpath '$ORIGIN' "$lib"; done
 patchelf --set-rpath '$ORIGIN/../lib' "$out/bin/iris"

@@ -5,6 +5,7 @@
 
 #include <catch2/catch.hpp>
 #include <cmath>
+#include <limits>
 #include <random>
 #include <sstream>
 
@@ -141,6 +142,53 @@ void require_close(const std::vector<float>& ref, const std::vector<float>& got,
   // Element-wise: no single element may be off by more than a few times the tolerance
   // relative to the tensor's scale (catches a wrong row hidden in a large tensor).
   CHECK(s.max_abs <= 8.0 * tol * std::max(s.ref_max, 1e-6));
+}
+
+RowErrors row_errors(const std::vector<float>& ref, const std::vector<float>& got, int64_t row_len,
+                     double tol) {
+  RowErrors e;
+  e.rows = static_cast<int64_t>(ref.size()) / row_len;
+  e.worst_rel = -1.0;
+  for (int64_t r = 0; r < e.rows; ++r) {
+    double num = 0.0, den = 0.0;
+    bool finite = true;
+    for (int64_t i = r * row_len; i < (r + 1) * row_len; ++i) {
+      if (!std::isfinite(got[i]) || !std::isfinite(ref[i])) {
+        finite = false;
+        break;
+      }
+      const double d = static_cast<double>(got[i]) - ref[i];
+      num += d * d;
+      den += static_cast<double>(ref[i]) * ref[i];
+    }
+    // A row whose reference is ~0 is judged on an absolute scale instead.
+    const double rel = finite ? std::sqrt(num) / std::max(std::sqrt(den), 1e-6)
+                              : std::numeric_limits<double>::infinity();
+    if (!finite) ++e.nonfinite;
+    if (!(rel <= tol)) ++e.over;
+    if (!(rel <= e.worst_rel)) {
+      e.worst_rel = rel;
+      e.worst = r;
+      e.worst_norm = std::sqrt(den);
+    }
+  }
+  return e;
+}
+
+void require_rows_close(const std::vector<float>& ref, const std::vector<float>& got,
+                        int64_t row_len, double tol, const std::string& what,
+                        const std::function<std::string(int64_t)>& name_row) {
+  REQUIRE(ref.size() == got.size());
+  REQUIRE(row_len > 0);
+  REQUIRE(static_cast<int64_t>(ref.size()) % row_len == 0);
+  const RowErrors e = row_errors(ref, got, row_len, tol);
+  std::ostringstream msg;
+  msg << what << ": " << e.rows << " rows of " << row_len << ", " << e.over << " over " << tol
+      << " (" << e.nonfinite << " non-finite); worst row " << e.worst;
+  if (e.worst >= 0 && name_row) msg << " [" << name_row(e.worst) << "]";
+  msg << ": rel " << e.worst_rel << " of norm " << e.worst_norm;
+  INFO(msg.str());
+  CHECK(e.over == 0);
 }
 
 }  // namespace iris::gpu_test

@@ -13,6 +13,7 @@
 #pragma once
 
 #include <cstdint>
+#include <functional>
 #include <string>
 #include <vector>
 
@@ -62,5 +63,21 @@ ErrorStats compare(const std::vector<float>& ref, const std::vector<float>& got)
 // REQUIREs got ~ ref within `tol` (see the header comment), with a readable message.
 void require_close(const std::vector<float>& ref, const std::vector<float>& got, double tol,
                    const std::string& what);
+
+// Row by row: each run of `row_len` values (an attention output row of one (token, head), a
+// GEMM output row) must satisfy ||got_r - ref_r|| <= tol * ||ref_r||, so one wrong row cannot
+// hide in the norm of a large tensor of right ones (a 4,100-token split-KV row among short
+// rows, say). On failure the message names the worst row through `name_row` (its index
+// otherwise), its error and norm, and how many rows are over the bound.
+struct RowErrors {
+  int64_t rows = 0, over = 0, nonfinite = 0;
+  int64_t worst = -1;  // the row with the largest relative error
+  double worst_rel = 0.0, worst_norm = 0.0;
+};
+RowErrors row_errors(const std::vector<float>& ref, const std::vector<float>& got, int64_t row_len,
+                     double tol);
+void require_rows_close(const std::vector<float>& ref, const std::vector<float>& got,
+                        int64_t row_len, double tol, const std::string& what,
+                        const std::function<std::string(int64_t)>& name_row = {});
 
 }  // namespace iris::gpu_test

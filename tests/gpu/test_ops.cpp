@@ -152,7 +152,15 @@ TEST_CASE("linear matches the fp32 reference (bf16 and f32 outputs, bias, odd sh
                     Case{300, 1024, 512, false, DType::BF16, 1},  // prefill, misaligned x
                     Case{33, 2816, 1000, true, DType::BF16, 3},   // x only 16-byte aligned
                     Case{5, 32000, 1024, false, DType::F32, 0},   // logits
-                    Case{64, 4100, 256, true, DType::F32, 1});    // F32 out with bias
+                    Case{64, 4100, 256, true, DType::F32, 1},     // F32 out with bias
+                    // CLIP/SigLIP patch embedding: k = 3 x 14 x 14 = 588 (a 1,176-byte row,
+                    // so row 1 is only 8-byte aligned), 576 patches / one patch
+                    Case{576, 1024, 588, true, DType::BF16, 1},
+                    Case{1, 1152, 588, false, DType::BF16, 1},
+                    // k % 8 != 0: rows not 16-byte multiples at all
+                    Case{9, 256, 100, false, DType::F32, 1},      // k % 8 == 4
+                    Case{17, 320, 37, true, DType::BF16, 1},      // k odd, 2-byte aligned rows
+                    Case{3, 4096, 4100, false, DType::BF16, 0});  // k % 8 == 4, large
   CAPTURE(c.m, c.n, c.k, c.bias, dtype_name(c.out), c.row_offset);
   const float wscale = 1.0f / std::sqrt(static_cast<float>(c.k));
   Pair x = random_pair({c.m + c.row_offset, c.k}, 11);
@@ -162,8 +170,12 @@ TEST_CASE("linear matches the fp32 reference (bf16 and f32 outputs, bias, odd sh
   Pair out = output_pair({c.m, c.n}, c.out);
   cpu().ops().linear(xc, w.cpu(), c.bias ? b.cpu() : Tensor{}, out.cpu());
   gpu().ops().linear(xg, w.gpu(), c.bias ? b.gpu() : Tensor{}, out.gpu());
-  require_close(download(cpu(), out.cpu()), download(gpu(), out.gpu()),
-                c.out == DType::F32 ? 1e-3 : 1e-2, "linear");
+  const auto ref = download(cpu(), out.cpu()), got = download(gpu(), out.gpu());
+  const double tol = c.out == DType::F32 ? 1e-3 : 1e-2;
+  require_close(ref, got, tol, "linear");
+  // Row by row too: a row read from the wrong offset must fail even in a large output.
+  require_rows_close(ref, got, c.n, 2 * tol, "linear rows",
+                     [](int64_t r) { return "output row " + std::to_string(r); });
 }
 
 TEST_CASE("rms_norm, add_rms_norm and layer_norm", "[ops]") {

@@ -3,6 +3,7 @@
 log-probabilities (within a tolerance) with the reference.
 
 usage: check_generate.py IRIS_BINARY FIXTURE_DIR [--tolerance 1e-3] [--extra-args "..."]
+                         [--only SUBSTRING]   (cases whose model name contains it, e.g. bf16)
 """
 import argparse
 import json
@@ -20,12 +21,15 @@ def main():
     ap.add_argument("fixtures")
     ap.add_argument("--tolerance", type=float, default=1e-3)
     ap.add_argument("--extra-args", default="")
+    ap.add_argument("--only", default="")
     a = ap.parse_args()
     with open(os.path.join(a.fixtures, "fixtures.json")) as f:
         fx = json.load(f)
     passed = failed = 0
     worst = 0.0
     for c in fx["cases"]:
+        if a.only not in c["model"]:
+            continue
         cmd = [a.iris, "generate", "--model", os.path.join(a.fixtures, c["model"]),
                "--prompt-ids", ",".join(map(str, c["prompt_ids"])),
                "--max-tokens", str(len(c["output_ids"])), "--temperature", "0",

@@ -81,11 +81,12 @@ static double device_copy_bandwidth_gbs() {
 #endif
 
 int main(int argc, char** argv) {
-  if (argc < 2) {
-    std::fprintf(stderr,
+  const bool help = argc > 1 && std::string(argv[1]) == "--help";
+  if (argc < 2 || help) {
+    std::fprintf(help ? stdout : stderr,
                  "usage: %s MODEL_DIR [prompt_tokens] [decode_tokens] [threads] [cpu|cuda]\n",
                  argv[0]);
-    return 2;
+    return help ? 0 : 2;
   }
   const int prompt_len = argc > 2 ? std::atoi(argv[2]) : 128;
   const int decode = argc > 3 ? std::atoi(argv[3]) : 64;

@@ -112,6 +112,10 @@ std::string read(const std::filesystem::path& p) {
 }  // namespace
 
 int main(int argc, char** argv) {
+  if (argc > 1 && std::string(argv[1]) == "--help") {
+    std::printf("usage: %s [SCHEMA_DIR=tests/grammar/schemas] [TOKENIZER_DIR] [max_tokens=600]\n", argv[0]);
+    return 0;
+  }
   const std::string dir = argc > 1 ? argv[1] : "tests/grammar/schemas";
   const std::string tok_dir = argc > 2 ? argv[2] : "";
   const int max_tokens = argc > 3 ? std::atoi(argv[3]) : 600;

@@ -72,9 +72,11 @@ double gemm_rate(Backend& be, int64_t n) {
 }  // namespace
 
 int main(int argc, char** argv) {
-  if (argc < 3) {
-    std::fprintf(stderr, "usage: %s MODEL_DIR IMAGE_FILE [reps] [threads] [text_tokens]\n", argv[0]);
-    return 2;
+  const bool help = argc > 1 && std::string(argv[1]) == "--help";
+  if (argc < 3 || help) {
+    std::fprintf(help ? stdout : stderr, "usage: %s MODEL_DIR IMAGE_FILE [reps] [threads] [text_tokens]\n",
+                 argv[0]);
+    return help ? 0 : 2;
   }
   const std::string dir = argv[1];
   const int reps = argc > 3 ? std::atoi(argv[3]) : 5;
