@@ -177,7 +177,7 @@ TEST_CASE("no syntax: everything is content") {
   CHECK(p.content == "<tool_call>{\"name\": \"f\"}</tool_call>");
 }
 
-TEST_CASE("detection from template, tokens, model_type; names") {
+TEST_CASE("detection from template, tokens, model_type, and syntax names") {
   auto none = [](const std::string&) { return false; };
   CHECK(detect_tool_syntax("{{ '<tool_call>' }}", "", none) == ToolSyntax::kHermes);
   CHECK(detect_tool_syntax("[TOOL_CALLS] [", "", none) == ToolSyntax::kMistral);
