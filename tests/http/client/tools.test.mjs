@@ -210,6 +210,23 @@ for (const family of ['llama3_1', 'qwen3', 'mistral', 'mistral_text']) {
   });
 }
 
+test('parallel_tool_calls false: required gives exactly one call', async () => {
+  let finished = 0;
+  for (const family of ['qwen3', 'mistral']) {
+    for (const seed of [5, 6, 7]) {
+      const r = await clients[family].chat.completions.create({ messages: [{ role: 'user', content: 'x' }],
+        tools: TOOLS, tool_choice: 'required', parallel_tool_calls: false, temperature: 1, seed, max_tokens: 150 });
+      const c = r.choices[0];
+      if (c.finish_reason === 'length') continue;
+      finished++;
+      assert.equal(c.finish_reason, 'tool_calls');
+      assert.equal(c.message.tool_calls.length, 1, JSON.stringify(c.message));
+      JSON.parse(c.message.tool_calls[0].function.arguments);
+    }
+  }
+  assert.ok(finished >= 4, `only ${finished} of 6 finished`);
+});
+
 // A hand-written call in each syntax, and what the parser must read out of it.
 const HAND_WRITTEN = {
   llama3_1: { text: '{"name": "get_weather", "parameters": {"city": "Paris", "unit": "celsius"}}',
