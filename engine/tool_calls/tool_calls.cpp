@@ -7,6 +7,7 @@
 // every byte up to there, so its text can be sent as it arrives; a scalar is sent once closed.
 #include "engine/tool_calls/tool_calls.h"
 
+#include <cctype>
 #include <random>
 
 #include "engine/core/check.h"
