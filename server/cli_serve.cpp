@@ -66,6 +66,8 @@ struct ServeOptions {
   std::string log_format = "text";
   std::string log_level = "info";
   bool log_prompts = false;
+  std::string tool_call_parser = "auto";
+  std::string reasoning_parser = "none";
   EngineOptions engine;
 };
 
@@ -162,6 +164,8 @@ int run_serve(ServeOptions o) {
   so.image_limits.max_bytes = std::max(static_cast<size_t>(o.max_message_bytes), o.max_request_bytes);
   so.max_pending_output_bytes = o.max_pending_output_bytes;
   so.log_prompts = o.log_prompts;
+  so.tool_call_parser = o.tool_call_parser;
+  so.reasoning_parser = o.reasoning_parser;
   // Prometheus metrics (GET /metrics on the HTTP port): the request layer records requests,
   // the engine its steps; gauges are read from the engine at scrape time.
   metrics::ServerMetricsConfig mc;
@@ -174,6 +178,9 @@ int run_serve(ServeOptions o) {
   engine.set_step_observer(&metrics);
   server::RequestLayer layer(engine, m.config, tokenizer.get(), chat_template.get(), so);
   layer.set_metrics(&metrics);
+  if (chat_template)
+    spdlog::info("tool-call syntax: {}; reasoning parser: {}", tools::tool_syntax_name(layer.tool_syntax()),
+                 so.reasoning_parser);
   // Vision-language models: images are decoded on a small pool of threads and encoded by the
   // engine (the encoder lives on rank 0's device).
   layer.set_image_encoder(m.image_encoder.get());
@@ -321,6 +328,16 @@ Command add_serve(CLI::App& app) {
       ->capture_default_str();
   sub->add_flag("--log-prompts", opts->log_prompts,
                 "put each request's prompt text in its log line (off: token counts only)");
+  sub->add_option("--tool-call-parser", opts->tool_call_parser,
+                  "tool-call syntax of the model: auto (from its chat template, tokens and type), "
+                  "llama3_json, hermes, mistral or none")
+      ->check(CLI::IsMember({"auto", "llama3_json", "hermes", "mistral", "none"}))
+      ->capture_default_str();
+  sub->add_option("--reasoning-parser", opts->reasoning_parser,
+                  "put <think>...</think> in reasoning_content: none, qwen3 (when the output opens "
+                  "with <think>) or deepseek_r1 (the template opens it)")
+      ->check(CLI::IsMember({"none", "qwen3", "deepseek_r1"}))
+      ->capture_default_str();
   opts->engine.add_to(*sub);
   return {sub, [opts]() { return run_serve(*opts); }};
 }

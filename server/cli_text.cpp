@@ -81,7 +81,8 @@ int run_render_chat(const TextOptions& o) {
   }
   if (!messages.is_array()) fail(o.messages, ": expected a JSON array of messages");
   auto tmpl = ChatTemplate::from_tokenizer_config(read_tokenizer_config(o.model), o.template_name);
-  std::cout << tmpl->render(messages, o.add_generation_prompt);
+  // The ordered overload: key order reaches `tojson` as the file has it (transformers keeps it).
+  std::cout << tmpl->render(messages, o.add_generation_prompt, nlohmann::ordered_json::object());
   return 0;
 }
 

@@ -33,7 +33,7 @@ void for_each_text(Messages&& messages, Fn fn) {
 
 ChatPrompt build_chat_prompt(const ChatTemplate& tmpl, const Tokenizer& tokenizer,
                              const std::vector<ChatMessage>& messages, bool add_generation_prompt,
-                             const nlohmann::json& extra_context) {
+                             const nlohmann::ordered_json& extra_context) {
   ChatPrompt out;
   out.text = tmpl.render(messages, add_generation_prompt, extra_context);
 

@@ -24,6 +24,6 @@ struct ChatPrompt {
 // chat_template_kwargs, e.g. enable_thinking).
 ChatPrompt build_chat_prompt(const ChatTemplate& tmpl, const Tokenizer& tokenizer,
                              const std::vector<ChatMessage>& messages, bool add_generation_prompt,
-                             const nlohmann::json& extra_context = {});
+                             const nlohmann::ordered_json& extra_context = {});
 
 }  // namespace iris

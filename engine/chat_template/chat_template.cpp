@@ -9,14 +9,26 @@
 
 namespace iris {
 
-nlohmann::json ChatMessage::to_json() const {
-  nlohmann::json m = extra.is_object() ? extra : nlohmann::json::object();
+nlohmann::ordered_json ChatMessage::to_json() const {
+  // role and content first, then the other fields in the client's order.
+  nlohmann::ordered_json m = nlohmann::ordered_json::object();
   m["role"] = role;
-  if (!as_parts) {
-    m["content"] = content;
+  auto rest = [&] {
+    if (extra.is_object())
+      for (auto it = extra.begin(); it != extra.end(); ++it)
+        if (it.key() != "role" && it.key() != "content") m[it.key()] = it.value();
+  };
+  if (null_content) {
+    m["content"] = nullptr;
+    rest();
     return m;
   }
-  nlohmann::json list = nlohmann::json::array();
+  if (!as_parts) {
+    m["content"] = content;
+    rest();
+    return m;
+  }
+  nlohmann::ordered_json list = nlohmann::ordered_json::array();
   for (const ChatContentPart& p : parts) {
     if (p.kind == ChatContentPart::Kind::kText) {
       list.push_back({{"type", "text"}, {"text", p.text}});
@@ -25,6 +37,7 @@ nlohmann::json ChatMessage::to_json() const {
     }
   }
   m["content"] = std::move(list);
+  rest();
   return m;
 }
 
@@ -145,8 +158,8 @@ std::string ChatTemplate::render_values(jinja::Value messages, bool add_generati
 }
 
 std::string ChatTemplate::render(const std::vector<ChatMessage>& messages, bool add_generation_prompt,
-                                 const nlohmann::json& extra_context) const {
-  nlohmann::json list = nlohmann::json::array();
+                                 const nlohmann::ordered_json& extra_context) const {
+  nlohmann::ordered_json list = nlohmann::ordered_json::array();
   for (const auto& m : messages) list.push_back(m.to_json());
   return render(list, add_generation_prompt, extra_context);
 }

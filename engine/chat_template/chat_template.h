@@ -28,12 +28,16 @@ struct ChatContentPart {
 struct ChatMessage {
   std::string role;
   std::string content;
-  nlohmann::json extra;  // other fields (tool_calls, name, ...) passed through as JSON
+  // Other fields (tool_calls, tool_call_id, name, ...) passed through as JSON, in the client's
+  // key order (a template's `tojson` output depends on it, as it does in transformers).
+  nlohmann::ordered_json extra;
   // With `as_parts`, the template sees `content` as this list of parts instead of a string.
   bool as_parts = false;
   std::vector<ChatContentPart> parts{};
+  // The client sent no content (an assistant turn with only tool_calls): the template sees None.
+  bool null_content = false;
 
-  nlohmann::json to_json() const;
+  nlohmann::ordered_json to_json() const;
 };
 
 class ChatTemplate {
@@ -56,7 +60,7 @@ class ChatTemplate {
   std::string render(const nlohmann::ordered_json& messages, bool add_generation_prompt,
                      const nlohmann::ordered_json& extra_context) const;
   std::string render(const std::vector<ChatMessage>& messages, bool add_generation_prompt,
-                     const nlohmann::json& extra_context = {}) const;
+                     const nlohmann::ordered_json& extra_context = {}) const;
 
   void set_limits(const jinja::RenderLimits& limits) { limits_ = limits; }
   // The clock behind strftime_now (tests pin it); defaults to the current local time.

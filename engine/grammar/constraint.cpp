@@ -12,7 +12,41 @@ namespace iris::grammar {
 
 namespace {
 constexpr size_t kMaxConstraintText = 1 << 20;
+
+// begin value (separator value){0, max_values - 1} end, each value valid against the schema.
+int32_t compile_tagged_json(GrammarBuilder& b, const std::string& text) {
+  nlohmann::ordered_json spec;
+  try {
+    spec = nlohmann::ordered_json::parse(text);
+  } catch (const nlohmann::json::exception& e) {
+    fail("the tagged_json spec is not valid JSON: ", e.what());
+  }
+  if (!spec.is_object() || !spec.contains("schema"))
+    fail("the tagged_json spec must be an object with a schema");
+  auto literal = [&](const char* key) {
+    auto it = spec.find(key);
+    if (it == spec.end() || it->is_null()) return std::string();
+    if (!it->is_string()) fail("tagged_json: '", key, "' must be a string");
+    return it->get<std::string>();
+  };
+  int64_t max_values = 1;
+  if (auto it = spec.find("max_values"); it != spec.end()) {
+    if (!it->is_number_integer() || it->get<int64_t>() < 1 || it->get<int64_t>() > 64)
+      fail("tagged_json: max_values must be an integer in [1, 64]");
+    max_values = it->get<int64_t>();
+  }
+  const Symbol value = b.rule_ref(compile_json_schema(b, spec["schema"]));
+  Sequence seq = b.literal(literal("begin"));
+  seq.push_back(value);
+  if (max_values > 1) {
+    Sequence more = b.literal(literal("separator"));
+    more.push_back(value);
+    seq.push_back(b.repeat(more, 0, static_cast<int>(max_values - 1)));
+  }
+  for (const Symbol& s : b.literal(literal("end"))) seq.push_back(s);
+  return b.rule_of({std::move(seq)}, "tagged_json").id;
 }
+}  // namespace
 
 const char* constraint_kind_name(ConstraintKind kind) {
   switch (kind) {
@@ -21,13 +55,15 @@ const char* constraint_kind_name(ConstraintKind kind) {
     case ConstraintKind::kRegex: return "regex";
     case ConstraintKind::kChoice: return "choice";
     case ConstraintKind::kGbnf: return "gbnf";
+    case ConstraintKind::kTaggedJson: return "tagged_json";
   }
   return "?";
 }
 
 std::optional<ConstraintKind> constraint_kind_from_name(std::string_view name) {
   for (ConstraintKind k : {ConstraintKind::kJsonSchema, ConstraintKind::kJsonObject,
-                           ConstraintKind::kRegex, ConstraintKind::kChoice, ConstraintKind::kGbnf})
+                           ConstraintKind::kRegex, ConstraintKind::kChoice, ConstraintKind::kGbnf,
+                           ConstraintKind::kTaggedJson})
     if (name == constraint_kind_name(k)) return k;
   return std::nullopt;
 }
@@ -74,6 +110,9 @@ Grammar build_grammar(const Constraint& c, double time_limit_ms) {
     }
     case ConstraintKind::kGbnf:
       root = compile_gbnf(b, c.text);
+      break;
+    case ConstraintKind::kTaggedJson:
+      root = compile_tagged_json(b, c.text);
       break;
   }
   return b.build(root);

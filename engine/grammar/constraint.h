@@ -32,6 +32,10 @@ enum class ConstraintKind {
   kRegex,       // text: a regular expression the whole output must match
   kChoice,      // text: a JSON array of strings; the output is exactly one of them
   kGbnf,        // text: a GBNF grammar (llama.cpp's format) with a `root` rule
+  // text: {"begin", "schema", "separator", "end", "max_values"}: one to max_values JSON values
+  // valid against `schema`, joined by `separator` and wrapped in the literal `begin`/`end`
+  // (tool calls in a model family's syntax, e.g. "<tool_call>\n" ... "\n</tool_call>").
+  kTaggedJson,
 };
 
 const char* constraint_kind_name(ConstraintKind kind);  // "json_schema", "json_object", ...

@@ -132,7 +132,9 @@ class InferenceService::GenerateReactor final : public grpc::ServerWriteReactor<
                   bool return_prompt_ids)
       : svc_(svc), id_(request.engine.id), n_(request.engine.n),
         want_logprobs_(request.want_logprobs), record_(request),
-        bridge_(std::make_shared<Bridge>()) {
+        bridge_(std::make_shared<Bridge>()), chat_output_(request.chat_output) {
+    if (chat_output_.active())
+      for (int i = 0; i < n_; ++i) parsers_.push_back(std::make_unique<ChatOutputStream>(chat_output_));
     svc_.layer_.stream_opened();
     bridge_->reactor = this;
     ctx->AddInitialMetadata("x-request-id", request.request_id);
@@ -217,7 +219,30 @@ class InferenceService::GenerateReactor final : public grpc::ServerWriteReactor<
         t->add_logprobs(lp);
       }
     }
-    r.set_text(out.text);
+    bool has_calls = false;
+    if (!parsers_.empty()) {
+      // Content, reasoning and tool-call pieces, as the OpenAI stream carries them.
+      ChatOutputStream& parser = *parsers_[i];
+      ChatOutputStream::Delta d = parser.feed(out.text);
+      if (finished) {
+        ChatOutputStream::Delta last = parser.finish();
+        d.reasoning += last.reasoning;
+        d.content += last.content;
+        for (auto& c : last.calls) d.calls.push_back(std::move(c));
+      }
+      r.set_text(d.content);
+      r.set_reasoning_content(d.reasoning);
+      for (const tools::ToolCallDelta& c : d.calls) {
+        iris::v1::ToolCallDelta* t = r.add_tool_calls();
+        t->set_index(c.index);
+        t->set_id(c.id);
+        t->set_name(c.name);
+        t->set_arguments(c.arguments);
+      }
+      has_calls = parser.num_calls() > 0;
+    } else {
+      r.set_text(out.text);
+    }
     if (want_logprobs_)
       for (float lp : out.logprobs) r.add_logprobs(lp);
     if (out.finish_reason == FinishReason::kAbort) {
@@ -227,7 +252,7 @@ class InferenceService::GenerateReactor final : public grpc::ServerWriteReactor<
       return;
     }
     if (finished) {
-      r.set_finish_reason(record_.finish_reason(i));
+      r.set_finish_reason(chat_finish_reason(record_.finish_reason(i), has_calls));
       r.mutable_usage()->set_prompt_tokens(out.prompt_tokens);
       r.mutable_usage()->set_completion_tokens(out.completion_tokens);
     }
@@ -286,6 +311,8 @@ class InferenceService::GenerateReactor final : public grpc::ServerWriteReactor<
   const bool want_logprobs_;
   RequestRecord record_;
   std::shared_ptr<Bridge> bridge_;
+  const ChatOutputFormat chat_output_;
+  std::vector<std::unique_ptr<ChatOutputStream>> parsers_;  // per choice, when active
 
   // Guarded by bridge_->mu.
   std::deque<GenerateResponse> queue_;
@@ -359,6 +386,17 @@ grpc::ServerWriteReactor<GenerateResponse>* InferenceService::Chat(
     const iris::v1::ChatMessage& m = request->messages(i);
     ChatInputMessage cm;
     cm.role = m.role();
+    cm.content_null = m.content_size() == 0 && m.tool_calls_size() > 0;
+    if (m.tool_calls_size() > 0) {
+      // OpenAI's shape, which the request layer reads for both front doors.
+      nlohmann::ordered_json calls = nlohmann::ordered_json::array();
+      for (const iris::v1::ToolCall& c : m.tool_calls())
+        calls.push_back({{"id", c.id()}, {"type", "function"},
+                         {"function", {{"name", c.name()}, {"arguments", c.arguments()}}}});
+      cm.extra["tool_calls"] = std::move(calls);
+    }
+    if (!m.tool_call_id().empty()) cm.extra["tool_call_id"] = m.tool_call_id();
+    if (!m.name().empty()) cm.extra["name"] = m.name();
     for (int j = 0; j < m.content_size(); ++j) {
       const iris::v1::ContentPart& part = m.content(j);
       const std::string pw =
@@ -381,6 +419,30 @@ grpc::ServerWriteReactor<GenerateResponse>* InferenceService::Chat(
   }
   in.add_generation_prompt =
       request->has_add_generation_prompt() ? request->add_generation_prompt() : true;
+  if (request->tools_size() > 0) {
+    in.tools = nlohmann::ordered_json::array();
+    for (int i = 0; i < request->tools_size(); ++i) {
+      const iris::v1::Tool& t = request->tools(i);
+      nlohmann::ordered_json fn = {{"name", t.name()}};
+      if (!t.description().empty()) fn["description"] = t.description();
+      if (!t.parameters_json().empty()) {
+        try {
+          fn["parameters"] = nlohmann::ordered_json::parse(t.parameters_json());
+        } catch (const nlohmann::json::exception& e) {
+          return rejected(layer_, "chat",
+                          invalid("tools[" + std::to_string(i) + "].parameters_json: not valid JSON (" + e.what() + ")"));
+        }
+      }
+      in.tools.push_back({{"type", "function"}, {"function", std::move(fn)}});
+    }
+  }
+  if (request->has_tool_choice()) {
+    const iris::v1::ToolChoice& tc = request->tool_choice();
+    if (tc.choice_case() == iris::v1::ToolChoice::kMode) in.tool_choice = tc.mode();
+    else if (tc.choice_case() == iris::v1::ToolChoice::kFunctionName)
+      in.tool_choice = {{"type", "function"}, {"function", {{"name", tc.function_name()}}}};
+  }
+  if (request->has_parallel_tool_calls()) in.parallel_tool_calls = request->parallel_tool_calls();
   in.sampling = sampling_fields(*request);
   structured_output(*request, in);
   return start_stream(ctx, std::move(in), request->return_prompt_token_ids());

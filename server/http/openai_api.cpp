@@ -124,6 +124,7 @@ class OpenAIApi::Generation final : public OutputSink,
     top_n_ = top_logprobs;
     tokens_as_ids_ = tokens_as_ids;
     n_ = prompts.front().request.engine.n;
+    chat_output_ = prompts.front().request.chat_output;
     want_logprobs_ = prompts.front().request.want_logprobs;
     bool has_id = false;
     for (const auto& [k, v] : headers_) has_id = has_id || k == "x-request-id";
@@ -189,14 +190,29 @@ class OpenAIApi::Generation final : public OutputSink,
     Choice& ch = choices_[c];
     ch.text += out.text;
     json lp = want_logprobs_ ? logprobs_json(ch, out) : json(nullptr);
-    const json finish = finished ? json(records_[p].finish_reason(out.index)) : json(nullptr);
+    json finish = finished ? json(records_[p].finish_reason(out.index)) : json(nullptr);
     if (finished) ch.finish_reason = records_[p].finish_reason(out.index);
+    if (finished && chat_ && !stream_ && chat_output_.tool_syntax != tools::ToolSyntax::kNone)
+      ch.finish_reason = chat_finish_reason(ch.finish_reason, !parse_chat_output(chat_output_, ch.text).calls.empty());
     if (stream_) {
-      if (!out.text.empty() || finished || !lp.is_null())
+      if (chat_ && chat_output_.active()) {
+        if (!ch.parser) ch.parser = std::make_unique<ChatOutputStream>(chat_output_);
+        ChatOutputStream::Delta d = ch.parser->feed(out.text);
+        if (finished) {
+          ChatOutputStream::Delta last = ch.parser->finish();
+          d.reasoning += last.reasoning;
+          d.content += last.content;
+          for (auto& call : last.calls) d.calls.push_back(std::move(call));
+          finish = chat_finish_reason(ch.finish_reason, ch.parser->num_calls() > 0);
+        }
+        if (!d.empty() || finished || !lp.is_null())
+          send_chunk_locked(choice_chunk(c, chat_delta(d), lp, finish));
+      } else if (!out.text.empty() || finished || !lp.is_null()) {
         send_chunk_locked(chat_ ? choice_chunk(c, out.text.empty() && finished ? json::object()
                                                                                : json{{"content", out.text}},
                                                lp, finish)
                                 : completion_chunk(c, out.text, lp, finish));
+      }
       if (!done_ && ex_->pending_bytes() > layer_.options().max_pending_output_bytes) {
         spdlog::warn("{}: client not reading; {} bytes of output pending "
                      "(--max-pending-output-bytes {}); aborting the request",
@@ -219,6 +235,7 @@ class OpenAIApi::Generation final : public OutputSink,
   static constexpr size_t npos = static_cast<size_t>(-1);
 
   struct Choice {
+    std::unique_ptr<ChatOutputStream> parser;  // streamed chat with a chat output format
     std::string text;
     std::string finish_reason;
     json logprobs_content = json::array();  // chat
@@ -276,6 +293,49 @@ class OpenAIApi::Generation final : public OutputSink,
     }
     return json{{"tokens", tokens}, {"token_logprobs", lps}, {"top_logprobs", top_n_ > 0 ? tops : json(nullptr)},
                 {"text_offset", offs}};
+  }
+
+  // The assistant message of a finished choice: content, reasoning_content and tool_calls as the
+  // request's chat output format reads them out of the text. Sets the finish reason.
+  json chat_message(const Choice& ch) const {
+    if (!chat_output_.active()) return json{{"role", "assistant"}, {"content", ch.text}};
+    const ChatResult r = parse_chat_output(chat_output_, ch.text);
+    json m = {{"role", "assistant"}};
+    const bool blank = r.content.find_first_not_of(" \t\r\n") == std::string::npos;
+    m["content"] = !r.calls.empty() && blank ? json(nullptr) : json(r.content);
+    if (r.has_reasoning) m["reasoning_content"] = r.reasoning;
+    if (!r.calls.empty()) {
+      json calls = json::array();
+      for (const tools::ToolCall& c : r.calls)
+        calls.push_back({{"id", c.id}, {"type", "function"},
+                         {"function", {{"name", c.name}, {"arguments", c.arguments}}}});
+      m["tool_calls"] = std::move(calls);
+    }
+    return m;
+  }
+
+  // A streamed chat delta: reasoning_content, content and OpenAI's tool-call pieces.
+  static json chat_delta(const ChatOutputStream::Delta& d) {
+    json delta = json::object();
+    if (!d.reasoning.empty()) delta["reasoning_content"] = d.reasoning;
+    if (!d.content.empty()) delta["content"] = d.content;
+    if (!d.calls.empty()) {
+      json calls = json::array();
+      for (const tools::ToolCallDelta& c : d.calls) {
+        json call = {{"index", c.index}};
+        json fn = json::object();
+        if (!c.id.empty()) {
+          call["id"] = c.id;
+          call["type"] = "function";
+          fn["name"] = c.name;
+        }
+        fn["arguments"] = c.arguments;
+        call["function"] = std::move(fn);
+        calls.push_back(std::move(call));
+      }
+      delta["tool_calls"] = std::move(calls);
+    }
+    return delta;
   }
 
   json base(const char* object) const {
@@ -338,7 +398,7 @@ class OpenAIApi::Generation final : public OutputSink,
       }
       if (chat_)
         choices.push_back({{"index", c},
-                           {"message", {{"role", "assistant"}, {"content", ch.text}}},
+                           {"message", chat_message(ch)},
                            {"logprobs", lp},
                            {"finish_reason", ch.finish_reason}});
       else
@@ -401,6 +461,7 @@ class OpenAIApi::Generation final : public OutputSink,
   std::vector<std::string> echo_;
   std::vector<bool> started_;
   std::vector<Choice> choices_;
+  ChatOutputFormat chat_output_;
 };
 
 OpenAIApi::OpenAIApi(RequestLayer& layer, OpenAIOptions options)
@@ -528,7 +589,9 @@ void OpenAIApi::chat_completions(Call& call) {
   in->prompt_field = "messages";
   std::vector<std::pair<size_t, std::string>> remote;
   std::vector<std::pair<size_t, size_t>> remote_at;
-  in->messages = chat_messages(b, options_.allowed_media_domains, remote, remote_at);
+  const auto ordered = nlohmann::ordered_json::parse(call.request.body);
+  in->messages = chat_messages(b, ordered, options_.allowed_media_domains, remote, remote_at);
+  tool_fields(ordered, *in);
   in->sampling = sampling_fields(b, /*chat=*/true);
   structured_output(b, *in);
   const bool logprobs = opt_bool(b, "logprobs").value_or(false);
@@ -660,7 +723,9 @@ void OpenAIApi::tokenize(Call& call) {
       GenerationInput in;
       std::vector<std::pair<size_t, std::string>> remote;
       std::vector<std::pair<size_t, size_t>> remote_at;
-      in.messages = chat_messages(b, {}, remote, remote_at);
+      const auto ordered = nlohmann::ordered_json::parse(call.request.body);
+      in.messages = chat_messages(b, ordered, {}, remote, remote_at);
+      tool_fields(ordered, in);
       in.add_generation_prompt = opt_bool(b, "add_generation_prompt").value_or(true);
       if (const json* k = field(b, "chat_template_kwargs")) in.chat_template_kwargs = *k;
       std::vector<ImageInput> images;

@@ -217,6 +217,15 @@ void structured_output(const json& b, GenerationInput& in) {
   in.constraint = std::move(found[0].second);
 }
 
+void tool_fields(const nlohmann::ordered_json& ordered, GenerationInput& in) {
+  if (auto it = ordered.find("tools"); it != ordered.end()) in.tools = *it;
+  if (auto it = ordered.find("tool_choice"); it != ordered.end()) in.tool_choice = *it;
+  if (auto it = ordered.find("parallel_tool_calls"); it != ordered.end() && !it->is_null()) {
+    if (!it->is_boolean()) bad(std::string("parallel_tool_calls: must be a boolean, got ") + it->type_name());
+    in.parallel_tool_calls = it->get<bool>();
+  }
+}
+
 // --- base64 and data: URLs -------------------------------------------------------------------
 
 
@@ -236,7 +245,8 @@ ImageInput data_url_image(const std::string& url, const std::string& where) {
 }
 
 // Chat messages → the request layer's messages; image URLs that must be fetched are listed.
-std::vector<ChatInputMessage> chat_messages(const json& body, const std::vector<std::string>& allowed,
+std::vector<ChatInputMessage> chat_messages(const json& body, const nlohmann::ordered_json& ordered,
+                                            const std::vector<std::string>& allowed,
                                             std::vector<std::pair<size_t, std::string>>& remote,
                                             std::vector<std::pair<size_t, size_t>>& remote_at) {
   const json* msgs = field(body, "messages");
@@ -251,12 +261,14 @@ std::vector<ChatInputMessage> chat_messages(const json& body, const std::vector<
     const json* role = field(m, "role");
     if (!role || !role->is_string()) bad(where + ".role: required string");
     cm.role = role->get<std::string>();
-    for (auto it = m.begin(); it != m.end(); ++it)
+    const nlohmann::ordered_json& om = ordered["messages"][i];
+    for (auto it = om.begin(); it != om.end(); ++it)
       if (it.key() != "role" && it.key() != "content") cm.extra[it.key()] = it.value();
     const json* content = field(m, "content");
     if (!content) {
       // An assistant message with only tool_calls has null content.
       if (cm.role != "assistant" && cm.role != "tool") bad(where + ".content: required");
+      cm.content_null = true;
     } else if (content->is_string()) {
       cm.parts.push_back(ChatInputPart{ChatInputPart::Kind::kText, content->get<std::string>(), {}});
     } else if (content->is_array()) {

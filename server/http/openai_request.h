@@ -38,12 +38,16 @@ SamplingFields sampling_fields(const json& b, bool chat);
 // Sets in.constraint (and its field name) from whichever constraint field the body has; at
 // most one.
 void structured_output(const json& b, GenerationInput& in);
+// tools, tool_choice and parallel_tool_calls (from the ordered body: templates print tools).
+void tool_fields(const nlohmann::ordered_json& ordered, GenerationInput& in);
 // A base64 data: URL's bytes and mime type.
 ImageInput data_url_image(const std::string& url, const std::string& where);
 // `messages` → the request layer's messages. http(s) image URLs must name a host in `allowed`
 // (else BadField, before any connection); each is listed in `remote` (url) and `remote_at`
-// (message, part) for the caller to fetch.
-std::vector<ChatInputMessage> chat_messages(const json& body, const std::vector<std::string>& allowed,
+// (message, part) for the caller to fetch. `ordered`: the same body parsed with its key order
+// kept, for the fields that reach the chat template (tool_calls, ...).
+std::vector<ChatInputMessage> chat_messages(const json& body, const nlohmann::ordered_json& ordered,
+                                            const std::vector<std::string>& allowed,
                                             std::vector<std::pair<size_t, std::string>>& remote,
                                             std::vector<std::pair<size_t, size_t>>& remote_at);
 

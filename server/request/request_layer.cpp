@@ -4,6 +4,7 @@
 
 #include <spdlog/spdlog.h>
 
+#include <cctype>
 #include <cmath>
 #include <limits>
 #include <span>
@@ -131,6 +132,106 @@ RequestLayer::RequestLayer(Engine& engine, const ModelConfig& config, const Toke
     constraints_ = std::make_unique<grammar::ConstraintCache>(grammar::TokenVocabulary::from_tokenizer(
         *tokenizer_, static_cast<int32_t>(config_.vocab_size), config_.eos_token_ids),
         64, options_.max_constraint_compile_ms);
+  const auto reasoning = tools::reasoning_syntax_from_name(options_.reasoning_parser);
+  IRIS_CHECK(reasoning) << "--reasoning-parser: '" << options_.reasoning_parser
+                        << "' (expected none, qwen3 or deepseek_r1)";
+  reasoning_ = *reasoning;
+  if (options_.tool_call_parser == "auto" || options_.tool_call_parser.empty()) {
+    if (chat_template_ && tokenizer_) {
+      // "Qwen2ForCausalLM" -> "qwen2", as config.json's model_type spells it.
+      std::string arch = config_.architecture_name;
+      for (const char* suffix : {"ForCausalLM", "ForConditionalGeneration"})
+        if (const size_t at = arch.find(suffix); at != std::string::npos) arch.resize(at);
+      for (char& c : arch) c = static_cast<char>(std::tolower(static_cast<unsigned char>(c)));
+      tool_syntax_ = tools::detect_tool_syntax(chat_template_->source(), arch, [this](const std::string& t) {
+        return tokenizer_->token_to_id(t).has_value() && tokenizer_->is_special(*tokenizer_->token_to_id(t));
+      });
+    }
+  } else {
+    const auto syntax = tools::tool_syntax_from_name(options_.tool_call_parser);
+    IRIS_CHECK(syntax) << "--tool-call-parser: '" << options_.tool_call_parser
+                       << "' (expected auto, llama3_json, hermes, mistral or none)";
+    tool_syntax_ = *syntax;
+  }
+}
+
+struct RequestLayer::ToolPlan {
+  enum class Mode { kNone, kAuto, kRequired, kNamed } mode = Mode::kNone;
+  std::vector<tools::ToolSpec> specs;  // in the order of `tools`
+  std::string named;
+};
+
+Status RequestLayer::tool_plan(const GenerationInput& in, ToolPlan& plan) const {
+  using Mode = ToolPlan::Mode;
+  plan = ToolPlan{};
+  if (!in.tools.is_null()) {
+    if (!in.tools.is_array()) return invalid(std::string("tools: must be a list of tools, got ") + in.tools.type_name());
+    if (in.tools.size() > 256) return invalid("tools: " + std::to_string(in.tools.size()) + " tools, at most 256");
+    for (size_t i = 0; i < in.tools.size(); ++i) {
+      const auto& t = in.tools[i];
+      const std::string w = "tools[" + std::to_string(i) + "]";
+      if (!t.is_object()) return invalid(w + ": must be an object {type, function}, got " + t.type_name());
+      if (auto it = t.find("type"); it != t.end() && !it->is_null() && *it != "function")
+        return invalid(w + ".type: " + it->dump() + " (only \"function\" tools are supported)");
+      auto f = t.find("function");
+      if (f == t.end() || !f->is_object())
+        return invalid(w + ".function: required object {name, description, parameters}");
+      auto name = f->find("name");
+      if (name == f->end() || !name->is_string() || name->get<std::string>().empty())
+        return invalid(w + ".function.name: required non-empty string");
+      const std::string n = name->get<std::string>();
+      if (n.size() > 64) return invalid(w + ".function.name: longer than 64 characters");
+      for (char c : n)
+        if (!std::isalnum(static_cast<unsigned char>(c)) && c != '_' && c != '-' && c != '.')
+          return invalid(w + ".function.name: '" + n + "' may contain only letters, digits, '_', '-' and '.'");
+      for (const tools::ToolSpec& s : plan.specs)
+        if (s.name == n) return invalid(w + ".function.name: '" + n + "' is listed twice");
+      tools::ToolSpec spec{n, nlohmann::ordered_json{{"type", "object"}, {"properties", nlohmann::ordered_json::object()}}};
+      if (auto p = f->find("parameters"); p != f->end() && !p->is_null()) {
+        if (!p->is_object()) return invalid(w + ".function.parameters: must be a JSON Schema object, got " + p->type_name());
+        spec.parameters = *p;
+      }
+      plan.specs.push_back(std::move(spec));
+    }
+  }
+  const auto& tc = in.tool_choice;
+  const bool has_tools = !plan.specs.empty();
+  if (tc.is_null()) {
+    plan.mode = has_tools ? Mode::kAuto : Mode::kNone;
+  } else if (tc.is_string()) {
+    const std::string s = tc.get<std::string>();
+    if (s == "none") plan.mode = Mode::kNone;
+    else if (s == "auto") plan.mode = has_tools ? Mode::kAuto : Mode::kNone;
+    else if (s == "required") plan.mode = Mode::kRequired;
+    else
+      return invalid("tool_choice: '" + s + "' (expected none, auto, required or {\"type\": \"function\", "
+                     "\"function\": {\"name\": ...}})");
+  } else if (tc.is_object()) {
+    if (auto it = tc.find("type"); it != tc.end() && *it != "function")
+      return invalid("tool_choice.type: " + it->dump() + " (expected \"function\")");
+    auto f = tc.find("function");
+    if (f == tc.end() || !f->is_object() || !f->contains("name") || !(*f)["name"].is_string())
+      return invalid("tool_choice.function.name: required string");
+    plan.mode = Mode::kNamed;
+    plan.named = (*f)["name"].get<std::string>();
+  } else {
+    return invalid(std::string("tool_choice: must be a string or an object, got ") + tc.type_name());
+  }
+  if (plan.mode == Mode::kRequired || plan.mode == Mode::kNamed) {
+    const char* what = plan.mode == Mode::kRequired ? "tool_choice: 'required'" : "tool_choice: a named function";
+    if (!has_tools) return invalid(std::string(what) + " needs a non-empty tools list");
+    if (plan.mode == Mode::kNamed) {
+      bool found = false;
+      for (const tools::ToolSpec& s : plan.specs) found = found || s.name == plan.named;
+      if (!found) return invalid("tool_choice.function.name: no tool named '" + plan.named + "' in tools");
+    }
+    if (tool_syntax_ == tools::ToolSyntax::kNone)
+      return invalid(std::string(what) + " needs the model's tool-call syntax, and none is known for '" +
+                     options_.model_id + "' (start the server with --tool-call-parser llama3_json|hermes|mistral)");
+    if (in.constraint)
+      return invalid(std::string(what) + " cannot be combined with " + in.constraint_field);
+  }
+  return Status::OK();
 }
 
 RequestLayer::~RequestLayer() = default;
@@ -297,8 +398,13 @@ Status RequestLayer::prepare(const GenerationInput& in, PreparedRequest& out) co
   std::vector<int32_t> prompt;
   std::vector<ImageInput> images = in.images;
   const std::string& pf = in.prompt_field;
+  ToolPlan plan;
+  std::shared_ptr<const grammar::CompiledConstraint> tool_constraint;
+  bool keep_special_tokens = false;
   if (in.messages) {
-    s = chat_prompt(in, prompt, images);
+    s = chat_prompt(in, prompt, images, &plan);
+    if (!s.ok()) return s;
+    s = chat_output_format(plan, in, prompt, out.chat_output, tool_constraint, keep_special_tokens);
     if (!s.ok()) return s;
   } else if (in.text) {
     if (!tokenizer_) return invalid(pf + ": this model has no tokenizer; send token ids");
@@ -329,6 +435,8 @@ Status RequestLayer::prepare(const GenerationInput& in, PreparedRequest& out) co
   int n = 1;
   s = sampling_params(in.sampling, prompt.size(), p, n);
   if (!s.ok()) return s;
+  if (keep_special_tokens && !in.sampling.skip_special_tokens) p.skip_special_tokens = false;
+  if (tool_constraint) p.constraint = std::move(tool_constraint);
   if (in.constraint) {
     // Compiled here, on the request's thread (with its first mask); cached by (kind, text).
     if (!constraints_) return invalid(in.constraint_field + ": this model has no tokenizer");
@@ -355,8 +463,62 @@ Status RequestLayer::prepare(const GenerationInput& in, PreparedRequest& out) co
   return Status::OK();
 }
 
+Status RequestLayer::chat_output_format(const ToolPlan& plan, const GenerationInput& in,
+                                        std::vector<int32_t>& prompt, ChatOutputFormat& format,
+                                        std::shared_ptr<const grammar::CompiledConstraint>& constraint,
+                                        bool& keep_special_tokens) const {
+  using Mode = ToolPlan::Mode;
+  format = ChatOutputFormat{};
+  format.reasoning = reasoning_;
+  if (plan.mode == Mode::kNone || tool_syntax_ == tools::ToolSyntax::kNone) return Status::OK();
+  format.tool_syntax = tool_syntax_;
+  // A marker the tokenizer treats as special is dropped from the text unless special tokens
+  // are kept; then the EOS text is dropped instead.
+  const std::string marker(tools::call_marker(tool_syntax_));
+  std::optional<int32_t> marker_id;
+  if (!marker.empty())
+    if (auto id = tokenizer_->token_to_id(marker); id && tokenizer_->is_special(*id)) marker_id = id;
+  if (plan.mode == Mode::kRequired || plan.mode == Mode::kNamed) {
+    tools::ToolConstraint tc;
+    try {
+      tc = tools::tool_call_constraint(tool_syntax_, plan.specs, plan.named,
+                                       in.parallel_tool_calls ? 8 : 1, marker_id.has_value());
+      constraint = constraints_->get(tc.constraint);
+    } catch (const Error& e) {
+      // Name the tool whose parameters schema is refused.
+      for (size_t i = 0; i < plan.specs.size(); ++i) {
+        if (!plan.named.empty() && plan.specs[i].name != plan.named) continue;
+        try {
+          grammar::build_grammar({grammar::ConstraintKind::kJsonSchema, plan.specs[i].parameters.dump()});
+        } catch (const Error& te) {
+          return invalid("tools[" + std::to_string(i) + "].function.parameters: " + te.what());
+        }
+      }
+      return invalid(std::string("tool_choice: ") + e.what());
+    }
+    if (tc.marker_in_prompt) {
+      prompt.push_back(*marker_id);
+      format.marker_prefilled = true;
+    }
+  }
+  if (marker_id && !format.marker_prefilled) {
+    keep_special_tokens = true;
+    for (int32_t id : config_.eos_token_ids) {
+      const std::string t = tokenizer_->id_to_token(id);
+      if (!t.empty()) format.drop.push_back(t);
+    }
+  }
+  return Status::OK();
+}
+
 Status RequestLayer::chat_prompt(const GenerationInput& in, std::vector<int32_t>& prompt,
                                  std::vector<ImageInput>& images) const {
+  ToolPlan plan;
+  return chat_prompt(in, prompt, images, &plan);
+}
+
+Status RequestLayer::chat_prompt(const GenerationInput& in, std::vector<int32_t>& prompt,
+                                 std::vector<ImageInput>& images, ToolPlan* plan) const {
   if (!tokenizer_ || !chat_template_)
     return Status(Code::kFailedPrecondition,
                   "this model has no chat template (tokenizer_config.json chat_template); use "
@@ -364,6 +526,8 @@ Status RequestLayer::chat_prompt(const GenerationInput& in, std::vector<int32_t>
                   "messages");
   const std::vector<ChatInputMessage>& msgs = *in.messages;
   if (msgs.empty()) return invalid("messages: empty");
+  Status ts = tool_plan(in, *plan);
+  if (!ts.ok()) return ts;
   static const char* kRoles[] = {"system", "developer", "user", "assistant", "tool"};
   std::vector<ChatMessage> messages;
   images.clear();
@@ -380,7 +544,10 @@ Status RequestLayer::chat_prompt(const GenerationInput& in, std::vector<int32_t>
                      "' (expected system, developer, user, assistant or tool)");
     ChatMessage cm;
     cm.role = m.role;
-    cm.extra = m.extra.is_object() ? m.extra : nlohmann::json::object();
+    cm.extra = m.extra.is_object() ? m.extra : nlohmann::ordered_json::object();
+    cm.null_content = m.content_null;
+    Status hs = history_tool_calls(cm.extra, where);
+    if (!hs.ok()) return hs;
     for (size_t j = 0; j < m.parts.size(); ++j) {
       const ChatInputPart& part = m.parts[j];
       if (part.kind == ChatInputPart::Kind::kText) {
@@ -403,10 +570,11 @@ Status RequestLayer::chat_prompt(const GenerationInput& in, std::vector<int32_t>
   for (const char* reserved : {"messages", "add_generation_prompt"})
     if (in.chat_template_kwargs.contains(reserved))
       return invalid(std::string("chat_template_kwargs: '") + reserved + "' is set by the request itself");
+  // transformers' apply_chat_template(tools=...): the list as the client sent it.
+  nlohmann::ordered_json context = in.chat_template_kwargs;
+  if (!plan->specs.empty()) context["tools"] = in.tools;
   try {
-    prompt = build_chat_prompt(*chat_template_, *tokenizer_, messages, in.add_generation_prompt,
-                               in.chat_template_kwargs)
-                 .ids;
+    prompt = build_chat_prompt(*chat_template_, *tokenizer_, messages, in.add_generation_prompt, context).ids;
   } catch (const Error& e) {
     return invalid(std::string("messages: ") + e.what());
   }
@@ -416,6 +584,34 @@ Status RequestLayer::chat_prompt(const GenerationInput& in, std::vector<int32_t>
     for (int32_t t : prompt)
       if (t == image_encoder_->image_token_id())
         return invalid("messages: the chat template wrote an image placeholder for no image");
+  }
+  return Status::OK();
+}
+
+// An assistant turn's tool_calls in OpenAI's shape: arguments arrive as a JSON string and reach
+// the template as an object, as transformers' templates expect them (and vLLM passes them).
+Status RequestLayer::history_tool_calls(nlohmann::ordered_json& extra, const std::string& where) const {
+  auto it = extra.find("tool_calls");
+  if (it == extra.end() || it->is_null()) return Status::OK();
+  const std::string w = where + ".tool_calls";
+  if (!it->is_array()) return invalid(w + ": must be a list, got " + it->type_name());
+  for (size_t j = 0; j < it->size(); ++j) {
+    auto& call = (*it)[j];
+    const std::string cw = w + "[" + std::to_string(j) + "]";
+    if (!call.is_object()) return invalid(cw + ": must be an object {id, type, function}");
+    auto f = call.find("function");
+    if (f == call.end() || !f->is_object()) return invalid(cw + ".function: required object {name, arguments}");
+    auto name = f->find("name");
+    if (name == f->end() || !name->is_string()) return invalid(cw + ".function.name: required string");
+    auto args = f->find("arguments");
+    if (args == f->end() || args->is_null()) continue;
+    if (args->is_string()) {
+      try {
+        *args = nlohmann::ordered_json::parse(args->get<std::string>());
+      } catch (const nlohmann::json::exception& e) {
+        return invalid(cw + ".function.arguments: not valid JSON (" + e.what() + ")");
+      }
+    }
   }
   return Status::OK();
 }

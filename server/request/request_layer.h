@@ -28,6 +28,7 @@
 #include "engine/image_encoder.h"
 #include "engine/loader/model_config.h"
 #include "engine/tokenizer/tokenizer.h"
+#include "server/request/chat_output.h"
 #include "server/request/decode_pool.h"
 #include "server/metrics/server_metrics.h"
 #include "server/request/status.h"
@@ -51,6 +52,11 @@ struct ServiceOptions {
   // aborted (with a log line) so one slow reader never grows the server's memory.
   size_t max_pending_output_bytes = 4u << 20;
   bool log_prompts = false;  // put prompt text in the request log line (off: counts only)
+  // Tool-call syntax: "auto" (from the chat template, tokens and model type), or a name of
+  // tools::tool_syntax_from_name ("llama3_json", "hermes", "mistral", "none").
+  std::string tool_call_parser = "auto";
+  // Reasoning split of chat outputs: "none", "qwen3" or "deepseek_r1".
+  std::string reasoning_parser = "none";
   std::string version;
 };
 
@@ -77,7 +83,10 @@ struct ChatInputMessage {
   std::string role;
   std::vector<ChatInputPart> parts;
   bool content_is_list = false;  // the client sent a list of parts (not one string)
-  nlohmann::json extra = nlohmann::json::object();  // name, tool_calls, tool_call_id, ...
+  bool content_null = false;     // no content at all (an assistant turn with only tool_calls)
+  // name, tool_calls (OpenAI's shape: arguments as a JSON string), tool_call_id, ... in the
+  // client's key order.
+  nlohmann::ordered_json extra = nlohmann::ordered_json::object();
 };
 
 // The sampling and stopping fields of both APIs. Unset optionals take generation_config.json's
@@ -109,6 +118,12 @@ struct GenerationInput {
   std::vector<ImageInput> images;  // with text / token_ids: one per placeholder token
   bool add_generation_prompt = true;
   nlohmann::json chat_template_kwargs = nlohmann::json::object();
+  // Tool calling (chat): OpenAI's `tools` ([{type: "function", function: {name, description,
+  // parameters}}], key order kept: templates print them) and `tool_choice` ("none", "auto",
+  // "required" or {type: "function", function: {name}}); null = unset.
+  nlohmann::ordered_json tools;
+  nlohmann::ordered_json tool_choice;
+  bool parallel_tool_calls = true;
   SamplingFields sampling;
   std::string user;        // logged
   std::string request_id;  // the client's (x-request-id); logged and echoed; else the engine id
@@ -134,6 +149,8 @@ struct PreparedRequest {
   std::string client;
   std::string prompt_text;  // for the log line, only with ServiceOptions::log_prompts
   bool want_logprobs = false;
+  // Chat: how the output text becomes content, reasoning_content and tool calls.
+  ChatOutputFormat chat_output;
   // Images accepted on their headers, decoded on the pool before submission: one per media
   // span, in order. Empty when the request has none.
   std::vector<ImageInput> pending_images;
@@ -246,6 +263,7 @@ class RequestLayer {
   const Tokenizer* tokenizer() const { return tokenizer_; }
   const ChatTemplate* chat_template() const { return chat_template_; }
   const ServiceOptions& options() const { return options_; }
+  tools::ToolSyntax tool_syntax() const { return tool_syntax_; }
   bool takes_images() const { return image_encoder_ != nullptr; }
   std::string next_request_id() const;
 
@@ -256,6 +274,18 @@ class RequestLayer {
   Status attach_images(const std::vector<ImageInput>& images, const std::string& field,
                        std::vector<int32_t>& prompt, std::vector<MediaEmbeds>& media) const;
   Status decode_images(const std::vector<ImageInput>& images, EngineRequest& request) const;
+  // Validates tools / tool_choice and the tool_calls of history messages.
+  struct ToolPlan;
+  Status tool_plan(const GenerationInput& in, ToolPlan& plan) const;
+  Status history_tool_calls(nlohmann::ordered_json& extra, const std::string& where) const;
+  Status chat_prompt(const GenerationInput& in, std::vector<int32_t>& prompt,
+                     std::vector<ImageInput>& images, ToolPlan* plan) const;
+  // The chat output's parsing, and for tool_choice required / a named function the constraint
+  // (and the call marker appended to the prompt when it is a special token).
+  Status chat_output_format(const ToolPlan& plan, const GenerationInput& in, std::vector<int32_t>& prompt,
+                            ChatOutputFormat& format,
+                            std::shared_ptr<const grammar::CompiledConstraint>& constraint,
+                            bool& keep_special_tokens) const;
 
   Engine& engine_;
   const ModelConfig& config_;
@@ -266,6 +296,8 @@ class RequestLayer {
   // Compiled constraints by (kind, text), for this model's vocabulary; null without a tokenizer.
   std::unique_ptr<grammar::ConstraintCache> constraints_;
   ServiceOptions options_;
+  tools::ToolSyntax tool_syntax_ = tools::ToolSyntax::kNone;
+  tools::ReasoningSyntax reasoning_ = tools::ReasoningSyntax::kNone;
   std::atomic<int> active_{0};
   std::atomic<bool> draining_{false};
   mutable std::atomic<uint64_t> next_id_{0};

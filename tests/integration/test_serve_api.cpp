@@ -172,7 +172,9 @@ int main(int argc, char** argv) {
   ServerProcess server;
   server.start(iris, {"--model", model, "--api-key", kKey, "--enable-reflection",
                       "--max-message-bytes", "262144", "--max-num-seqs", "16", "--num-kv-blocks",
-                      "256", "--threads", "1", "--drain-timeout", "10", "--max-queue", "2000"});
+                      "256", "--threads", "1", "--drain-timeout", "10", "--max-queue", "2000",
+                      // The embedded template prints no tools; the syntax is named here.
+                      "--tool-call-parser", "hermes"});
   Client c(grpc::CreateCustomChannel(server.address(), grpc::InsecureChannelCredentials(),
                                      quick_reconnect()));
   if (!server.wait_serving(c.channel)) return 1;
@@ -312,6 +314,111 @@ int main(int argc, char** argv) {
     GenerateRequest bad = g;
     bad.mutable_structured_output()->set_regex("(a");
     expect_status("bad regex", c.generate(bad), grpc::StatusCode::INVALID_ARGUMENT, "structured_output.regex");
+  }
+
+  // Tool calling over gRPC: a named function at temperature 1 streams a call (id, name, then
+  // argument pieces) whose arguments satisfy the schema; auto reads a call out of the text; a
+  // history with tool_calls is accepted; bad tools are INVALID_ARGUMENT naming the field.
+  {
+    auto tool_request = [](const char* user) {
+      ChatRequest r = chat_request({{"user", user}});
+      r.set_return_prompt_token_ids(false);
+      iris::v1::Tool* add = r.add_tools();
+      add->set_name("add");
+      add->set_description("Adds two digits");
+      add->set_parameters_json(R"({"type": "object", "properties": {"a": {"type": "integer", "minimum": 0,
+          "maximum": 9}, "b": {"type": "integer", "minimum": 0, "maximum": 9}}, "required": ["a", "b"],
+          "additionalProperties": false})");
+      r.add_tools()->set_name("now");
+      return r;
+    };
+    struct Call {
+      std::string id, name, arguments;
+    };
+    auto calls_of = [](const StreamResult& r, std::string& finish) {
+      std::vector<Call> calls;
+      for (const auto& m : r.messages) {
+        for (const auto& d : m.tool_calls()) {
+          if (d.index() == static_cast<int>(calls.size())) {
+            EXPECT(!d.id().empty() && !d.name().empty(), "a call's first piece carries id and name");
+            calls.push_back({d.id(), d.name(), ""});
+          }
+          EXPECT(d.index() < static_cast<int>(calls.size()), "piece for call %d before it started", d.index());
+          if (d.index() < static_cast<int>(calls.size())) calls[d.index()].arguments += d.arguments();
+        }
+        if (!m.finish_reason().empty()) finish = m.finish_reason();
+      }
+      return calls;
+    };
+    for (uint64_t seed : {1, 2, 3}) {
+      ChatRequest r = tool_request("Add two numbers");
+      r.set_temperature(1.0f);
+      r.set_seed(seed);
+      r.set_max_tokens(200);
+      r.mutable_tool_choice()->set_function_name("add");
+      StreamResult res = c.chat(r);
+      std::string finish;
+      const std::vector<Call> calls = calls_of(res, finish);
+      EXPECT(res.status.ok() && finish == "tool_calls" && calls.size() == 1, "named call: %s, finish '%s', %zu calls",
+             res.status.error_message().c_str(), finish.c_str(), calls.size());
+      EXPECT(res.text().empty(), "content beside a forced call: '%s'", res.text().c_str());
+      if (calls.size() != 1) continue;
+      EXPECT(calls[0].name == "add" && calls[0].id.rfind("call_", 0) == 0, "call %s %s", calls[0].id.c_str(),
+             calls[0].name.c_str());
+      nlohmann::json args;
+      try {
+        args = nlohmann::json::parse(calls[0].arguments);
+      } catch (const std::exception& e) {
+        EXPECT(false, "arguments '%s' are not JSON: %s", calls[0].arguments.c_str(), e.what());
+        continue;
+      }
+      EXPECT(args.is_object() && args.size() == 2 && args["a"].is_number_integer() && args["b"].is_number_integer() &&
+                 args["a"].get<int>() >= 0 && args["a"].get<int>() <= 9 && args["b"].get<int>() >= 0 &&
+                 args["b"].get<int>() <= 9,
+             "arguments %s do not satisfy the schema", calls[0].arguments.c_str());
+    }
+    {
+      ChatRequest r = tool_request("Call add");
+      r.mutable_tool_choice()->set_mode("auto");
+      r.set_max_tokens(100);
+      r.mutable_structured_output()->mutable_choice()->add_choices(
+          "Sure. <tool_call>\n{\"name\": \"add\", \"arguments\": {\"a\": 1, \"b\": 2}}\n</tool_call>");
+      StreamResult res = c.chat(r);
+      std::string finish;
+      const std::vector<Call> calls = calls_of(res, finish);
+      EXPECT(res.status.ok() && finish == "tool_calls" && calls.size() == 1 && calls[0].name == "add" &&
+                 nlohmann::json::parse(calls[0].arguments) == nlohmann::json({{"a", 1}, {"b", 2}}) &&
+                 res.text() == "Sure. ",
+             "auto call: %s finish '%s' text '%s'", res.status.error_message().c_str(), finish.c_str(),
+             res.text().c_str());
+    }
+    {
+      ChatRequest r = tool_request("Add 1 and 2");
+      iris::v1::ChatMessage* a = r.add_messages();
+      a->set_role("assistant");
+      iris::v1::ToolCall* tc = a->add_tool_calls();
+      tc->set_id("call_1");
+      tc->set_name("add");
+      tc->set_arguments(R"({"a": 1, "b": 2})");
+      iris::v1::ChatMessage* t = r.add_messages();
+      t->set_role("tool");
+      t->set_tool_call_id("call_1");
+      t->add_content()->set_text("3");
+      r.set_max_tokens(2);
+      StreamResult ok = c.chat(r);
+      EXPECT(ok.status.ok(), "history with tool calls: %s", ok.status.error_message().c_str());
+      a->mutable_tool_calls(0)->set_arguments("{\"a\": ");
+      expect_status("bad history arguments", c.chat(r), grpc::StatusCode::INVALID_ARGUMENT,
+                    "messages[1].tool_calls[0].function.arguments");
+    }
+    ChatRequest unknown = tool_request("x");
+    unknown.mutable_tool_choice()->set_function_name("sub");
+    expect_status("unknown function", c.chat(unknown), grpc::StatusCode::INVALID_ARGUMENT,
+                  "tool_choice.function.name");
+    ChatRequest bad_schema = tool_request("x");
+    bad_schema.mutable_tools(0)->set_parameters_json("{not json");
+    expect_status("bad parameters_json", c.chat(bad_schema), grpc::StatusCode::INVALID_ARGUMENT,
+                  "tools[0].parameters_json");
   }
 
   // Top logprobs: for greedy decoding the best alternative is the chosen token.

@@ -116,6 +116,20 @@ const conversations = {
     { role: "tool", content: "{\"temperature\": 21}" },
     { role: "user", content: "Thanks" },
   ],
+  // A history with a call and its result (Mistral's templates need 9-character call ids).
+  tool_history: [
+    SYSTEM,
+    { role: "user", content: "Weather in Paris?" },
+    {
+      role: "assistant",
+      content: "",
+      tool_calls: [{ id: "call12345", type: "function",
+                     function: { name: "get_weather", arguments: { unit: "celsius", location: "Paris" } } }],
+    },
+    { role: "tool", tool_call_id: "call12345", name: "get_weather", content: "{\"temperature\": 21}" },
+    { role: "assistant", content: "It is 21 C in Paris." },
+    { role: "user", content: "Thanks" },
+  ],
   content_parts: [
     { role: "user", content: [{ type: "image" }, { type: "text", text: "Describe this image." }] },
     { role: "assistant", content: [{ type: "text", text: "A cat." }] },
@@ -144,7 +158,7 @@ for (const [tname, cfg] of Object.entries(templates)) {
     // @huggingface/jinja stringifies lists differently from jinja2 (Python repr).
     if (cname === "content_parts" && !PARTS_TEMPLATES.has(tname)) continue;
     const extras = [{ label: "", ctx: {} }];
-    if (cname === "tool_calls") extras.push({ label: "+tools", ctx: { tools: TOOLS } });
+    if (cname === "tool_calls" || cname === "tool_history") extras.push({ label: "+tools", ctx: { tools: TOOLS } });
     if (cname === "thinking") extras.push({ label: "+enable_thinking=false", ctx: { enable_thinking: false } });
     for (const ex of extras) {
       for (const addGen of [false, true]) {
