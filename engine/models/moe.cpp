@@ -201,15 +201,24 @@ void MoeBlock::forward(Backend& backend, MoeWorkspace& ws, const Tensor& x, Tens
     backend.upload_i32(g.rows.data(), rows);
     ops.gather_rows(x, rows, xs);
   }
+  // The activation runs once over every grouped row (one launch, not one per expert).
   for (int le = 0; le < num_local_; ++le) {
     const int64_t begin = g.offsets[le], count = g.offsets[le + 1] - begin;
     if (count == 0) continue;
     Tensor xs = ws.xs_.tensor.rows(begin, count);
     Tensor gu = ws.gate_up_.tensor.rows(begin, count);
+    ops.linear(xs, gate_up_[le].tensor, Tensor{}, gu);
+  }
+  if (n > 0) {
+    Tensor gu = ws.gate_up_.tensor.rows(0, n);
+    Tensor act = ws.act_.tensor.rows(0, n);
+    ops.silu_mul(gu, act);
+  }
+  for (int le = 0; le < num_local_; ++le) {
+    const int64_t begin = g.offsets[le], count = g.offsets[le + 1] - begin;
+    if (count == 0) continue;
     Tensor act = ws.act_.tensor.rows(begin, count);
     Tensor y = ws.y_.tensor.rows(begin, count);
-    ops.linear(xs, gate_up_[le].tensor, Tensor{}, gu);
-    ops.silu_mul(gu, act);
     ops.linear(act, down_[le].tensor, Tensor{}, y);
   }
   if (shared) {

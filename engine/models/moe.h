@@ -7,9 +7,9 @@
 //      exactly as torch.topk on the CPU, optional renormalisation;
 //   3. the step's (token, expert) pairs grouped by expert (group_by_expert): a counting sort,
 //      tokens ascending inside each expert;
-//   4. one gather of the grouped rows, then per active expert one gate|up GEMM, silu_mul and
-//      one down GEMM over its contiguous run of rows (an expert with no token costs
-//      nothing; no per-token loop over experts);
+//   4. one gather of the grouped rows, then per active expert one gate|up GEMM over its
+//      contiguous run of rows, one silu_mul over all rows, and per active expert one down
+//      GEMM (an expert with no token costs nothing; no per-token loop over experts);
 //   5. moe_combine: each token's output is the routing-weighted sum of its rows (and of the
 //      shared expert's row scaled by sigmoid(gate)).
 //
