@@ -1,8 +1,9 @@
 // Mixture-of-experts routing and blocks on the CPU backend: ties broken as torch.topk does
 // on the CPU (expected indices recorded from torch 1.13), renormalisation, non-finite logits
 // refused, grouping by expert (an expert with no token, every token on one expert, another
-// rank's experts), and a MoeBlock's output against a per-token loop written here, on one
-// rank and summed over sharded and expert-parallel ranks.
+// rank's experts), a MoeBlock's output against a per-token loop written here, on one rank
+// and summed over sharded and expert-parallel ranks, and the MoE config fields and tensor
+// names.
 #include <catch2/catch.hpp>
 
 #include <cmath>
@@ -246,4 +247,64 @@ TEST_CASE("MoeBlock equals a per-token loop, on one rank and summed over ranks")
       CHECK(worst < 1e-4);
     }
   }
+}
+
+TEST_CASE("MoE config fields: sparse layers, defaults, refusals") {
+  nlohmann::json q = {{"architectures", {"Qwen3MoeForCausalLM"}}, {"vocab_size", 100},
+                      {"hidden_size", 64}, {"intermediate_size", 128}, {"num_hidden_layers", 6},
+                      {"num_attention_heads", 4}, {"num_key_value_heads", 2}, {"head_dim", 16},
+                      {"moe_intermediate_size", 32}, {"num_experts", 8},
+                      {"num_experts_per_tok", 2}, {"norm_topk_prob", true},
+                      {"decoder_sparse_step", 2}, {"mlp_only_layers", {3}}};
+  ModelConfig c = ModelConfig::from_json(q, nlohmann::json(), "qwen3moe");
+  REQUIRE(c.moe);
+  CHECK(c.arch == Architecture::kQwen3Moe);
+  CHECK(c.qk_norm);
+  CHECK(c.moe->num_experts == 8);
+  CHECK(c.moe->top_k == 2);
+  CHECK(c.moe->expert_intermediate_size == 32);
+  CHECK(c.moe->renormalize);
+  CHECK(c.moe->shared_expert_intermediate_size == 0);
+  // (l + 1) % 2 == 0 and not listed: layers 1 and 5 (3 is dense through mlp_only_layers).
+  CHECK(c.moe->sparse_layer == std::vector<uint8_t>{0, 1, 0, 0, 0, 1});
+
+  nlohmann::json q2 = q;
+  q2["architectures"] = {"Qwen2MoeForCausalLM"};
+  q2.erase("norm_topk_prob");
+  q2.erase("decoder_sparse_step");
+  q2.erase("mlp_only_layers");
+  q2["shared_expert_intermediate_size"] = 96;
+  c = ModelConfig::from_json(q2, nlohmann::json(), "qwen2moe");
+  CHECK(c.attention_bias);
+  CHECK_FALSE(c.moe->renormalize);  // norm_topk_prob defaults to false
+  CHECK(c.moe->shared_expert_intermediate_size == 96);
+  CHECK(c.moe->sparse_layer == std::vector<uint8_t>(6, 1));
+  const MoeWeightNames n = moe_weight_names(c, "model.layers.1.");
+  CHECK(n.router == "model.layers.1.mlp.gate.weight");
+  CHECK(n.expert_down(7) == "model.layers.1.mlp.experts.7.down_proj.weight");
+  CHECK(n.shared_expert_gate == "model.layers.1.mlp.shared_expert_gate.weight");
+
+  nlohmann::json m = {{"architectures", {"MixtralForCausalLM"}}, {"vocab_size", 100},
+                      {"hidden_size", 64}, {"intermediate_size", 48}, {"num_hidden_layers", 2},
+                      {"num_attention_heads", 4}, {"num_key_value_heads", 2},
+                      {"num_local_experts", 4}, {"num_experts_per_tok", 2},
+                      {"sliding_window", 16}};
+  c = ModelConfig::from_json(m, nlohmann::json(), "mixtral");
+  CHECK(c.moe->renormalize);
+  CHECK(c.moe->expert_intermediate_size == 48);
+  CHECK(c.sliding_window == std::vector<int>{16, 16});
+  const MoeWeightNames mn = moe_weight_names(c, "model.layers.0.");
+  CHECK(mn.expert_gate(3) == "model.layers.0.block_sparse_moe.experts.3.w1.weight");
+  CHECK(mn.expert_up(3) == "model.layers.0.block_sparse_moe.experts.3.w3.weight");
+  CHECK(mn.expert_down(3) == "model.layers.0.block_sparse_moe.experts.3.w2.weight");
+  CHECK(mn.shared_expert.empty());
+
+  nlohmann::json bad = m;
+  bad["num_experts_per_tok"] = 5;
+  CHECK_THROWS_WITH(ModelConfig::from_json(bad, nlohmann::json(), "mixtral"),
+                    Catch::Contains("exceeds the 4 experts"));
+  bad = q;
+  bad["mlp_only_layers"] = {6};
+  CHECK_THROWS_WITH(ModelConfig::from_json(bad, nlohmann::json(), "qwen3moe"),
+                    Catch::Contains("mlp_only_layers"));
 }
