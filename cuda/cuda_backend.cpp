@@ -90,6 +90,8 @@ class CudaOps final : public Ops {
                  Tensor& out) override;
   void silu_mul(const Tensor& gate_up, Tensor& out) override;
   void gather_rows(const Tensor& x, const Tensor& indices, Tensor& out) override;
+  void moe_combine(const Tensor& y, const Tensor& slots, const Tensor& weights,
+                   Tensor& out) override;
   void layer_norm(const Tensor& x, const Tensor& w, const Tensor& b, float eps,
                   Tensor& out) override;
   void activation(Tensor& x, Activation act) override;
@@ -494,6 +496,22 @@ void CudaOps::gather_rows(const Tensor& x, const Tensor& indices, Tensor& out) {
   launch_copy_rows(x.data, out.data, indices.ptr<int32_t>(), 0, indices.numel(), x.dim(0),
                    static_cast<int64_t>(row_width(x) * dtype_size(x.dtype)), RowCopy::kGather,
                    stream());
+}
+
+void CudaOps::moe_combine(const Tensor& y, const Tensor& slots, const Tensor& weights,
+                          Tensor& out) {
+  check_bf16(y, "moe_combine", "expert outputs");
+  check_bf16(out, "moe_combine", "output");
+  check_dtype(slots, DType::I32, "moe_combine", "slots");
+  check_dtype(weights, DType::F32, "moe_combine", "weights");
+  const int64_t t = out.dim(0), h = row_width(out);
+  const int64_t k = t > 0 ? slots.numel() / t : 0;
+  IRIS_CHECK(slots.numel() == t * k && weights.numel() == t * k &&
+             (y.numel() == 0 || row_width(y) == h))
+      << "cuda moe_combine: y " << y.shape.str() << " slots " << slots.shape.str()
+      << " weights " << weights.shape.str() << " out " << out.shape.str();
+  launch_moe_combine(bf16_ptr(y), slots.ptr<int32_t>(), weights.ptr<float>(), t, k, h,
+                     bf16_ptr(out), stream());
 }
 
 void CudaOps::layer_norm(const Tensor& x, const Tensor& w, const Tensor& b, float eps,

@@ -58,6 +58,13 @@ void launch_add(bf16* a, const bf16* b, int64_t n, cudaStream_t stream);
 void launch_add_bias_f32(float* out, const bf16* bias, int64_t rows, int64_t cols,
                          cudaStream_t stream);
 
+// ---- moe.cu ----
+// out[t] = sum over j < k of weights[t, j] * y[slots[t, j]] (slots < 0 skipped), fp32
+// accumulation in slot order, one bf16 rounding per output. y: [n, h]; slots, weights:
+// [tokens, k]; out: [tokens, h].
+void launch_moe_combine(const bf16* y, const int32_t* slots, const float* weights, int64_t tokens,
+                        int64_t k, int64_t h, bf16* out, cudaStream_t stream);
+
 // ---- rope_kv.cu ----
 struct RopeKvArgs {
   bf16* qkv = nullptr;                    // [T, (Hq + 2 Hkv) * D], rows q | k | v, in place

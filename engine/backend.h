@@ -105,6 +105,16 @@ class Ops {
   // out[s] = x[indices[s]]. x: [T, H]; indices: I32 [S]; out: [S, H].
   virtual void gather_rows(const Tensor& x, const Tensor& indices, Tensor& out) = 0;
 
+  // ---- Mixture of experts ----
+
+  // The weighted sum of each token's expert outputs: out[t] = sum over j, in order, of
+  // weights[t, j] * y[slots[t, j]], skipping slots[t, j] < 0 (a token with no slot gets
+  // zeros). y holds the expert outputs of the step's (token, expert) pairs grouped by
+  // expert (engine/models/moe.h). y: [N, H]; slots: I32 [T, K]; weights: F32 [T, K];
+  // out: [T, H].
+  virtual void moe_combine(const Tensor& y, const Tensor& slots, const Tensor& weights,
+                           Tensor& out) = 0;
+
   // ---- Encoder (vision tower) ops ----
 
   // out = (x - mean) / sqrt(var + eps) * w + b over the last dim (biased variance).

@@ -266,10 +266,10 @@ else
   # bf16 weights; the reference computes in fp32, the GPU in bf16: ids must match exactly,
   # log-probs within 0.1 (the CPU backend, fp32 on the same weights, within 1e-3).
   timeout -k 5 "$(bound 75)" "$py" "$root/tests/parity/check_generate.py" "$iris" "$work/hf" \
-    --only bf16 --tolerance 0.1 --extra-args "--device cuda --gpu-memory-utilization 0.2" >"$raw/model_hf_cuda.log" 2>&1
+    --match bf16 --tolerance 0.1 --extra-args "--device cuda --gpu-memory-utilization 0.2" >"$raw/model_hf_cuda.log" 2>&1
   rc_cuda=$?
   timeout -k 5 "$(bound 75)" "$py" "$root/tests/parity/check_generate.py" "$iris" "$work/hf" \
-    --only bf16 --tolerance 1e-3 >"$raw/model_hf_cpu.log" 2>&1
+    --match bf16 --tolerance 1e-3 >"$raw/model_hf_cpu.log" 2>&1
   rc_cpu=$?
   summary="cuda: $(tail -1 "$raw/model_hf_cuda.log"), $(grep -o 'worst logprob difference [^ ]*' "$raw/model_hf_cuda.log"); cpu: $(tail -1 "$raw/model_hf_cpu.log")"
   fails=$(grep -h '^FAIL' "$raw/model_hf_cuda.log" | head -5 | sed 's/^/cuda /')

@@ -40,6 +40,9 @@ void EngineOptions::add_to(CLI::App& app) {
   app.add_option("--tensor-parallel-size,--tp", tensor_parallel_size,
                  "ranks the model is split across (CPU: threads; CUDA: GPUs)")
       ->capture_default_str();
+  app.add_flag("--enable-expert-parallel", enable_expert_parallel,
+               "mixture-of-experts models: place whole experts on the tensor-parallel ranks "
+               "instead of sharding every expert");
   app.add_option("--tp-timeout", tp_timeout,
                  "seconds a rank may lag behind the others in a step before the group fails")
       ->capture_default_str();
@@ -141,7 +144,8 @@ LoadedModel load(const std::string& dir, const EngineOptions& opts,
   }
   check_memory(m, opts, report);
   for (int r = 0; r < world; ++r)
-    m.models.push_back(load_model(*m.checkpoint, m.config, *m.backends[r], ParallelConfig{r, world}));
+    m.models.push_back(load_model(*m.checkpoint, m.config, *m.backends[r],
+                                  ParallelConfig{r, world, opts.enable_expert_parallel}));
   m.image_encoder = ImageEncoder::load(dir, *m.checkpoint, m.config, *m.backends[0]);
   if (world > 1) {
     if (device) {

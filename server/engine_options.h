@@ -26,6 +26,7 @@ struct EngineOptions {
   std::string device = "cpu";
   int threads = 0;
   int tensor_parallel_size = 1;
+  bool enable_expert_parallel = false;
   double gpu_memory_utilization = 0.9;
   double tp_timeout = 60.0;  // seconds a rank may lag in a step before the group fails
 

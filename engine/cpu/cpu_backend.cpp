@@ -139,6 +139,36 @@ class CpuOps final : public Ops {
     }
   }
 
+  void moe_combine(const Tensor& y, const Tensor& slots, const Tensor& weights,
+                   Tensor& out) override {
+    check_f32(y, "moe_combine input");
+    check_f32(weights, "moe_combine weights");
+    check_f32(out, "moe_combine output");
+    IRIS_CHECK(slots.dtype == DType::I32) << "moe_combine slots must be I32";
+    const int64_t t = out.dim(0), h = out.dim(1), k = slots.numel() / std::max<int64_t>(t, 1);
+    const int64_t n = y.shape.ndim ? y.dim(0) : 0;
+    IRIS_CHECK(slots.numel() == t * k && weights.numel() == t * k && (n == 0 || y.dim(1) == h))
+        << "moe_combine y " << y.shape.str() << " slots " << slots.shape.str() << " weights "
+        << weights.shape.str() << " out " << out.shape.str();
+    const int32_t* slot = slots.ptr<int32_t>();
+    const float* wt = weights.ptr<float>();
+    for (int64_t i = 0; i < t * k; ++i)
+      IRIS_CHECK(slot[i] < n) << "moe_combine slot " << slot[i] << " of " << n << " rows";
+    pool_.parallel_for(t, [&](int64_t r0, int64_t r1) {
+      for (int64_t r = r0; r < r1; ++r) {
+        float* o = out.ptr<float>() + r * h;
+        std::fill(o, o + h, 0.0f);
+        for (int64_t j = 0; j < k; ++j) {
+          const int32_t s = slot[r * k + j];
+          if (s < 0) continue;
+          const float w = wt[r * k + j];
+          const float* yr = y.ptr<float>() + static_cast<int64_t>(s) * h;
+          for (int64_t i = 0; i < h; ++i) o[i] += w * yr[i];
+        }
+      }
+    });
+  }
+
   void layer_norm(const Tensor& x, const Tensor& w, const Tensor& b, float eps,
                   Tensor& out) override {
     check_f32(x, "layer_norm input");

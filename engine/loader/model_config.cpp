@@ -79,6 +79,49 @@ void add_token_ids(const json& v, std::vector<int32_t>& out, const std::string& 
 
 ModelConfig parse_llava(const json& j, const json& gen, const std::string& source);
 
+// The MoE fields, with transformers' config-class defaults where a field is missing.
+MoeConfig parse_moe(const json& j, const ModelConfig& c, const std::string& source) {
+  Reader r(j, source);
+  MoeConfig m;
+  std::vector<int64_t> mlp_only;
+  int64_t sparse_step = 1;
+  if (c.arch == Architecture::kMixtral) {
+    m.num_experts = static_cast<int>(r.get_positive("num_local_experts", 8));
+    m.top_k = static_cast<int>(r.get_positive("num_experts_per_tok", 2));
+    m.expert_intermediate_size = c.intermediate_size;
+    m.renormalize = true;
+  } else {
+    const bool qwen2 = c.arch == Architecture::kQwen2Moe;
+    m.num_experts = static_cast<int>(r.get_positive("num_experts", qwen2 ? 60 : 128));
+    m.top_k = static_cast<int>(r.get_positive("num_experts_per_tok", qwen2 ? 4 : 8));
+    m.expert_intermediate_size = r.get_positive("moe_intermediate_size", qwen2 ? 1408 : 768);
+    m.renormalize = r.get_bool("norm_topk_prob", false);
+    if (qwen2)
+      m.shared_expert_intermediate_size = r.get_positive("shared_expert_intermediate_size", 5632);
+    sparse_step = r.get_positive("decoder_sparse_step", 1);
+    if (r.has("mlp_only_layers")) {
+      const json& v = j["mlp_only_layers"];
+      if (!v.is_array()) fail(source, ": \"mlp_only_layers\" must be a list of layer indices");
+      for (const json& x : v) {
+        if (!x.is_number_integer() || x.get<int64_t>() < 0 || x.get<int64_t>() >= c.num_layers)
+          fail(source, ": mlp_only_layers entry ", x.dump(), " is not a layer index in [0, ",
+               c.num_layers, ")");
+        mlp_only.push_back(x.get<int64_t>());
+      }
+    }
+  }
+  if (m.top_k > m.num_experts)
+    fail(source, ": num_experts_per_tok ", m.top_k, " exceeds the ", m.num_experts, " experts");
+  // As transformers' decoder layers: sparse unless listed in mlp_only_layers, and only every
+  // decoder_sparse_step-th layer (counting from 1).
+  m.sparse_layer.assign(c.num_layers, 0);
+  for (int l = 0; l < c.num_layers; ++l) {
+    const bool dense_only = std::find(mlp_only.begin(), mlp_only.end(), l) != mlp_only.end();
+    m.sparse_layer[l] = !dense_only && (l + 1) % sparse_step == 0;
+  }
+  return m;
+}
+
 }  // namespace
 
 ModelConfig ModelConfig::from_json(const json& j, const json& gen, const std::string& source) {
@@ -100,10 +143,17 @@ ModelConfig ModelConfig::from_json(const json& j, const json& gen, const std::st
     c.arch = Architecture::kQwen2;
   } else if (c.architecture_name == "Qwen3ForCausalLM") {
     c.arch = Architecture::kQwen3;
+  } else if (c.architecture_name == "MixtralForCausalLM") {
+    c.arch = Architecture::kMixtral;
+  } else if (c.architecture_name == "Qwen2MoeForCausalLM") {
+    c.arch = Architecture::kQwen2Moe;
+  } else if (c.architecture_name == "Qwen3MoeForCausalLM") {
+    c.arch = Architecture::kQwen3Moe;
   } else {
     fail(source, ": unknown architecture '", c.architecture_name,
          "' (supported: LlamaForCausalLM, MistralForCausalLM, Qwen2ForCausalLM, "
-         "Qwen3ForCausalLM, LlavaForConditionalGeneration)");
+         "Qwen3ForCausalLM, MixtralForCausalLM, Qwen2MoeForCausalLM, Qwen3MoeForCausalLM, "
+         "LlavaForConditionalGeneration)");
   }
 
   c.vocab_size = r.get_positive("vocab_size");
@@ -144,19 +194,29 @@ ModelConfig ModelConfig::from_json(const json& j, const json& gen, const std::st
       c.attention_bias = true;  // Qwen2 always has q/k/v biases and none on o_proj
       break;
     case Architecture::kQwen3:
+    case Architecture::kQwen3Moe:
       c.attention_bias = r.get_bool("attention_bias", false);
       c.o_proj_bias = c.attention_bias;
       c.qk_norm = true;
       break;
+    case Architecture::kMixtral:
+      break;  // no biases
+    case Architecture::kQwen2Moe:
+      c.attention_bias = r.get_bool("qkv_bias", true);  // q/k/v biases, none on o_proj
+      break;
   }
+  if (c.arch == Architecture::kMixtral || c.arch == Architecture::kQwen2Moe ||
+      c.arch == Architecture::kQwen3Moe)
+    c.moe = parse_moe(j, c, source);
 
   // Sliding-window attention: Mistral applies it to every layer when set; Qwen2/Qwen3 only
   // with use_sliding_window, from layer max_window_layers on (or as layer_types says).
   c.sliding_window.assign(c.num_layers, 0);
   const int window = r.has("sliding_window") ? static_cast<int>(r.get_positive("sliding_window")) : 0;
   if (window > 0) {
-    if (c.arch == Architecture::kMistral || c.arch == Architecture::kLlama) {
-      if (c.arch == Architecture::kMistral) c.sliding_window.assign(c.num_layers, window);
+    if (c.arch == Architecture::kMistral || c.arch == Architecture::kLlama ||
+        c.arch == Architecture::kMixtral) {
+      if (c.arch != Architecture::kLlama) c.sliding_window.assign(c.num_layers, window);
     } else if (r.get_bool("use_sliding_window", false)) {
       if (j.contains("layer_types") && j["layer_types"].is_array() &&
           static_cast<int>(j["layer_types"].size()) == c.num_layers) {

@@ -14,7 +14,21 @@
 
 namespace iris {
 
-enum class Architecture { kLlama, kMistral, kQwen2, kQwen3 };
+enum class Architecture { kLlama, kMistral, kQwen2, kQwen3, kMixtral, kQwen2Moe, kQwen3Moe };
+
+// Mixture-of-experts MLPs (Mixtral, Qwen2-MoE, Qwen3-MoE). A sparse layer routes each token
+// to top_k of num_experts SwiGLU experts: softmax in fp32 over the router logits, top-k,
+// optionally renormalised to sum to one; Qwen2-MoE adds a shared expert scaled by
+// sigmoid(shared_expert_gate(x)). Layers that are not sparse keep the dense MLP of
+// intermediate_size.
+struct MoeConfig {
+  int num_experts = 0;                      // num_local_experts (Mixtral) / num_experts (Qwen)
+  int top_k = 0;                            // num_experts_per_tok
+  int64_t expert_intermediate_size = 0;     // intermediate_size (Mixtral) / moe_intermediate_size
+  bool renormalize = false;                 // Mixtral: always; Qwen: norm_topk_prob
+  int64_t shared_expert_intermediate_size = 0;  // Qwen2-MoE; 0 = no shared expert
+  std::vector<uint8_t> sparse_layer;        // per layer: 1 = MoE, 0 = dense MLP
+};
 
 struct RopeScaling {
   enum class Type { kNone, kLinear, kLlama3 } type = Type::kNone;
@@ -115,6 +129,8 @@ struct ModelConfig {
   std::optional<int32_t> bos_token_id;
   std::vector<int32_t> eos_token_ids;  // config.json ∪ generation_config.json
   GenerationDefaults generation;
+  // Set for mixture-of-experts architectures.
+  std::optional<MoeConfig> moe;
   // Set for LlavaForConditionalGeneration; empty for text-only models.
   std::optional<MultimodalConfig> multimodal;
 

@@ -1,15 +1,18 @@
-// The Llama family (Llama 2/3.x, Mistral, Qwen2, Qwen3) written once against Ops.
+// The Llama family (Llama 2/3.x, Mistral, Qwen2, Qwen3) and its mixture-of-experts
+// relatives (Mixtral, Qwen2-MoE, Qwen3-MoE) written once against Ops.
 // Differences between the architectures are data, not code paths: q/k/v biases (Qwen2),
 // per-head q/k RMSNorm (Qwen3), tied embeddings, sliding windows, rope scaling — all read
 // from ModelConfig. q/k/v and gate/up are fused into one GEMM each at load time. The same
 // class is the language model of LLaVA: only the weight-name prefix differs, and a step may
-// carry image embeddings that replace the embeddings of its placeholder tokens.
+// carry image embeddings that replace the embeddings of its placeholder tokens. A sparse
+// layer's MLP is a MoeBlock (engine/models/moe.h) in place of the dense gate/up/down.
 #include <algorithm>
 #include <cmath>
 #include <string>
 
 #include "engine/core/check.h"
 #include "engine/models/model.h"
+#include "engine/models/moe.h"
 #include "engine/models/rope.h"
 #include "engine/models/weight_names.h"
 
@@ -28,6 +31,7 @@ struct LayerWeights {
   Buffer gate_up_bias;   // [2 I] or empty
   Buffer down;           // [H, I]
   Buffer down_bias;      // [H] or empty
+  std::unique_ptr<MoeBlock> moe;  // a sparse layer's MLP (the dense weights are then empty)
 };
 
 class LlamaModel final : public Model {
@@ -41,7 +45,12 @@ class LlamaModel final : public Model {
     const int world = par.world_size;
     IRIS_CHECK(cfg.num_heads % world == 0) << "num_attention_heads " << cfg.num_heads
                                            << " not divisible by " << world << " ranks";
-    IRIS_CHECK(cfg.intermediate_size % world == 0)
+    bool any_dense = true;
+    if (cfg.moe) {
+      any_dense = std::find(cfg.moe->sparse_layer.begin(), cfg.moe->sparse_layer.end(), 0) !=
+                  cfg.moe->sparse_layer.end();
+    }
+    IRIS_CHECK(!any_dense || cfg.intermediate_size % world == 0)
         << "intermediate_size not divisible by " << world << " ranks";
     shape_.head_dim = cfg.head_dim;
     shape_.num_q_heads = cfg.num_heads / world;
@@ -75,6 +84,10 @@ class LlamaModel final : public Model {
       load_into(ckpt, names.lm_head, {cfg.vocab_size, h}, vocab_rows, lm_head_, 0);
     }
     inv_freq_ = upload_f32(rope_inv_freq(cfg.head_dim, cfg.rope_theta, cfg.rope_scaling));
+    const WeightLoader loader{
+        [this](Shape shape) { return alloc(shape); },
+        [this, &ckpt](const std::string& name, std::vector<int64_t> full, Slice slice, Buffer& dst,
+                      int64_t row) { load_into(ckpt, name, std::move(full), slice, dst, row); }};
 
     layers_.resize(cfg.num_layers);
     for (int l = 0; l < cfg.num_layers; ++l) {
@@ -103,6 +116,10 @@ class LlamaModel final : public Model {
       // A row-parallel bias is added once, after the all-reduce: rank 0 holds it.
       if (cfg.o_proj_bias && par.rank == 0) w.o_bias = load(ckpt, p + "self_attn.o_proj.bias", {h});
 
+      if (cfg.moe && cfg.moe->sparse_layer[l]) {
+        w.moe = std::make_unique<MoeBlock>(*cfg.moe, moe_weight_names(cfg, p), h, par, loader);
+        continue;
+      }
       const int64_t i0 = par.rank * inter_, ifull = cfg.intermediate_size;
       w.gate_up = alloc({2 * inter_, h});
       load_into(ckpt, p + "mlp.gate_proj.weight", {ifull, h}, {0, i0, inter_}, w.gate_up, 0);
@@ -134,6 +151,12 @@ class LlamaModel final : public Model {
     gate_up_ = backend_.allocate(dt, {t, 2 * inter_});
     act_ = backend_.allocate(dt, {t, inter_});
     last_ = backend_.allocate(dt, {static_cast<int64_t>(max_logits), h});
+    for (const LayerWeights& w : layers_) {
+      if (!w.moe) continue;
+      moe_ws_.reserve(backend_, *cfg_.moe, h, w.moe->expert_inter(), w.moe->shared_inter(),
+                      max_tokens);
+      break;
+    }
     max_tokens_ = max_tokens;
     max_logits_ = max_logits;
   }
@@ -182,9 +205,13 @@ class LlamaModel final : public Model {
       ops.linear(attn, w.o_proj.tensor, w.o_bias.tensor, proj);
       ops.all_reduce_sum(proj);
       ops.add_rms_norm(residual, proj, w.post_norm.tensor, eps, normed);
-      ops.linear(normed, w.gate_up.tensor, w.gate_up_bias.tensor, gate_up);
-      ops.silu_mul(gate_up, act);
-      ops.linear(act, w.down.tensor, w.down_bias.tensor, proj);
+      if (w.moe) {
+        w.moe->forward(backend_, moe_ws_, normed, proj);
+      } else {
+        ops.linear(normed, w.gate_up.tensor, w.gate_up_bias.tensor, gate_up);
+        ops.silu_mul(gate_up, act);
+        ops.linear(act, w.down.tensor, w.down_bias.tensor, proj);
+      }
       ops.all_reduce_sum(proj);
     }
     ops.add_rms_norm(residual, proj, final_norm_.tensor, eps, normed);
@@ -232,6 +259,7 @@ class LlamaModel final : public Model {
   Buffer embed_, final_norm_, lm_head_, inv_freq_;
   std::vector<LayerWeights> layers_;
   Buffer residual_, normed_, qkv_, attn_, proj_, gate_up_, act_, last_;
+  MoeWorkspace moe_ws_;
   int max_tokens_ = 0, max_logits_ = 0;
 };
 
@@ -244,6 +272,9 @@ std::unique_ptr<Model> load_model(const Checkpoint& ckpt, const ModelConfig& con
     case Architecture::kMistral:
     case Architecture::kQwen2:
     case Architecture::kQwen3:
+    case Architecture::kMixtral:
+    case Architecture::kQwen2Moe:
+    case Architecture::kQwen3Moe:
       return std::make_unique<LlamaModel>(ckpt, config, backend, parallel,
                                           weight_names(ckpt, config));
   }

@@ -16,6 +16,9 @@ namespace iris {
 struct ParallelConfig {
   int rank = 0;
   int world_size = 1;
+  // Mixture-of-experts layers: place whole experts on ranks instead of sharding each
+  // expert's intermediate dimension (--enable-expert-parallel; no effect on dense models).
+  bool expert_parallel = false;
 };
 
 // Device tensors describing one step (see AttentionMetadata for the layout).

@@ -27,4 +27,28 @@ WeightNames weight_names(const Checkpoint& ckpt, const ModelConfig& config) {
   return n;
 }
 
+MoeWeightNames moe_weight_names(const ModelConfig& config, const std::string& layer_prefix) {
+  MoeWeightNames n;
+  if (config.arch == Architecture::kMixtral) {
+    const std::string p = layer_prefix + "block_sparse_moe.";
+    n.router = p + "gate.weight";
+    n.experts = p + "experts.";
+    n.gate = "w1.weight";
+    n.up = "w3.weight";
+    n.down = "w2.weight";
+    return n;
+  }
+  const std::string p = layer_prefix + "mlp.";
+  n.router = p + "gate.weight";
+  n.experts = p + "experts.";
+  n.gate = "gate_proj.weight";
+  n.up = "up_proj.weight";
+  n.down = "down_proj.weight";
+  if (config.moe && config.moe->shared_expert_intermediate_size > 0) {
+    n.shared_expert = p + "shared_expert.";
+    n.shared_expert_gate = p + "shared_expert_gate.weight";
+  }
+  return n;
+}
+
 }  // namespace iris

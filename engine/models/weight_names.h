@@ -21,6 +21,25 @@ struct WeightNames {
   std::string projector;                  // + linear_1.*, linear_2.*
 };
 
+// Tensor names of one sparse (mixture-of-experts) MLP block under a layer prefix such as
+// "model.layers.3.":
+//   Mixtral     block_sparse_moe.gate.weight   block_sparse_moe.experts.E.{w1,w3,w2}.weight
+//               (w1 = gate, w3 = up, w2 = down)
+//   Qwen2/3-MoE mlp.gate.weight   mlp.experts.E.{gate,up,down}_proj.weight
+//   Qwen2-MoE   + mlp.shared_expert.{gate,up,down}_proj.weight, mlp.shared_expert_gate.weight
+struct MoeWeightNames {
+  std::string router;              // [num_experts, H]
+  std::string experts;             // prefix of expert E: experts + "E."
+  std::string gate, up, down;      // suffixes after the expert prefix
+  std::string shared_expert;       // prefix of the shared expert's *_proj, or empty
+  std::string shared_expert_gate;  // [1, H], or empty
+
+  std::string expert_gate(int e) const { return experts + std::to_string(e) + "." + gate; }
+  std::string expert_up(int e) const { return experts + std::to_string(e) + "." + up; }
+  std::string expert_down(int e) const { return experts + std::to_string(e) + "." + down; }
+};
+MoeWeightNames moe_weight_names(const ModelConfig& config, const std::string& layer_prefix);
+
 // The layout `ckpt` uses for the model `config` describes; throws naming both candidate
 // tensors when a LLaVA checkpoint matches neither layout.
 WeightNames weight_names(const Checkpoint& ckpt, const ModelConfig& config);

@@ -235,6 +235,28 @@ TEST_CASE("silu_mul, activations and add", "[ops]") {
   require_close(download(cpu(), a.cpu()), download(gpu(), a.gpu()), 1e-2, "add");
 }
 
+TEST_CASE("moe_combine: weighted sum of each token's expert rows, skipped slots", "[ops]") {
+  auto h = GENERATE(as<int64_t>{}, 4096, 100, 8);
+  const int64_t t = 11, k = 3, n = 25;
+  CAPTURE(h);
+  Pair y = random_pair({n, h}, 61);
+  std::vector<int32_t> slots_v(t * k);
+  std::vector<float> weights_v(t * k);
+  std::mt19937 rng(62);
+  for (int64_t i = 0; i < t * k; ++i) {
+    slots_v[i] = static_cast<int32_t>(rng() % n);
+    weights_v[i] = static_cast<float>(rng() % 1000) / 1000.0f;
+  }
+  slots_v[4] = -1;  // another rank's expert
+  slots_v[2 * k] = slots_v[2 * k + 1] = slots_v[2 * k + 2] = -1;  // token 2: no slot, zeros
+  IntPair slots = int_pair(slots_v);
+  Pair weights = f32_pair(weights_v, {t, k});
+  Pair out = output_pair({t, h});
+  cpu().ops().moe_combine(y.cpu(), slots.c.tensor, weights.cpu(), out.cpu());
+  gpu().ops().moe_combine(y.gpu(), slots.g.tensor, weights.gpu(), out.gpu());
+  require_close(download(cpu(), out.cpu()), download(gpu(), out.gpu()), 1e-2, "moe_combine");
+}
+
 TEST_CASE("qk_norm_rope_store_kv: per-head norms, partial rotary, KV store, skipped slots",
           "[ops]") {
   struct Case {

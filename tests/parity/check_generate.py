@@ -3,11 +3,12 @@
 log-probabilities (within a tolerance) with the reference.
 
 usage: check_generate.py IRIS_BINARY FIXTURE_DIR [--tolerance 1e-3] [--extra-args "..."]
-                         [--only SUBSTRING]   (cases whose model name contains it, e.g. bf16)
+                         [--match REGEX] [--skip REGEX]   (models whose name matches / not)
 """
 import argparse
 import json
 import os
+import re
 import subprocess
 import sys
 
@@ -21,14 +22,17 @@ def main():
     ap.add_argument("fixtures")
     ap.add_argument("--tolerance", type=float, default=1e-3)
     ap.add_argument("--extra-args", default="")
-    ap.add_argument("--only", default="")
+    ap.add_argument("--match", default="")
+    ap.add_argument("--skip", default="")
     a = ap.parse_args()
     with open(os.path.join(a.fixtures, "fixtures.json")) as f:
         fx = json.load(f)
     passed = failed = 0
     worst = 0.0
     for c in fx["cases"]:
-        if a.only not in c["model"]:
+        if a.match and not re.search(a.match, c["model"]):
+            continue
+        if a.skip and re.search(a.skip, c["model"]):
             continue
         cmd = [a.iris, "generate", "--model", os.path.join(a.fixtures, c["model"]),
                "--prompt-ids", ",".join(map(str, c["prompt_ids"])),

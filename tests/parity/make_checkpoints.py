@@ -2,7 +2,9 @@
 """Builds small random checkpoints of every supported architecture in every storage dtype
 (real safetensors + config.json + generation_config.json, one of them sharded with
 model.safetensors.index.json) and writes greedy reference outputs from
-reference_llama.py to fixtures.json.
+reference_llama.py (dense) and reference_moe.py (mixture of experts) to fixtures.json.
+Tensor names, dtypes and shapes are the Hub's; router edge cases (exact ties, experts that
+receive no token, every token routed to one expert) have checkpoints of their own.
 
 usage: make_checkpoints.py OUT_DIR
 """
@@ -15,6 +17,7 @@ import torch
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import reference_llama  # noqa: E402
+import reference_moe  # noqa: E402
 
 DTYPES = {"f32": (torch.float32, "F32"), "f16": (torch.float16, "F16"), "bf16": (torch.bfloat16, "BF16")}
 
@@ -42,6 +45,40 @@ ARCHS = {
                   attention_bias=False),
 }
 
+# Mixture of experts. Expert counts that 2 and 4 ranks divide unevenly (6) under expert
+# parallelism, and intermediate sizes they divide without it.
+MOE_ARCHS = {
+    # 8 experts, top-2, always renormalised; w1/w3/w2 names.
+    "mixtral": dict(architectures=["MixtralForCausalLM"], model_type="mixtral",
+                    num_key_value_heads=2, intermediate_size=32, num_local_experts=8,
+                    num_experts_per_tok=2, rope_theta=1000000.0, sliding_window=None,
+                    tie_word_embeddings=False),
+    # Shared expert with its sigmoid gate, q/k/v biases, every second layer sparse
+    # (decoder_sparse_step 2), weights not renormalised, 6 experts.
+    "qwen2moe": dict(architectures=["Qwen2MoeForCausalLM"], model_type="qwen2_moe",
+                     num_hidden_layers=4, num_key_value_heads=4, moe_intermediate_size=32,
+                     shared_expert_intermediate_size=64, num_experts=6, num_experts_per_tok=2,
+                     norm_topk_prob=False, decoder_sparse_step=2, mlp_only_layers=[],
+                     rope_theta=1000000.0, tie_word_embeddings=True, use_sliding_window=False,
+                     sliding_window=32),
+    # q/k norm, renormalised top-4 of 16, layer 1 dense through mlp_only_layers.
+    "qwen3moe": dict(architectures=["Qwen3MoeForCausalLM"], model_type="qwen3_moe",
+                     num_hidden_layers=3, num_key_value_heads=2, head_dim=32,
+                     moe_intermediate_size=32, num_experts=16, num_experts_per_tok=4,
+                     norm_topk_prob=True, decoder_sparse_step=1, mlp_only_layers=[1],
+                     rope_theta=1000000.0, tie_word_embeddings=False, attention_bias=False),
+}
+# Router edge cases: (base MoE arch, config overrides, router edits {layer: edit}).
+#   zero: all router logits 0, so every token ties across all experts and torch.topk's
+#         choice sends all of them to the same experts; the rest receive no token.
+#   dup:  router rows 5, 6 copy rows 1, 2: every token sees exact ties between those pairs.
+MOE_EDGE = {
+    "mixtral-ties": ("mixtral", {}, {0: "zero", 1: "dup"}),
+    "qwen3moe-top1": ("qwen3moe", {"num_experts_per_tok": 1, "norm_topk_prob": False},
+                      {0: "zero", 2: "dup"}),
+}
+MOE_DTYPES = ("f32", "bf16")
+
 PROMPT_LENGTHS = [1, 7, 33, 100]
 NEW_TOKENS = 12
 
@@ -64,6 +101,7 @@ def make_weights(cfg, gen):
         W["lm_head.weight"] = rnd(V, H, std=0.3)
     for l in range(cfg["num_hidden_layers"]):
         p = f"model.layers.{l}."
+        sparse = arch in reference_moe.MOE_ARCHS and reference_moe.is_sparse_layer(cfg, l)
         W[p + "input_layernorm.weight"] = norm(H)
         W[p + "post_attention_layernorm.weight"] = norm(H)
         W[p + "self_attn.q_proj.weight"] = rnd(nh * hd, H, std=0.25)
@@ -77,10 +115,68 @@ def make_weights(cfg, gen):
         if arch == "Qwen3ForCausalLM":
             W[p + "self_attn.q_norm.weight"] = norm(hd)
             W[p + "self_attn.k_norm.weight"] = norm(hd)
+        if arch == "Qwen2MoeForCausalLM":
+            W[p + "self_attn.q_proj.bias"] = rnd(nh * hd, std=0.2)
+            W[p + "self_attn.k_proj.bias"] = rnd(nkv * hd, std=0.2)
+            W[p + "self_attn.v_proj.bias"] = rnd(nkv * hd, std=0.2)
+        if arch == "Qwen3MoeForCausalLM":
+            W[p + "self_attn.q_norm.weight"] = norm(hd)
+            W[p + "self_attn.k_norm.weight"] = norm(hd)
+        if sparse:
+            W.update(make_moe_layer(cfg, l, rnd))
+            continue
         W[p + "mlp.gate_proj.weight"] = rnd(I, H, std=0.15)
         W[p + "mlp.up_proj.weight"] = rnd(I, H, std=0.15)
         W[p + "mlp.down_proj.weight"] = rnd(H, I, std=0.1)
     return W
+
+
+def make_moe_layer(cfg, layer, rnd):
+    """One sparse block's tensors in the Hub's names and shapes."""
+    H = cfg["hidden_size"]
+    arch = cfg["architectures"][0]
+    E = cfg["num_local_experts"] if arch == "MixtralForCausalLM" else cfg["num_experts"]
+    I = cfg["intermediate_size"] if arch == "MixtralForCausalLM" else cfg["moe_intermediate_size"]
+    router, experts, (g, u, d), shared, shared_gate = reference_moe.block_names(cfg, layer)
+    W = {router: rnd(E, H, std=0.3)}
+    for e in range(E):
+        p = experts + f"{e}."
+        W[p + g] = rnd(I, H, std=0.15)
+        W[p + u] = rnd(I, H, std=0.15)
+        W[p + d] = rnd(H, I, std=0.1)
+    if shared:
+        S = cfg["shared_expert_intermediate_size"]
+        W[shared + "gate_proj.weight"] = rnd(S, H, std=0.15)
+        W[shared + "up_proj.weight"] = rnd(S, H, std=0.15)
+        W[shared + "down_proj.weight"] = rnd(H, S, std=0.1)
+        W[shared_gate] = rnd(1, H, std=0.3)
+    return W
+
+
+def edit_routers(cfg, W, edits):
+    for layer, kind in edits.items():
+        router = reference_moe.block_names(cfg, layer)[0]
+        if kind == "zero":
+            W[router] = torch.zeros_like(W[router])
+        elif kind == "dup":
+            W[router][5] = W[router][1]
+            W[router][6] = W[router][2]
+
+
+def check_edge_routing(name, cfg, edits, recorder):
+    """The edge-case fixtures must really exercise the edge cases."""
+    E = cfg["num_local_experts"] if "num_local_experts" in cfg else cfg["num_experts"]
+    for layer, kind in edits.items():
+        sel = torch.cat(recorder.selected[layer])
+        if kind == "zero":
+            rows = {tuple(r) for r in sel.tolist()}
+            assert len(rows) == 1, f"{name} layer {layer}: tokens not routed alike: {rows}"
+            assert len(set(sel.flatten().tolist())) < E, f"{name}: every expert got a token"
+            if sel.shape[1] == 1:
+                print(f"{name} layer {layer}: every token routed to expert {sel[0, 0].item()}")
+        else:
+            tied = ((sel == 1) | (sel == 5) | (sel == 2) | (sel == 6)).any(dim=1).sum().item()
+            assert tied > 0, f"{name} layer {layer}: no token chose a tied expert"
 
 
 def tensor_bytes(t, dtype):
@@ -108,18 +204,31 @@ def write_safetensors(path, tensors, st_dtype, dtype):
             f.write(b)
 
 
+def all_models():
+    """(name, config, seed, dtypes, router edits) of every fixture checkpoint."""
+    for ai, (arch, extra) in enumerate(ARCHS.items()):
+        yield arch, dict(BASE, **extra), 1234 + ai, tuple(DTYPES), {}
+    for ai, (arch, extra) in enumerate(MOE_ARCHS.items()):
+        yield arch, dict(BASE, **extra), 2234 + ai, MOE_DTYPES, {}
+    for ai, (name, (base, over, edits)) in enumerate(MOE_EDGE.items()):
+        yield name, dict(BASE, **{**MOE_ARCHS[base], **over}), 3234 + ai, ("f32",), edits
+
+
 def main():
     out = sys.argv[1]
     os.makedirs(out, exist_ok=True)
     torch.set_num_threads(1)
     cases = []
-    for ai, (arch, extra) in enumerate(ARCHS.items()):
-        cfg = dict(BASE, **extra)
-        gen = torch.Generator().manual_seed(1234 + ai)
+    for arch, cfg, seed, dtypes, edits in all_models():
+        gen = torch.Generator().manual_seed(seed)
         W32 = make_weights(cfg, gen)
+        edit_routers(cfg, W32, edits)
+        moe = cfg["architectures"][0] in reference_moe.MOE_ARCHS
+        recorder = reference_moe.Recorder() if moe else None
         prompts = [torch.randint(3, cfg["vocab_size"], (n,), generator=gen).tolist()
                    for n in PROMPT_LENGTHS]
-        for dname, (dtype, st_dtype) in DTYPES.items():
+        for dname in dtypes:
+            dtype, st_dtype = DTYPES[dname]
             name = f"{arch}-{dname}"
             d = os.path.join(out, name)
             os.makedirs(d, exist_ok=True)
@@ -150,10 +259,16 @@ def main():
             # The reference computes in fp32 on the weights as stored.
             Wd = {k: v.to(dtype).float() for k, v in W32.items()}
             for prompt in prompts:
-                ids, lps = reference_llama.greedy(c, Wd, prompt, NEW_TOKENS)
+                if moe:
+                    ids, lps = reference_moe.greedy(c, Wd, prompt, NEW_TOKENS, recorder)
+                else:
+                    ids, lps = reference_llama.greedy(c, Wd, prompt, NEW_TOKENS)
                 cases.append({"model": name, "prompt_ids": prompt, "output_ids": ids, "logprobs": lps})
+        if edits:
+            check_edge_routing(arch, cfg, edits, recorder)
     with open(os.path.join(out, "fixtures.json"), "w") as f:
-        json.dump({"reference": "tests/parity/reference_llama.py (independent PyTorch)",
+        json.dump({"reference": "tests/parity/reference_llama.py, reference_moe.py "
+                                "(independent PyTorch)",
                    "max_tokens": NEW_TOKENS, "cases": cases}, f)
     print(f"wrote {len(cases)} cases to {out}/fixtures.json")
 

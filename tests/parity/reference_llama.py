@@ -45,8 +45,10 @@ def rotate_half(x):
     return torch.cat((-x[..., h:], x[..., :h]), dim=-1)
 
 
-def forward(cfg, W, ids):
-    """Logits [len(ids), vocab] for the token list `ids` (fp32)."""
+def forward(cfg, W, ids, mlp_block=None):
+    """Logits [len(ids), vocab] for the token list `ids` (fp32). `mlp_block(cfg, W, l, h)`,
+    when given, computes the MLP output of layer l for the normed hidden states h, or
+    returns None for the dense MLP (reference_moe.py plugs its sparse blocks in here)."""
     arch = cfg["architectures"][0]
     H = cfg["hidden_size"]
     nh = cfg["num_attention_heads"]
@@ -61,7 +63,7 @@ def forward(cfg, W, ids):
     cos, sin = emb.cos(), emb.sin()
 
     window = None
-    if arch == "MistralForCausalLM":
+    if arch in ("MistralForCausalLM", "MixtralForCausalLM"):
         window = cfg.get("sliding_window")
     i = torch.arange(T)[:, None]
     j = torch.arange(T)[None, :]
@@ -83,7 +85,7 @@ def forward(cfg, W, ids):
         q = proj("q_proj").view(T, nh, hd).transpose(0, 1)
         k = proj("k_proj").view(T, nkv, hd).transpose(0, 1)
         v = proj("v_proj").view(T, nkv, hd).transpose(0, 1)
-        if arch == "Qwen3ForCausalLM":
+        if arch in ("Qwen3ForCausalLM", "Qwen3MoeForCausalLM"):
             q = rms_norm(q, W[p + "self_attn.q_norm.weight"], eps)
             k = rms_norm(k, W[p + "self_attn.k_norm.weight"], eps)
         q = q * cos + rotate_half(q) * sin
@@ -105,6 +107,10 @@ def forward(cfg, W, ids):
             b = W.get(p + f"mlp.{name}.bias")
             return y + b if b is not None else y
 
+        sparse = mlp_block(cfg, W, l, h) if mlp_block else None
+        if sparse is not None:
+            x = x + sparse
+            continue
         g = mlp("gate_proj", h)
         u = mlp("up_proj", h)
         x = x + mlp("down_proj", torch.nn.functional.silu(g) * u)
@@ -113,11 +119,11 @@ def forward(cfg, W, ids):
     return x @ head.T
 
 
-def greedy(cfg, W, prompt, n):
+def greedy(cfg, W, prompt, n, mlp_block=None):
     ids = list(prompt)
     out, lps = [], []
     for _ in range(n):
-        logits = forward(cfg, W, ids)[-1]
+        logits = forward(cfg, W, ids, mlp_block)[-1]
         tok = int(torch.argmax(logits))
         lps.append(float(torch.log_softmax(logits, dim=-1)[tok]))
         out.append(tok)
