@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # The test command: installs what the tests need, builds Iris, runs every test, then
-# rebuilds the loader/tokenizer/template/scheduler tests under AddressSanitizer +
-# UndefinedBehaviorSanitizer and runs those (label `sanitize`). GPU tests are skipped,
-# visibly, on machines without a device.
+# rebuilds under AddressSanitizer + UndefinedBehaviorSanitizer and runs the tests labelled
+# `*sanitize` (the whole server among them), then runs the engine and metrics tests under
+# ThreadSanitizer. GPU tests are skipped, visibly, on machines without a device.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 ./scripts/install-deps.sh
@@ -23,11 +23,22 @@ cmake --build build -j "$jobs"
 ctest --test-dir build -j "$jobs" --output-on-failure
 
 # AddressSanitizer + UndefinedBehaviorSanitizer over everything labelled *sanitize: the
-# loader, tokenizer, template, scheduler, engine and metrics tests. (The server under ASan —
-# tests labelled server_sanitize — and a ThreadSanitizer pass, IRIS_SANITIZE_THREAD, are
-# ready in CMake but not yet part of this script; see docs/status.md.)
+# loader, tokenizer, template, scheduler, engine, image, grammar and metrics tests, and the
+# whole server (`iris serve` with its reactors, decode pool and engine thread) driven through
+# gRPC and the OpenAI HTTP API (label server_sanitize: serve_api_integration, http_openai_api).
 cmake -S . -B build-asan -G Ninja -DCMAKE_BUILD_TYPE=RelWithDebInfo -DIRIS_SANITIZE=ON \
-  -DIRIS_ENABLE_CUDA=OFF -DIRIS_BUILD_SERVER=OFF
+  -DIRIS_ENABLE_CUDA=OFF -DIRIS_BUILD_SERVER=ON
 cmake --build build-asan -j "$jobs"
 ASAN_OPTIONS=detect_leaks=1 UBSAN_OPTIONS=print_stacktrace=1 \
   ctest --test-dir build-asan -L sanitize -j "$jobs" --output-on-failure
+
+# ThreadSanitizer over the engine thread, the tensor-parallel rank workers and the metrics
+# recorders and the structured-output mask thread (engine_unit_tests, metrics_tests,
+# metrics_engine_tests, grammar_engine_tests). OpenBLAS runs on the
+# calling thread: its own worker threads are not instrumented.
+cmake -S . -B build-tsan -G Ninja -DCMAKE_BUILD_TYPE=RelWithDebInfo -DIRIS_SANITIZE_THREAD=ON \
+  -DIRIS_ENABLE_CUDA=OFF -DIRIS_BUILD_SERVER=OFF
+cmake --build build-tsan -j "$jobs" --target engine_unit_tests metrics_tests metrics_engine_tests \
+  grammar_engine_tests
+OPENBLAS_NUM_THREADS=1 TSAN_OPTIONS="halt_on_error=1 second_deadlock_stack=1" \
+  ctest --test-dir build-tsan -L "unit_sanitize|metrics_sanitize|thread_sanitize" -j "$jobs" --output-on-failure
