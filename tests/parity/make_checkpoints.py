@@ -186,12 +186,12 @@ def tensor_bytes(t, dtype):
     return t.numpy().tobytes()
 
 
-def write_safetensors(path, tensors, st_dtype, dtype):
+def write_safetensors_raw(path, entries):
+    """entries: name -> (safetensors dtype, shape, little-endian bytes); written sorted by name."""
     header, blobs, off = {}, [], 0
-    for name in sorted(tensors):
-        b = tensor_bytes(tensors[name], dtype)
-        header[name] = {"dtype": st_dtype, "shape": list(tensors[name].shape),
-                        "data_offsets": [off, off + len(b)]}
+    for name in sorted(entries):
+        st_dtype, shape, b = entries[name]
+        header[name] = {"dtype": st_dtype, "shape": list(shape), "data_offsets": [off, off + len(b)]}
         blobs.append(b)
         off += len(b)
     header["__metadata__"] = {"format": "pt"}
@@ -202,6 +202,19 @@ def write_safetensors(path, tensors, st_dtype, dtype):
         f.write(h)
         for b in blobs:
             f.write(b)
+
+
+def write_safetensors(path, tensors, st_dtype, dtype):
+    """Float tensors, all stored as one dtype."""
+    write_safetensors_raw(path, {name: (st_dtype, t.shape, tensor_bytes(t, dtype))
+                                 for name, t in tensors.items()})
+
+
+def write_fixtures(out, reference, max_tokens, cases, **extra):
+    """fixtures.json as check_generate.py reads it."""
+    with open(os.path.join(out, "fixtures.json"), "w") as f:
+        json.dump(dict({"reference": reference, "max_tokens": max_tokens, "cases": cases}, **extra), f)
+    print(f"wrote {len(cases)} cases to {out}/fixtures.json")
 
 
 def all_models():
@@ -266,11 +279,8 @@ def main():
                 cases.append({"model": name, "prompt_ids": prompt, "output_ids": ids, "logprobs": lps})
         if edits:
             check_edge_routing(arch, cfg, edits, recorder)
-    with open(os.path.join(out, "fixtures.json"), "w") as f:
-        json.dump({"reference": "tests/parity/reference_llama.py, reference_moe.py "
-                                "(independent PyTorch)",
-                   "max_tokens": NEW_TOKENS, "cases": cases}, f)
-    print(f"wrote {len(cases)} cases to {out}/fixtures.json")
+    write_fixtures(out, "tests/parity/reference_llama.py, reference_moe.py (independent PyTorch)",
+                   NEW_TOKENS, cases)
 
 
 if __name__ == "__main__":

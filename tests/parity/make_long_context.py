@@ -59,10 +59,8 @@ def main():
             prompt = torch.randint(3, cfg["vocab_size"], (n,), generator=gen).tolist()
             ids, lps = reference_llama.greedy(cfg, W, prompt, NEW_TOKENS)
             cases.append({"model": name, "prompt_ids": prompt, "output_ids": ids, "logprobs": lps})
-    with open(os.path.join(out, "fixtures.json"), "w") as f:
-        json.dump({"reference": "tests/parity/reference_llama.py (independent PyTorch)",
-                   "max_tokens": NEW_TOKENS, "cases": cases}, f)
-    print(f"wrote {len(cases)} cases to {out}/fixtures.json")
+    make_checkpoints.write_fixtures(out, "tests/parity/reference_llama.py (independent PyTorch)",
+                                    NEW_TOKENS, cases)
 
 
 if __name__ == "__main__":

@@ -22,13 +22,13 @@ usage: make_quant_checkpoints.py OUT_DIR
 """
 import json
 import os
-import struct
 import sys
 
 import numpy as np
 import torch
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import make_checkpoints  # noqa: E402
 import reference_dequant as rd  # noqa: E402
 import reference_llama  # noqa: E402
 
@@ -94,21 +94,9 @@ def stored_value(a, st_dtype):
 
 
 def write_safetensors(path, tensors):
-    header, blobs, off = {}, [], 0
-    for name in sorted(tensors):
-        st_dtype, a = tensors[name]
-        b = to_storage(a, st_dtype)
-        header[name] = {"dtype": st_dtype, "shape": list(np.shape(a)), "data_offsets": [off, off + len(b)]}
-        blobs.append(b)
-        off += len(b)
-    header["__metadata__"] = {"format": "pt"}
-    h = json.dumps(header, separators=(",", ":")).encode()
-    h += b" " * ((8 - len(h) % 8) % 8)
-    with open(path, "wb") as f:
-        f.write(struct.pack("<Q", len(h)))
-        f.write(h)
-        for b in blobs:
-            f.write(b)
+    """tensors: name -> (safetensors dtype, array)."""
+    make_checkpoints.write_safetensors_raw(
+        path, {name: (st, np.shape(a), to_storage(a, st)) for name, (st, a) in tensors.items()})
 
 
 # ----------------------------------------------------------------------------------------
@@ -428,10 +416,9 @@ def main():
                          "first_row_bits": [int(x) for x in w[0].view(np.uint32)]}
     write_malformed(out, built)
     write_too_big(out)
-    with open(os.path.join(out, "fixtures.json"), "w") as f:
-        json.dump({"reference": "tests/parity/reference_dequant.py (numpy) + reference_llama.py (PyTorch)",
-                   "max_tokens": NEW_TOKENS, "cases": cases, "dequant": dequant}, f)
-    print(f"wrote {len(cases)} cases to {out}/fixtures.json")
+    make_checkpoints.write_fixtures(
+        out, "tests/parity/reference_dequant.py (numpy) + reference_llama.py (PyTorch)",
+        NEW_TOKENS, cases, dequant=dequant)
 
 
 if __name__ == "__main__":
