@@ -32,13 +32,14 @@ cmake --build build-asan -j "$jobs"
 ASAN_OPTIONS=detect_leaks=1 UBSAN_OPTIONS=print_stacktrace=1 \
   ctest --test-dir build-asan -L sanitize -j "$jobs" --output-on-failure
 
-# ThreadSanitizer over the engine thread, the tensor-parallel rank workers and the metrics
-# recorders and the structured-output mask thread (engine_unit_tests, metrics_tests,
-# metrics_engine_tests, grammar_engine_tests). OpenBLAS runs on the
-# calling thread: its own worker threads are not instrumented.
+# ThreadSanitizer over the engine thread, the tensor-parallel rank workers, the metrics
+# recorders and the structured-output mask thread (engine_unit_tests, moe_unit_tests,
+# metrics_tests, metrics_engine_tests, grammar_engine_tests). Under TSan the CPU backend keeps
+# OpenBLAS on the calling thread: OpenBLAS's own worker threads are not instrumented.
 cmake -S . -B build-tsan -G Ninja -DCMAKE_BUILD_TYPE=RelWithDebInfo -DIRIS_SANITIZE_THREAD=ON \
   -DIRIS_ENABLE_CUDA=OFF -DIRIS_BUILD_SERVER=OFF
-cmake --build build-tsan -j "$jobs" --target engine_unit_tests metrics_tests metrics_engine_tests \
-  grammar_engine_tests
-OPENBLAS_NUM_THREADS=1 TSAN_OPTIONS="halt_on_error=1 second_deadlock_stack=1" \
-  ctest --test-dir build-tsan -L "unit_sanitize|metrics_sanitize|thread_sanitize" -j "$jobs" --output-on-failure
+cmake --build build-tsan -j "$jobs" --target engine_unit_tests moe_unit_tests metrics_tests \
+  metrics_engine_tests grammar_engine_tests
+TSAN_OPTIONS="halt_on_error=1 second_deadlock_stack=1" \
+  ctest --test-dir build-tsan -L "unit_sanitize|metrics_sanitize|thread_sanitize" -j "$jobs" \
+  --output-on-failure
