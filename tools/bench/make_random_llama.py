@@ -25,6 +25,34 @@ PRESETS = {
 }
 
 
+def write_random_bf16(out, cfg, shapes, seed):
+    """Writes OUT/model.safetensors (BF16, N(0, 0.02); norms around 1) with `shapes` (name ->
+    shape, in file order) and OUT/config.json; returns the parameter count."""
+    os.makedirs(out, exist_ok=True)
+    rng = np.random.default_rng(seed)
+    header, off, params = {}, 0, 0
+    for name, shp in shapes.items():
+        n = int(np.prod(shp))
+        header[name] = {"dtype": "BF16", "shape": list(shp), "data_offsets": [off, off + 2 * n]}
+        off += 2 * n
+        params += n
+    h = json.dumps(header).encode()
+    h += b" " * ((8 - len(h) % 8) % 8)
+    with open(os.path.join(out, "model.safetensors"), "wb") as f:
+        f.write(struct.pack("<Q", len(h)))
+        f.write(h)
+        for name, shp in shapes.items():
+            n = int(np.prod(shp))
+            for start in range(0, n, CHUNK):  # bounded memory for 8B-parameter shapes
+                x = rng.standard_normal(min(CHUNK, n - start), dtype=np.float32) * 0.02
+                if "norm" in name:
+                    x = x + 1.0
+                f.write((x.view(np.uint32) >> 16).astype(np.uint16).tobytes())
+    with open(os.path.join(out, "config.json"), "w") as f:
+        json.dump(cfg, f, indent=2)
+    return params
+
+
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("out")
@@ -65,27 +93,7 @@ def main():
                        p + "mlp.gate_proj.weight": (a.intermediate, a.hidden),
                        p + "mlp.up_proj.weight": (a.intermediate, a.hidden),
                        p + "mlp.down_proj.weight": (a.hidden, a.intermediate)})
-    rng = np.random.default_rng(0)
-    header, off, params = {}, 0, 0
-    for name, shp in shapes.items():
-        n = int(np.prod(shp))
-        header[name] = {"dtype": "BF16", "shape": list(shp), "data_offsets": [off, off + 2 * n]}
-        off += 2 * n
-        params += n
-    h = json.dumps(header).encode()
-    h += b" " * ((8 - len(h) % 8) % 8)
-    with open(os.path.join(a.out, "model.safetensors"), "wb") as f:
-        f.write(struct.pack("<Q", len(h)))
-        f.write(h)
-        for name, shp in shapes.items():
-            n = int(np.prod(shp))
-            for start in range(0, n, CHUNK):  # bounded memory for 8B-parameter shapes
-                x = rng.standard_normal(min(CHUNK, n - start), dtype=np.float32) * 0.02
-                if "norm" in name:
-                    x = x + 1.0
-                f.write((x.view(np.uint32) >> 16).astype(np.uint16).tobytes())
-    with open(os.path.join(a.out, "config.json"), "w") as f:
-        json.dump(cfg, f, indent=2)
+    params = write_random_bf16(a.out, cfg, shapes, seed=0)
     print(f"{params / 1e6:.1f}M parameters -> {a.out}")
 
 

@@ -11,40 +11,11 @@ Both: hidden 768, 12 layers, 12 heads / 4 KV heads (head_dim 64, q/k norm), voca
 usage: make_random_moe.py OUT_DIR [--experts 32] [--top-k 4] [--moe-intermediate 512]
 """
 import argparse
-import json
 import os
-import struct
+import sys
 
-import numpy as np
-
-CHUNK = 1 << 26
-
-
-def write(out, cfg, shapes, seed):
-    os.makedirs(out, exist_ok=True)
-    rng = np.random.default_rng(seed)
-    header, off, params = {}, 0, 0
-    for name, shp in shapes.items():
-        n = int(np.prod(shp))
-        header[name] = {"dtype": "BF16", "shape": list(shp), "data_offsets": [off, off + 2 * n]}
-        off += 2 * n
-        params += n
-    h = json.dumps(header).encode()
-    h += b" " * ((8 - len(h) % 8) % 8)
-    with open(os.path.join(out, "model.safetensors"), "wb") as f:
-        f.write(struct.pack("<Q", len(h)))
-        f.write(h)
-        for name, shp in shapes.items():
-            n = int(np.prod(shp))
-            for start in range(0, n, CHUNK):
-                x = rng.standard_normal(min(CHUNK, n - start), dtype=np.float32) * 0.02
-                if "norm" in name:
-                    x = x + 1.0
-                f.write((x.view(np.uint32) >> 16).astype(np.uint16).tobytes())
-    with open(os.path.join(out, "config.json"), "w") as f:
-        json.dump(cfg, f, indent=2)
-    return params
-
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from make_random_llama import write_random_bf16  # noqa: E402
 
 def main():
     ap = argparse.ArgumentParser()
@@ -84,14 +55,14 @@ def main():
             moe.update({q + "gate_proj.weight": (a.moe_intermediate, H),
                         q + "up_proj.weight": (a.moe_intermediate, H),
                         q + "down_proj.weight": (H, a.moe_intermediate)})
-    n_dense = write(os.path.join(a.out, "dense"),
+    n_dense = write_random_bf16(os.path.join(a.out, "dense"),
                     dict(base, architectures=["Qwen3ForCausalLM"], model_type="qwen3",
-                         intermediate_size=dense_inter), dense, 0)
-    n_moe = write(os.path.join(a.out, "moe"),
+                         intermediate_size=dense_inter), dense, seed=0)
+    n_moe = write_random_bf16(os.path.join(a.out, "moe"),
                   dict(base, architectures=["Qwen3MoeForCausalLM"], model_type="qwen3_moe",
                        intermediate_size=dense_inter, moe_intermediate_size=a.moe_intermediate,
                        num_experts=a.experts, num_experts_per_tok=a.top_k, norm_topk_prob=True,
-                       decoder_sparse_step=1, mlp_only_layers=[]), moe, 1)
+                       decoder_sparse_step=1, mlp_only_layers=[]), moe, seed=1)
     active = n_moe - L * (a.experts - a.top_k) * 3 * H * a.moe_intermediate
     print(f"dense {n_dense / 1e6:.1f}M parameters; moe {n_moe / 1e6:.1f}M parameters, "
           f"{active / 1e6:.1f}M active per token -> {a.out}")
