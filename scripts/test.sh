@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # The test command: installs what the tests need, builds Iris, runs every test, then
 # rebuilds under AddressSanitizer + UndefinedBehaviorSanitizer and runs the tests labelled
-# `*sanitize` (the whole server among them), then runs the engine and metrics tests under
-# ThreadSanitizer. GPU tests are skipped, visibly, on machines without a device.
+# `*sanitize` (with IRIS_SANITIZE_SERVER=1 the whole server among them), then runs the engine,
+# tensor-parallel and metrics tests under ThreadSanitizer. GPU tests are skipped, visibly, on
+# machines without a device.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 ./scripts/install-deps.sh
@@ -23,11 +24,13 @@ cmake --build build -j "$jobs"
 ctest --test-dir build -j "$jobs" --output-on-failure
 
 # AddressSanitizer + UndefinedBehaviorSanitizer over everything labelled *sanitize: the
-# loader, tokenizer, template, scheduler, engine, image, grammar and metrics tests, and the
-# whole server (`iris serve` with its reactors, decode pool and engine thread) driven through
-# gRPC and the OpenAI HTTP API (label server_sanitize: serve_api_integration, http_openai_api).
+# loader, tokenizer, template, scheduler, engine, image, grammar, tool-call and metrics tests.
+# Set IRIS_SANITIZE_SERVER=1 to build `iris serve` under ASan too and also run the whole-server
+# tests (label server_sanitize: serve_api_integration, http_openai_api).
+asan_server=OFF
+[ "${IRIS_SANITIZE_SERVER:-0}" = 1 ] && asan_server=ON
 cmake -S . -B build-asan -G Ninja -DCMAKE_BUILD_TYPE=RelWithDebInfo -DIRIS_SANITIZE=ON \
-  -DIRIS_ENABLE_CUDA=OFF -DIRIS_BUILD_SERVER=ON
+  -DIRIS_ENABLE_CUDA=OFF -DIRIS_BUILD_SERVER=$asan_server
 cmake --build build-asan -j "$jobs"
 ASAN_OPTIONS=detect_leaks=1 UBSAN_OPTIONS=print_stacktrace=1 \
   ctest --test-dir build-asan -L sanitize -j "$jobs" --output-on-failure
