@@ -8,6 +8,7 @@
 #include <cstring>
 
 #include "engine/core/check.h"
+#include "engine/core/failpoint.h"
 
 namespace iris {
 
@@ -33,13 +34,12 @@ ModelExecutor::ModelExecutor(std::vector<RankModel> ranks,
   }
   IRIS_CHECK(next == config().vocab_size) << "vocabulary shards cover " << next << " of "
                                           << config().vocab_size << " rows";
-  if (const char* fp = std::getenv("IRIS_FAILPOINT")) {
-    // stall_rank:R:S — a test of the fail-fast path.
-    int r = -1;
-    unsigned long long s = 0;
-    if (std::sscanf(fp, "stall_rank:%d:%llu", &r, &s) == 2 && r > 0 && r < world) {
-      stall_rank_ = r;
-      stall_step_ = s;
+  // stall_rank:R:S — a test of the fail-fast path.
+  if (const auto fp = failpoint_args("stall_rank"); fp && fp->size() == 2) {
+    const long long r = (*fp)[0], s = (*fp)[1];
+    if (r > 0 && r < world && s >= 0) {
+      stall_rank_ = static_cast<int>(r);
+      stall_step_ = static_cast<unsigned long long>(s);
       spdlog::warn("IRIS_FAILPOINT: rank {} will stall at step {}", r, s);
     }
   }

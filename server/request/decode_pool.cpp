@@ -4,11 +4,20 @@
 #include <spdlog/spdlog.h>
 
 #include <algorithm>
+#include <chrono>
 #include <exception>
+
+#include "engine/core/failpoint.h"
 
 namespace iris::server {
 
 DecodePool::DecodePool(int threads) {
+  // slow_decode:MS — every job first sleeps MS milliseconds, so that tests can hold jobs in
+  // the pool on cue (the --max-queue count of decodes in flight).
+  if (const auto fp = failpoint_args("slow_decode"); fp && fp->size() == 1 && (*fp)[0] > 0) {
+    job_delay_ms_ = (*fp)[0];
+    spdlog::warn("IRIS_FAILPOINT: every image decode job sleeps {} ms first", job_delay_ms_);
+  }
   for (int i = 0; i < std::max(1, threads); ++i) threads_.emplace_back([this] { worker(); });
 }
 
@@ -41,6 +50,7 @@ void DecodePool::worker() {
       jobs_.pop_front();
     }
     try {
+      if (job_delay_ms_ > 0) std::this_thread::sleep_for(std::chrono::milliseconds(job_delay_ms_));
       job();
     } catch (const std::exception& e) {
       // Jobs report their own errors to their request; this only guards the worker.

@@ -32,6 +32,7 @@ class DecodePool {
   std::deque<std::function<void()>> jobs_;
   bool stop_ = false;
   std::atomic<int> pending_{0};
+  long long job_delay_ms_ = 0;  // IRIS_FAILPOINT=slow_decode:MS
   std::vector<std::thread> threads_;
 };
 

@@ -6,7 +6,6 @@ import assert from 'node:assert/strict';
 import fs from 'node:fs';
 import http from 'node:http';
 import net from 'node:net';
-import { spawnSync } from 'node:child_process';
 import OpenAI from 'openai';
 import { startServer, stopServer, client, waitIdle, serverInfo, assertFiniteLogprobs } from './harness.mjs';
 
@@ -268,31 +267,24 @@ test('JSON logs: every line parses; the request line carries the x-request-id an
 });
 
 test('images being decoded count against --max-queue: a burst of image requests gets 429s', async () => {
-  // A large noise JPEG (slow to decode) made by Pillow, and one decode thread: while the first
-  // images decode, the engine's waiting queue is empty, so only the decode pool's count can
-  // refuse the rest of the burst.
-  const big = `${fs.mkdtempSync('/tmp/iris-bigimg-')}/big.jpeg`;
-  const py = process.env.IRIS_REFERENCE_PYTHON || 'python3';
-  const made = spawnSync(py, ['-c', `
-import sys, numpy as np
-from PIL import Image
-rng = np.random.default_rng(7)
-Image.fromarray(rng.integers(0, 256, (3000, 3000, 3), dtype=np.uint8)).save(sys.argv[1], quality=90)
-`, big]);
-  assert.equal(made.status, 0, `Pillow could not write the test image: ${made.stderr}`);
+  // One decode thread whose every job first sleeps 3 s (IRIS_FAILPOINT=slow_decode): while the
+  // first images wait in the pool, the engine's waiting queue is empty, so only the decode
+  // pool's count can refuse the rest of the burst.
   const server = await startServer(['--max-queue', '2', '--image-decode-threads', '1'],
-    { model: `${VISION}/clip-llava` });
+    { model: `${VISION}/clip-llava`, env: { IRIS_FAILPOINT: 'slow_decode:3000' } });
   try {
+    assert.match(server.log, /every image decode job sleeps 3000 ms/);
     const openai = client(server);
     const c = visionCases().find((k) => k.messages.flatMap((m) => m.content).filter((p) => p.type !== 'text').length === 1);
     assert.ok(c, 'no one-image vision fixture');
-    const messages = toMessages(c, () => dataUrl(big));
+    const messages = toMessages(c, dataUrl);
     const results = await Promise.allSettled(Array.from({ length: 8 }, () =>
       openai.chat.completions.create({ messages, max_tokens: 2, ignore_eos: true, temperature: 0 })));
     const refused = results.filter((r) => r.status === 'rejected');
     const done = results.filter((r) => r.status === 'fulfilled');
     assert.ok(refused.length > 0, 'no image request was refused while the decode pool was full');
     assert.ok(done.length >= 2, `only ${done.length} image requests were admitted`);
+    assert.equal(refused.length + done.length, 8);
     for (const r of refused) {
       assert.equal(r.reason.status, 429, r.reason.message);
       assert.match(r.reason.message, /--max-queue 2/);
@@ -301,6 +293,5 @@ Image.fromarray(rng.integers(0, 256, (3000, 3000, 3), dtype=np.uint8)).save(sys.
     await waitIdle(server);
   } finally {
     await stopServer(server);
-    fs.rmSync(big.slice(0, big.lastIndexOf('/')), { recursive: true, force: true });
   }
 });
