@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # The test command: installs what the tests need, builds Iris, runs every test, then
 # rebuilds under AddressSanitizer + UndefinedBehaviorSanitizer and runs the tests labelled
-# `*sanitize` (with IRIS_SANITIZE_SERVER=1 the whole server among them), then runs the engine,
+# `*sanitize` (the whole server among them), then runs the engine,
 # tensor-parallel and metrics tests under ThreadSanitizer. GPU tests are skipped, visibly, on
 # machines without a device.
 set -euo pipefail
@@ -23,12 +23,15 @@ cmake -S . -B build -G Ninja -DCMAKE_BUILD_TYPE=Release
 cmake --build build -j "$jobs"
 ctest --test-dir build -j "$jobs" --output-on-failure
 
-# AddressSanitizer + UndefinedBehaviorSanitizer over everything labelled *sanitize: the
-# loader, tokenizer, template, scheduler, engine, image, grammar, tool-call and metrics tests.
-# Set IRIS_SANITIZE_SERVER=1 to build `iris serve` under ASan too and also run the whole-server
-# tests (label server_sanitize: serve_api_integration, http_openai_api).
-asan_server=OFF
-[ "${IRIS_SANITIZE_SERVER:-0}" = 1 ] && asan_server=ON
+# AddressSanitizer + UndefinedBehaviorSanitizer (LeakSanitizer included) over everything
+# labelled *sanitize: the loader, tokenizer, template, scheduler, engine, image, grammar,
+# tool-call and metrics tests, and `iris serve` itself under the gRPC and HTTP integration
+# tests (label server_sanitize: serve_integration, serve_api_integration, serve_claims,
+# http_openai_api, http_openai_limits, http_structured, http_tools), each of which ends by
+# draining the server and checking its exit status, so a leak or a sanitizer report fails it.
+# IRIS_SANITIZE_SERVER=0 leaves the server out (a quicker local run).
+asan_server=ON
+[ "${IRIS_SANITIZE_SERVER:-1}" = 0 ] && asan_server=OFF
 cmake -S . -B build-asan -G Ninja -DCMAKE_BUILD_TYPE=RelWithDebInfo -DIRIS_SANITIZE=ON \
   -DIRIS_ENABLE_CUDA=OFF -DIRIS_BUILD_SERVER=$asan_server
 cmake --build build-asan -j "$jobs"

@@ -1,13 +1,20 @@
 // `iris bench offline` (`iris bench serve` is in cli_bench_serve.cpp): a synthetic workload through the batching engine. Prints
 // throughput and where each step's time goes (schedule, prepare inputs + forward, sample).
+// With --json-schema every request is constrained by that schema (compiled once, as a server's
+// constraint cache would), which measures what structured output costs end to end.
 // Figures only: it never fails on a timing.
 #include <chrono>
 #include <cstdio>
+#include <filesystem>
+#include <fstream>
 #include <nlohmann/json.hpp>
 #include <random>
+#include <sstream>
 
 #include "engine/core/check.h"
 #include "engine/engine.h"
+#include "engine/grammar/constraint.h"
+#include "engine/tokenizer/tokenizer.h"
 #include "server/cli.h"
 #include "server/engine_options.h"
 
@@ -21,6 +28,8 @@ struct BenchOptions {
   int output_len = 128;
   uint64_t seed = 0;
   bool json = false;
+  std::string json_schema;  // a file; empty: unconstrained
+  double temperature = 0;
   EngineOptions engine;
 };
 
@@ -30,6 +39,22 @@ int run_offline(const BenchOptions& o) {
   LoadedModel m = load(o.model, o.engine);
   std::unique_ptr<Engine> engine_ptr = m.make_engine(o.engine.config());
   Engine& engine = *engine_ptr;
+  std::shared_ptr<const grammar::CompiledConstraint> constraint;
+  double compile_ms = 0;
+  if (!o.json_schema.empty()) {
+    IRIS_CHECK(std::filesystem::exists(std::filesystem::path(o.model) / "tokenizer.json"))
+        << "--json-schema: " << o.model << " has no tokenizer.json";
+    const std::unique_ptr<Tokenizer> tokenizer = Tokenizer::from_dir(o.model);
+    std::ifstream in(o.json_schema);
+    IRIS_CHECK(in.good()) << "--json-schema: cannot read " << o.json_schema;
+    std::stringstream text;
+    text << in.rdbuf();
+    const auto c0 = std::chrono::steady_clock::now();
+    grammar::ConstraintCache cache(grammar::TokenVocabulary::from_tokenizer(
+        *tokenizer, static_cast<int32_t>(m.config.vocab_size), m.config.eos_token_ids));
+    constraint = cache.get({grammar::ConstraintKind::kJsonSchema, text.str()});
+    compile_ms = std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - c0).count();
+  }
   std::mt19937_64 rng(o.seed);
   const int64_t vocab = m.config.vocab_size;
   int64_t generated = 0;
@@ -38,9 +63,13 @@ int run_offline(const BenchOptions& o) {
     EngineRequest r;
     r.id = "bench-" + std::to_string(i);
     for (int k = 0; k < o.input_len; ++k) r.prompt.push_back(static_cast<int32_t>(rng() % vocab));
-    r.params.temperature = 0;
+    r.params.temperature = static_cast<float>(o.temperature);
+    r.params.seed = o.seed + static_cast<uint64_t>(i);
     r.params.max_tokens = o.output_len;
-    r.params.ignore_eos = true;
+    // Unconstrained runs generate exactly --output-len tokens; a constrained one ends when
+    // its output is complete (EOS is then the only token allowed).
+    r.params.ignore_eos = constraint == nullptr;
+    r.params.constraint = constraint;
     engine.submit(r, [&](const EngineOutput& out) {
       generated += static_cast<int64_t>(out.token_ids.size());
       if (!out.error.empty()) ++errors;
@@ -54,6 +83,8 @@ int run_offline(const BenchOptions& o) {
   nlohmann::json j = {
       {"model", o.model}, {"num_prompts", o.num_prompts}, {"input_len", o.input_len},
       {"output_len", o.output_len}, {"errors", errors}, {"seconds", secs},
+      {"json_schema", o.json_schema}, {"vocabulary_and_schema_compile_ms", compile_ms},
+      {"output_tokens", generated},
       {"output_tokens_per_s", generated / secs},
       {"total_tokens_per_s", (generated + static_cast<double>(o.num_prompts) * o.input_len) / secs},
       {"steps", s.num_steps}, {"preemptions", s.num_preemptions},
@@ -63,8 +94,11 @@ int run_offline(const BenchOptions& o) {
   if (o.json) {
     std::printf("%s\n", j.dump().c_str());
   } else {
-    std::printf("requests %d (errors %d), input %d, output %d tokens each\n", o.num_prompts,
-                errors, o.input_len, o.output_len);
+    std::printf("requests %d (errors %d), input %d, output up to %d tokens each, %lld in all\n",
+                o.num_prompts, errors, o.input_len, o.output_len, static_cast<long long>(generated));
+    if (constraint)
+      std::printf("constrained by %s (vocabulary + schema compiled in %.1f ms, before timing)\n",
+                  o.json_schema.c_str(), compile_ms);
     std::printf("wall %.2f s | output %.1f tokens/s | total %.1f tokens/s | steps %llu | "
                 "preemptions %lld\n",
                 secs, j["output_tokens_per_s"].get<double>(), j["total_tokens_per_s"].get<double>(),
@@ -88,6 +122,10 @@ Command add_bench(CLI::App& app) {
   off->add_option("--input-len", opts->input_len)->capture_default_str();
   off->add_option("--output-len", opts->output_len)->capture_default_str();
   off->add_option("--seed", opts->seed);
+  off->add_option("--temperature", opts->temperature, "sampling temperature (0: greedy)")
+      ->capture_default_str();
+  off->add_option("--json-schema", opts->json_schema,
+                  "constrain every output by the JSON Schema in this file");
   off->add_flag("--json", opts->json);
   opts->engine.add_to(*off);
   std::function<int()> serve = add_bench_serve(*bench);

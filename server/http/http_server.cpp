@@ -15,6 +15,7 @@
 #include <mutex>
 #include <optional>
 #include <thread>
+#include <vector>
 
 #include "engine/core/check.h"
 
@@ -203,6 +204,32 @@ struct Shared {
   HttpServerOptions options;
   Handler handler;
   std::atomic<int> connections{0};
+
+  // Every connection started, so that stop() can close those still open: each keeps the
+  // io_context alive (its socket must die first) while the io_context's pending operations
+  // keep the connection alive, a cycle only closing its socket breaks.
+  void add(std::weak_ptr<ConnectionBase> conn) {
+    std::lock_guard<std::mutex> lock(live_mu);
+    if (live.size() >= 2 * live_after_prune + 64) {
+      std::erase_if(live, [](const std::weak_ptr<ConnectionBase>& w) { return w.expired(); });
+      live_after_prune = live.size();
+    }
+    live.push_back(std::move(conn));
+  }
+  std::vector<std::shared_ptr<ConnectionBase>> take_open() {
+    std::lock_guard<std::mutex> lock(live_mu);
+    std::vector<std::shared_ptr<ConnectionBase>> open;
+    for (const auto& w : live)
+      if (auto c = w.lock()) open.push_back(std::move(c));
+    live.clear();
+    live_after_prune = 0;
+    return open;
+  }
+
+ private:
+  std::mutex live_mu;
+  std::vector<std::weak_ptr<ConnectionBase>> live;
+  size_t live_after_prune = 0;
 };
 
 template <class Stream>
@@ -219,6 +246,7 @@ class Connection final : public ConnectionBase,
 
   void start() {
     auto self = this->shared_from_this();
+    shared_->add(self);
     if constexpr (std::is_same_v<Stream, ssl::stream<tcp::socket>>) {
       arm_timer(shared_->options.request_timeout_s);
       stream_.async_handshake(ssl::stream_base::server, [self](beast::error_code ec) {
@@ -505,6 +533,14 @@ void HttpServer::stop() {
   impl_->ioc->stop();
   for (auto& t : impl_->threads) t.join();
   impl_->threads.clear();
+  // No thread runs the strands now: close what is still open (idle keep-alive connections,
+  // their reads pending) and run the aborted operations' handlers, which release their
+  // connections and with them the io_context.
+  beast::error_code ec;
+  if (impl_->acceptor) impl_->acceptor->close(ec);  // in case the posted close never ran
+  for (const auto& conn : impl_->shared->take_open()) conn->close_now();
+  impl_->ioc->restart();
+  impl_->ioc->run_for(std::chrono::seconds(5));
 }
 
 int HttpServer::connections() const { return impl_->shared->connections.load(); }

@@ -26,7 +26,8 @@ before(async () => {
 
 after(async () => {
   const res = await stopServer(server);
-  assert.equal(res?.code, 0, `iris serve should drain and exit 0: ${JSON.stringify(res)}`);
+  assert.equal(res?.code, 0,
+    `iris serve should drain and exit 0: ${JSON.stringify(res)}; its log ends:\n${server.log.slice(-6000)}`);
 });
 
 async function collectChatStream(params) {
