@@ -139,17 +139,41 @@ SequenceSampler::Result SequenceSampler::sample(const float* logits, int64_t voc
 
   for (int64_t i = 0; i < vocab; ++i) x[i] /= params_.temperature;
 
-  // Candidates in descending logit order (ties by id), cut by top-k first. Under a constraint
-  // only the allowed ids are candidates (often a handful: no full-vocabulary sort).
-  if (allowed) {
-    order_.clear();
-    for (int64_t i = 0; i < vocab; ++i)
-      if (x[i] != -INFINITY) order_.push_back(static_cast<int32_t>(i));
-    if (order_.empty()) order_.push_back(0);  // nothing allowed: the caller sees the refusal
-  } else {
-    order_.resize(static_cast<size_t>(vocab));
-    std::iota(order_.begin(), order_.end(), 0);
+  // Unnormalised probabilities relative to the best candidate (masked-out ids have -inf).
+  float mx = -INFINITY;
+  for (int64_t i = 0; i < vocab; ++i) mx = std::max(mx, x[i]);
+  if (mx == -INFINITY) {  // nothing allowed: the caller sees the refusal
+    r.token = 0;
+    r.logprob = token_logprob(logits, vocab, r.token);
+    return r;
   }
+  std::uniform_real_distribution<double> uniform(0.0, 1.0);
+  const bool top_k_cuts = params_.top_k > 0 && params_.top_k < vocab;
+  if (!top_k_cuts && params_.top_p >= 1.0f && params_.min_p <= 0.0f) {
+    // Nothing is cut: an inverse-CDF draw in id order, no sort (a full-vocabulary sort per
+    // token dominated sampling on large vocabularies).
+    double total = 0.0;
+    for (int64_t i = 0; i < vocab; ++i) total += std::exp(static_cast<double>(x[i] - mx));
+    const double u = uniform(rng_) * total;
+    double cum = 0.0;
+    int64_t pick = -1, last = 0;
+    for (int64_t i = 0; i < vocab && pick < 0; ++i) {
+      if (x[i] == -INFINITY) continue;
+      last = i;
+      cum += std::exp(static_cast<double>(x[i] - mx));
+      if (u < cum) pick = i;
+    }
+    r.token = static_cast<int32_t>(pick >= 0 ? pick : last);
+    r.logprob = token_logprob(logits, vocab, r.token);
+    if (params_.top_logprobs > 0) r.top = top_logprobs(logits, vocab, params_.top_logprobs);
+    return r;
+  }
+
+  // Candidates in descending logit order (ties by id), cut by top-k first; only as long a
+  // sorted prefix as the cuts need is sorted.
+  order_.clear();
+  for (int64_t i = 0; i < vocab; ++i)
+    if (x[i] != -INFINITY) order_.push_back(static_cast<int32_t>(i));
   const int64_t candidates = static_cast<int64_t>(order_.size());
   auto desc = [x](int32_t a, int32_t b) { return x[a] > x[b] || (x[a] == x[b] && a < b); };
   int64_t keep = candidates;
@@ -157,16 +181,41 @@ SequenceSampler::Result SequenceSampler::sample(const float* logits, int64_t voc
     keep = params_.top_k;
     std::nth_element(order_.begin(), order_.begin() + keep, order_.end(), desc);
   }
-  std::sort(order_.begin(), order_.begin() + keep, desc);
-  // Softmax over the kept candidates.
-  const float mx = x[order_[0]];
-  std::vector<double> probs(static_cast<size_t>(keep));
+  // The softmax's normaliser over the kept candidates.
   double sum = 0.0;
-  for (int64_t i = 0; i < keep; ++i) {
-    probs[i] = std::exp(static_cast<double>(x[order_[i]] - mx));
-    sum += probs[i];
+  for (int64_t i = 0; i < keep; ++i) sum += std::exp(static_cast<double>(x[order_[i]] - mx));
+  // How long a sorted prefix the cuts can need: min-p keeps exactly the candidates at or above
+  // min_p times the best; top-p needs the prefix reaching its mass (found by growing).
+  int64_t need = keep;
+  if (params_.min_p > 0.0f) {
+    int64_t n = 0;
+    for (int64_t i = 0; i < keep; ++i)
+      if (std::exp(static_cast<double>(x[order_[i]] - mx)) >= params_.min_p) ++n;
+    need = std::min(keep, n + 1);  // one past: the loop below sees where the cut falls
   }
-  for (double& p : probs) p /= sum;
+  int64_t sorted = 0;
+  auto sort_to = [&](int64_t n) {
+    n = std::min(n, keep);
+    if (n <= sorted) return;
+    if (n < keep) std::nth_element(order_.begin() + sorted, order_.begin() + n, order_.begin() + keep, desc);
+    std::sort(order_.begin() + sorted, order_.begin() + n, desc);
+    sorted = n;
+  };
+  if (params_.top_p < 1.0f) {
+    int64_t n = std::min<int64_t>(need, 256);
+    while (true) {
+      sort_to(n);
+      double cum = 0.0;
+      for (int64_t i = 0; i < sorted; ++i) cum += std::exp(static_cast<double>(x[order_[i]] - mx)) / sum;
+      if (cum >= params_.top_p || sorted >= need) break;
+      n = std::min(need, sorted * 4);
+    }
+  } else {
+    sort_to(need);
+  }
+  keep = std::min(keep, sorted);
+  std::vector<double> probs(static_cast<size_t>(keep));
+  for (int64_t i = 0; i < keep; ++i) probs[i] = std::exp(static_cast<double>(x[order_[i]] - mx)) / sum;
   // Top-p: the smallest prefix whose mass reaches top_p.
   if (params_.top_p < 1.0f) {
     double cum = 0.0;
@@ -183,7 +232,7 @@ SequenceSampler::Result SequenceSampler::sample(const float* logits, int64_t voc
   }
   double mass = 0.0;
   for (int64_t i = 0; i < keep; ++i) mass += probs[i];
-  const double u = std::uniform_real_distribution<double>(0.0, 1.0)(rng_) * mass;
+  const double u = uniform(rng_) * mass;
   double cum = 0.0;
   int64_t pick = keep - 1;
   for (int64_t i = 0; i < keep; ++i) {

@@ -329,3 +329,67 @@ TEST_CASE("top_logprobs are the n best of log-softmax, best first, ties by id", 
   CHECK(iris::top_logprobs(logits.data(), 3, 10).size() == 3);
   CHECK(iris::top_logprobs(logits.data(), 1000, 0).empty());
 }
+
+TEST_CASE("large vocabularies: the cuts keep exactly the set a full sort gives", "[sampler]") {
+  // 20,000 ids with logits spread over [-4, 4] in a shuffled order: top-p 0.9 keeps thousands
+  // of ids, so the sampler's growing partial sort must extend well past its first prefix.
+  constexpr int64_t kVocab = 20000;
+  std::vector<float> logits(kVocab);
+  std::mt19937 gen(3);
+  std::uniform_real_distribution<float> spread(-4.0f, 4.0f);
+  for (float& l : logits) l = spread(gen);
+  std::vector<int32_t> order(kVocab);
+  std::iota(order.begin(), order.end(), 0);
+  std::sort(order.begin(), order.end(), [&](int32_t a, int32_t b) {
+    return logits[a] > logits[b] || (logits[a] == logits[b] && a < b);
+  });
+  double z = 0;
+  for (float l : logits) z += std::exp(static_cast<double>(l));
+  auto draw = [&](const SamplingParams& p, int n) {
+    SequenceSampler s(p, {});
+    std::set<int32_t> out;
+    for (int i = 0; i < n; ++i) out.insert(s.sample(logits.data(), kVocab).token);
+    return out;
+  };
+  SECTION("top_p 0.9") {
+    SamplingParams p;
+    p.seed = 1;
+    p.top_p = 0.9f;
+    size_t kept = 0;
+    double cum = 0;
+    while (cum < 0.9) cum += std::exp(static_cast<double>(logits[order[kept++]])) / z;
+    REQUIRE(kept > 1000);  // far past the first sorted prefix
+    const std::set<int32_t> allowed(order.begin(), order.begin() + kept);
+    const std::set<int32_t> seen = draw(p, 20000);
+    for (int32_t t : seen) REQUIRE(allowed.count(t) == 1);
+    // The least likely kept ids do come out (the cut is not too early).
+    int tail = 0;
+    for (size_t i = kept * 3 / 4; i < kept; ++i) tail += seen.count(order[i]);
+    CHECK(tail > 0);
+  }
+  SECTION("min_p 0.05") {
+    SamplingParams p;
+    p.seed = 2;
+    p.min_p = 0.05f;
+    const double floor = std::log(0.05) + logits[order[0]];
+    size_t kept = 0;
+    while (kept < order.size() && logits[order[kept]] >= floor) ++kept;
+    REQUIRE(kept > 1000);
+    const std::set<int32_t> allowed(order.begin(), order.begin() + kept);
+    for (int32_t t : draw(p, 20000)) REQUIRE(allowed.count(t) == 1);
+  }
+  SECTION("nothing cut: every id can come out, in proportion") {
+    SamplingParams p;
+    p.seed = 4;
+    SequenceSampler s(p, {});
+    // The best 1% of ids hold this much mass; their share of draws must match it.
+    double best_mass = 0;
+    for (int64_t i = 0; i < kVocab / 100; ++i) best_mass += std::exp(static_cast<double>(logits[order[i]])) / z;
+    const std::set<int32_t> best(order.begin(), order.begin() + kVocab / 100);
+    constexpr int kDraws = 40000;
+    int hits = 0;
+    for (int i = 0; i < kDraws; ++i) hits += best.count(s.sample(logits.data(), kVocab).token);
+    INFO("best 1% hold " << best_mass << ", drawn " << hits / double(kDraws));
+    CHECK(std::abs(hits / double(kDraws) - best_mass) < 0.01);
+  }
+}
