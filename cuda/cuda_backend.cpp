@@ -24,6 +24,7 @@
 #include <string>
 
 #include "cuda/cuda_check.h"
+#include "cuda/device_step.h"
 #include "cuda/gemm.h"
 #include "cuda/graph.h"
 #include "cuda/kernels.h"
@@ -280,6 +281,12 @@ class CudaBackend final : public Backend {
   }
   void* native_stream() const override {
     return stream_;
+  }
+  std::unique_ptr<StepGraphRunner> make_step_graphs(std::vector<int> buckets) override {
+    return make_step_graph_runner(*this, std::move(buckets));
+  }
+  std::unique_ptr<DeviceSampler> make_device_sampler(int max_rows, int64_t vocab) override {
+    return cuda::make_device_sampler(*this, max_rows, vocab);
   }
 
   cudaStream_t stream() const {

@@ -1,8 +1,9 @@
 // CUDA graphs for decode steps: capture the work a callable enqueues on the backend's
 // stream once per batch-size bucket, then replay it with one launch instead of ~10
-// launches per layer. Not wired into the model runner yet.
+// launches per layer. The model runner uses it (engine/model_runner.cpp, through
+// cuda/device_step.cpp) for decode steps on one GPU unless --enforce-eager.
 //
-// What the runner must do to use it (the contract the captured kernels rely on):
+// What the runner does to use it (the contract the captured kernels rely on):
 //  1. Keep every device buffer a step touches at a fixed address: the step inputs
 //     (token ids, positions, slot mapping, query_start, seq_lens, block tables, logits
 //     indices), the model's activation workspace and the logits. ModelRunner already

@@ -9,8 +9,9 @@
 // so far as the offset). The draws differ from the host sampler's std::mt19937_64 stream:
 // the distribution is the same, the individual samples are not.
 //
-// Not wired into the engine yet. All pointers are device pointers; nothing is allocated
-// and nothing synchronises, so a call can sit inside a captured decode graph.
+// The engine samples through it (cuda/device_step.cpp) on one GPU for requests without a
+// constraint, logit_bias or top_logprobs. All pointers are device pointers; nothing is
+// allocated and nothing synchronises, so a call can sit inside a captured decode graph.
 #pragma once
 
 #include <cuda_runtime_api.h>

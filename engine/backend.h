@@ -13,6 +13,7 @@
 #include <vector>
 
 #include "engine/core/tensor.h"
+#include "engine/device_step.h"
 #include "engine/parallel/communicator.h"
 
 namespace iris {
@@ -173,6 +174,16 @@ class Backend {
   // The device stream work is enqueued on (a cudaStream_t for CUDA), for communicators that
   // must order their collectives with the backend's kernels; null on the CPU.
   virtual void* native_stream() const { return nullptr; }
+
+  // Decode-step graphs at these batch-size buckets, or null where the backend has none (CPU).
+  virtual std::unique_ptr<StepGraphRunner> make_step_graphs(std::vector<int> /*buckets*/) {
+    return nullptr;
+  }
+  // A sampler for up to max_rows rows of `vocab` logits on this device, or null where the
+  // backend has none (CPU: the host sampler reads the logits in place).
+  virtual std::unique_ptr<DeviceSampler> make_device_sampler(int /*max_rows*/, int64_t /*vocab*/) {
+    return nullptr;
+  }
 
  protected:
   Communicator* comm_ = nullptr;

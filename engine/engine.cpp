@@ -60,6 +60,12 @@ struct Engine::Sequence {
 
 namespace {
 using clock_type = std::chrono::steady_clock;
+
+// Whether a request's tokens may be sampled on the device (when the backend can): the device
+// sampler has no constraint masks, logit_bias or top-N log-probabilities.
+bool samples_on_device(const SamplingParams& p) {
+  return !p.constraint && p.logit_bias.empty() && p.top_logprobs == 0;
+}
 double seconds_since(clock_type::time_point t) {
   return std::chrono::duration<double>(clock_type::now() - t).count();
 }
@@ -120,7 +126,9 @@ void Engine::init(const EngineConfig& config) {
   const std::string bad = sched_config_.validate();
   if (!bad.empty()) fail("engine configuration: ", bad);
   executor_->allocate(num_blocks, config.block_size,
-                      RunnerLimits{config.max_num_batched_tokens, config.max_num_seqs, blocks_per_seq});
+                      RunnerLimits{config.max_num_batched_tokens, config.max_num_seqs, blocks_per_seq,
+                                   config.enforce_eager});
+  if (!config.host_sampling) device_sampler_ = executor_->make_device_sampler();
   scheduler_ = std::make_unique<sched::Scheduler>(sched_config_);
 }
 
@@ -306,6 +314,8 @@ void Engine::refresh_stats(const StepTiming& step) {
   stats_.prepare_forward_seconds += step.forward_seconds;
   stats_.sample_seconds += step.sample_seconds;
   stats_.detokenize_seconds += step.detokenize_seconds;
+  stats_.num_device_sampled = device_sampled_;
+  stats_.num_graph_replays = executor_->graph_replays();
   lock.unlock();
   if (step_observer_ && step.num_seqs > 0) step_observer_->on_step(step);
 }
@@ -384,7 +394,16 @@ bool Engine::step() {
     });
     mask_join.task = mask_task_.get();
   }
-  const std::vector<float>& logits = executor_->run(chunks);
+  // Which sampled rows need their logits on the host: all of them without a device sampler;
+  // with one, those of requests that use what only the host sampler does (a constraint's
+  // mask, logit_bias, top_logprobs). Decided by the request alone, so a seeded request
+  // samples in the same place, from the same generator, whatever else is in the batch.
+  host_rows_.clear();
+  for (const auto& s : out.scheduled)
+    if (s.samples)
+      host_rows_.push_back(!device_sampler_ || !samples_on_device(sequences_.at(std::string(s.id))->params));
+  const bool any_device_row = std::find(host_rows_.begin(), host_rows_.end(), 0) != host_rows_.end();
+  const std::vector<float>& logits = executor_->run(chunks, device_sampler_ ? &host_rows_ : nullptr);
   // Spans this step completed no longer pin their embeddings (the cache decides their fate).
   for (auto& [seq, end] : with_media)
     for (MediaEmbeds& m : seq->view)
@@ -399,12 +418,43 @@ bool Engine::step() {
   const auto& eos = model_config_.eos_token_ids;
   std::vector<int32_t> sampled(out.scheduled.size(), sched::Scheduler::kNoToken);
   std::vector<SequenceSampler::Result> results(out.scheduled.size());
+  if (any_device_row) {
+    device_rows_.clear();
+    device_index_.clear();
+    size_t row = 0;
+    for (size_t i = 0; i < out.scheduled.size(); ++i) {
+      const auto& s = out.scheduled[i];
+      if (!s.samples) continue;
+      const size_t r = row++;
+      if (host_rows_[r]) continue;
+      Sequence& seq = *sequences_.at(std::string(s.id));
+      DeviceSampleRow d;
+      d.logits_row = static_cast<int>(r);
+      d.params = &seq.params;
+      d.seed = seq.sampler.seed();
+      d.offset = static_cast<uint64_t>(seq.generated);
+      seq.sampler.penalty_entries(d.seen_tokens, d.seen_counts);
+      d.banned = banned_tokens(seq.params, eos, seq.generated);
+      device_rows_.push_back(std::move(d));
+      device_index_.push_back(i);
+    }
+    std::vector<int32_t> tokens(device_rows_.size());
+    std::vector<float> logprobs(device_rows_.size());
+    device_sampler_->sample(executor_->device_logits(), device_rows_, tokens.data(), logprobs.data());
+    for (size_t k = 0; k < device_index_.size(); ++k) {
+      results[device_index_[k]].token = tokens[k];
+      results[device_index_[k]].logprob = logprobs[k];
+      sampled[device_index_[k]] = tokens[k];
+    }
+    device_sampled_ += device_rows_.size();
+  }
   size_t row = 0;
   for (size_t i = 0; i < out.scheduled.size(); ++i) {
     const auto& s = out.scheduled[i];
     if (!s.samples) continue;
-    const float* l = logits.data() + row * vocab;
-    ++row;
+    const size_t r = row++;
+    if (!host_rows_[r]) continue;
+    const float* l = logits.data() + r * vocab;
     Sequence& seq = *sequences_.at(std::string(s.id));
     results[i] = seq.sampler.sample(l, vocab, banned_tokens(seq.params, eos, seq.generated),
                                     seq.constraint ? seq.constraint->next_mask(vocab) : nullptr);

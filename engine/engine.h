@@ -51,6 +51,12 @@ struct EngineConfig {
   // cache at least 8 images.
   int max_num_encoder_tokens = 0;
   int encoder_cache_tokens = 0;
+  // Never capture decode steps as graphs (graphs exist only on backends that offer them).
+  bool enforce_eager = false;
+  // Sample every sequence on the host even where the backend can sample on the device. On
+  // the device, requests with a constraint, logit_bias or top_logprobs still sample on the
+  // host (see docs/architecture.md).
+  bool host_sampling = false;
 };
 
 struct EngineRequest {
@@ -154,6 +160,13 @@ class Engine {
   // Computes the step's structured-output masks while the forward pass runs; made on the first
   // step that samples a constrained sequence. Declared after sequences_: destroyed first.
   std::unique_ptr<BackgroundTask> mask_task_;
+  // Sampling on the device (one rank on a backend that offers it; null otherwise), and the
+  // step's scratch: which sampled rows go to the host sampler, the device's rows.
+  std::unique_ptr<DeviceSampler> device_sampler_;
+  std::vector<uint8_t> host_rows_;
+  std::vector<DeviceSampleRow> device_rows_;
+  std::vector<size_t> device_index_;
+  uint64_t device_sampled_ = 0;
 
   mutable std::mutex mu_;
   std::condition_variable cv_;

@@ -37,6 +37,10 @@ struct EngineStats {
   int64_t kv_cache_bytes = 0;
   int64_t weight_bytes = 0;
   int tensor_parallel_size = 1;
+  // Decode steps replayed from captured graphs, and tokens sampled on the device (both 0 on
+  // the CPU backend, and with --enforce-eager / --host-sampling).
+  uint64_t num_graph_replays = 0;
+  uint64_t num_device_sampled = 0;
 };
 
 // One choice's life in the engine, from Engine::submit (arrival) to its final output. The

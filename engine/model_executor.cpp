@@ -144,10 +144,28 @@ void ModelExecutor::worker(int rank) {
   }
 }
 
-const std::vector<float>& ModelExecutor::run(const std::vector<SeqChunk>& chunks) {
+std::unique_ptr<DeviceSampler> ModelExecutor::make_device_sampler() {
+  IRIS_CHECK(!runners_.empty()) << "ModelExecutor::make_device_sampler before allocate";
+  if (world_size() != 1) return nullptr;  // logits are vocabulary shards across ranks
+  return ranks_[0].backend->make_device_sampler(limits_.max_seqs, config().vocab_size);
+}
+
+const Tensor& ModelExecutor::device_logits() const {
+  IRIS_CHECK(world_size() == 1) << "device logits exist only on one rank";
+  return runners_[0]->device_logits();
+}
+
+uint64_t ModelExecutor::graph_replays() const {
+  uint64_t n = 0;
+  for (const auto& r : runners_) n += r->graph_replays();
+  return n;
+}
+
+const std::vector<float>& ModelExecutor::run(const std::vector<SeqChunk>& chunks,
+                                             const std::vector<uint8_t>* host_rows) {
   IRIS_CHECK(!runners_.empty()) << "ModelExecutor::run before allocate";
   const int world = world_size();
-  if (world == 1) return runners_[0]->run(chunks);
+  if (world == 1) return runners_[0]->run(chunks, host_rows);
   {
     std::lock_guard<std::mutex> lock(mu_);
     if (!failure_.empty()) fail("tensor-parallel group failed earlier: ", failure_);

@@ -50,8 +50,18 @@ class ModelExecutor {
   void allocate(int num_blocks, int block_size, RunnerLimits limits);
   const RunnerLimits& limits() const { return limits_; }
 
-  // One step on all ranks; returns host logits [n_wanted, vocab], rows in chunk order.
-  const std::vector<float>& run(const std::vector<SeqChunk>& chunks);
+  // One step on all ranks; returns host logits [n_wanted, vocab], rows in chunk order. On one
+  // rank, `host_rows` (a flag per wanted row) limits the copy to the host to the flagged
+  // rows (the others are then sampled from device_logits()); several ranks copy every row.
+  const std::vector<float>& run(const std::vector<SeqChunk>& chunks,
+                                const std::vector<uint8_t>* host_rows = nullptr);
+  // A sampler on rank 0's device when there is one rank and its backend has one (CUDA);
+  // null otherwise. Call after allocate().
+  std::unique_ptr<DeviceSampler> make_device_sampler();
+  // One rank: the last run()'s logits on the device, [n_wanted (or more), vocab].
+  const Tensor& device_logits() const;
+  // Decode steps replayed from graphs, over all ranks.
+  uint64_t graph_replays() const;
 
  private:
   void worker(int rank);

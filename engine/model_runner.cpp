@@ -1,7 +1,10 @@
 // Step input construction and the forward call (see model_runner.h).
 #include "engine/model_runner.h"
 
+#include <spdlog/spdlog.h>
+
 #include <algorithm>
+#include <exception>
 
 #include "engine/core/check.h"
 
@@ -25,9 +28,21 @@ ModelRunner::ModelRunner(Backend& backend, Model& model, KvCache& kv, RunnerLimi
     embeds_ = backend.allocate(backend.compute_dtype(), {t, model.config().hidden_size});
   }
   model.reserve(limits.max_tokens, limits.max_seqs);
+  if (!limits.enforce_eager && model.supports_step_graphs() && backend.communicator() == nullptr)
+    graphs_ = backend.make_step_graphs(graph_buckets(std::min(limits.max_seqs, limits.max_tokens)));
 }
 
-const std::vector<float>& ModelRunner::run(const std::vector<SeqChunk>& chunks) {
+std::vector<int> ModelRunner::graph_buckets(int max_seqs) {
+  // 1, 2, 4, 8, then every multiple of 8 (as vLLM), up to the step's sequence limit.
+  std::vector<int> b;
+  for (int n : {1, 2, 4}) if (n <= max_seqs) b.push_back(n);
+  for (int n = 8; n <= max_seqs; n += 8) b.push_back(n);
+  if (b.empty() || b.back() != max_seqs) b.push_back(max_seqs);
+  return b;
+}
+
+const std::vector<float>& ModelRunner::run(const std::vector<SeqChunk>& chunks,
+                                           const std::vector<uint8_t>* host_rows) {
   const int num_seqs = static_cast<int>(chunks.size());
   IRIS_CHECK(num_seqs > 0 && num_seqs <= limits_.max_seqs)
       << num_seqs << " sequences in a step (limit " << limits_.max_seqs << ")";
@@ -84,6 +99,25 @@ const std::vector<float>& ModelRunner::run(const std::vector<SeqChunk>& chunks) 
     max_q = std::max(max_q, c.num_tokens);
     max_len = std::max(max_len, end);
   }
+  const int wanted = static_cast<int>(h_logits_idx_.size());
+  // A decode step for a graph: pad to the bucket (padded sequences: one token at position
+  // 0, nothing stored, any valid block; their logits rows are ignored).
+  int bucket = 0;
+  if (graphs_ && backend_.communicator() == nullptr && max_q == 1 && h_embed_rows_.empty() &&
+      wanted == num_seqs)
+    bucket = graphs_->bucket_for(num_seqs);
+  if (bucket > 0) {
+    h_tables_.resize(static_cast<size_t>(bucket) * mb, 0);
+    for (int p = num_seqs; p < bucket; ++p) {
+      h_tokens_.push_back(0);
+      h_positions_.push_back(0);
+      h_slots_.push_back(-1);
+      h_qstart_.push_back(p + 1);
+      h_seq_lens_.push_back(1);
+      h_logits_idx_.push_back(p);
+    }
+  }
+  const int step_seqs = bucket > 0 ? bucket : num_seqs;
   const int num_tokens = static_cast<int>(h_tokens_.size());
   IRIS_CHECK(num_tokens <= limits_.max_tokens)
       << num_tokens << " tokens in a step (limit " << limits_.max_tokens << ")";
@@ -95,14 +129,16 @@ const std::vector<float>& ModelRunner::run(const std::vector<SeqChunk>& chunks) 
   in.token_ids = token_ids_.tensor.rows(0, num_tokens);
   in.positions = positions_.tensor.rows(0, num_tokens);
   in.logits_indices = logits_indices_.tensor.rows(0, static_cast<int64_t>(h_logits_idx_.size()));
-  in.attn.query_start = query_start_.tensor.rows(0, num_seqs + 1);
-  in.attn.seq_lens = seq_lens_.tensor.rows(0, num_seqs);
-  in.attn.block_tables = block_tables_.tensor.rows(0, num_seqs);
+  in.attn.query_start = query_start_.tensor.rows(0, step_seqs + 1);
+  in.attn.seq_lens = seq_lens_.tensor.rows(0, step_seqs);
+  in.attn.block_tables = block_tables_.tensor.rows(0, step_seqs);
   in.attn.slot_mapping = slot_mapping_.tensor.rows(0, num_tokens);
-  in.attn.num_seqs = num_seqs;
+  in.attn.num_seqs = step_seqs;
   in.attn.num_tokens = num_tokens;
   in.attn.max_query_len = max_q;
-  in.attn.max_seq_len = max_len;
+  // A graph's launch configuration must not change between replays: the capacity stands in
+  // for the longest sequence (kernels read the real lengths from seq_lens).
+  in.attn.max_seq_len = bucket > 0 ? mb * bs : max_len;
   in.attn.max_blocks_per_seq = mb;
   backend_.upload_i32(h_tokens_.data(), in.token_ids);
   backend_.upload_i32(h_positions_.data(), in.positions);
@@ -120,10 +156,49 @@ const std::vector<float>& ModelRunner::run(const std::vector<SeqChunk>& chunks) 
     backend_.upload(h_embeds_.data(), DType::F32, in.embeds);
   }
 
-  Tensor logits = logits_.tensor.rows(0, static_cast<int64_t>(h_logits_idx_.size()));
-  model_.forward(in, kv_, logits);
-  h_logits_.resize(static_cast<size_t>(logits.numel()));
-  if (!h_logits_.empty()) backend_.download_f32(logits, h_logits_.data());
+  step_in_ = in;
+  step_logits_ = logits_.tensor.rows(0, static_cast<int64_t>(h_logits_idx_.size()));
+  if (bucket == 0) {
+    model_.forward(step_in_, kv_, step_logits_);
+  } else if (graphs_->captured(bucket)) {
+    graphs_->replay(bucket);
+    ++graph_replays_;
+  } else if (warmed_.insert(bucket).second) {
+    model_.forward(step_in_, kv_, step_logits_);  // warm-up: kernels loaded, GEMM plans cached
+  } else {
+    try {
+      // The captured forward reads step_in_ / step_logits_, whose tensors are the same views
+      // of the same buffers at every step of this bucket.
+      graphs_->capture(bucket, [this] { model_.forward(step_in_, kv_, step_logits_); });
+      ++graph_captures_;
+      graphs_->replay(bucket);
+      ++graph_replays_;
+    } catch (const std::exception& e) {
+      spdlog::warn("decode-step graph capture failed at batch {} ({}); running eagerly from now on",
+                   bucket, e.what());
+      graphs_.reset();
+      model_.forward(step_in_, kv_, step_logits_);
+    }
+  }
+  const int64_t vocab_cols = step_logits_.dim(1);
+  h_logits_.resize(static_cast<size_t>(wanted * vocab_cols));
+  if (wanted == 0) return h_logits_;
+  if (!host_rows) {
+    backend_.download_f32(step_logits_.rows(0, wanted), h_logits_.data());
+    return h_logits_;
+  }
+  IRIS_CHECK(static_cast<int>(host_rows->size()) == wanted)
+      << host_rows->size() << " host-row flags for " << wanted << " logits rows";
+  for (int r = 0; r < wanted;) {  // each run of consecutive flagged rows in one copy
+    if (!(*host_rows)[r]) {
+      ++r;
+      continue;
+    }
+    int e = r;
+    while (e < wanted && (*host_rows)[e]) ++e;
+    backend_.download_f32(step_logits_.rows(r, e - r), h_logits_.data() + static_cast<size_t>(r) * vocab_cols);
+    r = e;
+  }
   return h_logits_;
 }
 

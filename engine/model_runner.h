@@ -6,6 +6,7 @@
 
 #include <cstdint>
 #include <memory>
+#include <set>
 #include <vector>
 
 #include "engine/models/model.h"
@@ -41,6 +42,9 @@ struct RunnerLimits {
   int max_tokens = 512;       // tokens per step
   int max_seqs = 64;          // sequences per step
   int max_blocks_per_seq = 0; // ceil(max_model_len / block_size)
+  // Never capture decode steps as graphs (--enforce-eager); only backends that offer graphs
+  // (CUDA) capture at all.
+  bool enforce_eager = false;
 };
 
 class ModelRunner {
@@ -48,8 +52,25 @@ class ModelRunner {
   ModelRunner(Backend& backend, Model& model, KvCache& kv, RunnerLimits limits);
 
   // Runs one step. Returns host logits [n_wanted, vocab shard], rows in chunk order (this
-  // rank's columns of the vocabulary: model.vocab_shard()).
-  const std::vector<float>& run(const std::vector<SeqChunk>& chunks);
+  // rank's columns of the vocabulary: model.vocab_shard()). With `host_rows` (one flag per
+  // wanted row), only the flagged rows are copied to the host; the others are left unset
+  // (their logits stay on the device: device_logits()).
+  //
+  // Decode steps (one token per sequence, no media) on a backend with graphs, one rank, a
+  // model whose forward can be captured and without enforce_eager: the batch is padded to
+  // a bucket size (padded rows store nothing and their logits are ignored), the first step
+  // at a bucket runs eagerly (warm-up), the second captures the forward, and every later one
+  // replays it.
+  const std::vector<float>& run(const std::vector<SeqChunk>& chunks,
+                                const std::vector<uint8_t>* host_rows = nullptr);
+  // The last run()'s logits on the device: rows [0, n_wanted) in chunk order (a padded
+  // decode step has more rows; they are not wanted).
+  const Tensor& device_logits() const { return step_logits_; }
+  // Graph captures and replays so far (0 where no graphs are used).
+  uint64_t graph_captures() const { return graph_captures_; }
+  uint64_t graph_replays() const { return graph_replays_; }
+  // The bucket sizes decode steps are padded to when graphs are used.
+  static std::vector<int> graph_buckets(int max_seqs);
 
   int64_t vocab_size() const { return model_.config().vocab_size; }
   // The logits of the last run().
@@ -69,6 +90,12 @@ class ModelRunner {
   std::vector<int32_t> h_tokens_, h_positions_, h_logits_idx_, h_qstart_, h_seq_lens_,
       h_tables_, h_slots_;
   std::vector<float> h_logits_;
+  // Decode-step graphs (null when not used) and what their captured forward reads.
+  std::unique_ptr<StepGraphRunner> graphs_;
+  std::set<int> warmed_;  // buckets run once eagerly, ready to capture
+  StepInputs step_in_;
+  Tensor step_logits_;
+  uint64_t graph_captures_ = 0, graph_replays_ = 0;
 };
 
 }  // namespace iris

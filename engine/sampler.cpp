@@ -80,9 +80,33 @@ std::vector<std::pair<int32_t, float>> top_logprobs(const float* logits, int64_t
 
 SequenceSampler::SequenceSampler(const SamplingParams& params, const std::vector<int32_t>& prompt)
     : params_(params) {
-  rng_.seed(params.seed ? *params.seed : std::random_device{}());
+  seed_ = params.seed ? *params.seed
+                      : (static_cast<uint64_t>(std::random_device{}()) << 32) | std::random_device{}();
+  rng_.seed(seed_);
   if (params_.repetition_penalty != 1.0f)
     for (int32_t t : prompt) append_seen_(t);
+}
+
+void SequenceSampler::penalty_entries(std::vector<int32_t>& tokens, std::vector<int32_t>& counts) const {
+  tokens.clear();
+  counts.clear();
+  const bool repetition = params_.repetition_penalty != 1.0f;
+  if (!repetition && params_.presence_penalty == 0.0f && params_.frequency_penalty == 0.0f) return;
+  auto count_of = [&](int32_t t) {
+    auto it = output_counts_.find(t);
+    return it == output_counts_.end() ? 0 : it->second;
+  };
+  if (repetition) {  // seen_ holds prompt and output ids, each once
+    for (int32_t t : seen_) {
+      tokens.push_back(t);
+      counts.push_back(count_of(t));
+    }
+    return;
+  }
+  for (const auto& [t, n] : output_counts_) {
+    tokens.push_back(t);
+    counts.push_back(n);
+  }
 }
 
 void SequenceSampler::append(int32_t token) {

@@ -67,11 +67,18 @@ class SequenceSampler {
                 const uint32_t* allowed = nullptr);
   // Records a generated token (for the output-token penalties).
   void append(int32_t token);
+  // The seed of this sequence's generator (the request's, or a random one).
+  uint64_t seed() const { return seed_; }
+  // For samplers elsewhere (the device's): the distinct ids the penalties act on (prompt and
+  // output ids with a repetition penalty, output ids otherwise) and each one's count in the
+  // output (0 = prompt only). Empty when the params set no penalty.
+  void penalty_entries(std::vector<int32_t>& tokens, std::vector<int32_t>& counts) const;
 
  private:
   void append_seen_(int32_t token);
 
   SamplingParams params_;
+  uint64_t seed_ = 0;
   std::mt19937_64 rng_;
   std::unordered_map<int32_t, int> output_counts_;
   std::vector<int32_t> seen_;  // prompt ∪ output, for the repetition penalty

@@ -40,6 +40,10 @@ void EngineOptions::add_to(CLI::App& app) {
   app.add_option("--tensor-parallel-size,--tp", tensor_parallel_size,
                  "ranks the model is split across (CPU: threads; CUDA: GPUs)")
       ->capture_default_str();
+  app.add_flag("--enforce-eager", engine.enforce_eager,
+               "never capture decode steps as CUDA graphs (CUDA only; the CPU backend is always eager)");
+  app.add_flag("--host-sampling", engine.host_sampling,
+               "sample every token on the host even where the GPU can sample (CUDA only)");
   app.add_flag("--enable-expert-parallel", enable_expert_parallel,
                "mixture-of-experts models: place whole experts on the tensor-parallel ranks "
                "instead of sharding every expert");

@@ -138,6 +138,8 @@ class LlamaModel final : public Model {
   const ModelConfig& config() const override { return cfg_; }
   AttentionShape attention_shape() const override { return shape_; }
   size_t weight_bytes() const override { return weight_bytes_; }
+  // The MoE router's token grouping reads the router logits back on the host.
+  bool supports_step_graphs() const override { return !cfg_.moe; }
   std::pair<int64_t, int64_t> vocab_shard() const override { return {vocab_first_, vocab_count_}; }
 
   void reserve(int max_tokens, int max_logits) override {

@@ -54,6 +54,10 @@ class Model {
   virtual void forward(const StepInputs& in, KvCache& kv, Tensor& logits) = 0;
   // Bytes of weights held on this rank's device.
   virtual size_t weight_bytes() const = 0;
+  // Whether a decode step's forward only enqueues device work on fixed buffers, so that it
+  // can be captured as a graph (false when it reads results back mid-forward, as the
+  // mixture-of-experts router does to group tokens by expert).
+  virtual bool supports_step_graphs() const { return true; }
   // The vocabulary rows [first, first + count) whose logits this rank computes: the whole
   // vocabulary on a single rank, a contiguous shard under tensor parallelism.
   virtual std::pair<int64_t, int64_t> vocab_shard() const { return {0, config().vocab_size}; }
