@@ -12,14 +12,17 @@
 #include "cuda/common.cuh"
 #include "cuda/sampling.h"
 
+#include <climits>
+
 namespace iris::cuda {
 namespace {
 
 constexpr int kThreads = 1024;
 
-// Larger float -> larger key; -inf sorts below every finite value.
+// Larger float -> larger key; -inf sorts below every finite value. -0.0 and +0.0 get one key
+// (the host's comparison finds them equal and orders them by id).
 __device__ __forceinline__ uint32_t order_key(float f) {
-  const uint32_t u = __float_as_uint(f);
+  const uint32_t u = __float_as_uint(f == 0.0f ? 0.0f : f);
   return (u & 0x80000000u) ? ~u : (u | 0x80000000u);
 }
 __device__ __forceinline__ float key_value(uint32_t k) {
@@ -36,14 +39,23 @@ struct Prefix {
   }
 };
 
+// Probability masses in the top-p selection are summed as 64-bit fixed point (2^-40 units;
+// every exp(y - max) is in [0, 1], so a 2^24-token row cannot overflow): integer atomics
+// commute, so the boundary, and with it the kept set, is the same on every run.
+using Mass = unsigned long long;
+__device__ __forceinline__ Mass to_mass(float e) {
+  return static_cast<Mass>(static_cast<double>(e) * 1099511627776.0);
+}
+
 struct Shared {
   float f[33];
   int n[33];
   uint32_t cnt[256];
-  float mass[256];
+  Mass mass[256];
   uint32_t sel_prefix, sel_mask;
   int above_cnt, eq_cnt, last_id, pick;
-  float above_mass, target;
+  Mass above_mass, target_mass;
+  float target;
 };
 
 template <typename T>
@@ -119,7 +131,7 @@ __device__ Prefix select_prefix(const Row& row, const Prefix& prev, bool by_mass
     const int shift = 24 - 8 * level;
     if (tid < 256) {
       sm.cnt[tid] = 0;
-      sm.mass[tid] = 0.0f;
+      sm.mass[tid] = 0;
     }
     __syncthreads();
     for (int i = tid; i < row.V; i += blockDim.x) {
@@ -128,31 +140,31 @@ __device__ Prefix select_prefix(const Row& row, const Prefix& prev, bool by_mass
       if (!prev.keeps(i, k) || (k & mask) != prefix) continue;
       const int bin = (k >> shift) & 255;
       atomicAdd(&sm.cnt[bin], 1u);
-      if (by_mass) atomicAdd(&sm.mass[bin], row.e(yv));
+      if (by_mass) atomicAdd(&sm.mass[bin], to_mass(row.e(yv)));
     }
     __syncthreads();
     if (tid == 0) {
       if (level == 0) {
         if (by_mass) {
-          float total = 0.0f;
+          Mass total = 0;
           for (int d = 0; d < 256; ++d) total += sm.mass[d];
-          sm.target = k_or_frac * total;
-        } else {
-          sm.target = k_or_frac;
+          sm.target_mass = static_cast<Mass>(static_cast<double>(k_or_frac) * static_cast<double>(total));
         }
+        sm.target = k_or_frac;
         sm.above_cnt = 0;
-        sm.above_mass = 0.0f;
+        sm.above_mass = 0;
       }
       const float target = sm.target;
+      const Mass target_mass = sm.target_mass;
       int cc = sm.above_cnt;
-      float cm = sm.above_mass;
+      Mass cm = sm.above_mass;
       int chosen = -1, last_nz = -1, cc_nz = cc;
-      float cm_nz = cm;
+      Mass cm_nz = cm;
       for (int d = 255; d >= 0; --d) {
         const int c = static_cast<int>(sm.cnt[d]);
         if (c == 0) continue;
         const bool reached =
-            by_mass ? cm + sm.mass[d] >= target : static_cast<float>(cc + c) >= target;
+            by_mass ? cm + sm.mass[d] >= target_mass : static_cast<float>(cc + c) >= target;
         if (reached) {
           chosen = d;
           break;
@@ -182,8 +194,9 @@ __device__ Prefix select_prefix(const Row& row, const Prefix& prev, bool by_mass
   const int eq = sm.eq_cnt;
   int m;
   if (by_mass) {
-    const float eb = row.e(key_value(prefix));
-    m = eb > 0.0f ? static_cast<int>(ceilf((sm.target - sm.above_mass) / eb)) : eq;
+    const Mass eb = to_mass(row.e(key_value(prefix)));
+    const Mass need = sm.target_mass > sm.above_mass ? sm.target_mass - sm.above_mass : 0;
+    m = eb > 0 ? static_cast<int>(min(static_cast<Mass>(eq), (need + eb - 1) / eb)) : eq;
   } else {
     m = static_cast<int>(k_or_frac) - sm.above_cnt;
   }
@@ -323,20 +336,26 @@ __global__ void __launch_bounds__(kThreads) sample_kernel(SamplingBatch b) {
   float total = 0.0f;
   const float excl = block_exclusive_scan(mass, sm.f, total);
   const float target = static_cast<float>(uniform01(p.seed, p.offset)) * total;
-  if (tid == 0) sm.pick = -1;
+  if (tid == 0) sm.pick = INT_MAX;
   __syncthreads();
+  // Rounding can make two threads' intervals overlap, or leave the target inside a thread's
+  // interval but past its own running sum: each thread that claims the target offers its
+  // pick (or its last kept token) and the lowest id wins, so the result has one writer and
+  // is the same on every run.
   if (excl <= target && target < excl + mass) {
     float cum = excl;
+    int mine = last_kept;
     for (int i = lo; i < hi; ++i) {
       const float yv = row.y(i);
       const float ev = row.e(yv);
       if (!kept.keeps(i, order_key(yv)) || (p.min_p > 0.0f && ev < p.min_p)) continue;
       cum += ev;
       if (target < cum) {
-        sm.pick = i;
+        mine = i;
         break;
       }
     }
+    if (mine >= 0) atomicMin(&sm.pick, mine);
   }
   // Fallback when rounding put the target past the end: the last kept token.
   int fallback = last_kept;
@@ -345,7 +364,7 @@ __global__ void __launch_bounds__(kThreads) sample_kernel(SamplingBatch b) {
   if ((tid & 31) == 0) sm.n[tid >> 5] = fallback;
   __syncthreads();
   if (tid == 0) {
-    int tok = sm.pick;
+    int tok = sm.pick == INT_MAX ? -1 : sm.pick;
     if (tok < 0) {
       for (int w = 0; w < static_cast<int>(blockDim.x >> 5); ++w) tok = max(tok, sm.n[w]);
       if (tok < 0) tok = 0;

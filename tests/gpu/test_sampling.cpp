@@ -331,3 +331,45 @@ TEST_CASE("GPU sampling is a function of (seed, offset)", "[sampling]") {
   for (int i = 1; i < 64; i += 2) distinct.insert(got.tokens[i]);
   REQUIRE(distinct.size() > 10);
 }
+
+TEST_CASE("GPU sampling: -0.0 and +0.0 are one value, ordered by id as on the host", "[sampling]") {
+  // Ids 3 (-0.0) and 7 (+0.0) tie for the best logit; the host orders them by id, so top-k 1
+  // keeps id 3 only and greedy picks id 3.
+  const int vocab = 16;
+  std::vector<float> row(vocab, -5.0f);
+  row[3] = -0.0f;
+  row[7] = 0.0f;
+  SamplingParams topk;
+  topk.temperature = 1.0f;
+  topk.top_k = 1;
+  SamplingParams greedy;
+  greedy.temperature = 0.0f;
+  std::vector<float> logits;
+  std::vector<cuda::SamplingRowParams> params;
+  for (int i = 0; i < 32; ++i) {
+    logits.insert(logits.end(), row.begin(), row.end());
+    params.push_back(cuda::row_params(i % 2 ? topk : greedy, 100 + i, 0));
+  }
+  const Samples got = gpu_sample(logits, vocab, params, {});
+  for (int i = 0; i < 32; ++i) REQUIRE(got.tokens[i] == 3);
+  SequenceSampler host(topk, {});
+  REQUIRE(host.sample(row.data(), vocab).token == 3);
+}
+
+TEST_CASE("GPU top-p: the same (seed, offset) gives the same token on every run", "[sampling]") {
+  // A flat 50k-token row puts the top-p boundary among thousands of near-equal masses, where a
+  // floating-point sum in arrival order would move it from run to run.
+  const int vocab = 50000;
+  const std::vector<float> row = random_logits(vocab, 11, 0.05f);
+  SamplingParams p;
+  p.temperature = 1.0f;
+  p.top_p = 0.5f;
+  std::vector<float> logits;
+  std::vector<cuda::SamplingRowParams> params;
+  for (int i = 0; i < 16; ++i) {
+    logits.insert(logits.end(), row.begin(), row.end());
+    params.push_back(cuda::row_params(p, 9, static_cast<uint64_t>(i)));
+  }
+  const Samples first = gpu_sample(logits, vocab, params, {});
+  for (int run = 0; run < 10; ++run) REQUIRE(gpu_sample(logits, vocab, params, {}).tokens == first.tokens);
+}
