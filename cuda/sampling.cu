@@ -112,6 +112,38 @@ __device__ double uniform01(uint64_t seed, uint64_t offset) {
          (1.0 / 9007199254740992.0);
 }
 
+// Block-wide argmax of each thread's (best, best_i), ties to the lower id; every thread gets
+// the result.
+__device__ void block_argmax(float& best, int& best_i, Shared& sm) {
+  for (int o = 16; o > 0; o >>= 1) {
+    const float ov = __shfl_xor_sync(0xffffffffu, best, o);
+    const int oi = __shfl_xor_sync(0xffffffffu, best_i, o);
+    if (oi < INT_MAX && (ov > best || (ov == best && oi < best_i) || best_i == INT_MAX)) {
+      best = ov;
+      best_i = oi;
+    }
+  }
+  const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
+  if (lane == 0) {
+    sm.f[warp] = best;
+    sm.n[warp] = best_i;
+  }
+  __syncthreads();
+  if (threadIdx.x == 0) {
+    for (int w = 1; w < static_cast<int>(blockDim.x >> 5); ++w)
+      if (sm.n[w] != INT_MAX && (best_i == INT_MAX || sm.f[w] > best || (sm.f[w] == best && sm.n[w] < best_i))) {
+        best = sm.f[w];
+        best_i = sm.n[w];
+      }
+    sm.f[32] = best;
+    sm.n[32] = best_i;
+  }
+  __syncthreads();
+  best = sm.f[32];
+  best_i = sm.n[32];
+  __syncthreads();
+}
+
 struct Row {
   const float* x;  // penalised logits
   int V;
@@ -249,7 +281,35 @@ __global__ void __launch_bounds__(kThreads) sample_kernel(SamplingBatch b) {
   osum = block_sum(osum, sm.f);
   const float log_z = omax + logf(osum);
 
-  // Penalties, then banned ids. Entries are distinct ids, so no two threads touch one x.
+  // The best top_logprobs of the unmodified distribution: rounds of a block-wide argmax,
+  // each over the entries after the previous pick in (value desc, id asc) order.
+  if (p.top_logprobs > 0 && b.out_top_ids != nullptr) {
+    float prev_v = INFINITY;
+    int prev_i = -1;
+    for (int r = 0; r < p.top_logprobs && r < V; ++r) {
+      float best = -INFINITY;
+      int best_i = INT_MAX;
+      for (int i = tid; i < V; i += blockDim.x) {
+        const float v = lg[i];
+        if (!(v < prev_v || (v == prev_v && i > prev_i))) continue;
+        if (best_i == INT_MAX || v > best) {
+          best = v;
+          best_i = i;
+        }
+      }
+      block_argmax(best, best_i, sm);
+      if (best_i == INT_MAX) break;
+      if (tid == 0) {
+        b.out_top_ids[rowi * SamplingParams::kMaxTopLogprobs + r] = best_i;
+        b.out_top_logprobs[rowi * SamplingParams::kMaxTopLogprobs + r] = best - log_z;
+      }
+      prev_v = best;
+      prev_i = best_i;
+    }
+  }
+
+  // Penalties, bias, banned ids, then the mask. Entries are distinct ids, so no two threads
+  // touch one x within a phase.
   if (b.penalty_offsets != nullptr) {
     const int e0 = b.penalty_offsets[rowi], e1 = b.penalty_offsets[rowi + 1];
     for (int e = e0 + tid; e < e1; e += blockDim.x) {
@@ -264,12 +324,26 @@ __global__ void __launch_bounds__(kThreads) sample_kernel(SamplingBatch b) {
     }
   }
   __syncthreads();
+  if (b.bias_offsets != nullptr) {
+    const int e0 = b.bias_offsets[rowi], e1 = b.bias_offsets[rowi + 1];
+    for (int e = e0 + tid; e < e1; e += blockDim.x) {
+      const int t = b.bias_tokens[e];
+      if (t >= 0 && t < V) x[t] += b.bias_values[e];
+    }
+  }
+  __syncthreads();
   if (b.banned_offsets != nullptr) {
     const int e0 = b.banned_offsets[rowi], e1 = b.banned_offsets[rowi + 1];
     for (int e = e0 + tid; e < e1; e += blockDim.x) {
       const int t = b.banned_tokens[e];
       if (t >= 0 && t < V) x[t] = -INFINITY;
     }
+  }
+  __syncthreads();
+  if (b.allowed != nullptr && b.has_mask[rowi]) {
+    const uint32_t* m = b.allowed + static_cast<int64_t>(rowi) * b.mask_words;
+    for (int i = tid; i < V; i += blockDim.x)
+      if (!((m[i >> 5] >> (i & 31)) & 1u)) x[i] = -INFINITY;
   }
   __syncthreads();
 

@@ -30,7 +30,7 @@ struct SamplingRowParams {
   float repetition_penalty = 1.0f;
   float presence_penalty = 0.0f;
   float frequency_penalty = 0.0f;
-  uint32_t reserved = 0;
+  int32_t top_logprobs = 0;  // also report this many best log-probabilities (<= kMaxTopLogprobs)
   uint64_t seed = 0;
   uint64_t offset = 0;  // Philox counter: e.g. tokens generated so far
 };
@@ -44,6 +44,7 @@ inline SamplingRowParams row_params(const SamplingParams& p, uint64_t seed, uint
   r.repetition_penalty = p.repetition_penalty;
   r.presence_penalty = p.presence_penalty;
   r.frequency_penalty = p.frequency_penalty;
+  r.top_logprobs = p.top_logprobs;
   r.seed = seed;
   r.offset = offset;
   return r;
@@ -59,9 +60,25 @@ struct SamplingBatch {
   const int32_t* penalty_offsets = nullptr;  // [S + 1]
   const int32_t* penalty_tokens = nullptr;
   const int32_t* penalty_counts = nullptr;
+  // OpenAI's logit_bias, CSR as above (distinct ids per row), added after the penalties;
+  // null = none.
+  const int32_t* bias_offsets = nullptr;  // [S + 1]
+  const int32_t* bias_tokens = nullptr;
+  const float* bias_values = nullptr;
   // Ids that must not be sampled (EOS before min_tokens), CSR as above; null = none.
   const int32_t* banned_offsets = nullptr;  // [S + 1]
   const int32_t* banned_tokens = nullptr;
+  // Structured-output masks: row s's allowed ids are the set bits of
+  // allowed[s * mask_words, (s + 1) * mask_words) (bit t of word t / 32, LSB first); ids whose
+  // bit is clear get probability 0 after the penalties, bias and bans. null = no masks;
+  // has_mask[s] = 0 leaves row s unmasked.
+  const uint32_t* allowed = nullptr;
+  const uint8_t* has_mask = nullptr;  // [S]
+  int mask_words = 0;
+  // The best params.top_logprobs entries of log softmax(unmodified logits) per row, best
+  // first, ties by lower id: [S, kMaxTopLogprobs] each; null when no row asks.
+  int32_t* out_top_ids = nullptr;
+  float* out_top_logprobs = nullptr;
   int32_t* out_tokens = nullptr;  // [S]
   float* out_logprobs = nullptr;  // [S] log softmax(unmodified logits)[token]
   int num_rows = 0;

@@ -6,6 +6,7 @@
 
 #include <cstdint>
 #include <functional>
+#include <utility>
 #include <vector>
 
 #include "engine/core/tensor.h"
@@ -40,17 +41,24 @@ struct DeviceSampleRow {
   std::vector<int32_t> seen_tokens;
   std::vector<int32_t> seen_counts;
   std::vector<int32_t> banned;            // ids that must not come out (EOS before min_tokens)
+  // A structured-output constraint's allowed ids for this step (ceil(V / 32) words, bit t of
+  // word t / 32, LSB first), on the host until sample() returns; null = unconstrained.
+  const uint32_t* allowed = nullptr;
 };
 
-// Samples rows of F32 logits that are still on the device; only the chosen ids and their
-// log-probabilities (under the unmodified logits) come back to the host.
+// Samples rows of F32 logits that are still on the device, as the host sampler does
+// (penalties, logit_bias, banned ids, the constraint's mask, temperature, top-k/p, min-p);
+// only the chosen ids, their log-probabilities under the unmodified logits and the asked-for
+// top log-probabilities come back to the host.
 class DeviceSampler {
  public:
   virtual ~DeviceSampler() = default;
-  // logits: F32 [R, V] on the device; every rows[i].logits_row < R. Writes tokens[i] and
-  // logprobs[i] for rows[i]; waits for the result.
+  // logits: F32 [R, V] on the device; every rows[i].logits_row < R. Writes tokens[i],
+  // logprobs[i] and top[i] (the params' top_logprobs best entries, best first; cleared when
+  // none are asked) for rows[i]; waits for the result.
   virtual void sample(const Tensor& logits, const std::vector<DeviceSampleRow>& rows,
-                      int32_t* tokens, float* logprobs) = 0;
+                      int32_t* tokens, float* logprobs,
+                      std::vector<std::pair<int32_t, float>>* top) = 0;
 };
 
 }  // namespace iris

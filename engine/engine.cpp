@@ -61,11 +61,6 @@ struct Engine::Sequence {
 namespace {
 using clock_type = std::chrono::steady_clock;
 
-// Whether a request's tokens may be sampled on the device (when the backend can): the device
-// sampler has no constraint masks, logit_bias or top-N log-probabilities.
-bool samples_on_device(const SamplingParams& p) {
-  return !p.constraint && p.logit_bias.empty() && p.top_logprobs == 0;
-}
 double seconds_since(clock_type::time_point t) {
   return std::chrono::duration<double>(clock_type::now() - t).count();
 }
@@ -394,14 +389,11 @@ bool Engine::step() {
     });
     mask_join.task = mask_task_.get();
   }
-  // Which sampled rows need their logits on the host: all of them without a device sampler;
-  // with one, those of requests that use what only the host sampler does (a constraint's
-  // mask, logit_bias, top_logprobs). Decided by the request alone, so a seeded request
-  // samples in the same place, from the same generator, whatever else is in the batch.
+  // With a device sampler every row is sampled on the device and no logits come to the
+  // host; without one, every row is copied and sampled here.
   host_rows_.clear();
   for (const auto& s : out.scheduled)
-    if (s.samples)
-      host_rows_.push_back(!device_sampler_ || !samples_on_device(sequences_.at(std::string(s.id))->params));
+    if (s.samples) host_rows_.push_back(!device_sampler_);
   const bool any_device_row = std::find(host_rows_.begin(), host_rows_.end(), 0) != host_rows_.end();
   const std::vector<float>& logits = executor_->run(chunks, device_sampler_ ? &host_rows_ : nullptr);
   // Spans this step completed no longer pin their embeddings (the cache decides their fate).
@@ -435,15 +427,20 @@ bool Engine::step() {
       d.offset = static_cast<uint64_t>(seq.generated);
       seq.sampler.penalty_entries(d.seen_tokens, d.seen_counts);
       d.banned = banned_tokens(seq.params, eos, seq.generated);
+      d.allowed = seq.constraint ? seq.constraint->next_mask(vocab) : nullptr;
       device_rows_.push_back(std::move(d));
       device_index_.push_back(i);
     }
     std::vector<int32_t> tokens(device_rows_.size());
     std::vector<float> logprobs(device_rows_.size());
-    device_sampler_->sample(executor_->device_logits(), device_rows_, tokens.data(), logprobs.data());
+    std::vector<std::vector<std::pair<int32_t, float>>> top(device_rows_.size());
+    device_sampler_->sample(executor_->device_logits(), device_rows_, tokens.data(), logprobs.data(),
+                            top.data());
     for (size_t k = 0; k < device_index_.size(); ++k) {
-      results[device_index_[k]].token = tokens[k];
-      results[device_index_[k]].logprob = logprobs[k];
+      SequenceSampler::Result& res = results[device_index_[k]];
+      res.token = tokens[k];
+      res.logprob = logprobs[k];
+      res.top = std::move(top[k]);
       sampled[device_index_[k]] = tokens[k];
     }
     device_sampled_ += device_rows_.size();

@@ -53,9 +53,7 @@ struct EngineConfig {
   int encoder_cache_tokens = 0;
   // Never capture decode steps as graphs (graphs exist only on backends that offer them).
   bool enforce_eager = false;
-  // Sample every sequence on the host even where the backend can sample on the device. On
-  // the device, requests with a constraint, logit_bias or top_logprobs still sample on the
-  // host (see docs/architecture.md).
+  // Sample every sequence on the host even where the backend can sample on the device.
   bool host_sampling = false;
 };
 
@@ -161,7 +159,7 @@ class Engine {
   // step that samples a constrained sequence. Declared after sequences_: destroyed first.
   std::unique_ptr<BackgroundTask> mask_task_;
   // Sampling on the device (one rank on a backend that offers it; null otherwise), and the
-  // step's scratch: which sampled rows go to the host sampler, the device's rows.
+  // step's scratch: which sampled rows go to the host sampler (all or none), the device's rows.
   std::unique_ptr<DeviceSampler> device_sampler_;
   std::vector<uint8_t> host_rows_;
   std::vector<DeviceSampleRow> device_rows_;

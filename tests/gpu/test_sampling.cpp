@@ -373,3 +373,82 @@ TEST_CASE("GPU top-p: the same (seed, offset) gives the same token on every run"
   const Samples first = gpu_sample(logits, vocab, params, {});
   for (int run = 0; run < 10; ++run) REQUIRE(gpu_sample(logits, vocab, params, {}).tokens == first.tokens);
 }
+
+TEST_CASE("GPU sampling applies logit_bias, a constraint mask and reports top log-probabilities as the host does",
+          "[sampling]") {
+  const int vocab = 3000, rows = 8;
+  const std::vector<float> logits = random_logits(static_cast<int64_t>(rows) * vocab, 21, 2.0f);
+  const int words = (vocab + 31) / 32;
+  std::vector<uint32_t> mask(static_cast<size_t>(rows) * words, 0u);
+  std::mt19937 rng(5);
+  for (int r = 0; r < rows; ++r)  // about a tenth of the ids allowed, different per row
+    for (int t = 0; t < vocab; ++t)
+      if (rng() % 10 == 0) mask[static_cast<size_t>(r) * words + t / 32] |= 1u << (t % 32);
+  std::vector<cuda::SamplingRowParams> params;
+  std::vector<SamplingParams> host_params;
+  for (int r = 0; r < rows; ++r) {
+    SamplingParams p;
+    p.temperature = 0.0f;  // greedy: the pick must equal the host's exactly
+    p.top_logprobs = 1 + r % 5;
+    p.logit_bias = {{static_cast<int32_t>(r * 7), 50.0f}, {static_cast<int32_t>(r * 7 + 1), -50.0f}};
+    host_params.push_back(p);
+    params.push_back(cuda::row_params(p, 1, 0));
+  }
+  // Device buffers for bias and mask, then the batch.
+  std::vector<int32_t> boff{0}, btok;
+  std::vector<float> bval;
+  for (const SamplingParams& p : host_params) {
+    for (const auto& [t, v] : p.logit_bias) {
+      btok.push_back(t);
+      bval.push_back(v);
+    }
+    boff.push_back(static_cast<int32_t>(btok.size()));
+  }
+  gpu();
+  DeviceArray<float> d_logits(logits), d_scratch(std::vector<float>(logits.size()));
+  DeviceArray<cuda::SamplingRowParams> d_params(params);
+  DeviceArray<int32_t> d_boff(boff), d_btok(btok);
+  DeviceArray<float> d_bval(bval);
+  DeviceArray<uint32_t> d_mask(mask);
+  DeviceArray<uint8_t> d_has(std::vector<uint8_t>(rows, 1));
+  DeviceArray<int32_t> d_tok(std::vector<int32_t>(rows, -1));
+  DeviceArray<float> d_lp(std::vector<float>(rows, NAN));
+  constexpr int kTop = SamplingParams::kMaxTopLogprobs;
+  DeviceArray<int32_t> d_top(std::vector<int32_t>(rows * kTop, -1));
+  DeviceArray<float> d_toplp(std::vector<float>(rows * kTop, NAN));
+  cuda::SamplingBatch b;
+  b.logits = d_logits.p;
+  b.scratch = d_scratch.p;
+  b.params = d_params.p;
+  b.bias_offsets = d_boff.p;
+  b.bias_tokens = d_btok.p;
+  b.bias_values = d_bval.p;
+  b.allowed = d_mask.p;
+  b.has_mask = d_has.p;
+  b.mask_words = words;
+  b.out_tokens = d_tok.p;
+  b.out_logprobs = d_lp.p;
+  b.out_top_ids = d_top.p;
+  b.out_top_logprobs = d_toplp.p;
+  b.num_rows = rows;
+  b.vocab = vocab;
+  cuda::launch_sample(b, nullptr);
+  REQUIRE(cudaDeviceSynchronize() == cudaSuccess);
+  const auto tok = d_tok.get(rows);
+  const auto lp = d_lp.get(rows);
+  const auto top = d_top.get(rows * kTop);
+  const auto toplp = d_toplp.get(rows * kTop);
+  for (int r = 0; r < rows; ++r) {
+    INFO("row " << r);
+    const float* row = logits.data() + static_cast<size_t>(r) * vocab;
+    SequenceSampler host(host_params[r], {});
+    const auto want = host.sample(row, vocab, {}, mask.data() + static_cast<size_t>(r) * words);
+    REQUIRE(tok[r] == want.token);
+    REQUIRE(std::abs(lp[r] - want.logprob) < 1e-4);
+    REQUIRE(want.top.size() == static_cast<size_t>(host_params[r].top_logprobs));
+    for (size_t j = 0; j < want.top.size(); ++j) {
+      REQUIRE(top[r * kTop + j] == want.top[j].first);
+      REQUIRE(std::abs(toplp[r * kTop + j] - want.top[j].second) < 1e-4);
+    }
+  }
+}

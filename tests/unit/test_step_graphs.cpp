@@ -48,21 +48,27 @@ class FakeGraphs final : public StepGraphRunner {
   std::map<int, std::function<void()>> graphs_;
 };
 
-// Greedy rows: argmax over the ids not banned (ties to the lower id). Sampled rows: an
-// inverse-CDF draw over softmax(logits / temperature) with a generator keyed by (seed, offset),
-// as the CUDA sampler keys Philox, so a row's draw depends on nothing else in the batch.
+// logit_bias, banned ids and the constraint's mask applied; greedy rows: argmax (ties to the
+// lower id); sampled rows: an inverse-CDF draw over softmax(logits / temperature) with a
+// generator keyed by (seed, offset), as the CUDA sampler keys Philox, so a row's draw depends
+// on nothing else in the batch. Top log-probabilities from the unmodified row. (Penalties are
+// left out: the CUDA sampler's are checked against the host's by tests/gpu.)
 class FakeDeviceSampler final : public DeviceSampler {
  public:
   FakeDeviceSampler(Backend& inner, Counters& c) : inner_(inner), c_(c) {}
   void sample(const Tensor& logits, const std::vector<DeviceSampleRow>& rows, int32_t* tokens,
-              float* logprobs) override {
+              float* logprobs, std::vector<std::pair<int32_t, float>>* top) override {
     const int64_t vocab = logits.dim(1);
     std::vector<float> row(static_cast<size_t>(vocab));
     for (size_t k = 0; k < rows.size(); ++k) {
       const DeviceSampleRow& r = rows[k];
       inner_.download_f32(logits.rows(r.logits_row, 1), row.data());
       std::vector<double> x(row.begin(), row.end());
+      for (const auto& [t, bias] : r.params->logit_bias) x[t] += bias;
       for (int32_t b : r.banned) x[b] = -INFINITY;
+      if (r.allowed)
+        for (int64_t i = 0; i < vocab; ++i)
+          if (!(r.allowed[i >> 5] >> (i & 31) & 1u)) x[i] = -INFINITY;
       int32_t pick = 0;
       if (r.params->temperature == 0.0f) {
         for (int64_t i = 1; i < vocab; ++i)
@@ -82,6 +88,8 @@ class FakeDeviceSampler final : public DeviceSampler {
       }
       tokens[k] = pick;
       logprobs[k] = token_logprob(row.data(), vocab, pick);
+      top[k] = r.params->top_logprobs > 0 ? top_logprobs(row.data(), vocab, r.params->top_logprobs)
+                                          : std::vector<std::pair<int32_t, float>>{};
       ++c_.device_rows;
     }
   }
@@ -125,6 +133,7 @@ class FakeDeviceBackend final : public Backend {
 struct Result {
   std::vector<int32_t> tokens;
   std::vector<float> logprobs;
+  std::vector<std::vector<std::pair<int32_t, float>>> top;
   std::string error;
 };
 
@@ -136,6 +145,7 @@ std::map<std::string, Result> run_all(Engine& engine, const std::vector<EngineRe
       Result& g = got[o.id];
       g.tokens.insert(g.tokens.end(), o.token_ids.begin(), o.token_ids.end());
       g.logprobs.insert(g.logprobs.end(), o.logprobs.begin(), o.logprobs.end());
+      g.top.insert(g.top.end(), o.top_logprobs.begin(), o.top_logprobs.end());
       if (!o.error.empty()) g.error = o.error;
     });
   for (int steps = 0; engine.has_work(); ++steps) {
@@ -219,7 +229,7 @@ TEST_CASE("--enforce-eager: no decode step is captured") {
   CHECK(engine.stats().num_graph_replays == 0);
 }
 
-TEST_CASE("device sampling: each request samples where its own fields say, the same alone as in a batch") {
+TEST_CASE("device sampling: every request samples on the device, the same alone as in a batch") {
   SmallModel m("device_sampling", 5);
   std::vector<EngineRequest> reqs;
   auto add = [&](const std::string& id, SamplingParams p) {
@@ -231,7 +241,7 @@ TEST_CASE("device sampling: each request samples where its own fields say, the s
   };
   add("greedy", greedy(10));
   SamplingParams top = greedy(10);
-  top.top_logprobs = 2;  // host only
+  top.top_logprobs = 2;
   add("greedy_top_logprobs", top);
   SamplingParams seeded;
   seeded.temperature = 0.8f;
@@ -241,7 +251,7 @@ TEST_CASE("device sampling: each request samples where its own fields say, the s
   add("seeded", seeded);
   SamplingParams biased = seeded;
   biased.seed = 99;
-  biased.logit_bias = {{5, 3.0f}};  // host only
+  biased.logit_bias = {{5, 3.0f}};
   add("seeded_logit_bias", biased);
   SamplingParams penalised = seeded;
   penalised.seed = 7;
@@ -253,9 +263,9 @@ TEST_CASE("device sampling: each request samples where its own fields say, the s
   FakeDeviceBackend dev(*m.backend, c, /*graphs=*/true, /*sampler=*/true);
   Engine together(dev, *m.model, small_engine());
   const auto all = run_all(together, reqs);
-  // Three requests × 10 tokens on the device; the other two on the host.
-  CHECK(together.stats().num_device_sampled == 30);
-  CHECK(c.device_rows == 30);
+  // Five requests × 10 tokens, all on the device.
+  CHECK(together.stats().num_device_sampled == 50);
+  CHECK(c.device_rows == 50);
   for (const EngineRequest& r : reqs) {
     INFO(r.id);
     Counters c1;
@@ -265,14 +275,26 @@ TEST_CASE("device sampling: each request samples where its own fields say, the s
     REQUIRE(all.at(r.id).error.empty());
     REQUIRE(all.at(r.id).tokens.size() == 10);
     REQUIRE(all.at(r.id).tokens == one.at(r.id).tokens);
-    const bool device = r.params.logit_bias.empty() && r.params.top_logprobs == 0;
-    CHECK(c1.device_rows == (device ? 10 : 0));
+    CHECK(c1.device_rows == 10);
   }
-  // Greedy on the device equals greedy on the host.
+  // Greedy on the device equals greedy on the host, top log-probabilities included.
   Counters c2;
   FakeDeviceBackend host_dev(*m.backend, c2, true, true);
   Engine host(host_dev, *m.model, small_engine(false, /*host_sampling=*/true));
-  const auto h = run_all(host, {reqs[0]});
+  const auto h = run_all(host, {reqs[0], reqs[1]});
   CHECK(c2.device_rows == 0);
   CHECK(h.at("greedy").tokens == all.at("greedy").tokens);
+  const Result& dt = all.at("greedy_top_logprobs");
+  const Result& ht = h.at("greedy_top_logprobs");
+  REQUIRE(dt.top.size() == 10);
+  REQUIRE(ht.top.size() == 10);
+  for (size_t i = 0; i < 10; ++i) {
+    // Other batches around the request: the logits may differ in their last bits.
+    REQUIRE(dt.top[i].size() == 2);
+    REQUIRE(ht.top[i].size() == 2);
+    for (int j = 0; j < 2; ++j) {
+      REQUIRE(dt.top[i][j].first == ht.top[i][j].first);
+      REQUIRE(std::abs(dt.top[i][j].second - ht.top[i][j].second) < 1e-4);
+    }
+  }
 }
