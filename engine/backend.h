@@ -105,6 +105,18 @@ class Ops {
   // out[s] = x[indices[s]]. x: [T, H]; indices: I32 [S]; out: [S, H].
   virtual void gather_rows(const Tensor& x, const Tensor& indices, Tensor& out) = 0;
 
+  // ---- Gemma ----
+
+  // out = gelu_tanh(gate) * up where gate_up: [T, 2 I] = gate | up per row; out: [T, I].
+  virtual void gelu_tanh_mul(const Tensor& gate_up, Tensor& out) = 0;
+
+  // x *= s, in place. x: any shape (compute dtype or F32).
+  virtual void scale(Tensor& x, float s) = 0;
+
+  // x = cap * tanh(x / cap), in place (logit soft-capping). x: any shape (F32 logits or the
+  // compute dtype); cap > 0.
+  virtual void tanh_softcap(Tensor& x, float cap) = 0;
+
   // ---- Mixture of experts ----
 
   // The weighted sum of each token's expert outputs: out[t] = sum over j, in order, of

@@ -78,6 +78,64 @@ void add_token_ids(const json& v, std::vector<int32_t>& out, const std::string& 
 }
 
 ModelConfig parse_llava(const json& j, const json& gen, const std::string& source);
+json merged(json defaults, const json& given);
+
+// ---- Gemma 3 ----
+
+// Gemma3TextConfig's defaults: transformers writes a multimodal checkpoint's text_config as
+// differences from them, and a text-only config.json may omit fields too.
+json gemma3_text_defaults() {
+  return {{"architectures", {"Gemma3ForCausalLM"}}, {"vocab_size", 262208},
+          {"hidden_size", 2304}, {"intermediate_size", 9216}, {"num_hidden_layers", 26},
+          {"num_attention_heads", 8}, {"num_key_value_heads", 4}, {"head_dim", 256},
+          {"hidden_activation", "gelu_pytorch_tanh"}, {"max_position_embeddings", 131072},
+          {"rms_norm_eps", 1e-6}, {"rope_theta", 1000000.0}, {"attention_bias", false},
+          {"query_pre_attn_scalar", 256}, {"sliding_window", 4096},
+          {"rope_local_base_freq", 10000.0}, {"sliding_window_pattern", 6},
+          {"tie_word_embeddings", true}, {"bos_token_id", 2}, {"eos_token_id", 1}};
+}
+
+// The Gemma-only fields and the per-layer sliding windows.
+void parse_gemma3_text(const json& j, ModelConfig& c, const std::string& source) {
+  Reader r(j, source);
+  GemmaConfig g;
+  const json& act = j["hidden_activation"];
+  if (!act.is_string() ||
+      (act.get<std::string>() != "gelu_pytorch_tanh" && act.get<std::string>() != "gelu_new"))
+    fail(source, ": hidden_activation ", act.dump(),
+         " is not supported (gelu_pytorch_tanh, gelu_new)");
+  g.query_pre_attn_scalar = static_cast<float>(r.get_float("query_pre_attn_scalar", 256.0));
+  if (!(g.query_pre_attn_scalar > 0))
+    fail(source, ": query_pre_attn_scalar must be positive");
+  g.final_logit_softcapping = static_cast<float>(r.get_float("final_logit_softcapping", 0.0));
+  if (!(g.final_logit_softcapping >= 0))
+    fail(source, ": final_logit_softcapping must be positive or null");
+  if (!(r.get_float("attn_logit_softcapping", 0.0) >= 0))
+    fail(source, ": attn_logit_softcapping must be positive or null");
+  g.rope_local_base_freq = static_cast<float>(r.get_float("rope_local_base_freq", 10000.0));
+  if (!(g.rope_local_base_freq > 0)) fail(source, ": rope_local_base_freq must be positive");
+  // Which layers slide: layer_types when given, else every layer but each pattern-th.
+  const int window = static_cast<int>(r.get_positive("sliding_window"));
+  c.sliding_window.assign(c.num_layers, 0);
+  if (r.has("layer_types")) {
+    const json& lt = j["layer_types"];
+    if (!lt.is_array() || static_cast<int>(lt.size()) != c.num_layers)
+      fail(source, ": \"layer_types\" must list one type per layer (", c.num_layers, ")");
+    for (int l = 0; l < c.num_layers; ++l) {
+      if (lt[l] == "sliding_attention") {
+        c.sliding_window[l] = window;
+      } else if (lt[l] != "full_attention") {
+        fail(source, ": layer_types[", l, "] ", lt[l].dump(),
+             " is not \"sliding_attention\" or \"full_attention\"");
+      }
+    }
+  } else {
+    const int64_t pattern = r.get_positive("sliding_window_pattern", 6);
+    for (int l = 0; l < c.num_layers; ++l)
+      if ((l + 1) % pattern != 0) c.sliding_window[l] = window;
+  }
+  c.gemma = g;
+}
 
 // The MoE fields, with transformers' config-class defaults where a field is missing.
 MoeConfig parse_moe(const json& j, const ModelConfig& c, const std::string& source) {
@@ -124,8 +182,16 @@ MoeConfig parse_moe(const json& j, const ModelConfig& c, const std::string& sour
 
 }  // namespace
 
-ModelConfig ModelConfig::from_json(const json& j, const json& gen, const std::string& source) {
-  if (!j.is_object()) fail(source, ": not a JSON object");
+ModelConfig ModelConfig::from_json(const json& given, const json& gen, const std::string& source) {
+  if (!given.is_object()) fail(source, ": not a JSON object");
+  const bool gemma3 = given.contains("architectures") && given["architectures"].is_array() &&
+                      !given["architectures"].empty() &&
+                      given["architectures"][0] == "Gemma3ForCausalLM";
+  const json j = gemma3 ? merged(gemma3_text_defaults(), given) : json();
+  return from_json_checked(gemma3 ? j : given, gen, source);
+}
+
+ModelConfig ModelConfig::from_json_checked(const json& j, const json& gen, const std::string& source) {
   if (j.contains("architectures") && j["architectures"].is_array() && !j["architectures"].empty() &&
       j["architectures"][0] == "LlavaForConditionalGeneration")
     return parse_llava(j, gen, source);
@@ -149,11 +215,13 @@ ModelConfig ModelConfig::from_json(const json& j, const json& gen, const std::st
     c.arch = Architecture::kQwen2Moe;
   } else if (c.architecture_name == "Qwen3MoeForCausalLM") {
     c.arch = Architecture::kQwen3Moe;
+  } else if (c.architecture_name == "Gemma3ForCausalLM") {
+    c.arch = Architecture::kGemma3;
   } else {
     fail(source, ": unknown architecture '", c.architecture_name,
          "' (supported: LlamaForCausalLM, MistralForCausalLM, Qwen2ForCausalLM, "
          "Qwen3ForCausalLM, MixtralForCausalLM, Qwen2MoeForCausalLM, Qwen3MoeForCausalLM, "
-         "LlavaForConditionalGeneration)");
+         "Gemma3ForCausalLM, LlavaForConditionalGeneration)");
   }
 
   c.vocab_size = r.get_positive("vocab_size");
@@ -176,8 +244,8 @@ ModelConfig ModelConfig::from_json(const json& j, const json& gen, const std::st
   c.rms_norm_eps = static_cast<float>(r.get_float("rms_norm_eps", 1e-6));
   c.rope_theta = static_cast<float>(r.get_float("rope_theta", 10000.0));
   c.max_position_embeddings = r.get_positive("max_position_embeddings", 2048);
-  c.tie_word_embeddings = r.get_bool("tie_word_embeddings", false);
-  if (r.has("hidden_act")) {
+  c.tie_word_embeddings = r.get_bool("tie_word_embeddings", c.arch == Architecture::kGemma3);
+  if (r.has("hidden_act") && c.arch != Architecture::kGemma3) {
     const auto act = j["hidden_act"];
     if (!act.is_string() || act.get<std::string>() != "silu")
       fail(source, ": hidden_act ", act.dump(), " is not supported (only \"silu\")");
@@ -204,6 +272,11 @@ ModelConfig ModelConfig::from_json(const json& j, const json& gen, const std::st
     case Architecture::kQwen2Moe:
       c.attention_bias = r.get_bool("qkv_bias", true);  // q/k/v biases, none on o_proj
       break;
+    case Architecture::kGemma3:
+      c.attention_bias = r.get_bool("attention_bias", false);
+      c.o_proj_bias = c.attention_bias;
+      c.qk_norm = true;
+      break;
   }
   if (c.arch == Architecture::kMixtral || c.arch == Architecture::kQwen2Moe ||
       c.arch == Architecture::kQwen3Moe)
@@ -213,7 +286,9 @@ ModelConfig ModelConfig::from_json(const json& j, const json& gen, const std::st
   // with use_sliding_window, from layer max_window_layers on (or as layer_types says).
   c.sliding_window.assign(c.num_layers, 0);
   const int window = r.has("sliding_window") ? static_cast<int>(r.get_positive("sliding_window")) : 0;
-  if (window > 0) {
+  if (c.arch == Architecture::kGemma3) {
+    parse_gemma3_text(j, c, source);
+  } else if (window > 0) {
     if (c.arch == Architecture::kMistral || c.arch == Architecture::kLlama ||
         c.arch == Architecture::kMixtral) {
       if (c.arch != Architecture::kLlama) c.sliding_window.assign(c.num_layers, window);
