@@ -465,6 +465,7 @@ void CudaOps::attention(const Tensor& qkv, const KvLayer& kv, const AttentionSha
   a.max_blocks_per_seq = meta.max_blocks_per_seq;
   a.block_size = static_cast<int>(kv.k.dim(1));
   a.sliding_window = sliding_window > 0 ? sliding_window : 0;
+  a.media_span = meta.media_span.defined() ? meta.media_span.ptr<int32_t>() : nullptr;
   a.num_seqs = meta.num_seqs;
   a.num_tokens = meta.num_tokens;
   a.max_query_len = meta.max_query_len;
@@ -474,7 +475,8 @@ void CudaOps::attention(const Tensor& qkv, const KvLayer& kv, const AttentionSha
   a.head_dim = shape.head_dim;
   a.scale = scale;
   if (meta.num_tokens == 0 || meta.num_seqs == 0) return;
-  if (b_.rowwise_attention())
+  // Bidirectional image spans (Gemma 3) are a mask variant of the row-wise kernel only.
+  if (b_.rowwise_attention() || a.media_span != nullptr)
     launch_rowwise_attention(a, stream());
   else if (meta.max_query_len == 1)
     launch_paged_decode(a, b_.decode_workspace(), stream());

@@ -108,6 +108,9 @@ struct AttentionArgs {
   int max_blocks_per_seq = 0;
   int block_size = 0;
   int sliding_window = 0;  // 0 = off
+  // [T, 2] or null: row t also sees positions [media_span[2t], media_span[2t+1]) when
+  // media_span[2t+1] > 0 (Gemma 3's bidirectional images; the row-wise kernel only).
+  const int32_t* media_span = nullptr;
   // encoder mode: S = T / seq_len sequences of exactly seq_len rows
   int encoder_seq_len = 0;
   // sizes

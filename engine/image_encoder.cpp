@@ -5,10 +5,40 @@
 
 #include <algorithm>
 #include <cstring>
+#include <fstream>
+
+#include <nlohmann/json.hpp>
 
 #include "engine/core/check.h"
 
 namespace iris {
+
+namespace {
+
+// The id of `piece` in DIR/tokenizer.json's model vocabulary (an exact entry, as a
+// SentencePiece-style BPE vocabulary such as Gemma's stores newlines).
+int32_t vocab_token_id(const std::string& dir, const std::string& piece) {
+  const std::string path = dir + "/tokenizer.json";
+  std::ifstream in(path);
+  if (!in) fail(path, ": cannot open (Gemma 3's image markup needs the \"\\n\\n\" token)");
+  nlohmann::json j;
+  try {
+    j = nlohmann::json::parse(in);
+  } catch (const nlohmann::json::exception& e) {
+    fail(path, ": not valid JSON: ", e.what());
+  }
+  const auto model = j.find("model");
+  if (model != j.end() && model->is_object()) {
+    const auto vocab = model->find("vocab");
+    if (vocab != model->end() && vocab->is_object()) {
+      const auto it = vocab->find(piece);
+      if (it != vocab->end() && it->is_number_integer()) return it->get<int32_t>();
+    }
+  }
+  fail(path, ": model.vocab has no entry for ", nlohmann::json(piece).dump());
+}
+
+}  // namespace
 
 std::unique_ptr<ImageEncoder> ImageEncoder::load(const std::string& dir, const Checkpoint& ckpt,
                                                  const ModelConfig& config, Backend& backend,
@@ -21,6 +51,13 @@ std::unique_ptr<ImageEncoder> ImageEncoder::load(const std::string& dir, const C
   e->preprocess_ = image::load_preprocessor_config(dir);
   e->backend_ = &backend;
   e->image_token_id_ = config.multimodal->image_token_id;
+  if (const auto& g = config.multimodal->gemma) {
+    // The processor's expansion writes "\n\n" as text; its token comes from the vocabulary.
+    const int32_t nl2 = vocab_token_id(dir, "\n\n");
+    e->markup_ = ImageMarkup{config.multimodal->image_token_id, {nl2, g->boi_token_id},
+                             {g->eoi_token_id, nl2}};
+    e->image_token_id_ = g->boi_token_id;
+  }
   e->patch_size_ = config.multimodal->vision.patch_size;
   e->max_batch_ = max_batch;
   e->encoder_->reserve(max_batch);
@@ -82,7 +119,8 @@ std::vector<std::shared_ptr<const std::vector<float>>> ImageEncoder::encode(
 
 std::vector<MediaEmbeds> expand_image_placeholders(std::vector<int32_t>& prompt,
                                                    int32_t image_token_id, int tokens_per_image,
-                                                   const std::vector<ImageEncoder::Prepared>& images) {
+                                                   const std::vector<ImageEncoder::Prepared>& images,
+                                                   const ImageMarkup* markup) {
   size_t count = 0;
   for (int32_t t : prompt) count += t == image_token_id;
   IRIS_CHECK(count == images.size()) << "the prompt holds " << count << " image placeholder(s) (token "
@@ -96,13 +134,15 @@ std::vector<MediaEmbeds> expand_image_placeholders(std::vector<int32_t>& prompt,
       continue;
     }
     const ImageEncoder::Prepared& p = images[media.size()];
+    if (markup) out.insert(out.end(), markup->before.begin(), markup->before.end());
     MediaEmbeds m;
     m.position = static_cast<int32_t>(out.size());
     m.length = tokens_per_image;
     m.encoder_input = p.patches;
     m.content_hash = p.cache_key();
     media.push_back(std::move(m));
-    out.insert(out.end(), tokens_per_image, image_token_id);
+    out.insert(out.end(), tokens_per_image, markup ? markup->fill : image_token_id);
+    if (markup) out.insert(out.end(), markup->after.begin(), markup->after.end());
   }
   prompt = std::move(out);
   return media;

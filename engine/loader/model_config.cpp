@@ -3,6 +3,7 @@
 // vision_config, and the projector / feature-selection fields).
 #include "engine/loader/model_config.h"
 
+#include <cmath>
 #include <filesystem>
 #include <fstream>
 
@@ -78,6 +79,7 @@ void add_token_ids(const json& v, std::vector<int32_t>& out, const std::string& 
 }
 
 ModelConfig parse_llava(const json& j, const json& gen, const std::string& source);
+ModelConfig parse_gemma3_multimodal(const json& j, const json& gen, const std::string& source);
 json merged(json defaults, const json& given);
 
 // ---- Gemma 3 ----
@@ -195,6 +197,9 @@ ModelConfig ModelConfig::from_json_checked(const json& j, const json& gen, const
   if (j.contains("architectures") && j["architectures"].is_array() && !j["architectures"].empty() &&
       j["architectures"][0] == "LlavaForConditionalGeneration")
     return parse_llava(j, gen, source);
+  if (j.contains("architectures") && j["architectures"].is_array() && !j["architectures"].empty() &&
+      j["architectures"][0] == "Gemma3ForConditionalGeneration")
+    return parse_gemma3_multimodal(j, gen, source);
   ModelConfig c;
   Reader r(j, source);
   if (!j.contains("architectures") || !j["architectures"].is_array() ||
@@ -221,7 +226,7 @@ ModelConfig ModelConfig::from_json_checked(const json& j, const json& gen, const
     fail(source, ": unknown architecture '", c.architecture_name,
          "' (supported: LlamaForCausalLM, MistralForCausalLM, Qwen2ForCausalLM, "
          "Qwen3ForCausalLM, MixtralForCausalLM, Qwen2MoeForCausalLM, Qwen3MoeForCausalLM, "
-         "Gemma3ForCausalLM, LlavaForConditionalGeneration)");
+         "Gemma3ForCausalLM, Gemma3ForConditionalGeneration, LlavaForConditionalGeneration)");
   }
 
   c.vocab_size = r.get_positive("vocab_size");
@@ -442,6 +447,53 @@ VisionConfig parse_vision(const json& given, const std::string& source) {
   if (vc.patch_size > vc.image_size)
     fail(src, ": patch_size ", vc.patch_size, " exceeds image_size ", vc.image_size);
   return vc;
+}
+
+// Gemma3ForConditionalGeneration: a Gemma 3 text_config (Gemma3TextConfig defaults), a
+// SigLIP vision_config (SiglipVisionConfig defaults), the pooled projector and the image
+// markup tokens.
+ModelConfig parse_gemma3_multimodal(const json& j, const json& gen, const std::string& source) {
+  const json text_given = j.contains("text_config") && j["text_config"].is_object()
+                              ? j["text_config"] : json::object();
+  json text = merged(gemma3_text_defaults(), text_given);
+  text["architectures"] = {"Gemma3ForCausalLM"};
+  for (const char* key : {"bos_token_id", "eos_token_id"})
+    if (j.contains(key) && !j[key].is_null() && !text_given.contains(key)) text[key] = j[key];
+  ModelConfig c = ModelConfig::from_json(text, gen, source + " text_config");
+  c.architecture_name = j["architectures"][0].get<std::string>();
+
+  MultimodalConfig m;
+  json vision_given = j.contains("vision_config") && j["vision_config"].is_object()
+                          ? j["vision_config"] : json::object();
+  if (!vision_given.contains("model_type")) vision_given["model_type"] = "siglip_vision_model";
+  if (vision_given["model_type"] != "siglip_vision_model")
+    fail(source, ": vision_config model_type ", vision_given["model_type"].dump(),
+         " is not supported for Gemma 3 (siglip_vision_model)");
+  m.vision = parse_vision(vision_given, source);
+  m.feature_layers = {-1};
+  m.select = MultimodalConfig::Select::kFull;
+  m.projector_bias = false;
+  Reader r(j, source);
+  MultimodalConfig::Gemma g;
+  g.mm_tokens_per_image = static_cast<int>(r.get_positive("mm_tokens_per_image", 256));
+  g.boi_token_id = static_cast<int32_t>(r.get_int("boi_token_index", 255999));
+  g.eoi_token_id = static_cast<int32_t>(r.get_int("eoi_token_index", 256000));
+  m.image_token_id = static_cast<int32_t>(r.get_int("image_token_index", 262144));
+  for (auto [key, id] : {std::pair<const char*, int32_t>{"image_token_index", m.image_token_id},
+                         {"boi_token_index", g.boi_token_id}, {"eoi_token_index", g.eoi_token_id}})
+    if (id < 0 || id >= c.vocab_size)
+      fail(source, ": ", key, " ", id, " outside the vocabulary [0, ", c.vocab_size, ")");
+  // The pooling window must tile the patch grid exactly (transformers' AvgPool2d would drop
+  // the remainder; a Gemma 3 checkpoint never has one).
+  const int grid = m.vision.grid();
+  const int side = static_cast<int>(std::lround(std::sqrt(static_cast<double>(g.mm_tokens_per_image))));
+  if (side * side != g.mm_tokens_per_image || side > grid || grid % side != 0)
+    fail(source, ": mm_tokens_per_image ", g.mm_tokens_per_image, " is not a square that tiles the ",
+         grid, " x ", grid, " patch grid (image_size ", m.vision.image_size, ", patch_size ",
+         m.vision.patch_size, ")");
+  m.gemma = g;
+  c.multimodal = std::move(m);
+  return c;
 }
 
 ModelConfig parse_llava(const json& j, const json& gen, const std::string& source) {

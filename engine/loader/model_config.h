@@ -117,8 +117,24 @@ struct MultimodalConfig {
     for (size_t k = 0; k < feature_layers.size(); ++k) m = std::max(m, hidden_state_index(k));
     return m;
   }
+  // Gemma 3 (Gemma3ForConditionalGeneration): the tower's last hidden state after
+  // post_layernorm, average-pooled over square windows to mm_tokens_per_image rows, then
+  // RMSNorm × (1 + mm_soft_emb_norm) and mm_input_projection_weight ([vision, text]). A
+  // prompt marks each image with boi_token_id (`<start_of_image>`), which expands to
+  // "\n\n", boi, mm_tokens_per_image × image_token_id, eoi, "\n\n" (ImageEncoder); the
+  // image tokens attend to each other bidirectionally.
+  struct Gemma {
+    int mm_tokens_per_image = 256;
+    int32_t boi_token_id = 255999;
+    int32_t eoi_token_id = 256000;
+  };
+  std::optional<Gemma> gemma;
+
   // Placeholder tokens (and embedding rows) per image.
-  int tokens_per_image() const { return vision.seq_len() - (select == Select::kDefault ? 1 : 0); }
+  int tokens_per_image() const {
+    if (gemma) return gemma->mm_tokens_per_image;
+    return vision.seq_len() - (select == Select::kDefault ? 1 : 0);
+  }
 };
 
 struct ModelConfig {

@@ -12,6 +12,18 @@ would change the outputs; sqrt(96) is not a bfloat16, so the bf16 checkpoint che
 scale's rounding; one checkpoint picks its global layers by sliding_window_pattern, the
 other by layer_types.
 
+Gemma3ForConditionalGeneration checkpoints (gemma3-mm: the Hub's layout
+language_model.model.* / vision_tower.vision_model.* / multi_modal_projector.*, fp32;
+gemma3-mm-bf16: transformers >= 4.52's model.language_model.* etc., bfloat16) get a
+preprocessor_config.json (Gemma3ImageProcessor), a Gemma-style tokenizer.json (SentencePiece
+BPE with byte fallback, "\n\n" and the image markup tokens), PNG/JPEG images written by PIL,
+and image_fixtures.json in the format tests/vision/check_generate_images.py reads: the prompt
+with one <start_of_image> per image, the processor's expansion, and the greedy continuation
+of the reference fed PIL-preprocessed pixels. vision_fixtures.json holds each image's
+pixel values, the tower's last_hidden_state and the projected image embeddings. The image
+tokens' bidirectional attention must matter: a causal variant of the reference has to move
+the log-probabilities.
+
 usage: make_gemma3.py OUT_DIR
 """
 import json
@@ -23,6 +35,8 @@ import torch
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import reference_gemma3  # noqa: E402
 from make_checkpoints import DTYPES, write_fixtures, write_safetensors  # noqa: E402
+
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "image"))
 
 TEXT = dict(architectures=["Gemma3ForCausalLM"], model_type="gemma3_text", vocab_size=320,
             hidden_size=96, intermediate_size=128, num_hidden_layers=4, num_attention_heads=4,
@@ -71,6 +85,163 @@ def text_weights(c, gen, prefix="model."):
     return W
 
 
+VISION = dict(model_type="siglip_vision_model", hidden_size=32, intermediate_size=64,
+              num_hidden_layers=2, num_attention_heads=2, image_size=56, patch_size=14,
+              num_channels=3, layer_norm_eps=1e-6, hidden_act="gelu_pytorch_tanh",
+              vision_use_head=False)
+BOI, EOI, IMG, NL2 = 300, 301, 302, 260
+MM_MODELS = {
+    # (layout, storage dtype, images in the prompt)
+    "gemma3-mm": ("hub", "f32", 2),
+    "gemma3-mm-bf16": ("current", "bf16", 1),
+}
+LAYOUTS = {
+    "hub": dict(text="language_model.model.", vision="vision_tower.vision_model.",
+                projector="multi_modal_projector."),
+    "current": dict(text="model.language_model.", vision="model.vision_tower.vision_model.",
+                    projector="model.multi_modal_projector."),
+}
+
+
+def mm_config():
+    text = {k: v for k, v in TEXT.items() if k not in ("architectures",)}
+    # A soft-cap of 3 squeezes every log-probability difference; the images get a wider one.
+    text.update(model_type="gemma3_text", final_logit_softcapping=30.0, layer_types=["full_attention", "sliding_attention",
+                                                       "full_attention", "full_attention"])
+    return dict(architectures=["Gemma3ForConditionalGeneration"], model_type="gemma3",
+                text_config=text, vision_config=VISION, mm_tokens_per_image=4,
+                boi_token_index=BOI, eoi_token_index=EOI, image_token_index=IMG,
+                initializer_range=0.02)
+
+
+def vision_weights(gen, names):
+    d, i, p = VISION["hidden_size"], VISION["intermediate_size"], VISION["patch_size"]
+    n = (VISION["image_size"] // p) ** 2
+
+    def rnd(*shape, std):
+        return torch.randn(*shape, generator=gen) * std
+
+    v = names["vision"]
+    W = {v + "embeddings.patch_embedding.weight": rnd(d, 3, p, p, std=1.5 / (3 * p * p) ** 0.5),
+         v + "embeddings.patch_embedding.bias": rnd(d, std=0.1),
+         v + "embeddings.position_embedding.weight": rnd(n, d, std=0.3),
+         v + "post_layernorm.weight": 1 + rnd(d, std=0.1), v + "post_layernorm.bias": rnd(d, std=0.1)}
+    for l in range(VISION["num_hidden_layers"]):
+        q = f"{v}encoder.layers.{l}."
+        for ln in ("layer_norm1", "layer_norm2"):
+            W[q + ln + ".weight"] = 1 + rnd(d, std=0.1)
+            W[q + ln + ".bias"] = rnd(d, std=0.1)
+        for nm in ("q_proj", "k_proj", "v_proj", "out_proj"):
+            W[q + f"self_attn.{nm}.weight"] = rnd(d, d, std=1.5 / d ** 0.5)
+            W[q + f"self_attn.{nm}.bias"] = rnd(d, std=0.1)
+        W[q + "mlp.fc1.weight"] = rnd(i, d, std=1.5 / d ** 0.5)
+        W[q + "mlp.fc1.bias"] = rnd(i, std=0.1)
+        W[q + "mlp.fc2.weight"] = rnd(d, i, std=1.5 / i ** 0.5)
+        W[q + "mlp.fc2.bias"] = rnd(d, std=0.1)
+    W[names["projector"] + "mm_soft_emb_norm.weight"] = rnd(d, std=0.2)
+    W[names["projector"] + "mm_input_projection_weight"] = rnd(d, TEXT["hidden_size"], std=1.0)
+    return W
+
+
+def write_gemma_tokenizer(d):
+    """A Gemma-style tokenizer.json: SentencePiece BPE over "▁"-for-space text with byte
+    fallback, "\n\n" as a piece, and the chat / image markup as special tokens."""
+    specials = {0: "<pad>", 1: "<eos>", 2: "<bos>", 3: "<unk>", BOI: "<start_of_image>",
+                EOI: "<end_of_image>", IMG: "<image_soft_token>", 303: "<start_of_turn>",
+                304: "<end_of_turn>"}
+    vocab = {f"<0x{b:02X}>": 4 + b for b in range(256)}
+    vocab["\n\n"] = NL2
+    for i in range(261, 300):
+        vocab[f"<unused{i}>"] = i
+    vocab.update({c: i for i, c in specials.items()})
+    for i in range(305, TEXT["vocab_size"]):
+        vocab[f"<unused{i}>"] = i
+    tok = {
+        "version": "1.0", "truncation": None, "padding": None,
+        "added_tokens": [{"id": i, "content": c, "single_word": False, "lstrip": False,
+                          "rstrip": False, "normalized": False, "special": True}
+                         for i, c in sorted(specials.items())],
+        "normalizer": {"type": "Replace", "pattern": {"String": " "}, "content": "\u2581"},
+        "pre_tokenizer": None, "post_processor": None,
+        "decoder": {"type": "Sequence", "decoders": [
+            {"type": "Replace", "pattern": {"String": "\u2581"}, "content": " "},
+            {"type": "ByteFallback"}, {"type": "Fuse"}]},
+        "model": {"type": "BPE", "dropout": None, "unk_token": "<unk>",
+                  "continuing_subword_prefix": None, "end_of_word_suffix": None,
+                  "fuse_unk": True, "byte_fallback": True, "vocab": vocab, "merges": []},
+    }
+    with open(os.path.join(d, "tokenizer.json"), "w") as f:
+        json.dump(tok, f, ensure_ascii=False)
+
+
+def make_multimodal(out):
+    from PIL import Image
+    import make_reference as image_tools  # test-image generator (photo) only
+    cfg = mm_config()
+    pcfg = {"image_processor_type": "Gemma3ImageProcessor", "processor_class": "Gemma3Processor",
+            "do_resize": True, "size": {"height": 56, "width": 56}, "resample": 2,
+            "do_rescale": True, "rescale_factor": 1 / 255, "do_normalize": True,
+            "image_mean": [0.5, 0.5, 0.5], "image_std": [0.5, 0.5, 0.5], "do_convert_rgb": None,
+            "do_pan_and_scan": None, "image_seq_length": 4}
+    image_cases, vision_cases = [], []
+    for mi, (name, (layout, dname, n_images)) in enumerate(MM_MODELS.items()):
+        names = LAYOUTS[layout]
+        gen = torch.Generator().manual_seed(8765 + mi)
+        W32 = text_weights(dict(TEXT), gen, prefix=names["text"])
+        W32.update(vision_weights(gen, names))
+        dtype, st_dtype = DTYPES[dname]
+        d = os.path.join(out, name)
+        os.makedirs(d, exist_ok=True)
+        with open(os.path.join(d, "config.json"), "w") as f:
+            json.dump(dict(cfg, torch_dtype={"f32": "float32", "bf16": "bfloat16"}[dname]), f, indent=2)
+        with open(os.path.join(d, "generation_config.json"), "w") as f:
+            json.dump({"bos_token_id": 2, "eos_token_id": [1, 304], "pad_token_id": 0}, f, indent=2)
+        with open(os.path.join(d, "preprocessor_config.json"), "w") as f:
+            json.dump(pcfg, f, indent=2)
+        write_gemma_tokenizer(d)
+        write_safetensors(os.path.join(d, "model.safetensors"), W32, st_dtype, dtype)
+        Wd = {k: v.to(dtype).float() for k, v in W32.items()}
+        files = []
+        for k, (w, h, fmt) in enumerate([(83, 61, "PNG"), (50, 97, "JPEG")][:n_images]):
+            path = os.path.join(d, f"image{k}.{fmt.lower()}")
+            Image.fromarray(image_tools.photo(w, h, 21 + k + 5 * mi)).save(path, fmt)
+            files.append(path)
+        pixels = torch.stack([torch.from_numpy(reference_gemma3.gemma3_pixel_values(Image.open(p), pcfg))
+                              for p in files])
+        with torch.no_grad():
+            last, feats = reference_gemma3.image_features(cfg, Wd, names, pixels)
+        vision_cases.append({"model": name, "images": files, "pixel_values": pixels.flatten().tolist(),
+                             "last_hidden_state": last.flatten().tolist(),
+                             "image_embeds": feats.flatten().tolist()})
+        # <bos> text <start_of_image> text [<start_of_image> text]: over 8 positions, so the
+        # sliding window cuts across the images.
+        tg = torch.Generator().manual_seed(77 + mi)
+
+        def text(n):
+            return torch.randint(4, 260, (n,), generator=tg).tolist()
+
+        prompt = [2] + text(3)
+        for i in range(n_images):
+            prompt += [BOI] + text(2 - i)
+        expanded = reference_gemma3.expand_prompt(cfg, prompt, NL2)
+        ids, lps = reference_gemma3.greedy_with_images(cfg, Wd, names, expanded, pixels, NEW_TOKENS, dtype)
+        causal_ids, causal_lps = reference_gemma3.greedy_with_images(
+            cfg, Wd, names, expanded, pixels, NEW_TOKENS, dtype, bidirectional=False)
+        delta = max(abs(a - b) for a, b in zip(lps, causal_lps))
+        # The two-image fixture is the one that shows it (10x the 1e-4 bound at least).
+        assert name != "gemma3-mm" or causal_ids != ids or delta > 1e-3, \
+            f"{name}: causal image attention changes logprobs by only {delta:.2e}"
+        image_cases.append({"model": name, "images": files, "prompt_ids": prompt,
+                            "expanded_prompt_ids": expanded, "output_ids": ids, "logprobs": lps,
+                            "causal_output_ids": causal_ids, "causal_logprobs": causal_lps})
+    with open(os.path.join(out, "image_fixtures.json"), "w") as f:
+        json.dump({"reference": "PIL + numpy Gemma3ImageProcessor, tests/parity/reference_gemma3.py",
+                   "cases": image_cases}, f)
+    with open(os.path.join(out, "vision_fixtures.json"), "w") as f:
+        json.dump({"reference": "tests/parity/reference_gemma3.py", "cases": vision_cases}, f)
+    print(f"wrote {len(image_cases)} Gemma 3 image cases to {out}/image_fixtures.json")
+
+
 def main():
     out = sys.argv[1]
     os.makedirs(out, exist_ok=True)
@@ -106,6 +277,7 @@ def main():
             delta = float((torch.log_softmax(alt, -1) - torch.log_softmax(base, -1)).abs().max())
             assert delta > 1e-2, f"{name}: '{what}' changes logprobs by only {delta:.2e}"
     write_fixtures(out, "tests/parity/reference_gemma3.py (independent PyTorch)", NEW_TOKENS, cases)
+    make_multimodal(out)
 
 
 if __name__ == "__main__":

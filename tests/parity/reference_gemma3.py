@@ -19,6 +19,14 @@ What it computes, as transformers does:
   * image tokens (token type 1) also see every token of their own image (a contiguous run
     of image tokens), later ones included: the mask is (causal [& window]) | same image;
   * GELU-tanh gated MLP; final logits soft-capped by final_logit_softcapping when set.
+
+For Gemma3ForConditionalGeneration (from modeling_gemma3.py's Gemma3MultiModalProjector and
+Gemma3Model, siglip's SiglipVisionTransformer, image_processing_gemma3.py and
+processing_gemma3.py): SigLIP's last_hidden_state (post_layernorm applied), AvgPool2d over
+k x k patch windows down to mm_tokens_per_image, RMSNorm x (1 + mm_soft_emb_norm), times
+mm_input_projection_weight [vision, text]; those rows replace the image tokens' (scaled)
+embeddings; the processor expands each <start_of_image> to "\n\n", <start_of_image>,
+mm_tokens_per_image image tokens, <end_of_image>, "\n\n".
 """
 import math
 
@@ -162,6 +170,106 @@ def greedy(cfg, W, prompt, n, **kw):
     for _ in range(n):
         tt = None if types is None else list(types) + [0] * (len(ids) - len(types))
         logits = forward(cfg, W, ids, token_types=tt, **kw)[-1]
+        tok = int(torch.argmax(logits))
+        lps.append(float(torch.log_softmax(logits, dim=-1)[tok]))
+        out.append(tok)
+        ids.append(tok)
+    return out, lps
+
+
+# ---------------------------------------------------------------------------------------
+# Gemma3ForConditionalGeneration: image processor, vision tower + projector, prompt markup
+
+
+def gemma3_pixel_values(pil_image, pcfg):
+    """Gemma3ImageProcessor without pan-and-scan: RGB, PIL resize to size (BILINEAR unless
+    `resample` says otherwise), uint8 * rescale_factor in float64 then float32, (x - mean) /
+    std in float32, channels first."""
+    import numpy as np
+    from PIL import Image
+    img = pil_image.convert("RGB") if pil_image.mode != "RGB" else pil_image
+    size = pcfg.get("size", {"height": 224, "width": 224})
+    arr = np.array(img)
+    arr = np.array(Image.fromarray(arr).resize((size["width"], size["height"]),
+                                               resample=pcfg.get("resample", 2)))
+    arr = (arr.astype(np.float64) * pcfg.get("rescale_factor", 1 / 255)).astype(np.float32)
+    mean = np.array(pcfg.get("image_mean", [0.5] * 3), dtype=np.float32)
+    std = np.array(pcfg.get("image_std", [0.5] * 3), dtype=np.float32)
+    arr = ((arr - mean) / std).astype(np.float32)
+    return np.ascontiguousarray(arr.transpose(2, 0, 1))
+
+
+def siglip_last_hidden_state(vc, W, prefix, pixel_values):
+    """SiglipVisionTransformer.last_hidden_state: Conv2d patches (+ bias) + position
+    embeddings, pre-LN encoder layers, post_layernorm."""
+    import torch.nn.functional as F
+    d, p, eps = vc["hidden_size"], vc["patch_size"], vc.get("layer_norm_eps", 1e-6)
+    heads = vc["num_attention_heads"]
+    hd = d // heads
+    x = F.conv2d(pixel_values, W[prefix + "embeddings.patch_embedding.weight"],
+                 W[prefix + "embeddings.patch_embedding.bias"], stride=p)
+    x = x.flatten(2).transpose(1, 2) + W[prefix + "embeddings.position_embedding.weight"]
+    B, S, _ = x.shape
+
+    def ln(t, name):
+        return F.layer_norm(t, (d,), W[name + ".weight"], W[name + ".bias"], eps)
+
+    def lin(t, name):
+        return t @ W[name + ".weight"].T + W[name + ".bias"]
+
+    for l in range(vc["num_hidden_layers"]):
+        q_ = f"{prefix}encoder.layers.{l}."
+        h = ln(x, q_ + "layer_norm1")
+        q, k, v = (lin(h, q_ + f"self_attn.{n}").view(B, S, heads, hd).transpose(1, 2)
+                   for n in ("q_proj", "k_proj", "v_proj"))
+        a = torch.softmax((q @ k.transpose(-1, -2)) * hd ** -0.5, dim=-1) @ v
+        x = x + lin(a.transpose(1, 2).reshape(B, S, d), q_ + "self_attn.out_proj")
+        h = ln(x, q_ + "layer_norm2")
+        h = F.gelu(lin(h, q_ + "mlp.fc1"), approximate="tanh")
+        x = x + lin(h, q_ + "mlp.fc2")
+    return ln(x, prefix + "post_layernorm")
+
+
+def image_features(cfg, W, names, pixel_values):
+    """Gemma3Model.get_image_features: (last_hidden_state, projected [B, tokens, text H])."""
+    vc = cfg["vision_config"]
+    last = siglip_last_hidden_state(vc, W, names["vision"], pixel_values)
+    B, S, D = last.shape
+    grid = vc["image_size"] // vc["patch_size"]
+    side = int(cfg.get("mm_tokens_per_image", 256) ** 0.5)
+    k = grid // side
+    x = last.transpose(1, 2).reshape(B, D, grid, grid)
+    x = torch.nn.functional.avg_pool2d(x, kernel_size=k, stride=k).flatten(2).transpose(1, 2)
+    x = gemma_norm(x, W[names["projector"] + "mm_soft_emb_norm.weight"], vc.get("layer_norm_eps", 1e-6))
+    return last, x @ W[names["projector"] + "mm_input_projection_weight"]
+
+
+def expand_prompt(cfg, prompt, newline2):
+    """Gemma3Processor's text expansion done on token ids: each <start_of_image> becomes
+    "\\n\\n", <start_of_image>, mm_tokens_per_image image tokens, <end_of_image>, "\\n\\n"."""
+    boi, eoi, img = cfg["boi_token_index"], cfg["eoi_token_index"], cfg["image_token_index"]
+    n = cfg.get("mm_tokens_per_image", 256)
+    out = []
+    for t in prompt:
+        out += [newline2, boi] + [img] * n + [eoi, newline2] if t == boi else [t]
+    return out
+
+
+def greedy_with_images(cfg, W, names, expanded, pixel_values, n, embed_dtype, bidirectional=True):
+    """Greedy continuation of Gemma3ForConditionalGeneration over an expanded prompt."""
+    _, feats = image_features(cfg, W, names, pixel_values)
+    feats = feats.reshape(-1, feats.shape[-1])
+    img = cfg["image_token_index"]
+    pos = [i for i, t in enumerate(expanded) if t == img]
+    assert len(pos) == feats.shape[0]
+    embeds = {p: feats[i] for i, p in enumerate(pos)}
+    types = [1 if t == img else 0 for t in expanded]
+    ids = list(expanded)
+    out, lps = [], []
+    for _ in range(n):
+        tt = types + [0] * (len(ids) - len(types))
+        logits = forward(cfg["text_config"], W, ids, prefix=names["text"], embed_dtype=embed_dtype,
+                         embeds=embeds, token_types=tt, bidirectional=bidirectional)[-1]
         tok = int(torch.argmax(logits))
         lps.append(float(torch.log_softmax(logits, dim=-1)[tok]))
         out.append(tok)
