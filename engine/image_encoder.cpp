@@ -5,9 +5,9 @@
 
 #include <algorithm>
 #include <cstring>
-#include <fstream>
+#include <filesystem>
 
-#include <nlohmann/json.hpp>
+#include "engine/tokenizer/tokenizer.h"
 
 #include "engine/core/check.h"
 
@@ -15,30 +15,20 @@ namespace iris {
 
 namespace {
 
-// The id of `piece` in DIR/tokenizer.json's model vocabulary (an exact entry, as a
-// SentencePiece-style BPE vocabulary such as Gemma's stores newlines).
-int32_t vocab_token_id(const std::string& dir, const std::string& piece) {
-  const std::string path = dir + "/tokenizer.json";
-  std::ifstream in(path);
-  if (!in) fail(path, ": cannot open (Gemma 3's image markup needs the \"\\n\\n\" token)");
-  nlohmann::json j;
-  try {
-    j = nlohmann::json::parse(in);
-  } catch (const nlohmann::json::exception& e) {
-    fail(path, ": not valid JSON: ", e.what());
-  }
-  const auto model = j.find("model");
-  if (model != j.end() && model->is_object()) {
-    const auto vocab = model->find("vocab");
-    if (vocab != model->end() && vocab->is_object()) {
-      const auto it = vocab->find(piece);
-      if (it != vocab->end() && it->is_number_integer()) return it->get<int32_t>();
-    }
-  }
-  fail(path, ": model.vocab has no entry for ", nlohmann::json(piece).dump());
-}
+constexpr int kNewlineRuns = 64;  // newline runs tokenized ahead (Gemma has tokens up to 31)
 
 }  // namespace
+
+std::vector<int32_t> ImageMarkup::newlines(int k) const {
+  std::vector<int32_t> out;
+  const int table = static_cast<int>(newline_run.size()) - 1;
+  while (k > 0) {
+    const int take = std::min(k, table);
+    out.insert(out.end(), newline_run[take].begin(), newline_run[take].end());
+    k -= take;
+  }
+  return out;
+}
 
 std::unique_ptr<ImageEncoder> ImageEncoder::load(const std::string& dir, const Checkpoint& ckpt,
                                                  const ModelConfig& config, Backend& backend,
@@ -52,10 +42,23 @@ std::unique_ptr<ImageEncoder> ImageEncoder::load(const std::string& dir, const C
   e->backend_ = &backend;
   e->image_token_id_ = config.multimodal->image_token_id;
   if (const auto& g = config.multimodal->gemma) {
-    // The processor's expansion writes "\n\n" as text; its token comes from the vocabulary.
-    const int32_t nl2 = vocab_token_id(dir, "\n\n");
-    e->markup_ = ImageMarkup{config.multimodal->image_token_id, {nl2, g->boi_token_id},
-                             {g->eoi_token_id, nl2}};
+    // The processor's expansion writes "\n\n" as text: runs of newlines are tokenized by the
+    // checkpoint's tokenizer.
+    if (!std::filesystem::exists(std::filesystem::path(dir) / "tokenizer.json"))
+      fail(dir, ": Gemma 3 images need tokenizer.json (the image markup's newlines)");
+    const std::unique_ptr<Tokenizer> tok = Tokenizer::from_dir(dir);
+    ImageMarkup m;
+    m.fill = config.multimodal->image_token_id;
+    m.before = {g->boi_token_id};
+    m.after = {g->eoi_token_id};
+    m.lead_newlines = m.trail_newlines = 2;
+    m.newline_run.resize(kNewlineRuns + 1);
+    for (int k = 1; k <= kNewlineRuns; ++k) {
+      m.newline_run[k] = tok->encode(std::string(static_cast<size_t>(k), '\n'),
+                                     /*add_special_tokens=*/false, /*parse_special=*/false);
+      if (m.newline_run[k].size() == 1) m.newline_count.emplace(m.newline_run[k][0], k);
+    }
+    e->markup_ = std::move(m);
     e->image_token_id_ = g->boi_token_id;
   }
   e->patch_size_ = config.multimodal->vision.patch_size;
@@ -128,13 +131,28 @@ std::vector<MediaEmbeds> expand_image_placeholders(std::vector<int32_t>& prompt,
   std::vector<int32_t> out;
   std::vector<MediaEmbeds> media;
   out.reserve(prompt.size() + images.size() * tokens_per_image);
-  for (int32_t t : prompt) {
+  auto newline_count = [&](int32_t t) {
+    if (!markup) return 0;
+    const auto it = markup->newline_count.find(t);
+    return it == markup->newline_count.end() ? 0 : it->second;
+  };
+  for (size_t i = 0; i < prompt.size(); ++i) {
+    const int32_t t = prompt[i];
     if (t != image_token_id) {
       out.push_back(t);
       continue;
     }
     const ImageEncoder::Prepared& p = images[media.size()];
-    if (markup) out.insert(out.end(), markup->before.begin(), markup->before.end());
+    if (markup) {
+      int k = markup->lead_newlines;  // with the newline-only tokens just before
+      while (!out.empty() && newline_count(out.back()) > 0) {
+        k += newline_count(out.back());
+        out.pop_back();
+      }
+      const std::vector<int32_t> run = markup->newlines(k);
+      out.insert(out.end(), run.begin(), run.end());
+      out.insert(out.end(), markup->before.begin(), markup->before.end());
+    }
     MediaEmbeds m;
     m.position = static_cast<int32_t>(out.size());
     m.length = tokens_per_image;
@@ -142,7 +160,15 @@ std::vector<MediaEmbeds> expand_image_placeholders(std::vector<int32_t>& prompt,
     m.content_hash = p.cache_key();
     media.push_back(std::move(m));
     out.insert(out.end(), tokens_per_image, markup ? markup->fill : image_token_id);
-    if (markup) out.insert(out.end(), markup->after.begin(), markup->after.end());
+    if (markup) {
+      out.insert(out.end(), markup->after.begin(), markup->after.end());
+      int k = markup->trail_newlines;  // with the newline-only tokens just after
+      while (i + 1 < prompt.size() && prompt[i + 1] != image_token_id &&
+             newline_count(prompt[i + 1]) > 0)
+        k += newline_count(prompt[++i]);
+      const std::vector<int32_t> run = markup->newlines(k);
+      out.insert(out.end(), run.begin(), run.end());
+    }
   }
   prompt = std::move(out);
   return media;

@@ -8,6 +8,7 @@
 #include <cstdint>
 #include <memory>
 #include <optional>
+#include <unordered_map>
 #include <span>
 #include <string>
 #include <vector>
@@ -21,12 +22,22 @@
 
 namespace iris {
 
-// The tokens around an image's embedding rows (Gemma 3's processor writes "\n\n",
-// <start_of_image>, the image tokens, <end_of_image>, "\n\n").
+// The tokens around an image's embedding rows. Gemma 3's processor replaces the text
+// <start_of_image> by "\n\n<start_of_image>", the image tokens, "<end_of_image>\n\n" and then
+// tokenizes, so those newlines join the newlines next to them into one run: here the
+// newline-only tokens on either side are taken into the run, which is retokenized whole.
 struct ImageMarkup {
   int32_t fill = 0;             // the token at each embedding row
-  std::vector<int32_t> before;  // tokens before the rows
-  std::vector<int32_t> after;   // tokens after them
+  std::vector<int32_t> before;  // tokens before the rows (after the leading newlines)
+  std::vector<int32_t> after;   // tokens after them (before the trailing newlines)
+  int lead_newlines = 0;        // newlines the processor writes before `before`
+  int trail_newlines = 0;       // and after `after`
+  // newline_run[k]: the tokenization of k newlines (k >= 1); newline_count: the newlines of
+  // each token the tokenizer makes of newlines alone.
+  std::vector<std::vector<int32_t>> newline_run;
+  std::unordered_map<int32_t, int> newline_count;
+  // Tokens of a run of k newlines (longer runs than the table: table-sized pieces).
+  std::vector<int32_t> newlines(int k) const;
 };
 
 class ImageEncoder final : public MediaEncoder {

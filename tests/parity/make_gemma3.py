@@ -143,15 +143,90 @@ def vision_weights(gen, names):
     return W
 
 
+# The fixture tokenizer's pieces: bytes (fallback), runs of one to four newlines (built by the
+# merges, as Gemma's vocabulary has one token per newline run), the markup tokens.
+BASE_VOCAB = {f"<0x{b:02X}>": 4 + b for b in range(256)}
+BASE_VOCAB.update({"\n\n": NL2, "\n": 261, "\n\n\n": 262, "\n\n\n\n": 263})
+MERGES = [("\n", "\n"), ("\n\n", "\n"), ("\n\n", "\n\n")]
+SPECIALS = {0: "<pad>", 1: "<eos>", 2: "<bos>", 3: "<unk>", BOI: "<start_of_image>",
+            EOI: "<end_of_image>", IMG: "<image_soft_token>", 303: "<start_of_turn>",
+            304: "<end_of_turn>"}
+# A Gemma-style chat template written for these tests: turns in <start_of_turn> /
+# <end_of_turn>, an image part as <start_of_image>, text parts trimmed.
+CHAT_TEMPLATE = (
+    "{{ bos_token }}{% for message in messages %}"
+    "{% set role = 'model' if message['role'] == 'assistant' else message['role'] %}"
+    "{{ '<start_of_turn>' + role + '\n' }}"
+    "{% if message['content'] is string %}{{ message['content'] | trim }}{% else %}"
+    "{% for item in message['content'] %}{% if item['type'] == 'image' %}{{ '<start_of_image>' }}"
+    "{% elif item['type'] == 'text' %}{{ item['text'] | trim }}{% endif %}{% endfor %}{% endif %}"
+    "{{ '<end_of_turn>\n' }}{% endfor %}"
+    "{% if add_generation_prompt %}{{ '<start_of_turn>model\n' }}{% endif %}")
+
+
+def tokenize(text):
+    """The fixture tokenizer on `text` as the tokenizers library runs it: special tokens split
+    out, " " -> "\u2581", BPE (lowest-ranked pair first, leftmost first) over the characters,
+    pieces outside the vocabulary as their UTF-8 bytes."""
+    import re
+    by_content = {c: i for i, c in SPECIALS.items()}
+    pattern = "|".join(re.escape(c) for c in sorted(by_content, key=len, reverse=True))
+    ranks = {m: r for r, m in enumerate(MERGES)}
+    ids, pos = [], 0
+
+    def segment(seg):
+        syms = list(seg.replace(" ", "\u2581"))
+        while True:
+            best = None
+            for i in range(len(syms) - 1):
+                r = ranks.get((syms[i], syms[i + 1]))
+                if r is not None and (best is None or r < best[0]):
+                    best = (r, i)
+            if best is None:
+                break
+            i = best[1]
+            syms[i:i + 2] = [syms[i] + syms[i + 1]]
+        for sym in syms:
+            if sym in BASE_VOCAB:
+                ids.append(BASE_VOCAB[sym])
+            else:
+                ids.extend(4 + b for b in sym.encode("utf-8"))
+
+    for m in re.finditer(pattern, text):
+        segment(text[pos:m.start()])
+        ids.append(by_content[m.group(0)])
+        pos = m.end()
+    segment(text[pos:])
+    return ids
+
+
+def render_chat(messages):
+    """jinja2 configured as transformers' apply_chat_template."""
+    here = os.path.dirname(os.path.abspath(__file__))
+    sys.path.insert(0, os.path.join(here, "..", "chat_template", "reference"))
+    import jinja2
+    from jinja2.sandbox import ImmutableSandboxedEnvironment
+    import render_reference_jinja2 as jr
+    env = ImmutableSandboxedEnvironment(trim_blocks=True, lstrip_blocks=True,
+                                        extensions=[jr.AssistantTracker, jinja2.ext.loopcontrols])
+    env.filters["tojson"] = jr.tojson
+    env.globals["raise_exception"] = jr.raise_exception
+    return env.from_string(CHAT_TEMPLATE).render(messages=messages, add_generation_prompt=True,
+                                                 bos_token="<bos>", eos_token="<eos>")
+
+
+def processor_text(text, n):
+    """Gemma3Processor's replacement of each <start_of_image> in the rendered text."""
+    full = "\n\n<start_of_image>" + "<image_soft_token>" * n + "<end_of_image>\n\n"
+    return text.replace("<start_of_image>", full)
+
+
 def write_gemma_tokenizer(d):
     """A Gemma-style tokenizer.json: SentencePiece BPE over "▁"-for-space text with byte
     fallback, "\n\n" as a piece, and the chat / image markup as special tokens."""
-    specials = {0: "<pad>", 1: "<eos>", 2: "<bos>", 3: "<unk>", BOI: "<start_of_image>",
-                EOI: "<end_of_image>", IMG: "<image_soft_token>", 303: "<start_of_turn>",
-                304: "<end_of_turn>"}
-    vocab = {f"<0x{b:02X}>": 4 + b for b in range(256)}
-    vocab["\n\n"] = NL2
-    for i in range(261, 300):
+    specials = SPECIALS
+    vocab = dict(BASE_VOCAB)
+    for i in range(264, 300):
         vocab[f"<unused{i}>"] = i
     vocab.update({c: i for i, c in specials.items()})
     for i in range(305, TEXT["vocab_size"]):
@@ -168,10 +243,43 @@ def write_gemma_tokenizer(d):
             {"type": "ByteFallback"}, {"type": "Fuse"}]},
         "model": {"type": "BPE", "dropout": None, "unk_token": "<unk>",
                   "continuing_subword_prefix": None, "end_of_word_suffix": None,
-                  "fuse_unk": True, "byte_fallback": True, "vocab": vocab, "merges": []},
+                  "fuse_unk": True, "byte_fallback": True, "vocab": vocab,
+                  "merges": [" ".join(m) for m in MERGES]},
     }
     with open(os.path.join(d, "tokenizer.json"), "w") as f:
         json.dump(tok, f, ensure_ascii=False)
+    with open(os.path.join(d, "tokenizer_config.json"), "w") as f:
+        json.dump({"bos_token": "<bos>", "eos_token": "<eos>", "pad_token": "<pad>",
+                   "unk_token": "<unk>", "chat_template": CHAT_TEMPLATE}, f)
+
+
+def make_chat_cases(cfg, W, names, pcfg, files, dtype):
+    """Chats with image parts as a client sends them: rendered by jinja2, expanded as text by
+    the processor, tokenized, answered greedily by the reference. `grpc` marks the shape
+    `iris client chat` sends (its images first in the user message)."""
+    from PIL import Image
+    n = cfg["mm_tokens_per_image"]
+    convos = [
+        ("grpc", [{"role": "user", "content": [{"type": "image", "file": files[0]},
+                                               {"type": "image", "file": files[1]},
+                                               {"type": "text", "text": "What differs?"}]}]),
+        ("http", [{"role": "user", "content": [{"type": "text", "text": "Compare "},
+                                               {"type": "image", "file": files[1]},
+                                               {"type": "text", "text": "with"},
+                                               {"type": "image", "file": files[0]}]}]),
+    ]
+    cases = []
+    for kind, convo in convos:
+        rendered = render_chat([{"role": m["role"], "content": [{k: v for k, v in p.items() if k != "file"}
+                                                                for p in m["content"]]} for m in convo])
+        prompt = tokenize(processor_text(rendered, n))
+        images = [p["file"] for m in convo for p in m["content"] if p["type"] == "image"]
+        pixels = torch.stack([torch.from_numpy(reference_gemma3.gemma3_pixel_values(Image.open(p), pcfg))
+                              for p in images])
+        ids, lps = reference_gemma3.greedy_with_images(cfg, W, names, prompt, pixels, NEW_TOKENS, dtype)
+        cases.append({"model": "gemma3-mm", "kind": kind, "messages": convo, "rendered": rendered,
+                      "prompt_ids": prompt, "output_ids": ids, "logprobs": lps})
+    return cases
 
 
 def make_multimodal(out):
@@ -183,7 +291,7 @@ def make_multimodal(out):
             "do_rescale": True, "rescale_factor": 1 / 255, "do_normalize": True,
             "image_mean": [0.5, 0.5, 0.5], "image_std": [0.5, 0.5, 0.5], "do_convert_rgb": None,
             "do_pan_and_scan": None, "image_seq_length": 4}
-    image_cases, vision_cases = [], []
+    image_cases, vision_cases, chat_cases = [], [], []
     for mi, (name, (layout, dname, n_images)) in enumerate(MM_MODELS.items()):
         names = LAYOUTS[layout]
         gen = torch.Generator().manual_seed(8765 + mi)
@@ -231,12 +339,17 @@ def make_multimodal(out):
         # The two-image fixture is the one that shows it (10x the 1e-4 bound at least).
         assert name != "gemma3-mm" or causal_ids != ids or delta > 1e-3, \
             f"{name}: causal image attention changes logprobs by only {delta:.2e}"
+        if name == "gemma3-mm":
+            chat_cases += make_chat_cases(cfg, Wd, names, pcfg, files, dtype)
         image_cases.append({"model": name, "images": files, "prompt_ids": prompt,
                             "expanded_prompt_ids": expanded, "output_ids": ids, "logprobs": lps,
                             "causal_output_ids": causal_ids, "causal_logprobs": causal_lps})
     with open(os.path.join(out, "image_fixtures.json"), "w") as f:
         json.dump({"reference": "PIL + numpy Gemma3ImageProcessor, tests/parity/reference_gemma3.py",
                    "cases": image_cases}, f)
+    with open(os.path.join(out, "chat_fixtures.json"), "w") as f:
+        json.dump({"reference": "jinja2 (as transformers) + Gemma3Processor text expansion + "
+                   "fixture tokenizer + PIL + tests/parity/reference_gemma3.py", "cases": chat_cases}, f)
     with open(os.path.join(out, "vision_fixtures.json"), "w") as f:
         json.dump({"reference": "tests/parity/reference_gemma3.py", "cases": vision_cases}, f)
     print(f"wrote {len(image_cases)} Gemma 3 image cases to {out}/image_fixtures.json")

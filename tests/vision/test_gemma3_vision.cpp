@@ -119,4 +119,16 @@ TEST_CASE("Gemma 3 prompt expansion: <start_of_image> becomes the processor's ma
   REQUIRE(media.size() == 1);
   CHECK(media[0].position == 4);
   CHECK(media[0].length == 4);
+
+  // Newlines next to the markup join its "\n\n" into one run, as the processor's text does
+  // before tokenization: "\n" + "\n\n" = 262, "\n\n" + "\n\n" between two images = 263, and
+  // "\n\n" + "\n\n\n" = 5 newlines, which the tokenizer's merges make 260, 262.
+  std::vector<int32_t> runs = {2, 261, 300, 300, 262};
+  const auto two = expand_image_placeholders(runs, enc->image_token_id(), enc->tokens_per_image(),
+                                             std::vector<ImageEncoder::Prepared>(2), enc->markup());
+  CHECK(runs == std::vector<int32_t>{2, 262, 300, 302, 302, 302, 302, 301, 263, 300, 302, 302, 302,
+                                     302, 301, 260, 262});
+  REQUIRE(two.size() == 2);
+  CHECK(two[0].position == 3);
+  CHECK(two[1].position == 10);
 }
