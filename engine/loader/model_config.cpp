@@ -115,6 +115,38 @@ void parse_gemma3_text(const json& j, ModelConfig& c, const std::string& source)
   if (!(r.get_float("attn_logit_softcapping", 0.0) >= 0))
     fail(source, ": attn_logit_softcapping must be positive or null");
   g.rope_local_base_freq = static_cast<float>(r.get_float("rope_local_base_freq", 10000.0));
+  // transformers >= 5 writes both RoPE settings per layer type instead.
+  if (r.has("rope_parameters")) {
+    const json& rp = j["rope_parameters"];
+    for (const char* kind : {"full_attention", "sliding_attention"}) {
+      if (!rp.is_object() || !rp.contains(kind) || !rp[kind].is_object())
+        fail(source, ": rope_parameters.", kind, " must be an object");
+      const json& p = rp[kind];
+      const std::string type = p.value("rope_type", std::string("default"));
+      Reader pr(p, source);
+      const float theta = static_cast<float>(pr.get_float("rope_theta", kind[0] == 'f' ? 1e6 : 1e4));
+      if (!(theta > 0)) fail(source, ": rope_parameters.", kind, ".rope_theta must be positive");
+      if (kind[0] == 's') {
+        if (type != "default")
+          fail(source, ": rope_parameters.sliding_attention.rope_type '", type,
+               "' is not supported (default)");
+        g.rope_local_base_freq = theta;
+        continue;
+      }
+      c.rope_theta = theta;
+      if (type == "default") {
+        c.rope_scaling = RopeScaling{};
+      } else if (type == "linear") {
+        c.rope_scaling.type = RopeScaling::Type::kLinear;
+        c.rope_scaling.factor = static_cast<float>(pr.get_float("factor", 1.0));
+        if (!(c.rope_scaling.factor > 0))
+          fail(source, ": rope_parameters.full_attention.factor must be positive");
+      } else {
+        fail(source, ": rope_parameters.full_attention.rope_type '", type,
+             "' is not supported (default, linear)");
+      }
+    }
+  }
   if (!(g.rope_local_base_freq > 0)) fail(source, ": rope_local_base_freq must be positive");
   // Which layers slide: layer_types when given, else every layer but each pattern-th.
   const int window = static_cast<int>(r.get_positive("sliding_window"));

@@ -63,6 +63,22 @@ TEST_CASE("Gemma 3 text config") {
     REQUIRE(c.rope_scaling.factor == 8.0f);
     REQUIRE(c.gemma->final_logit_softcapping == 30.0f);
   }
+  SECTION("transformers 5's rope_parameters per layer type") {
+    json j = gemma3_1b();
+    j.erase("rope_theta");
+    j.erase("rope_local_base_freq");
+    j["rope_parameters"] = {
+        {"full_attention", {{"rope_type", "linear"}, {"factor", 8.0}, {"rope_theta", 1000000.0}}},
+        {"sliding_attention", {{"rope_type", "default"}, {"rope_theta", 10000.0}}}};
+    const ModelConfig c = ModelConfig::from_json(j, nullptr, "config.json");
+    REQUIRE(c.rope_theta == 1000000.0f);
+    REQUIRE(c.rope_scaling.type == RopeScaling::Type::kLinear);
+    REQUIRE(c.rope_scaling.factor == 8.0f);
+    REQUIRE(c.gemma->rope_local_base_freq == 10000.0f);
+    j["rope_parameters"]["full_attention"]["rope_type"] = "yarn";
+    REQUIRE_THROWS_WITH(ModelConfig::from_json(j, nullptr, "config.json"),
+                        Contains("rope_parameters.full_attention.rope_type 'yarn'"));
+  }
   SECTION("errors name the field") {
     json j = gemma3_1b();
     j["hidden_activation"] = "silu";
