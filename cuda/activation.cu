@@ -1,5 +1,6 @@
-// Element-wise kernels: silu(gate) * up for the MLP, the vision towers' GELU variants, a
-// residual add, and the bias add of F32 GEMM outputs. fp32 arithmetic, one bf16 rounding
+// Element-wise kernels: silu(gate) * up for the MLP (gelu_tanh(gate) * up for Gemma), the
+// vision towers' GELU variants, a residual add, the bias add of F32 GEMM outputs, and
+// Gemma's in-place scale and tanh soft-cap (bf16 activations or F32 logits). fp32 arithmetic, one bf16 rounding
 // per output; 8 elements (16 bytes) per thread when sizes and pointers allow. Pure
 // bandwidth: silu_mul moves 3 x 2 bytes per output element.
 #include <algorithm>
@@ -97,6 +98,32 @@ __global__ void add_kernel(bf16* __restrict__ a, const bf16* __restrict__ b, int
   }
 }
 
+__global__ void gelu_tanh_mul_kernel(const bf16* __restrict__ gate_up, int64_t rows,
+                                     int64_t inter, bf16* __restrict__ out) {
+  const int64_t total = rows * inter;
+  const int64_t stride = static_cast<int64_t>(gridDim.x) * blockDim.x;
+  for (int64_t k = static_cast<int64_t>(blockIdx.x) * blockDim.x + threadIdx.x; k < total;
+       k += stride) {
+    const int64_t r = k / inter, i = k % inter;
+    const float g = to_f32(gate_up[r * 2 * inter + i]);
+    const float v = to_f32(gate_up[r * 2 * inter + inter + i]);
+    out[k] = to_bf16(apply_act(g, Activation::kGeluTanh) * v);
+  }
+}
+
+// mode 0: x *= s; mode 1: x = s * tanh(x / s).
+template <typename T>
+__global__ void scale_or_softcap_kernel(T* __restrict__ x, int64_t n, float s, int mode) {
+  const int64_t stride = static_cast<int64_t>(gridDim.x) * blockDim.x;
+  for (int64_t i = static_cast<int64_t>(blockIdx.x) * blockDim.x + threadIdx.x; i < n;
+       i += stride) {
+    float v;
+    if constexpr (sizeof(T) == 4) v = x[i]; else v = to_f32(x[i]);
+    v = mode == 0 ? v * s : tanhf(v / s) * s;
+    if constexpr (sizeof(T) == 4) x[i] = v; else x[i] = to_bf16(v);
+  }
+}
+
 __global__ void add_bias_f32_kernel(float* __restrict__ out, const bf16* __restrict__ bias,
                                     int64_t rows, int64_t cols) {
   const int64_t total = rows * cols;
@@ -134,6 +161,28 @@ void launch_add(bf16* a, const bf16* b, int64_t n, cudaStream_t stream) {
   constexpr int kThreads = 256;
   const bool vec = n % 8 == 0 && aligned16(a) && aligned16(b);
   add_kernel<<<grid_for(vec ? n / 8 : n, kThreads), kThreads, 0, stream>>>(a, b, n, vec);
+  IRIS_CUDA_CHECK_LAUNCH();
+}
+
+void launch_gelu_tanh_mul(const bf16* gate_up, int64_t rows, int64_t inter, bf16* out,
+                          cudaStream_t stream) {
+  if (rows == 0 || inter == 0) return;
+  constexpr int kThreads = 256;
+  gelu_tanh_mul_kernel<<<grid_for(rows * inter, kThreads), kThreads, 0, stream>>>(gate_up, rows,
+                                                                                  inter, out);
+  IRIS_CUDA_CHECK_LAUNCH();
+}
+
+void launch_scale_or_softcap(void* x, bool f32, int64_t n, float s, bool softcap,
+                             cudaStream_t stream) {
+  if (n == 0) return;
+  constexpr int kThreads = 256;
+  if (f32)
+    scale_or_softcap_kernel<float><<<grid_for(n, kThreads), kThreads, 0, stream>>>(
+        static_cast<float*>(x), n, s, softcap ? 1 : 0);
+  else
+    scale_or_softcap_kernel<bf16><<<grid_for(n, kThreads), kThreads, 0, stream>>>(
+        static_cast<bf16*>(x), n, s, softcap ? 1 : 0);
   IRIS_CUDA_CHECK_LAUNCH();
 }
 

@@ -1,7 +1,7 @@
 // The simplest correct attention on the GPU: one warp per (query row, q head), a plain fp32
 // online softmax over that row's keys in order, the same arithmetic as the CPU reference
 // (engine/cpu/cpu_attention.cpp) apart from summation order. Covers paged (causal, sliding
-// window, ragged batches) and encoder mode. It re-reads K/V once per q head and does a warp
+// window, ragged batches, Gemma 3's bidirectional image spans) and encoder mode. It re-reads K/V once per q head and does a warp
 // reduction per key, so it is far slower than the tiled kernels; it exists as the fallback
 // (CudaBackendOptions::rowwise_attention, IRIS_CUDA_ATTENTION=rowwise) and as a second
 // opinion in the GPU tests.
@@ -40,6 +40,10 @@ __global__ void __launch_bounds__(kWarps * 32) rowwise_attention_kernel(Attentio
     const int pos = a.seq_lens[s] - q_len + (t - q0);
     lo = a.sliding_window > 0 ? max(0, pos - a.sliding_window + 1) : 0;
     hi = pos;
+    if (a.media_span != nullptr && a.media_span[2 * t + 1] > 0) {  // the row's whole image
+      lo = min(lo, a.media_span[2 * t]);
+      hi = a.media_span[2 * t + 1] - 1;
+    }
   } else {
     s = t / a.encoder_seq_len;
     q0 = s * a.encoder_seq_len;

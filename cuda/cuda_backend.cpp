@@ -96,6 +96,9 @@ class CudaOps final : public Ops {
   void layer_norm(const Tensor& x, const Tensor& w, const Tensor& b, float eps,
                   Tensor& out) override;
   void activation(Tensor& x, Activation act) override;
+  void gelu_tanh_mul(const Tensor& gate_up, Tensor& out) override;
+  void scale(Tensor& x, float s) override;
+  void tanh_softcap(Tensor& x, float cap) override;
   void add(Tensor& a, const Tensor& b) override;
   void encoder_attention(const Tensor& qkv, const AttentionShape& shape, int seq_len, float scale,
                          Tensor& out) override;
@@ -469,6 +472,7 @@ void CudaOps::attention(const Tensor& qkv, const KvLayer& kv, const AttentionSha
   a.max_blocks_per_seq = meta.max_blocks_per_seq;
   a.block_size = static_cast<int>(kv.k.dim(1));
   a.sliding_window = sliding_window > 0 ? sliding_window : 0;
+  a.media_span = meta.media_span.defined() ? meta.media_span.ptr<int32_t>() : nullptr;
   a.num_seqs = meta.num_seqs;
   a.num_tokens = meta.num_tokens;
   a.max_query_len = meta.max_query_len;
@@ -478,12 +482,35 @@ void CudaOps::attention(const Tensor& qkv, const KvLayer& kv, const AttentionSha
   a.head_dim = shape.head_dim;
   a.scale = scale;
   if (meta.num_tokens == 0 || meta.num_seqs == 0) return;
-  if (b_.rowwise_attention())
+  // Bidirectional image spans (Gemma 3) are a mask variant of the row-wise kernel only.
+  if (b_.rowwise_attention() || a.media_span != nullptr)
     launch_rowwise_attention(a, stream());
   else if (meta.max_query_len == 1)
     launch_paged_decode(a, b_.decode_workspace(), stream());
   else
     launch_prefill_attention(a, stream());
+}
+
+void CudaOps::gelu_tanh_mul(const Tensor& gate_up, Tensor& out) {
+  check_bf16(gate_up, "gelu_tanh_mul", "gate_up");
+  check_bf16(out, "gelu_tanh_mul", "output");
+  const int64_t rows = gate_up.dim(0), inter = out.dim(1);
+  IRIS_CHECK(gate_up.dim(1) == 2 * inter && out.dim(0) == rows)
+      << "cuda gelu_tanh_mul: gate_up " << gate_up.shape.str() << " out " << out.shape.str();
+  launch_gelu_tanh_mul(bf16_ptr(gate_up), rows, inter, bf16_ptr(out), stream());
+}
+
+void CudaOps::scale(Tensor& x, float s) {
+  IRIS_CHECK(x.dtype == DType::F32 || x.dtype == DType::BF16)
+      << "cuda scale: dtype " << dtype_name(x.dtype);
+  launch_scale_or_softcap(x.data, x.dtype == DType::F32, x.numel(), s, false, stream());
+}
+
+void CudaOps::tanh_softcap(Tensor& x, float cap) {
+  IRIS_CHECK(x.dtype == DType::F32 || x.dtype == DType::BF16)
+      << "cuda tanh_softcap: dtype " << dtype_name(x.dtype);
+  IRIS_CHECK(cap > 0) << "cuda tanh_softcap: cap " << cap;
+  launch_scale_or_softcap(x.data, x.dtype == DType::F32, x.numel(), cap, true, stream());
 }
 
 void CudaOps::silu_mul(const Tensor& gate_up, Tensor& out) {

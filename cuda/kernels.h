@@ -49,6 +49,13 @@ void launch_copy_rows(const void* src, void* dst, const int32_t* idx, int64_t in
 // out[r, i] = silu(gate_up[r, i]) * gate_up[r, inter + i]. gate_up: [rows, 2 inter].
 void launch_silu_mul(const bf16* gate_up, int64_t rows, int64_t inter, bf16* out,
                      cudaStream_t stream);
+// out[r, i] = gelu_tanh(gate_up[r, i]) * gate_up[r, inter + i]. gate_up: [rows, 2 inter].
+void launch_gelu_tanh_mul(const bf16* gate_up, int64_t rows, int64_t inter, bf16* out,
+                          cudaStream_t stream);
+// In place over n elements of x (F32 when f32, else bf16): x *= s, or with softcap
+// x = s * tanh(x / s).
+void launch_scale_or_softcap(void* x, bool f32, int64_t n, float s, bool softcap,
+                             cudaStream_t stream);
 // x = act(x) in place, n elements.
 void launch_activation(bf16* x, int64_t n, Activation act, cudaStream_t stream);
 // a += b, n elements.
@@ -101,6 +108,9 @@ struct AttentionArgs {
   int max_blocks_per_seq = 0;
   int block_size = 0;
   int sliding_window = 0;  // 0 = off
+  // [T, 2] or null: row t also sees positions [media_span[2t], media_span[2t+1]) when
+  // media_span[2t+1] > 0 (Gemma 3's bidirectional images; the row-wise kernel only).
+  const int32_t* media_span = nullptr;
   // encoder mode: S = T / seq_len sequences of exactly seq_len rows
   int encoder_seq_len = 0;
   // sizes

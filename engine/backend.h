@@ -29,6 +29,12 @@ struct AttentionMetadata {
   Tensor seq_lens;      // I32 [S]
   Tensor block_tables;  // I32 [S, max_blocks_per_seq]
   Tensor slot_mapping;  // I32 [T]   flat KV slot (block * block_size + offset); -1 = skip
+  // Bidirectional spans (Gemma 3's images): token t also attends to positions
+  // [media_span[t, 0], media_span[t, 1]) — its whole image, later tokens included — besides
+  // what the causal / sliding-window rule allows; media_span[t, 1] <= 0 means none. The span
+  // must contain t's position and lie within its sequence's seq_lens (the whole image's K/V
+  // is written by this step or an earlier one). Undefined = no token has a span.
+  Tensor media_span;    // I32 [T, 2]
   // Host-side copies of the sizes kernels need for their launch configuration.
   int num_seqs = 0;
   int num_tokens = 0;
@@ -105,6 +111,18 @@ class Ops {
 
   // out[s] = x[indices[s]]. x: [T, H]; indices: I32 [S]; out: [S, H].
   virtual void gather_rows(const Tensor& x, const Tensor& indices, Tensor& out) = 0;
+
+  // ---- Gemma ----
+
+  // out = gelu_tanh(gate) * up where gate_up: [T, 2 I] = gate | up per row; out: [T, I].
+  virtual void gelu_tanh_mul(const Tensor& gate_up, Tensor& out) = 0;
+
+  // x *= s, in place. x: any shape (compute dtype or F32).
+  virtual void scale(Tensor& x, float s) = 0;
+
+  // x = cap * tanh(x / cap), in place (logit soft-capping). x: any shape (F32 logits or the
+  // compute dtype); cap > 0.
+  virtual void tanh_softcap(Tensor& x, float cap) = 0;
 
   // ---- Mixture of experts ----
 

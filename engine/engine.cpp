@@ -109,6 +109,7 @@ void Engine::init(const EngineConfig& config) {
   stats_.weight_bytes = static_cast<int64_t>(executor_->weight_bytes());
   stats_.tensor_parallel_size = executor_->world_size();
   if (mc.multimodal) {
+    sched_config_.media_in_one_chunk = mc.multimodal->gemma.has_value();
     const int per_item = mc.multimodal->tokens_per_image();
     sched_config_.max_num_encoder_tokens =
         config.max_num_encoder_tokens > 0 ? config.max_num_encoder_tokens

@@ -5,10 +5,30 @@
 
 #include <algorithm>
 #include <cstring>
+#include <filesystem>
+
+#include "engine/tokenizer/tokenizer.h"
 
 #include "engine/core/check.h"
 
 namespace iris {
+
+namespace {
+
+constexpr int kNewlineRuns = 64;  // newline runs tokenized ahead (Gemma has tokens up to 31)
+
+}  // namespace
+
+std::vector<int32_t> ImageMarkup::newlines(int k) const {
+  std::vector<int32_t> out;
+  const int table = static_cast<int>(newline_run.size()) - 1;
+  while (k > 0) {
+    const int take = std::min(k, table);
+    out.insert(out.end(), newline_run[take].begin(), newline_run[take].end());
+    k -= take;
+  }
+  return out;
+}
 
 std::unique_ptr<ImageEncoder> ImageEncoder::load(const std::string& dir, const Checkpoint& ckpt,
                                                  const ModelConfig& config, Backend& backend,
@@ -21,6 +41,26 @@ std::unique_ptr<ImageEncoder> ImageEncoder::load(const std::string& dir, const C
   e->preprocess_ = image::load_preprocessor_config(dir);
   e->backend_ = &backend;
   e->image_token_id_ = config.multimodal->image_token_id;
+  if (const auto& g = config.multimodal->gemma) {
+    // The processor's expansion writes "\n\n" as text: runs of newlines are tokenized by the
+    // checkpoint's tokenizer.
+    if (!std::filesystem::exists(std::filesystem::path(dir) / "tokenizer.json"))
+      fail(dir, ": Gemma 3 images need tokenizer.json (the image markup's newlines)");
+    const std::unique_ptr<Tokenizer> tok = Tokenizer::from_dir(dir);
+    ImageMarkup m;
+    m.fill = config.multimodal->image_token_id;
+    m.before = {g->boi_token_id};
+    m.after = {g->eoi_token_id};
+    m.lead_newlines = m.trail_newlines = 2;
+    m.newline_run.resize(kNewlineRuns + 1);
+    for (int k = 1; k <= kNewlineRuns; ++k) {
+      m.newline_run[k] = tok->encode(std::string(static_cast<size_t>(k), '\n'),
+                                     /*add_special_tokens=*/false, /*parse_special=*/false);
+      if (m.newline_run[k].size() == 1) m.newline_count.emplace(m.newline_run[k][0], k);
+    }
+    e->markup_ = std::move(m);
+    e->image_token_id_ = g->boi_token_id;
+  }
   e->patch_size_ = config.multimodal->vision.patch_size;
   e->max_batch_ = max_batch;
   e->encoder_->reserve(max_batch);
@@ -82,7 +122,8 @@ std::vector<std::shared_ptr<const std::vector<float>>> ImageEncoder::encode(
 
 std::vector<MediaEmbeds> expand_image_placeholders(std::vector<int32_t>& prompt,
                                                    int32_t image_token_id, int tokens_per_image,
-                                                   const std::vector<ImageEncoder::Prepared>& images) {
+                                                   const std::vector<ImageEncoder::Prepared>& images,
+                                                   const ImageMarkup* markup) {
   size_t count = 0;
   for (int32_t t : prompt) count += t == image_token_id;
   IRIS_CHECK(count == images.size()) << "the prompt holds " << count << " image placeholder(s) (token "
@@ -90,19 +131,44 @@ std::vector<MediaEmbeds> expand_image_placeholders(std::vector<int32_t>& prompt,
   std::vector<int32_t> out;
   std::vector<MediaEmbeds> media;
   out.reserve(prompt.size() + images.size() * tokens_per_image);
-  for (int32_t t : prompt) {
+  auto newline_count = [&](int32_t t) {
+    if (!markup) return 0;
+    const auto it = markup->newline_count.find(t);
+    return it == markup->newline_count.end() ? 0 : it->second;
+  };
+  for (size_t i = 0; i < prompt.size(); ++i) {
+    const int32_t t = prompt[i];
     if (t != image_token_id) {
       out.push_back(t);
       continue;
     }
     const ImageEncoder::Prepared& p = images[media.size()];
+    if (markup) {
+      int k = markup->lead_newlines;  // with the newline-only tokens just before
+      while (!out.empty() && newline_count(out.back()) > 0) {
+        k += newline_count(out.back());
+        out.pop_back();
+      }
+      const std::vector<int32_t> run = markup->newlines(k);
+      out.insert(out.end(), run.begin(), run.end());
+      out.insert(out.end(), markup->before.begin(), markup->before.end());
+    }
     MediaEmbeds m;
     m.position = static_cast<int32_t>(out.size());
     m.length = tokens_per_image;
     m.encoder_input = p.patches;
     m.content_hash = p.cache_key();
     media.push_back(std::move(m));
-    out.insert(out.end(), tokens_per_image, image_token_id);
+    out.insert(out.end(), tokens_per_image, markup ? markup->fill : image_token_id);
+    if (markup) {
+      out.insert(out.end(), markup->after.begin(), markup->after.end());
+      int k = markup->trail_newlines;  // with the newline-only tokens just after
+      while (i + 1 < prompt.size() && prompt[i + 1] != image_token_id &&
+             newline_count(prompt[i + 1]) > 0)
+        k += newline_count(prompt[++i]);
+      const std::vector<int32_t> run = markup->newlines(k);
+      out.insert(out.end(), run.begin(), run.end());
+    }
   }
   prompt = std::move(out);
   return media;

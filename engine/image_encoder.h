@@ -7,6 +7,8 @@
 
 #include <cstdint>
 #include <memory>
+#include <optional>
+#include <unordered_map>
 #include <span>
 #include <string>
 #include <vector>
@@ -20,6 +22,24 @@
 
 namespace iris {
 
+// The tokens around an image's embedding rows. Gemma 3's processor replaces the text
+// <start_of_image> by "\n\n<start_of_image>", the image tokens, "<end_of_image>\n\n" and then
+// tokenizes, so those newlines join the newlines next to them into one run: here the
+// newline-only tokens on either side are taken into the run, which is retokenized whole.
+struct ImageMarkup {
+  int32_t fill = 0;             // the token at each embedding row
+  std::vector<int32_t> before;  // tokens before the rows (after the leading newlines)
+  std::vector<int32_t> after;   // tokens after them (before the trailing newlines)
+  int lead_newlines = 0;        // newlines the processor writes before `before`
+  int trail_newlines = 0;       // and after `after`
+  // newline_run[k]: the tokenization of k newlines (k >= 1); newline_count: the newlines of
+  // each token the tokenizer makes of newlines alone.
+  std::vector<std::vector<int32_t>> newline_run;
+  std::unordered_map<int32_t, int> newline_count;
+  // Tokens of a run of k newlines (longer runs than the table: table-sized pieces).
+  std::vector<int32_t> newlines(int k) const;
+};
+
 class ImageEncoder final : public MediaEncoder {
  public:
   // Null for a text-only model. Reads `dir`/preprocessor_config.json. Images per encoder
@@ -29,7 +49,12 @@ class ImageEncoder final : public MediaEncoder {
                                             int max_batch = 4);
 
   int tokens_per_image() const { return encoder_->tokens_per_image(); }
+  // The token a prompt holds once per image (LLaVA: the image token; Gemma 3:
+  // `<start_of_image>`, which markup() expands).
   int32_t image_token_id() const { return image_token_id_; }
+  // How a placeholder expands around the embedding rows; null = tokens_per_image copies of
+  // the placeholder itself.
+  const ImageMarkup* markup() const { return markup_ ? &*markup_ : nullptr; }
 
   struct Prepared {
     std::shared_ptr<const std::vector<float>> patches;  // fp32 [patches_per_image, patch_dim]
@@ -56,17 +81,20 @@ class ImageEncoder final : public MediaEncoder {
   image::PreprocessorConfig preprocess_;
   Backend* backend_ = nullptr;
   int32_t image_token_id_ = 0;
+  std::optional<ImageMarkup> markup_;
   int patch_size_ = 0;
   int max_batch_ = 1;
   Buffer patches_, out_;
   std::vector<float> staging_;
 };
 
-// Replaces each occurrence of `image_token_id` in `prompt` by tokens_per_image copies and
-// returns one media span per image at the expanded positions, carrying the prepared image as
-// its encoder input. Throws unless the number of occurrences equals images.size().
+// Replaces each occurrence of `image_token_id` in `prompt` by tokens_per_image copies (with
+// `markup`: by markup->before, tokens_per_image copies of markup->fill, markup->after) and
+// returns one media span per image at the expanded rows, carrying the prepared image as its
+// encoder input. Throws unless the number of occurrences equals images.size().
 std::vector<MediaEmbeds> expand_image_placeholders(std::vector<int32_t>& prompt,
                                                    int32_t image_token_id, int tokens_per_image,
-                                                   const std::vector<ImageEncoder::Prepared>& images);
+                                                   const std::vector<ImageEncoder::Prepared>& images,
+                                                   const ImageMarkup* markup = nullptr);
 
 }  // namespace iris

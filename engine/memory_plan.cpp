@@ -40,6 +40,7 @@ MemoryPlan plan_memory(const ModelConfig& c, DType dtype, int world, int block_s
     layer += (q + 2 * kv) * h + h * q + 2 * inter * h + h * inter;
     if (c.attention_bias) layer += q + 2 * kv;
     if (c.qk_norm) layer += 2 * d;
+    if (c.gemma) layer += 2 * h;                                 // pre/post-feedforward norms
     if (c.o_proj_bias && r == 0) layer += h;
     if (c.mlp_bias) layer += 2 * inter + (r == 0 ? h : 0);
     n += layer * c.num_layers;

@@ -26,6 +26,8 @@ ModelRunner::ModelRunner(Backend& backend, Model& model, KvCache& kv, RunnerLimi
   if (model.config().multimodal) {
     embed_rows_ = backend.allocate(DType::I32, {t});
     embeds_ = backend.allocate(backend.compute_dtype(), {t, model.config().hidden_size});
+    media_bidirectional_ = model.config().multimodal->gemma.has_value();
+    if (media_bidirectional_) media_span_ = backend.allocate(DType::I32, {t, 2});
   }
   model.reserve(limits.max_tokens, limits.max_seqs);
   if (!limits.enforce_eager && model.supports_step_graphs() && backend.communicator() == nullptr)
@@ -57,6 +59,8 @@ const std::vector<float>& ModelRunner::run(const std::vector<SeqChunk>& chunks,
   h_tables_.assign(static_cast<size_t>(num_seqs) * mb, 0);
   h_embed_rows_.clear();
   h_embeds_.clear();
+  h_media_span_.clear();
+  step_has_span_ = false;
   const int64_t hidden = model_.config().hidden_size;
   int max_q = 0, max_len = 0;
   for (int s = 0; s < num_seqs; ++s) {
@@ -84,6 +88,28 @@ const std::vector<float>& ModelRunner::run(const std::vector<SeqChunk>& chunks,
           h_embed_rows_.push_back(row0 + (p - c.start_pos));
           const float* src = m.embeds->data() + static_cast<int64_t>(p - m.position) * hidden;
           h_embeds_.insert(h_embeds_.end(), src, src + hidden);
+        }
+      }
+    }
+    // Bidirectional images: every fed token inside a span sees the whole span, so the span's
+    // K/V must all be written by the end of this chunk (the scheduler keeps it in one chunk).
+    if (media_bidirectional_) {
+      const size_t first = h_media_span_.size();
+      h_media_span_.resize(first + 2 * static_cast<size_t>(c.num_tokens), 0);
+      if (c.media) {
+        for (const MediaEmbeds& m : *c.media) {
+          const int lo = std::max(c.start_pos, m.position);
+          const int hi = std::min(end, m.position + m.length);
+          if (lo >= hi) continue;
+          IRIS_CHECK(m.position + m.length <= end)
+              << "a prefill chunk ending at " << end << " splits the image at positions ["
+              << m.position << ", " << m.position + m.length
+              << "), whose tokens attend to each other";
+          for (int p = lo; p < hi; ++p) {
+            h_media_span_[first + 2 * (p - c.start_pos)] = m.position;
+            h_media_span_[first + 2 * (p - c.start_pos) + 1] = m.position + m.length;
+          }
+          step_has_span_ = true;
         }
       }
     }
@@ -148,6 +174,10 @@ const std::vector<float>& ModelRunner::run(const std::vector<SeqChunk>& chunks,
   backend_.upload_i32(h_tables_.data(), in.attn.block_tables);
   if (!h_logits_idx_.empty()) backend_.upload_i32(h_logits_idx_.data(), in.logits_indices);
 
+  if (step_has_span_) {
+    in.attn.media_span = media_span_.tensor.rows(0, num_tokens);
+    backend_.upload_i32(h_media_span_.data(), in.attn.media_span);
+  }
   if (!h_embed_rows_.empty()) {
     const int64_t n = static_cast<int64_t>(h_embed_rows_.size());
     in.embed_rows = embed_rows_.tensor.rows(0, n);

@@ -85,6 +85,11 @@ class ModelRunner {
   Buffer token_ids_, positions_, logits_indices_, query_start_, seq_lens_, block_tables_,
       slot_mapping_, logits_;
   Buffer embed_rows_, embeds_;  // multimodal models only
+  // Gemma 3: each fed token's image span for bidirectional attention (AttentionMetadata).
+  bool media_bidirectional_ = false;
+  Buffer media_span_;
+  std::vector<int32_t> h_media_span_;
+  bool step_has_span_ = false;
   std::vector<int32_t> h_embed_rows_;
   std::vector<float> h_embeds_;
   std::vector<int32_t> h_tokens_, h_positions_, h_logits_idx_, h_qstart_, h_seq_lens_,

@@ -39,6 +39,11 @@ struct SchedulerConfig {
   // can never run, and its request is refused at admission.
   int max_num_encoder_tokens = 0;
   int encoder_cache_tokens = 0;
+  // A media span's tokens attend to each other in both directions (Gemma 3's images), so a
+  // prefill chunk never splits one: it stops before a span that does not fit whole (what is
+  // left of it after a prefix-cache hit counts as the span). A span longer than
+  // max_num_batched_tokens is refused at admission.
+  bool media_in_one_chunk = false;
   // Seed of the block-hash chain. A server may draw it at random per process so that no
   // client can construct colliding prompts offline; tests keep the default to be
   // reproducible.

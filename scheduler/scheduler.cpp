@@ -75,6 +75,13 @@ AdmitResult Scheduler::add_request(RequestSpec spec) {
       return reject(AdmitStatus::kInvalidArgument, os.str());
     }
     media_end = m.start_token + m.num_tokens;
+    if (config_.media_in_one_chunk && m.num_tokens > config_.max_num_batched_tokens) {
+      std::ostringstream os;
+      os << "a media item of " << m.num_tokens << " tokens must be prefilled in one chunk, but "
+         << "a step holds at most " << config_.max_num_batched_tokens
+         << " tokens (--max-num-batched-tokens)";
+      return reject(AdmitStatus::kTooLong, os.str());
+    }
     if (config_.budgets_encoder() &&
         (m.num_tokens > config_.max_num_encoder_tokens || m.num_tokens > config_.encoder_cache_tokens)) {
       std::ostringstream os;
@@ -227,8 +234,10 @@ void Scheduler::schedule_running_prefills(SchedulerOutput& out) {
     }
     // The chunk stops before an image that neither fits this step's encoder budget nor the
     // encoder cache; it goes on from there in a later step.
-    const int limit = reserve_media(r, r.num_computed_tokens,
-                                    std::min(r.num_uncomputed_tokens(), budget_), out);
+    const int limit = reserve_media(
+        r, r.num_computed_tokens,
+        limit_to_whole_media(r, r.num_computed_tokens, std::min(r.num_uncomputed_tokens(), budget_)),
+        out);
     int n = limit;
     while (n > 0 && !kv_.allocate_slots(r, n)) {
       Request& victim = *running_.back();
@@ -255,8 +264,11 @@ void Scheduler::schedule_waiting(SchedulerOutput& out) {
     }
     Request& r = *it->req;
     ComputedBlocks computed = kv_.get_computed_blocks(r);
-    const int n = reserve_media(r, computed.num_tokens,
-                                std::min(r.num_tokens() - computed.num_tokens, budget_), out);
+    const int n = reserve_media(
+        r, computed.num_tokens,
+        limit_to_whole_media(r, computed.num_tokens,
+                             std::min(r.num_tokens() - computed.num_tokens, budget_)),
+        out);
     if (n <= 0) {  // its first image waits for encoder budget or cache space
       settle_media(r, computed.num_tokens, 0);
       break;
@@ -371,6 +383,20 @@ UpdateOutput Scheduler::update(const SchedulerOutput& out,
   }
   step_requests_.clear();
   return result;
+}
+
+// --- media kept whole ---------------------------------------------------------------------
+
+int Scheduler::limit_to_whole_media(const Request& r, int start, int n) const {
+  if (!config_.media_in_one_chunk || n <= 0) return n;
+  const int64_t end = static_cast<int64_t>(start) + n;
+  for (const MediaSpan& m : r.media) {
+    if (m.start_token >= end) break;
+    const int64_t m_end = m.start_token + m.num_tokens;
+    if (m_end <= end || m_end <= start) continue;  // inside the chunk, or already computed
+    return static_cast<int>(std::max<int64_t>(0, m.start_token - start));
+  }
+  return n;
 }
 
 // --- encoder budget -----------------------------------------------------------------------

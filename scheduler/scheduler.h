@@ -199,6 +199,9 @@ class Scheduler {
   void schedule_decodes(SchedulerOutput& out);
   void schedule_running_prefills(SchedulerOutput& out);
   void schedule_waiting(SchedulerOutput& out);
+  // With media_in_one_chunk: the tokens of [start, start + n) a chunk may take without
+  // ending inside a media span (0 when the span at `start` does not fit in n).
+  int limit_to_whole_media(const Request& r, int start, int n) const;
   // Encoder budget (no-ops unless config_.budgets_encoder()). reserve_media takes references
   // on (allocating where not cached) the encoder-cache entries of r's media spans that overlap
   // tokens [start, start + n) and returns n, cut before the first span that fits neither this

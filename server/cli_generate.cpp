@@ -98,7 +98,7 @@ int run_generate(const GenerateOptions& o) {
     }
     try {
       media = expand_image_placeholders(prompt, encoder.image_token_id(), encoder.tokens_per_image(),
-                                        prepared);
+                                        prepared, encoder.markup());
     } catch (const Error& e) {
       fail("--image: ", e.what());
     }

@@ -1,6 +1,7 @@
 // CPU attention over the paged KV cache: per-head q/k RMSNorm + rotary embedding + K/V
 // store, and causal (optionally sliding-window) attention reading K/V through each
-// sequence's block table. Mixed prefill chunks and decodes run in one call.
+// sequence's block table, widened to a token's whole image where metadata.media_span says so
+// (Gemma 3). Mixed prefill chunks and decodes run in one call.
 #include <algorithm>
 #include <cmath>
 #include <cstring>
@@ -82,12 +83,21 @@ void paged_attention(ThreadPool& pool, const Tensor& qkv, const KvLayer& kv, con
   const int num_tokens = meta.num_tokens;
   std::vector<int32_t> seq_of(num_tokens);
   const int64_t num_blocks = kv.k.dim(0);
+  const int32_t* spans = meta.media_span.defined() ? meta.media_span.ptr<int32_t>() : nullptr;
   for (int s = 0; s < meta.num_seqs; ++s) {
     IRIS_CHECK(qstart[s] <= qstart[s + 1] && qstart[s + 1] <= num_tokens &&
                qstart[s + 1] - qstart[s] <= seq_lens[s] &&
                seq_lens[s] <= static_cast<int64_t>(max_blocks) * block_size)
         << "attention metadata of sequence " << s << " is inconsistent";
-    for (int t = qstart[s]; t < qstart[s + 1]; ++t) seq_of[t] = s;
+    for (int t = qstart[s]; t < qstart[s + 1]; ++t) {
+      seq_of[t] = s;
+      if (!spans || spans[2 * t + 1] <= 0) continue;
+      const int pos = seq_lens[s] - (qstart[s + 1] - qstart[s]) + (t - qstart[s]);
+      IRIS_CHECK(spans[2 * t] >= 0 && spans[2 * t] <= pos && pos < spans[2 * t + 1] &&
+                 spans[2 * t + 1] <= seq_lens[s])
+          << "media span [" << spans[2 * t] << ", " << spans[2 * t + 1] << ") of the token at "
+          << pos << " is not within its sequence's " << seq_lens[s] << " positions";
+    }
     for (int b = 0; b < (seq_lens[s] + block_size - 1) / block_size; ++b) {
       const int32_t blk = tables[static_cast<int64_t>(s) * max_blocks + b];
       IRIS_CHECK(blk >= 0 && blk < num_blocks) << "block " << blk << " outside the KV cache";
@@ -103,13 +113,18 @@ void paged_attention(ThreadPool& pool, const Tensor& qkv, const KvLayer& kv, con
       const int s = seq_of[t];
       const int q_len = qstart[s + 1] - qstart[s];
       const int pos = seq_lens[s] - q_len + (t - qstart[s]);
-      const int lo = sliding_window > 0 ? std::max(0, pos - sliding_window + 1) : 0;
+      int lo = sliding_window > 0 ? std::max(0, pos - sliding_window + 1) : 0;
+      int hi = pos;  // last key position (inclusive)
+      if (spans && spans[2 * t + 1] > 0) {  // the token's own image, both directions
+        lo = std::min(lo, spans[2 * t]);
+        hi = spans[2 * t + 1] - 1;
+      }
       const float* q = qkv.ptr<float>() + t * row + static_cast<int64_t>(h) * hd;
       const int32_t* table = tables + static_cast<int64_t>(s) * max_blocks;
       const int kvh = h / group;
-      scores.resize(pos - lo + 1);
+      scores.resize(hi - lo + 1);
       float mx = -INFINITY;
-      for (int j = lo; j <= pos; ++j) {
+      for (int j = lo; j <= hi; ++j) {
         const int64_t slot = static_cast<int64_t>(table[j / block_size]) * block_size + j % block_size;
         const float* k = kv.k.ptr<float>() + slot * kv_row + static_cast<int64_t>(kvh) * hd;
         float dot = 0.0f;
@@ -123,7 +138,7 @@ void paged_attention(ThreadPool& pool, const Tensor& qkv, const KvLayer& kv, con
         sum += v;
       }
       std::fill(acc.begin(), acc.end(), 0.0f);
-      for (int j = lo; j <= pos; ++j) {
+      for (int j = lo; j <= hi; ++j) {
         const int64_t slot = static_cast<int64_t>(table[j / block_size]) * block_size + j % block_size;
         const float* v = kv.v.ptr<float>() + slot * kv_row + static_cast<int64_t>(kvh) * hd;
         const float p = scores[j - lo];

@@ -130,6 +130,38 @@ class CpuOps final : public Ops {
     });
   }
 
+  void gelu_tanh_mul(const Tensor& gate_up, Tensor& out) override {
+    const int64_t rows = gate_up.dim(0), inter = out.dim(1);
+    IRIS_CHECK(gate_up.dim(1) == 2 * inter && out.dim(0) == rows)
+        << "gelu_tanh_mul " << gate_up.shape.str() << " -> " << out.shape.str();
+    pool_.parallel_for(rows * inter, [&](int64_t i0, int64_t i1) {
+      for (int64_t k = i0; k < i1; ++k) {
+        const int64_t r = k / inter, i = k % inter;
+        const float g = gate_up.ptr<float>()[r * 2 * inter + i];
+        const float u = gate_up.ptr<float>()[r * 2 * inter + inter + i];
+        const float a = 0.5f * g * (1.0f + std::tanh(0.79788456080286536f * (g + 0.044715f * g * g * g)));
+        out.ptr<float>()[k] = a * u;
+      }
+    });
+  }
+
+  void scale(Tensor& x, float s) override {
+    check_f32(x, "scale input");
+    float* p = x.ptr<float>();
+    pool_.parallel_for(x.numel(), [&](int64_t i0, int64_t i1) {
+      for (int64_t i = i0; i < i1; ++i) p[i] *= s;
+    });
+  }
+
+  void tanh_softcap(Tensor& x, float cap) override {
+    check_f32(x, "tanh_softcap input");
+    IRIS_CHECK(cap > 0) << "tanh_softcap cap " << cap;
+    float* p = x.ptr<float>();
+    pool_.parallel_for(x.numel(), [&](int64_t i0, int64_t i1) {
+      for (int64_t i = i0; i < i1; ++i) p[i] = std::tanh(p[i] / cap) * cap;
+    });
+  }
+
   void gather_rows(const Tensor& x, const Tensor& indices, Tensor& out) override {
     const int64_t n = indices.numel(), h = x.dim(1);
     for (int64_t s = 0; s < n; ++s) {

@@ -111,8 +111,10 @@ ProcessorKind kind_from_type(const std::string& type) {
   if (starts("CLIPImageProcessor") || starts("CLIPFeatureExtractor")) return ProcessorKind::kClip;
   if (starts("SiglipImageProcessor")) return ProcessorKind::kSiglip;
   if (starts("LlavaImageProcessor")) return ProcessorKind::kLlava;
+  if (starts("Gemma3ImageProcessor")) return ProcessorKind::kGemma3;
   fail("unsupported image processor \"", type,
-       "\" (supported: CLIPImageProcessor, SiglipImageProcessor, LlavaImageProcessor)");
+       "\" (supported: CLIPImageProcessor, SiglipImageProcessor, LlavaImageProcessor, "
+       "Gemma3ImageProcessor)");
 }
 
 // The part of one axis that a transformers center_crop keeps: output index o shows source
@@ -146,7 +148,12 @@ PreprocessorConfig parse_preprocessor_config(const json& j) {
     fail("preprocessor_config.json names no image_processor_type");
   }
   c.kind = kind_from_type(c.processor_type);
-  const bool siglip = c.kind == ProcessorKind::kSiglip;
+  const bool siglip = c.kind == ProcessorKind::kSiglip || c.kind == ProcessorKind::kGemma3;
+  if (c.kind == ProcessorKind::kGemma3) {
+    c.resample = Resample::kBilinear;
+    if (bool_field(j, "do_pan_and_scan", false))
+      fail("preprocessor_config.json: do_pan_and_scan (Gemma 3 pan-and-scan crops) is not supported");
+  }
 
   c.do_resize = bool_field(j, "do_resize", true);
   const json default_size =
@@ -196,7 +203,7 @@ PreprocessorConfig parse_preprocessor_config(const json& j) {
   for (double s : c.image_std) {
     if (c.do_normalize && s == 0.0) fail("preprocessor_config.json: image_std contains 0");
   }
-  c.do_convert_rgb = bool_field(j, "do_convert_rgb", !siglip);
+  c.do_convert_rgb = bool_field(j, "do_convert_rgb", c.kind != ProcessorKind::kSiglip);
   c.do_pad = c.kind == ProcessorKind::kLlava && bool_field(j, "do_pad", false);
   return c;
 }

@@ -27,7 +27,9 @@
 
 namespace iris::image {
 
-enum class ProcessorKind { kClip, kSiglip, kLlava };
+// kGemma3: Gemma3ImageProcessor without pan-and-scan, which is SiglipImageProcessor's
+// pipeline with BILINEAR as the default resample.
+enum class ProcessorKind { kClip, kSiglip, kLlava, kGemma3 };
 
 struct PreprocessorConfig {
   ProcessorKind kind = ProcessorKind::kClip;

@@ -3,6 +3,7 @@
 // vision_config, and the projector / feature-selection fields).
 #include "engine/loader/model_config.h"
 
+#include <cmath>
 #include <filesystem>
 #include <fstream>
 
@@ -78,6 +79,97 @@ void add_token_ids(const json& v, std::vector<int32_t>& out, const std::string& 
 }
 
 ModelConfig parse_llava(const json& j, const json& gen, const std::string& source);
+ModelConfig parse_gemma3_multimodal(const json& j, const json& gen, const std::string& source);
+json merged(json defaults, const json& given);
+
+// ---- Gemma 3 ----
+
+// Gemma3TextConfig's defaults: transformers writes a multimodal checkpoint's text_config as
+// differences from them, and a text-only config.json may omit fields too.
+json gemma3_text_defaults() {
+  return {{"architectures", {"Gemma3ForCausalLM"}}, {"vocab_size", 262208},
+          {"hidden_size", 2304}, {"intermediate_size", 9216}, {"num_hidden_layers", 26},
+          {"num_attention_heads", 8}, {"num_key_value_heads", 4}, {"head_dim", 256},
+          {"hidden_activation", "gelu_pytorch_tanh"}, {"max_position_embeddings", 131072},
+          {"rms_norm_eps", 1e-6}, {"rope_theta", 1000000.0}, {"attention_bias", false},
+          {"query_pre_attn_scalar", 256}, {"sliding_window", 4096},
+          {"rope_local_base_freq", 10000.0}, {"sliding_window_pattern", 6},
+          {"tie_word_embeddings", true}, {"bos_token_id", 2}, {"eos_token_id", 1}};
+}
+
+// The Gemma-only fields and the per-layer sliding windows.
+void parse_gemma3_text(const json& j, ModelConfig& c, const std::string& source) {
+  Reader r(j, source);
+  GemmaConfig g;
+  const json& act = j["hidden_activation"];
+  if (!act.is_string() ||
+      (act.get<std::string>() != "gelu_pytorch_tanh" && act.get<std::string>() != "gelu_new"))
+    fail(source, ": hidden_activation ", act.dump(),
+         " is not supported (gelu_pytorch_tanh, gelu_new)");
+  g.query_pre_attn_scalar = static_cast<float>(r.get_float("query_pre_attn_scalar", 256.0));
+  if (!(g.query_pre_attn_scalar > 0))
+    fail(source, ": query_pre_attn_scalar must be positive");
+  g.final_logit_softcapping = static_cast<float>(r.get_float("final_logit_softcapping", 0.0));
+  if (!(g.final_logit_softcapping >= 0))
+    fail(source, ": final_logit_softcapping must be positive or null");
+  if (!(r.get_float("attn_logit_softcapping", 0.0) >= 0))
+    fail(source, ": attn_logit_softcapping must be positive or null");
+  g.rope_local_base_freq = static_cast<float>(r.get_float("rope_local_base_freq", 10000.0));
+  // transformers >= 5 writes both RoPE settings per layer type instead.
+  if (r.has("rope_parameters")) {
+    const json& rp = j["rope_parameters"];
+    for (const char* kind : {"full_attention", "sliding_attention"}) {
+      if (!rp.is_object() || !rp.contains(kind) || !rp[kind].is_object())
+        fail(source, ": rope_parameters.", kind, " must be an object");
+      const json& p = rp[kind];
+      const std::string type = p.value("rope_type", std::string("default"));
+      Reader pr(p, source);
+      const float theta = static_cast<float>(pr.get_float("rope_theta", kind[0] == 'f' ? 1e6 : 1e4));
+      if (!(theta > 0)) fail(source, ": rope_parameters.", kind, ".rope_theta must be positive");
+      if (kind[0] == 's') {
+        if (type != "default")
+          fail(source, ": rope_parameters.sliding_attention.rope_type '", type,
+               "' is not supported (default)");
+        g.rope_local_base_freq = theta;
+        continue;
+      }
+      c.rope_theta = theta;
+      if (type == "default") {
+        c.rope_scaling = RopeScaling{};
+      } else if (type == "linear") {
+        c.rope_scaling.type = RopeScaling::Type::kLinear;
+        c.rope_scaling.factor = static_cast<float>(pr.get_float("factor", 1.0));
+        if (!(c.rope_scaling.factor > 0))
+          fail(source, ": rope_parameters.full_attention.factor must be positive");
+      } else {
+        fail(source, ": rope_parameters.full_attention.rope_type '", type,
+             "' is not supported (default, linear)");
+      }
+    }
+  }
+  if (!(g.rope_local_base_freq > 0)) fail(source, ": rope_local_base_freq must be positive");
+  // Which layers slide: layer_types when given, else every layer but each pattern-th.
+  const int window = static_cast<int>(r.get_positive("sliding_window"));
+  c.sliding_window.assign(c.num_layers, 0);
+  if (r.has("layer_types")) {
+    const json& lt = j["layer_types"];
+    if (!lt.is_array() || static_cast<int>(lt.size()) != c.num_layers)
+      fail(source, ": \"layer_types\" must list one type per layer (", c.num_layers, ")");
+    for (int l = 0; l < c.num_layers; ++l) {
+      if (lt[l] == "sliding_attention") {
+        c.sliding_window[l] = window;
+      } else if (lt[l] != "full_attention") {
+        fail(source, ": layer_types[", l, "] ", lt[l].dump(),
+             " is not \"sliding_attention\" or \"full_attention\"");
+      }
+    }
+  } else {
+    const int64_t pattern = r.get_positive("sliding_window_pattern", 6);
+    for (int l = 0; l < c.num_layers; ++l)
+      if ((l + 1) % pattern != 0) c.sliding_window[l] = window;
+  }
+  c.gemma = g;
+}
 
 // The MoE fields, with transformers' config-class defaults where a field is missing.
 MoeConfig parse_moe(const json& j, const ModelConfig& c, const std::string& source) {
@@ -124,11 +216,22 @@ MoeConfig parse_moe(const json& j, const ModelConfig& c, const std::string& sour
 
 }  // namespace
 
-ModelConfig ModelConfig::from_json(const json& j, const json& gen, const std::string& source) {
-  if (!j.is_object()) fail(source, ": not a JSON object");
+ModelConfig ModelConfig::from_json(const json& given, const json& gen, const std::string& source) {
+  if (!given.is_object()) fail(source, ": not a JSON object");
+  const bool gemma3 = given.contains("architectures") && given["architectures"].is_array() &&
+                      !given["architectures"].empty() &&
+                      given["architectures"][0] == "Gemma3ForCausalLM";
+  const json j = gemma3 ? merged(gemma3_text_defaults(), given) : json();
+  return from_json_checked(gemma3 ? j : given, gen, source);
+}
+
+ModelConfig ModelConfig::from_json_checked(const json& j, const json& gen, const std::string& source) {
   if (j.contains("architectures") && j["architectures"].is_array() && !j["architectures"].empty() &&
       j["architectures"][0] == "LlavaForConditionalGeneration")
     return parse_llava(j, gen, source);
+  if (j.contains("architectures") && j["architectures"].is_array() && !j["architectures"].empty() &&
+      j["architectures"][0] == "Gemma3ForConditionalGeneration")
+    return parse_gemma3_multimodal(j, gen, source);
   ModelConfig c;
   Reader r(j, source);
   if (!j.contains("architectures") || !j["architectures"].is_array() ||
@@ -149,11 +252,13 @@ ModelConfig ModelConfig::from_json(const json& j, const json& gen, const std::st
     c.arch = Architecture::kQwen2Moe;
   } else if (c.architecture_name == "Qwen3MoeForCausalLM") {
     c.arch = Architecture::kQwen3Moe;
+  } else if (c.architecture_name == "Gemma3ForCausalLM") {
+    c.arch = Architecture::kGemma3;
   } else {
     fail(source, ": unknown architecture '", c.architecture_name,
          "' (supported: LlamaForCausalLM, MistralForCausalLM, Qwen2ForCausalLM, "
          "Qwen3ForCausalLM, MixtralForCausalLM, Qwen2MoeForCausalLM, Qwen3MoeForCausalLM, "
-         "LlavaForConditionalGeneration)");
+         "Gemma3ForCausalLM, Gemma3ForConditionalGeneration, LlavaForConditionalGeneration)");
   }
 
   c.vocab_size = r.get_positive("vocab_size");
@@ -176,8 +281,8 @@ ModelConfig ModelConfig::from_json(const json& j, const json& gen, const std::st
   c.rms_norm_eps = static_cast<float>(r.get_float("rms_norm_eps", 1e-6));
   c.rope_theta = static_cast<float>(r.get_float("rope_theta", 10000.0));
   c.max_position_embeddings = r.get_positive("max_position_embeddings", 2048);
-  c.tie_word_embeddings = r.get_bool("tie_word_embeddings", false);
-  if (r.has("hidden_act")) {
+  c.tie_word_embeddings = r.get_bool("tie_word_embeddings", c.arch == Architecture::kGemma3);
+  if (r.has("hidden_act") && c.arch != Architecture::kGemma3) {
     const auto act = j["hidden_act"];
     if (!act.is_string() || act.get<std::string>() != "silu")
       fail(source, ": hidden_act ", act.dump(), " is not supported (only \"silu\")");
@@ -204,6 +309,11 @@ ModelConfig ModelConfig::from_json(const json& j, const json& gen, const std::st
     case Architecture::kQwen2Moe:
       c.attention_bias = r.get_bool("qkv_bias", true);  // q/k/v biases, none on o_proj
       break;
+    case Architecture::kGemma3:
+      c.attention_bias = r.get_bool("attention_bias", false);
+      c.o_proj_bias = c.attention_bias;
+      c.qk_norm = true;
+      break;
   }
   if (c.arch == Architecture::kMixtral || c.arch == Architecture::kQwen2Moe ||
       c.arch == Architecture::kQwen3Moe)
@@ -213,7 +323,9 @@ ModelConfig ModelConfig::from_json(const json& j, const json& gen, const std::st
   // with use_sliding_window, from layer max_window_layers on (or as layer_types says).
   c.sliding_window.assign(c.num_layers, 0);
   const int window = r.has("sliding_window") ? static_cast<int>(r.get_positive("sliding_window")) : 0;
-  if (window > 0) {
+  if (c.arch == Architecture::kGemma3) {
+    parse_gemma3_text(j, c, source);
+  } else if (window > 0) {
     if (c.arch == Architecture::kMistral || c.arch == Architecture::kLlama ||
         c.arch == Architecture::kMixtral) {
       if (c.arch != Architecture::kLlama) c.sliding_window.assign(c.num_layers, window);
@@ -367,6 +479,53 @@ VisionConfig parse_vision(const json& given, const std::string& source) {
   if (vc.patch_size > vc.image_size)
     fail(src, ": patch_size ", vc.patch_size, " exceeds image_size ", vc.image_size);
   return vc;
+}
+
+// Gemma3ForConditionalGeneration: a Gemma 3 text_config (Gemma3TextConfig defaults), a
+// SigLIP vision_config (SiglipVisionConfig defaults), the pooled projector and the image
+// markup tokens.
+ModelConfig parse_gemma3_multimodal(const json& j, const json& gen, const std::string& source) {
+  const json text_given = j.contains("text_config") && j["text_config"].is_object()
+                              ? j["text_config"] : json::object();
+  json text = merged(gemma3_text_defaults(), text_given);
+  text["architectures"] = {"Gemma3ForCausalLM"};
+  for (const char* key : {"bos_token_id", "eos_token_id"})
+    if (j.contains(key) && !j[key].is_null() && !text_given.contains(key)) text[key] = j[key];
+  ModelConfig c = ModelConfig::from_json(text, gen, source + " text_config");
+  c.architecture_name = j["architectures"][0].get<std::string>();
+
+  MultimodalConfig m;
+  json vision_given = j.contains("vision_config") && j["vision_config"].is_object()
+                          ? j["vision_config"] : json::object();
+  if (!vision_given.contains("model_type")) vision_given["model_type"] = "siglip_vision_model";
+  if (vision_given["model_type"] != "siglip_vision_model")
+    fail(source, ": vision_config model_type ", vision_given["model_type"].dump(),
+         " is not supported for Gemma 3 (siglip_vision_model)");
+  m.vision = parse_vision(vision_given, source);
+  m.feature_layers = {-1};
+  m.select = MultimodalConfig::Select::kFull;
+  m.projector_bias = false;
+  Reader r(j, source);
+  MultimodalConfig::Gemma g;
+  g.mm_tokens_per_image = static_cast<int>(r.get_positive("mm_tokens_per_image", 256));
+  g.boi_token_id = static_cast<int32_t>(r.get_int("boi_token_index", 255999));
+  g.eoi_token_id = static_cast<int32_t>(r.get_int("eoi_token_index", 256000));
+  m.image_token_id = static_cast<int32_t>(r.get_int("image_token_index", 262144));
+  for (auto [key, id] : {std::pair<const char*, int32_t>{"image_token_index", m.image_token_id},
+                         {"boi_token_index", g.boi_token_id}, {"eoi_token_index", g.eoi_token_id}})
+    if (id < 0 || id >= c.vocab_size)
+      fail(source, ": ", key, " ", id, " outside the vocabulary [0, ", c.vocab_size, ")");
+  // The pooling window must tile the patch grid exactly (transformers' AvgPool2d would drop
+  // the remainder; a Gemma 3 checkpoint never has one).
+  const int grid = m.vision.grid();
+  const int side = static_cast<int>(std::lround(std::sqrt(static_cast<double>(g.mm_tokens_per_image))));
+  if (side * side != g.mm_tokens_per_image || side > grid || grid % side != 0)
+    fail(source, ": mm_tokens_per_image ", g.mm_tokens_per_image, " is not a square that tiles the ",
+         grid, " x ", grid, " patch grid (image_size ", m.vision.image_size, ", patch_size ",
+         m.vision.patch_size, ")");
+  m.gemma = g;
+  c.multimodal = std::move(m);
+  return c;
 }
 
 ModelConfig parse_llava(const json& j, const json& gen, const std::string& source) {

@@ -14,7 +14,10 @@
 
 namespace iris {
 
-enum class Architecture { kLlama, kMistral, kQwen2, kQwen3, kMixtral, kQwen2Moe, kQwen3Moe };
+enum class Architecture {
+  kLlama, kMistral, kQwen2, kQwen3, kMixtral, kQwen2Moe, kQwen3Moe,
+  kGemma3,  // Gemma3ForCausalLM (and the language model of Gemma3ForConditionalGeneration)
+};
 
 // Mixture-of-experts MLPs (Mixtral, Qwen2-MoE, Qwen3-MoE). A sparse layer routes each token
 // to top_k of num_experts SwiGLU experts: softmax in fp32 over the router logits, top-k,
@@ -36,6 +39,20 @@ struct RopeScaling {
   float low_freq_factor = 1.0f;
   float high_freq_factor = 4.0f;
   int64_t original_max_position_embeddings = 8192;
+};
+
+// Gemma 3's differences from the Llama family (engine/models/llama.cpp applies them): the
+// embedding scaled by sqrt(hidden_size) rounded to the checkpoint's dtype, RMSNorms that
+// multiply by (1 + weight), norms before and after attention and MLP, per-head q/k norms,
+// GELU-tanh gated MLP, sliding-window layers (ModelConfig::sliding_window, from layer_types
+// or sliding_window_pattern) whose RoPE base is rope_local_base_freq without scaling while
+// the full-attention layers use rope_theta with rope_scaling.
+struct GemmaConfig {
+  float query_pre_attn_scalar = 256.0f;  // attention scale = query_pre_attn_scalar^(-1/2)
+  float final_logit_softcapping = 0.0f;  // 0 = none; else logits = cap * tanh(logits / cap)
+  float rope_local_base_freq = 10000.0f;
+  // attn_logit_softcapping is accepted and, as in transformers' Gemma3Attention (which never
+  // passes it to the attention function), not applied.
 };
 
 // Defaults a checkpoint suggests for sampling (generation_config.json); unset = not given.
@@ -100,8 +117,24 @@ struct MultimodalConfig {
     for (size_t k = 0; k < feature_layers.size(); ++k) m = std::max(m, hidden_state_index(k));
     return m;
   }
+  // Gemma 3 (Gemma3ForConditionalGeneration): the tower's last hidden state after
+  // post_layernorm, average-pooled over square windows to mm_tokens_per_image rows, then
+  // RMSNorm × (1 + mm_soft_emb_norm) and mm_input_projection_weight ([vision, text]). A
+  // prompt marks each image with boi_token_id (`<start_of_image>`), which expands to
+  // "\n\n", boi, mm_tokens_per_image × image_token_id, eoi, "\n\n" (ImageEncoder); the
+  // image tokens attend to each other bidirectionally.
+  struct Gemma {
+    int mm_tokens_per_image = 256;
+    int32_t boi_token_id = 255999;
+    int32_t eoi_token_id = 256000;
+  };
+  std::optional<Gemma> gemma;
+
   // Placeholder tokens (and embedding rows) per image.
-  int tokens_per_image() const { return vision.seq_len() - (select == Select::kDefault ? 1 : 0); }
+  int tokens_per_image() const {
+    if (gemma) return gemma->mm_tokens_per_image;
+    return vision.seq_len() - (select == Select::kDefault ? 1 : 0);
+  }
 };
 
 struct ModelConfig {
@@ -131,6 +164,8 @@ struct ModelConfig {
   GenerationDefaults generation;
   // Set for mixture-of-experts architectures.
   std::optional<MoeConfig> moe;
+  // Set for Gemma 3.
+  std::optional<GemmaConfig> gemma;
   // Set for LlavaForConditionalGeneration; empty for text-only models.
   std::optional<MultimodalConfig> multimodal;
 
@@ -138,6 +173,9 @@ struct ModelConfig {
   // names the file in error messages.
   static ModelConfig from_json(const nlohmann::json& config, const nlohmann::json& generation,
                                const std::string& source);
+  // from_json after a family's defaults are filled in (Gemma 3 configs omit fields).
+  static ModelConfig from_json_checked(const nlohmann::json& config,
+                                       const nlohmann::json& generation, const std::string& source);
   // Reads DIR/config.json and DIR/generation_config.json (if present).
   static ModelConfig from_dir(const std::string& dir);
 };

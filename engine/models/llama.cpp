@@ -6,6 +6,10 @@
 // class is the language model of LLaVA: only the weight-name prefix differs, and a step may
 // carry image embeddings that replace the embeddings of its placeholder tokens. A sparse
 // layer's MLP is a MoeBlock (engine/models/moe.h) in place of the dense gate/up/down.
+// Gemma 3 (ModelConfig::gemma) is the same layer with four switches: the embedding scaled by
+// sqrt(hidden) in the checkpoint's dtype, RMSNorm weights stored as (1 + w) at load, extra
+// norms after attention and around the MLP, GELU-tanh gating, a RoPE table per layer kind
+// and the final logit soft-cap.
 #include <algorithm>
 #include <cmath>
 #include <string>
@@ -26,7 +30,9 @@ struct LayerWeights {
   Buffer q_norm, k_norm; // [D] or empty (Qwen3)
   Buffer o_proj;         // [H, Hq * D]
   Buffer o_bias;         // [H] or empty (only on rank 0 when sharded)
-  Buffer post_norm;      // [H]
+  Buffer post_norm;      // [H]   (Gemma: post_attention_layernorm, on the attention output)
+  Buffer pre_ff_norm;    // [H] or empty (Gemma: pre_feedforward_layernorm)
+  Buffer post_ff_norm;   // [H] or empty (Gemma: post_feedforward_layernorm)
   Buffer gate_up;        // [2 I, H]
   Buffer gate_up_bias;   // [2 I] or empty
   Buffer down;           // [H, I]
@@ -76,7 +82,7 @@ class LlamaModel final : public Model {
     const Slice vocab_rows{0, vocab_first_, vocab_count_};
     embed_ = alloc({vocab_count_, h});
     load_into(ckpt, names.text_model + "embed_tokens.weight", {cfg.vocab_size, h}, vocab_rows, embed_, 0);
-    final_norm_ = load(ckpt, names.text_model + "norm.weight", {h});
+    final_norm_ = load_norm(ckpt, names.text_model + "norm.weight", h);
     if (cfg.tie_word_embeddings) {
       lm_head_ = embed_;
     } else {
@@ -84,6 +90,17 @@ class LlamaModel final : public Model {
       load_into(ckpt, names.lm_head, {cfg.vocab_size, h}, vocab_rows, lm_head_, 0);
     }
     inv_freq_ = upload_f32(rope_inv_freq(cfg.head_dim, cfg.rope_theta, cfg.rope_scaling));
+    if (cfg.gemma) {
+      // Sliding-window layers: their own base, no scaling. The embedding scale is rounded to
+      // the dtype the embedding is stored in, as transformers multiplies in that dtype.
+      inv_freq_local_ = upload_f32(
+          rope_inv_freq(cfg.head_dim, cfg.gemma->rope_local_base_freq, RopeScaling{}));
+      float scale = std::sqrt(static_cast<float>(h));
+      const DType stored = ckpt.info(names.text_model + "embed_tokens.weight").dtype;
+      if (stored == DType::BF16) scale = bf16_to_f32(f32_to_bf16(scale));
+      if (stored == DType::F16) scale = f16_to_f32(f32_to_f16(scale));
+      embed_scale_ = scale;
+    }
     const WeightLoader loader{
         [this](Shape shape) { return alloc(shape); },
         [this, &ckpt](const std::string& name, std::vector<int64_t> full, Slice slice, Buffer& dst,
@@ -93,8 +110,12 @@ class LlamaModel final : public Model {
     for (int l = 0; l < cfg.num_layers; ++l) {
       const std::string p = names.text_model + "layers." + std::to_string(l) + ".";
       LayerWeights& w = layers_[l];
-      w.input_norm = load(ckpt, p + "input_layernorm.weight", {h});
-      w.post_norm = load(ckpt, p + "post_attention_layernorm.weight", {h});
+      w.input_norm = load_norm(ckpt, p + "input_layernorm.weight", h);
+      w.post_norm = load_norm(ckpt, p + "post_attention_layernorm.weight", h);
+      if (cfg.gemma) {
+        w.pre_ff_norm = load_norm(ckpt, p + "pre_feedforward_layernorm.weight", h);
+        w.post_ff_norm = load_norm(ckpt, p + "post_feedforward_layernorm.weight", h);
+      }
 
       const int64_t qr = shape_.q_dim(), kr = shape_.kv_dim();
       w.qkv = alloc({qr + 2 * kr, h});
@@ -108,8 +129,8 @@ class LlamaModel final : public Model {
         load_into(ckpt, p + "self_attn.v_proj.bias", {nk * d}, {0, k0 * d, kr}, w.qkv_bias, qr + kr);
       }
       if (cfg.qk_norm) {
-        w.q_norm = load(ckpt, p + "self_attn.q_norm.weight", {d});
-        w.k_norm = load(ckpt, p + "self_attn.k_norm.weight", {d});
+        w.q_norm = load_norm(ckpt, p + "self_attn.q_norm.weight", d);
+        w.k_norm = load_norm(ckpt, p + "self_attn.k_norm.weight", d);
       }
       w.o_proj = alloc({h, qr});
       load_into(ckpt, p + "self_attn.o_proj.weight", {h, nq * d}, {1, q0 * d, qr}, w.o_proj, 0);
@@ -147,6 +168,7 @@ class LlamaModel final : public Model {
     const int64_t t = max_tokens, h = cfg_.hidden_size;
     residual_ = backend_.allocate(dt, {t, h});
     normed_ = backend_.allocate(dt, {t, h});
+    if (cfg_.gemma) post_normed_ = backend_.allocate(dt, {t, h});
     qkv_ = backend_.allocate(dt, {t, shape_.qkv_dim()});
     attn_ = backend_.allocate(dt, {t, shape_.q_dim()});
     proj_ = backend_.allocate(dt, {t, h});
@@ -179,7 +201,12 @@ class LlamaModel final : public Model {
     Tensor gate_up = gate_up_.tensor.rows(0, t);
     Tensor act = act_.tensor.rows(0, t);
     const float eps = cfg_.rms_norm_eps;
-    const float scale = static_cast<float>(1.0 / std::sqrt(static_cast<double>(cfg_.head_dim)));
+    const double scale_base = cfg_.gemma ? cfg_.gemma->query_pre_attn_scalar : cfg_.head_dim;
+    const float scale = static_cast<float>(1.0 / std::sqrt(scale_base));
+    // Gemma's sublayer outputs pass through a norm before they join the residual stream;
+    // `out` is whichever buffer holds what the next add_rms_norm adds.
+    Tensor post = cfg_.gemma ? post_normed_.tensor.rows(0, t) : Tensor{};
+    Tensor* out = &proj;
 
     if (par_.world_size == 1) {
       ops.embedding(in.token_ids, embed_.tensor, residual);
@@ -187,6 +214,7 @@ class LlamaModel final : public Model {
       ops.embedding_shard(in.token_ids, embed_.tensor, vocab_first_, residual);
       ops.all_reduce_sum(residual);
     }
+    if (cfg_.gemma) ops.scale(residual, embed_scale_);
     if (in.embeds.defined() && in.embed_rows.numel() > 0) {
       IRIS_CHECK(in.embeds.dim(0) == in.embed_rows.numel() && in.embeds.dim(1) == cfg_.hidden_size)
           << "step embeddings " << in.embeds.shape.str() << " for " << in.embed_rows.numel()
@@ -198,28 +226,46 @@ class LlamaModel final : public Model {
       if (l == 0) {
         ops.rms_norm(residual, w.input_norm.tensor, eps, normed);
       } else {
-        ops.add_rms_norm(residual, proj, w.input_norm.tensor, eps, normed);  // + MLP output
+        ops.add_rms_norm(residual, *out, w.input_norm.tensor, eps, normed);  // + MLP output
       }
       ops.linear(normed, w.qkv.tensor, w.qkv_bias.tensor, qkv);
-      ops.qk_norm_rope_store_kv(qkv, in.positions, inv_freq_.tensor, w.q_norm.tensor,
-                                w.k_norm.tensor, eps, shape_, in.attn, kv.layers[l]);
+      const bool local_rope = inv_freq_local_.tensor.defined() && cfg_.sliding_window[l] > 0;
+      ops.qk_norm_rope_store_kv(qkv, in.positions,
+                                local_rope ? inv_freq_local_.tensor : inv_freq_.tensor,
+                                w.q_norm.tensor, w.k_norm.tensor, eps, shape_, in.attn,
+                                kv.layers[l]);
       ops.attention(qkv, kv.layers[l], shape_, in.attn, scale, cfg_.sliding_window[l], attn);
       ops.linear(attn, w.o_proj.tensor, w.o_bias.tensor, proj);
       ops.all_reduce_sum(proj);
-      ops.add_rms_norm(residual, proj, w.post_norm.tensor, eps, normed);
+      if (cfg_.gemma) {
+        ops.rms_norm(proj, w.post_norm.tensor, eps, post);
+        ops.add_rms_norm(residual, post, w.pre_ff_norm.tensor, eps, normed);
+      } else {
+        ops.add_rms_norm(residual, proj, w.post_norm.tensor, eps, normed);
+      }
       if (w.moe) {
         w.moe->forward(backend_, moe_ws_, normed, proj);
       } else {
         ops.linear(normed, w.gate_up.tensor, w.gate_up_bias.tensor, gate_up);
-        ops.silu_mul(gate_up, act);
+        if (cfg_.gemma) {
+          ops.gelu_tanh_mul(gate_up, act);
+        } else {
+          ops.silu_mul(gate_up, act);
+        }
         ops.linear(act, w.down.tensor, w.down_bias.tensor, proj);
       }
       ops.all_reduce_sum(proj);
+      if (cfg_.gemma) {
+        ops.rms_norm(proj, w.post_ff_norm.tensor, eps, post);
+        out = &post;
+      }
     }
-    ops.add_rms_norm(residual, proj, final_norm_.tensor, eps, normed);
+    ops.add_rms_norm(residual, *out, final_norm_.tensor, eps, normed);
     Tensor last = last_.tensor.rows(0, s);
     ops.gather_rows(normed, in.logits_indices, last);
     ops.linear(last, lm_head_.tensor, Tensor{}, logits);
+    if (cfg_.gemma && cfg_.gemma->final_logit_softcapping > 0)
+      ops.tanh_softcap(logits, cfg_.gemma->final_logit_softcapping);
   }
 
  private:
@@ -233,6 +279,17 @@ class LlamaModel final : public Model {
     for (int64_t d : shape) s.dims[s.ndim++] = d;
     Buffer b = alloc(s);
     load_into(ckpt, name, shape, Slice{}, b, 0);
+    return b;
+  }
+  // An RMSNorm weight [n]; Gemma's norms multiply by (1 + w), so 1 is added here in fp32.
+  Buffer load_norm(const Checkpoint& ckpt, const std::string& name, int64_t n) {
+    if (!cfg_.gemma) return load(ckpt, name, {n});
+    HostTensor h = ckpt.read(name, {n});
+    std::vector<float> w(static_cast<size_t>(n));
+    convert_to_f32(h.data, h.dtype, w.data(), w.size());
+    for (float& x : w) x += 1.0f;
+    Buffer b = alloc({n});
+    backend_.upload(w.data(), DType::F32, b.tensor);
     return b;
   }
   // Reads `name` (full shape `full`), takes `slice`, and writes it at row `row` of dst.
@@ -259,8 +316,10 @@ class LlamaModel final : public Model {
   int64_t vocab_first_ = 0, vocab_count_ = 0;
   size_t weight_bytes_ = 0;
   Buffer embed_, final_norm_, lm_head_, inv_freq_;
+  Buffer inv_freq_local_;   // Gemma's sliding-window layers, or empty
+  float embed_scale_ = 1.0f;
   std::vector<LayerWeights> layers_;
-  Buffer residual_, normed_, qkv_, attn_, proj_, gate_up_, act_, last_;
+  Buffer residual_, normed_, post_normed_, qkv_, attn_, proj_, gate_up_, act_, last_;
   MoeWorkspace moe_ws_;
   int max_tokens_ = 0, max_logits_ = 0;
 };
@@ -277,6 +336,7 @@ std::unique_ptr<Model> load_model(const Checkpoint& ckpt, const ModelConfig& con
     case Architecture::kMixtral:
     case Architecture::kQwen2Moe:
     case Architecture::kQwen3Moe:
+    case Architecture::kGemma3:
       return std::make_unique<LlamaModel>(ckpt, config, backend, parallel,
                                           weight_names(ckpt, config));
   }

@@ -82,6 +82,30 @@ VisionEncoder::VisionEncoder(const Checkpoint& ckpt, const ModelConfig& config, 
   }
 
   const std::string pj = names.projector;
+  if (mm_.gemma) {
+    post_ln_w_ = load(ckpt, vm + "post_layernorm.weight", {d});
+    post_ln_b_ = load(ckpt, vm + "post_layernorm.bias", {d});
+    {
+      HostTensor h = ckpt.read(pj + "mm_soft_emb_norm.weight", {d});
+      std::vector<float> w(static_cast<size_t>(d));
+      convert_to_f32(h.data, h.dtype, w.data(), w.size());
+      for (float& x : w) x += 1.0f;  // Gemma's RMSNorm multiplies by (1 + weight)
+      soft_norm_ = alloc({d});
+      backend_.upload(w.data(), DType::F32, soft_norm_.tensor);
+    }
+    {
+      HostTensor h = ckpt.read(pj + "mm_input_projection_weight", {d, text_hidden_});
+      std::vector<float> w(static_cast<size_t>(d * text_hidden_)), t(w.size());
+      convert_to_f32(h.data, h.dtype, w.data(), w.size());
+      for (int64_t i = 0; i < d; ++i)
+        for (int64_t j = 0; j < text_hidden_; ++j) t[j * d + i] = w[i * text_hidden_ + j];
+      mm_proj_ = alloc({text_hidden_, d});
+      backend_.upload(t.data(), DType::F32, mm_proj_.tensor);
+    }
+    const int side = static_cast<int>(std::lround(std::sqrt(static_cast<double>(tokens_per_image()))));
+    pool_k_ = v.grid() / side;
+    return;
+  }
   const int64_t nf = static_cast<int64_t>(mm_.feature_layers.size());
   for (int64_t k = 0; k < nf; ++k)
     proj1_w_.push_back(load(ckpt, pj + "linear_1.weight", {text_hidden_, nf * d},
@@ -114,7 +138,23 @@ void VisionEncoder::reserve(int max_images) {
     gather_idx_ = backend_.allocate(DType::I32, {rows});
     backend_.upload_i32(idx.data(), gather_idx_.tensor);
   }
-  {
+  if (mm_.gemma) {
+    // Window offset o = (dy, dx), image i, token (ty, tx) reads patch row
+    // (ty * k + dy) * grid + (tx * k + dx) of image i.
+    const int64_t k = pool_k_, grid = v.grid(), side = grid / k;
+    std::vector<int32_t> idx(static_cast<size_t>(k * k * max_images * tok));
+    size_t at = 0;
+    for (int64_t dy = 0; dy < k; ++dy)
+      for (int64_t dx = 0; dx < k; ++dx)
+        for (int64_t i = 0; i < max_images; ++i)
+          for (int64_t ty = 0; ty < side; ++ty)
+            for (int64_t tx = 0; tx < side; ++tx)
+              idx[at++] = static_cast<int32_t>(i * s + (ty * k + dy) * grid + tx * k + dx);
+    pool_idx_ = backend_.allocate(DType::I32, {k * k * max_images * tok});
+    backend_.upload_i32(idx.data(), pool_idx_.tensor);
+    pooled_ = backend_.allocate(dt, {max_images * tok, d});
+    pool_tmp_ = backend_.allocate(dt, {max_images * tok, d});
+  } else {
     const int64_t skip = s - tok;  // 1 for "default", 0 for "full"
     std::vector<int32_t> idx(static_cast<size_t>(max_images * tok));
     for (int64_t i = 0; i < max_images; ++i)
@@ -130,7 +170,7 @@ void VisionEncoder::reserve(int max_images) {
   out_ = backend_.allocate(dt, {rows, d});
   features_.clear();
   for (size_t k = 0; k < mm_.feature_layers.size(); ++k)
-    features_.push_back(backend_.allocate(dt, {max_images * tok, d}));
+    features_.push_back(backend_.allocate(dt, {max_images * (mm_.gemma ? s : tok), d}));
   proj_ = backend_.allocate(dt, {max_images * tok, text_hidden_});
   if (mm_.feature_layers.size() > 1)
     proj_tmp_ = backend_.allocate(dt, {max_images * tok, text_hidden_});
@@ -179,8 +219,9 @@ void VisionEncoder::encode(const Tensor& patches, int num_images, Tensor& out) {
   }
 
   // hidden_states[h] is x after h encoder layers; copy out (and select rows) where wanted.
-  Tensor select = select_idx_.tensor.rows(0, num_images * tok);
+  Tensor select = mm_.gemma ? Tensor{} : select_idx_.tensor.rows(0, num_images * tok);
   auto take_features = [&](int h) {
+    if (mm_.gemma) return;
     for (size_t k = 0; k < mm_.feature_layers.size(); ++k)
       if (mm_.hidden_state_index(k) == h) {
         Tensor f = features_[k].tensor.rows(0, num_images * tok);
@@ -203,6 +244,10 @@ void VisionEncoder::encode(const Tensor& patches, int num_images, Tensor& out) {
     take_features(l + 1);
   }
 
+  if (mm_.gemma) {
+    encode_gemma_head(x, num_images, out);
+    return;
+  }
   // Projector: linear_1 over the concatenated features = sum of per-layer column blocks.
   Tensor p1 = proj_.tensor.rows(0, num_images * tok);
   for (size_t k = 0; k < mm_.feature_layers.size(); ++k) {
@@ -219,9 +264,33 @@ void VisionEncoder::encode(const Tensor& patches, int num_images, Tensor& out) {
   ops.linear(p1, proj2_w_.tensor, proj2_b_.tensor, out);
 }
 
+void VisionEncoder::encode_gemma_head(Tensor& x, int num_images, Tensor& out) {
+  Ops& ops = backend_.ops();
+  const VisionConfig& v = mm_.vision;
+  const int64_t tok = tokens_per_image(), rows = num_images * tok;
+  Tensor last = features_[0].tensor.rows(0, num_images * static_cast<int64_t>(v.seq_len()));
+  ops.layer_norm(x, post_ln_w_.tensor, post_ln_b_.tensor, v.layer_norm_eps, last);
+  Tensor pooled = pooled_.tensor.rows(0, rows);
+  Tensor tmp = pool_tmp_.tensor.rows(0, rows);
+  const int64_t per_offset = static_cast<int64_t>(max_images_) * tok;
+  for (int64_t o = 0; o < static_cast<int64_t>(pool_k_) * pool_k_; ++o) {
+    Tensor idx = pool_idx_.tensor.rows(o * per_offset, rows);
+    if (o == 0) {
+      ops.gather_rows(last, idx, pooled);
+    } else {
+      ops.gather_rows(last, idx, tmp);
+      ops.add(pooled, tmp);
+    }
+  }
+  ops.scale(pooled, 1.0f / static_cast<float>(pool_k_ * pool_k_));
+  ops.rms_norm(pooled, soft_norm_.tensor, v.layer_norm_eps, tmp);
+  ops.linear(tmp, mm_proj_.tensor, Tensor{}, out);
+}
+
 Tensor VisionEncoder::selected_features(size_t k, int num_images) const {
   IRIS_CHECK(k < features_.size() && num_images <= max_images_) << "selected_features(" << k << ")";
-  return features_[k].tensor.rows(0, static_cast<int64_t>(num_images) * tokens_per_image());
+  const int64_t per_image = mm_.gemma ? mm_.vision.seq_len() : tokens_per_image();
+  return features_[k].tensor.rows(0, static_cast<int64_t>(num_images) * per_image);
 }
 
 Buffer VisionEncoder::alloc(Shape shape) {

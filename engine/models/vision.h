@@ -1,6 +1,9 @@
 // The image side of a LLaVA checkpoint, written against Ops: a ViT vision tower (CLIP or
 // SigLIP) run up to the configured feature layer(s), feature selection, and the two-layer
-// projector into the language model's embedding space. The caller turns pixel_values into
+// projector into the language model's embedding space. For Gemma 3 (MultimodalConfig::gemma)
+// the tower's last hidden state goes through post_layernorm, an average pool over k x k
+// patch windows (k² row gathers and adds, then a scale), the soft-embedding RMSNorm and
+// the projection instead. The caller turns pixel_values into
 // flattened patches (engine/image) and places the output rows at the image's placeholder
 // tokens through StepInputs::embed_rows / embeds.
 //
@@ -48,7 +51,9 @@ class VisionEncoder {
   void encode(const Tensor& patches, int num_images, Tensor& out);
 
   // After encode(): the selected vision features of feature layer k (before the projector),
-  // [num_images * tokens_per_image(), vision hidden_size]. For tests and debugging.
+  // [num_images * tokens_per_image(), vision hidden_size]; for Gemma 3 the tower's
+  // last_hidden_state (after post_layernorm, before pooling), [num_images * num_patches, D].
+  // For tests and debugging.
   Tensor selected_features(size_t k, int num_images) const;
 
  private:
@@ -92,6 +97,15 @@ class VisionEncoder {
   Buffer hidden_, normed_, qkv_, attn_, mlp_, out_;  // tower activations, max_images * seq_len rows
   std::vector<Buffer> features_;  // per feature layer: [max_images * tokens_per_image, D]
   Buffer proj_, proj_tmp_;        // [max_images * tokens_per_image, text_hidden]
+
+  // Gemma 3.
+  void encode_gemma_head(Tensor& x, int num_images, Tensor& out);
+  Buffer post_ln_w_, post_ln_b_;  // [D]
+  Buffer soft_norm_;              // [D]   1 + mm_soft_emb_norm.weight
+  Buffer mm_proj_;                // [text_hidden, D]   mm_input_projection_weight transposed
+  int pool_k_ = 0;                // patches per pooling window side
+  Buffer pool_idx_;               // I32 [k², max_images * tokens]: source row per window offset
+  Buffer pooled_, pool_tmp_;      // [max_images * tokens, D]
 };
 
 }  // namespace iris

@@ -653,7 +653,8 @@ Status RequestLayer::attach_images(const std::vector<ImageInput>& images, const 
   // decode pool, and the engine encodes them when the prefill reaches each image (or not at
   // all while the same pixels are in its encoder cache).
   media = expand_image_placeholders(prompt, token, image_encoder_->tokens_per_image(),
-                                    std::vector<ImageEncoder::Prepared>(images.size()));
+                                    std::vector<ImageEncoder::Prepared>(images.size()),
+                                    image_encoder_->markup());
   return Status::OK();
 }
 

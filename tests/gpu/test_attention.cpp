@@ -1,7 +1,7 @@
 // Attention kernels against the CPU reference: paged decode (split-KV and single-split),
 // ragged batches mixing prefill chunks with decodes, chunked prefill (q_len < seq_len),
 // sliding windows, long contexts, GQA ratios 1-12, head dims 16-256, block sizes 16/32, and
-// the encoder's bidirectional attention. Each case runs the tiled kernels (the default)
+// the encoder's bidirectional attention, Gemma 3's bidirectional image spans. Each case runs the tiled kernels (the default)
 // and the rowwise kernel, so a failure says which implementation is wrong. Outputs are
 // compared per (token, head) row, relative to that row's norm: a 4,100-token split-KV row
 // cannot hide among short ones (bounds: tiled 3e-2, rowwise 1e-2 per row).
@@ -36,7 +36,9 @@ std::string describe(const std::vector<Seq>& seqs, const Geometry& g, int window
   return os.str();
 }
 
-void run_paged(const std::vector<Seq>& seqs, const Geometry& g, int window, uint32_t seed) {
+// `spans`: AttentionMetadata::media_span ([T, 2]) or empty.
+void run_paged(const std::vector<Seq>& seqs, const Geometry& g, int window, uint32_t seed,
+               const std::vector<int32_t>& spans = {}) {
   const std::string what = describe(seqs, g, window);
   INFO(what);
   const AttentionShape shape{g.hq, g.hkv, g.d};
@@ -65,6 +67,7 @@ void run_paged(const std::vector<Seq>& seqs, const Geometry& g, int window, uint
   }
   IntPair qs = int_pair(qstart), sl = int_pair(lens), bt = int_pair(tables);
   IntPair slots = int_pair(std::vector<int32_t>(tokens, -1));
+  IntPair sp = int_pair(spans.empty() ? std::vector<int32_t>{0, 0} : spans);
   auto meta_for = [&](bool gpu_side) {
     AttentionMetadata m;
     m.query_start = gpu_side ? qs.g.tensor : qs.c.tensor;
@@ -76,6 +79,7 @@ void run_paged(const std::vector<Seq>& seqs, const Geometry& g, int window, uint
     m.max_query_len = max_q;
     m.max_seq_len = max_len;
     m.max_blocks_per_seq = max_blocks;
+    if (!spans.empty()) m.media_span = (gpu_side ? sp.g.tensor : sp.c.tensor).view({tokens, 2});
     return m;
   };
   const AttentionMetadata mc = meta_for(false), mg = meta_for(true);
@@ -99,6 +103,13 @@ void run_paged(const std::vector<Seq>& seqs, const Geometry& g, int window, uint
   cpu().ops().attention(qkv.cpu(), KvLayer{kc.cpu(), vc.cpu()}, shape, mc, scale, window,
                         out.cpu());
   const auto ref = download(cpu(), out.cpu());
+  if (!spans.empty()) {  // the spans must change what the CPU computes, or this tests nothing
+    AttentionMetadata causal = mc;
+    causal.media_span = Tensor{};
+    cpu().ops().attention(qkv.cpu(), KvLayer{kc.cpu(), vc.cpu()}, shape, causal, scale, window,
+                          out.cpu());
+    REQUIRE(download(cpu(), out.cpu()) != ref);
+  }
 
   gpu().ops().attention(qkv.gpu(), KvLayer{kc.gpu(), vc.gpu()}, shape, mg, scale, window,
                         out.gpu());
@@ -181,4 +192,18 @@ TEST_CASE("encoder attention (bidirectional, fixed sequence length)", "[attentio
   gpu_rowwise().ops().encoder_attention(qkv.gpu(), shape, c.seq_len, scale, out.gpu());
   require_rows_close(ref, download(gpu_rowwise(), out.gpu()), c.d, 1e-2,
                      "rowwise encoder attention", name_row);
+}
+
+TEST_CASE("Gemma 3 image spans: tokens of an image see the whole image", "[attention]") {
+  const Geometry g{64, 8, 4, 16};
+  // Sequence 0: a 40-token prefill chunk at positions 20..59 with an image at [30, 45);
+  // sequence 1: a decode. With and without an 8-token sliding window.
+  const std::vector<Seq> seqs{{40, 60}, {1, 33}};
+  std::vector<int32_t> spans(2 * 41, 0);
+  for (int p = 30; p < 45; ++p) {
+    spans[2 * (p - 20)] = 30;
+    spans[2 * (p - 20) + 1] = 45;
+  }
+  run_paged(seqs, g, 0, 71, spans);
+  run_paged(seqs, g, 8, 72, spans);
 }

@@ -235,6 +235,32 @@ TEST_CASE("silu_mul, activations and add", "[ops]") {
   require_close(download(cpu(), a.cpu()), download(gpu(), a.gpu()), 1e-2, "add");
 }
 
+TEST_CASE("Gemma: gelu_tanh_mul, scale, tanh_softcap", "[ops]") {
+  auto inter = GENERATE(as<int64_t>{}, 6912, 1000, 36);
+  const int64_t t = 9;
+  CAPTURE(inter);
+  Pair gu = random_pair({t, 2 * inter}, 41, 2.0f);
+  Pair out = output_pair({t, inter});
+  cpu().ops().gelu_tanh_mul(gu.cpu(), out.cpu());
+  gpu().ops().gelu_tanh_mul(gu.gpu(), out.gpu());
+  require_close(download(cpu(), out.cpu()), download(gpu(), out.gpu()), 1e-2, "gelu_tanh_mul");
+
+  Pair x = random_pair({t, inter}, 42, 2.0f);
+  cpu().ops().scale(x.cpu(), 33.9411f);
+  gpu().ops().scale(x.gpu(), 33.9411f);
+  require_close(download(cpu(), x.cpu()), download(gpu(), x.gpu()), 1e-2, "scale");
+  cpu().ops().tanh_softcap(x.cpu(), 30.0f);
+  gpu().ops().tanh_softcap(x.gpu(), 30.0f);
+  require_close(download(cpu(), x.cpu()), download(gpu(), x.gpu()), 1e-2, "tanh_softcap bf16");
+
+  std::vector<float> logits(static_cast<size_t>(t * inter));
+  for (size_t i = 0; i < logits.size(); ++i) logits[i] = static_cast<float>(i % 200) - 100.0f;
+  Pair l = f32_pair(logits, {t, inter});
+  cpu().ops().tanh_softcap(l.cpu(), 30.0f);
+  gpu().ops().tanh_softcap(l.gpu(), 30.0f);
+  require_close(download(cpu(), l.cpu()), download(gpu(), l.gpu()), 1e-4, "tanh_softcap f32");
+}
+
 TEST_CASE("moe_combine: weighted sum of each token's expert rows, skipped slots", "[ops]") {
   auto h = GENERATE(as<int64_t>{}, 4096, 100, 8);
   const int64_t t = 11, k = 3, n = 25;

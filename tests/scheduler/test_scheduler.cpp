@@ -708,3 +708,37 @@ TEST_CASE("n > 1 siblings and a prompt that ends in an image share one encode",
   CHECK(st.encoded_items == 1);
   CHECK(st.hits >= 1);
 }
+
+TEST_CASE("media_in_one_chunk: a prefill chunk never ends inside an image",
+          "[scheduler][encoder]") {
+  SchedulerConfig cfg = base_config();
+  cfg.max_num_batched_tokens = 8;
+  cfg.max_num_encoder_tokens = 8;
+  cfg.encoder_cache_tokens = 32;
+  cfg.media_in_one_chunk = true;
+  Driver d(cfg);
+  // Images at [5, 11) and [13, 19) of a 24-token prompt; chunks of 8 would end at 8 and 16.
+  REQUIRE(d.add(spec("a", std::vector<int32_t>(24, 5), 2, {{5, 6, 81}, {13, 6, 82}})).ok());
+  std::vector<std::pair<int, int>> chunks;
+  while (true) {
+    SchedulerOutput s = d.step();
+    const auto* seq = find_seq(s, "a");
+    if (!seq || seq->num_computed_tokens >= 24) break;
+    chunks.emplace_back(seq->num_computed_tokens, seq->num_new_tokens);
+  }
+  // Stops before each image, then takes it whole.
+  REQUIRE(chunks.size() >= 4);
+  CHECK(chunks[0] == std::pair<int, int>{0, 5});
+  CHECK(chunks[1] == std::pair<int, int>{5, 8});
+  CHECK(chunks[2] == std::pair<int, int>{13, 8});
+  for (const auto& [start, n] : chunks)
+    for (const auto& [ms, ml] : {std::pair<int, int>{5, 6}, {13, 6}})
+      CHECK((start + n <= ms || start + n >= ms + ml || start >= ms + ml));
+  d.run_to_completion();
+  CHECK(d.compare_with_reference().empty());
+  // An image longer than a step can hold is refused at admission.
+  Scheduler s2(cfg);
+  AdmitResult r = s2.add_request(spec("big", std::vector<int32_t>(30, 1), 2, {{2, 9, 9}}));
+  CHECK(r.status == AdmitStatus::kTooLong);
+  CHECK_THAT(r.message, Catch::Contains("in one chunk") && Catch::Contains("at most 8"));
+}
