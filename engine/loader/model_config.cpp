@@ -129,6 +129,9 @@ ModelConfig ModelConfig::from_json(const json& j, const json& gen, const std::st
   if (j.contains("architectures") && j["architectures"].is_array() && !j["architectures"].empty() &&
       j["architectures"][0] == "LlavaForConditionalGeneration")
     return parse_llava(j, gen, source);
+  if (j.contains("architectures") && j["architectures"].is_array() && !j["architectures"].empty() &&
+      j["architectures"][0] == "Qwen2_5_VLForConditionalGeneration")
+    return parse_qwen2_5_vl(j, gen, source);  // engine/loader/qwen2_5_vl_config.cpp
   ModelConfig c;
   Reader r(j, source);
   if (!j.contains("architectures") || !j["architectures"].is_array() ||
@@ -153,7 +156,7 @@ ModelConfig ModelConfig::from_json(const json& j, const json& gen, const std::st
     fail(source, ": unknown architecture '", c.architecture_name,
          "' (supported: LlamaForCausalLM, MistralForCausalLM, Qwen2ForCausalLM, "
          "Qwen3ForCausalLM, MixtralForCausalLM, Qwen2MoeForCausalLM, Qwen3MoeForCausalLM, "
-         "LlavaForConditionalGeneration)");
+         "LlavaForConditionalGeneration, Qwen2_5_VLForConditionalGeneration)");
   }
 
   c.vocab_size = r.get_positive("vocab_size");
