@@ -226,13 +226,7 @@ void Engine::admit_pending() {
                                       << " has neither embeddings nor an encoder input";
           IRIS_CHECK(media_encoder_) << "media span at " << m.position
                                      << " needs encoding, and this engine has no media encoder";
-          IRIS_CHECK(m.length == media_encoder_->tokens_per_item())
-              << "media span at " << m.position << " has " << m.length
-              << " tokens, the encoder yields " << media_encoder_->tokens_per_item();
-          IRIS_CHECK(m.encoder_input->size() == media_encoder_->input_size())
-              << "media span at " << m.position << " has an encoder input of "
-              << m.encoder_input->size() << " values, the encoder takes "
-              << media_encoder_->input_size();
+          media_encoder_->check_item(m);
         }
         if (!model_config_.mrope_section.empty())
           IRIS_CHECK(m.grid_t > 0 && m.grid_h > 0 && m.grid_w > 0 &&
@@ -509,7 +503,7 @@ bool Engine::step() {
 void Engine::run_encoder(const sched::SchedulerOutput& out) {
   for (uint64_t h : out.encoder_evicted) encoder_cache_.erase(h);
   if (out.encoder_inputs.empty()) return;
-  std::vector<const std::vector<float>*> inputs;
+  std::vector<const MediaEmbeds*> inputs;
   std::vector<uint64_t> hashes;
   for (const sched::EncoderInput& e : out.encoder_inputs) {
     const Sequence& seq = *sequences_.at(std::string(e.id));
@@ -517,13 +511,13 @@ void Engine::run_encoder(const sched::SchedulerOutput& out) {
     if (m.embeds) {
       encoder_cache_[e.content_hash] = m.embeds;  // given with the request
     } else {
-      inputs.push_back(m.encoder_input.get());
+      inputs.push_back(&m);
       hashes.push_back(e.content_hash);
     }
   }
   if (inputs.empty()) return;
   IRIS_CHECK(media_encoder_) << "internal: media to encode and no media encoder";
-  std::vector<std::shared_ptr<const std::vector<float>>> embeds = media_encoder_->encode(inputs);
+  std::vector<std::shared_ptr<const std::vector<float>>> embeds = media_encoder_->encode_items(inputs);
   IRIS_CHECK(embeds.size() == inputs.size()) << "the media encoder returned " << embeds.size()
                                              << " results for " << inputs.size() << " inputs";
   for (size_t i = 0; i < embeds.size(); ++i) encoder_cache_[hashes[i]] = std::move(embeds[i]);

@@ -13,8 +13,24 @@ namespace iris {
 std::unique_ptr<ImageEncoder> ImageEncoder::load(const std::string& dir, const Checkpoint& ckpt,
                                                  const ModelConfig& config, Backend& backend,
                                                  int max_batch) {
-  if (!config.multimodal) return nullptr;
   IRIS_CHECK(max_batch >= 1) << "image encoder batch must be at least 1, got " << max_batch;
+  if (config.qwen_vl) {
+    std::unique_ptr<ImageEncoder> e(new ImageEncoder());
+    e->qwen_ = std::make_unique<QwenVisionEncoder>(ckpt, config, backend, weight_names(ckpt, config));
+    e->qwen_processor_ = image::load_qwen_processor_config(dir);
+    const QwenVisionConfig& v = config.qwen_vl->vision;
+    IRIS_CHECK(e->qwen_processor_.patch_size == v.patch_size &&
+               e->qwen_processor_.merge_size == v.spatial_merge_size &&
+               e->qwen_processor_.temporal_patch_size == v.temporal_patch_size)
+        << dir << "/preprocessor_config.json: patch_size " << e->qwen_processor_.patch_size
+        << ", merge_size " << e->qwen_processor_.merge_size << ", temporal_patch_size "
+        << e->qwen_processor_.temporal_patch_size << " differ from the vision tower's "
+        << v.patch_size << ", " << v.spatial_merge_size << ", " << v.temporal_patch_size;
+    e->backend_ = &backend;
+    e->image_token_id_ = config.qwen_vl->image_token_id;
+    return e;
+  }
+  if (!config.multimodal) return nullptr;
   std::unique_ptr<ImageEncoder> e(new ImageEncoder());
   e->encoder_ = load_vision_encoder(ckpt, config, backend);
   IRIS_CHECK(e->encoder_) << "no vision tower in " << dir;
@@ -32,11 +48,29 @@ std::unique_ptr<ImageEncoder> ImageEncoder::load(const std::string& dir, const C
 }
 
 ImageEncoder::Prepared ImageEncoder::prepare(std::span<const uint8_t> bytes,
-                                             const image::DecodeLimits& limits) const {
+                                             const image::DecodeLimits& limits,
+                                             int64_t min_pixels, int64_t max_pixels) const {
   using clock = std::chrono::steady_clock;
   const auto t0 = clock::now();
   const image::DecodedImage img = image::decode_rgb(bytes, limits);
   const auto t1 = clock::now();
+  if (qwen_) {
+    const image::QwenProcessorConfig& q = qwen_processor_;
+    image::QwenPatches p = image::qwen_preprocess_image(
+        img, q, min_pixels > 0 ? min_pixels : q.min_pixels, max_pixels > 0 ? max_pixels : q.max_pixels);
+    Prepared out{std::make_shared<const std::vector<float>>(std::move(p.data)), image::content_hash(img)};
+    const int m = q.merge_size;
+    out.grid_t = p.grid_t;
+    out.grid_h = p.grid_h / m;
+    out.grid_w = p.grid_w / m;
+    out.tokens = out.grid_t * out.grid_h * out.grid_w;
+    // The resized size is part of what the tower sees: the same pixels resized differently
+    // (another per-request range) are another cache entry.
+    out.hash.lo ^= (static_cast<uint64_t>(p.grid_h) << 32) ^ static_cast<uint64_t>(p.grid_w);
+    out.decode_seconds = std::chrono::duration<double>(t1 - t0).count();
+    out.preprocess_seconds = std::chrono::duration<double>(clock::now() - t1).count();
+    return out;
+  }
   const image::PixelValues pv = image::preprocess(img, preprocess_);
   const VisionConfig& v = encoder_->config().vision;
   IRIS_CHECK(pv.height == v.image_size && pv.width == v.image_size)
@@ -53,6 +87,7 @@ ImageEncoder::Prepared ImageEncoder::prepare(std::span<const uint8_t> bytes,
 
 std::vector<std::shared_ptr<const std::vector<float>>> ImageEncoder::encode(
     std::span<const std::vector<float>* const> inputs) {
+  IRIS_CHECK(encoder_) << "Qwen2.5-VL images are encoded with their grids (encode_items)";
   const int64_t ppi = encoder_->patches_per_image();
   const size_t per_input = static_cast<size_t>(ppi * encoder_->patch_dim());
   const size_t per_output = static_cast<size_t>(tokens_per_image() * encoder_->output_dim());
@@ -80,6 +115,42 @@ std::vector<std::shared_ptr<const std::vector<float>>> ImageEncoder::encode(
   return result;
 }
 
+void ImageEncoder::check_item(const MediaEmbeds& m) const {
+  if (!qwen_) return MediaEncoder::check_item(m);
+  const QwenVisionConfig& v = qwen_->config();
+  const int64_t patches = static_cast<int64_t>(m.grid_t) * m.grid_h * m.grid_w * v.merge_unit();
+  IRIS_CHECK(m.grid_t > 0 && m.grid_h > 0 && m.grid_w > 0 &&
+             static_cast<int64_t>(m.encoder_input->size()) == patches * v.patch_dim())
+      << "media span at " << m.position << " with grid " << m.grid_t << "x" << m.grid_h << "x"
+      << m.grid_w << " has an encoder input of " << m.encoder_input->size() << " values, expected "
+      << patches << " patches of " << v.patch_dim();
+}
+
+std::vector<std::shared_ptr<const std::vector<float>>> ImageEncoder::encode_items(
+    std::span<const MediaEmbeds* const> items) {
+  if (!qwen_) return MediaEncoder::encode_items(items);
+  const QwenVisionConfig& v = qwen_->config();
+  const int m = v.spatial_merge_size;
+  std::vector<std::shared_ptr<const std::vector<float>>> result;
+  for (const MediaEmbeds* item : items) {
+    check_item(*item);
+    const int64_t patches = static_cast<int64_t>(item->grid_t) * item->grid_h * item->grid_w *
+                            v.merge_unit();
+    if (!patches_.tensor.defined() || patches_.tensor.dim(0) < patches) {
+      patches_ = backend_->allocate(backend_->compute_dtype(), {patches, v.patch_dim()});
+      out_ = backend_->allocate(DType::F32, {patches / v.merge_unit(), qwen_->output_dim()});
+    }
+    Tensor in = patches_.tensor.rows(0, patches);
+    Tensor out = out_.tensor.rows(0, patches / v.merge_unit());
+    backend_->upload(item->encoder_input->data(), DType::F32, in);
+    qwen_->encode(in, item->grid_t, item->grid_h * m, item->grid_w * m, out);
+    auto rows = std::make_shared<std::vector<float>>(static_cast<size_t>(out.numel()));
+    backend_->download_f32(out, rows->data());
+    result.push_back(std::move(rows));
+  }
+  return result;
+}
+
 std::vector<MediaEmbeds> expand_image_placeholders(std::vector<int32_t>& prompt,
                                                    int32_t image_token_id, int tokens_per_image,
                                                    const std::vector<ImageEncoder::Prepared>& images) {
@@ -98,11 +169,14 @@ std::vector<MediaEmbeds> expand_image_placeholders(std::vector<int32_t>& prompt,
     const ImageEncoder::Prepared& p = images[media.size()];
     MediaEmbeds m;
     m.position = static_cast<int32_t>(out.size());
-    m.length = tokens_per_image;
+    m.length = p.tokens > 0 ? p.tokens : tokens_per_image;
     m.encoder_input = p.patches;
     m.content_hash = p.cache_key();
+    m.grid_t = p.grid_t;
+    m.grid_h = p.grid_h;
+    m.grid_w = p.grid_w;
+    out.insert(out.end(), static_cast<size_t>(m.length), image_token_id);
     media.push_back(std::move(m));
-    out.insert(out.end(), tokens_per_image, image_token_id);
   }
   prompt = std::move(out);
   return media;

@@ -3,6 +3,10 @@
 // preprocessor_config.json says, patchifies, and hashes the decoded pixels. encode() (the
 // engine's thread, as its MediaEncoder) runs the vision tower and projector over a batch of
 // prepared images and brings the embeddings to the host.
+//
+// Two towers: LLaVA's (fixed-size images, tokens_per_image() rows each) and Qwen2.5-VL's
+// (engine/models/qwen_vision.h), whose images keep their aspect ratio (smart_resize) and so
+// fill a different number of rows each: Prepared::tokens and its grid say how many.
 #pragma once
 
 #include <cstdint>
@@ -14,8 +18,10 @@
 #include "engine/image/content_hash.h"
 #include "engine/image/decode.h"
 #include "engine/image/preprocess.h"
+#include "engine/image/qwen_preprocess.h"
 #include "engine/media_encoder.h"
 #include "engine/model_runner.h"
+#include "engine/models/qwen_vision.h"
 #include "engine/models/vision.h"
 
 namespace iris {
@@ -28,31 +34,49 @@ class ImageEncoder final : public MediaEncoder {
                                             const ModelConfig& config, Backend& backend,
                                             int max_batch = 4);
 
-  int tokens_per_image() const { return encoder_->tokens_per_image(); }
+  // Rows per image for LLaVA; 0 for Qwen2.5-VL (each Prepared says).
+  int tokens_per_image() const { return encoder_ ? encoder_->tokens_per_image() : 0; }
   int32_t image_token_id() const { return image_token_id_; }
+  // Qwen2.5-VL: the processor's pixel range (requests may narrow it); null for LLaVA.
+  const image::QwenProcessorConfig* qwen_processor() const {
+    return qwen_ ? &qwen_processor_ : nullptr;
+  }
 
   struct Prepared {
     std::shared_ptr<const std::vector<float>> patches;  // fp32 [patches_per_image, patch_dim]
     image::ContentHash hash;                            // of the decoded RGB pixels
     double decode_seconds = 0, preprocess_seconds = 0;  // preprocess includes patchify and hash
+    // Qwen2.5-VL: embedding rows and their grid in language-model tokens (t, rows, columns
+    // after the merger); 0 for LLaVA (tokens_per_image() rows).
+    int tokens = 0;
+    int32_t grid_t = 0, grid_h = 0, grid_w = 0;
     uint64_t cache_key() const { return hash.hi ^ hash.lo; }
   };
   // Thread-safe. Throws iris::Error for undecodable or oversized images (nothing is decoded
-  // past the header of an image over the limits).
-  Prepared prepare(std::span<const uint8_t> bytes, const image::DecodeLimits& limits) const;
+  // past the header of an image over the limits). Qwen2.5-VL: min_pixels / max_pixels > 0
+  // replace the processor's range for this image (the caller enforces its caps).
+  Prepared prepare(std::span<const uint8_t> bytes, const image::DecodeLimits& limits,
+                   int64_t min_pixels = 0, int64_t max_pixels = 0) const;
 
   // MediaEncoder: inputs are Prepared::patches.
-  int tokens_per_item() const override { return encoder_->tokens_per_image(); }
-  int64_t output_dim() const override { return encoder_->output_dim(); }
+  int tokens_per_item() const override { return tokens_per_image(); }
+  int64_t output_dim() const override {
+    return encoder_ ? encoder_->output_dim() : qwen_->output_dim();
+  }
   size_t input_size() const override {
-    return static_cast<size_t>(encoder_->patches_per_image()) * encoder_->patch_dim();
+    return encoder_ ? static_cast<size_t>(encoder_->patches_per_image()) * encoder_->patch_dim() : 0;
   }
   std::vector<std::shared_ptr<const std::vector<float>>> encode(
       std::span<const std::vector<float>* const> inputs) override;
+  void check_item(const MediaEmbeds& m) const override;
+  std::vector<std::shared_ptr<const std::vector<float>>> encode_items(
+      std::span<const MediaEmbeds* const> items) override;
 
  private:
   ImageEncoder() = default;
-  std::unique_ptr<VisionEncoder> encoder_;
+  std::unique_ptr<VisionEncoder> encoder_;        // LLaVA
+  std::unique_ptr<QwenVisionEncoder> qwen_;       // Qwen2.5-VL
+  image::QwenProcessorConfig qwen_processor_;
   image::PreprocessorConfig preprocess_;
   Backend* backend_ = nullptr;
   int32_t image_token_id_ = 0;
@@ -62,7 +86,8 @@ class ImageEncoder final : public MediaEncoder {
   std::vector<float> staging_;
 };
 
-// Replaces each occurrence of `image_token_id` in `prompt` by tokens_per_image copies and
+// Replaces each occurrence of `image_token_id` in `prompt` by tokens_per_image copies (for a
+// Qwen2.5-VL image, its Prepared::tokens copies, with its grid on the span) and
 // returns one media span per image at the expanded positions, carrying the prepared image as
 // its encoder input. Throws unless the number of occurrences equals images.size().
 std::vector<MediaEmbeds> expand_image_placeholders(std::vector<int32_t>& prompt,

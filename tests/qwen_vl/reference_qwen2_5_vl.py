@@ -56,13 +56,14 @@ def normalized_frames(pil_images, proc, size=None):
     rh, rw = size
     mean = np.array(proc.get("image_mean", CLIP_MEAN), dtype=np.float32)
     std = np.array(proc.get("image_std", CLIP_STD), dtype=np.float32)
-    scale = np.float32(proc.get("rescale_factor", 1 / 255))
+    scale = proc.get("rescale_factor", 1 / 255)
     out = []
     for im in pil_images:
         im = im.convert("RGB")
         if (im.height, im.width) != (rh, rw):
             im = im.resize((rw, rh), resample=proc.get("resample", 3))
-        a = np.asarray(im).astype(np.float32) * scale  # transformers rescales in float32
+        # transformers rescales in float64 and casts to float32, then normalizes in float32
+        a = (np.asarray(im).astype(np.float64) * scale).astype(np.float32)
         a = (a - mean) / std
         out.append(a.transpose(2, 0, 1))
     return np.stack(out).astype(np.float32), (rh, rw)

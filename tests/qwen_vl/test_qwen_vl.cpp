@@ -13,6 +13,8 @@
 #include <nlohmann/json.hpp>
 
 #include "engine/engine.h"
+#include "engine/image/qwen_preprocess.h"
+#include "engine/image_encoder.h"
 #include "engine/loader/checkpoint.h"
 #include "engine/loader/model_config.h"
 #include "engine/models/model.h"
@@ -56,9 +58,16 @@ struct Served {
   std::vector<std::unique_ptr<Model>> models;
   std::unique_ptr<Engine> engine;
 
-  Served(const std::string& dir, int world, EngineConfig ec) {
+  std::unique_ptr<Backend> encoder_backend;
+  std::unique_ptr<ImageEncoder> encoder;
+
+  Served(const std::string& dir, int world, EngineConfig ec, bool with_encoder = false) {
     ckpt = Checkpoint::open(dir);
     cfg = ModelConfig::from_dir(dir);
+    if (with_encoder) {
+      encoder_backend = make_cpu_backend(1);
+      encoder = ImageEncoder::load(dir, *ckpt, cfg, *encoder_backend);
+    }
     std::vector<RankModel> ranks;
     for (int r = 0; r < world; ++r) {
       backends.push_back(make_cpu_backend(1));
@@ -67,7 +76,8 @@ struct Served {
     }
     auto comms = world > 1 ? make_cpu_communicators(world, std::chrono::seconds(30))
                            : std::vector<std::unique_ptr<Communicator>>{};
-    engine = std::make_unique<Engine>(std::make_unique<ModelExecutor>(std::move(ranks), std::move(comms)), ec);
+    engine = std::make_unique<Engine>(std::make_unique<ModelExecutor>(std::move(ranks), std::move(comms)),
+                                      ec, nullptr, encoder.get());
   }
 
   Run run(EngineRequest r) {
@@ -277,4 +287,112 @@ TEST_CASE("Qwen2.5-VL M-RoPE: a span whose grid does not match its length fails 
   // The engine serves the next request normally.
   const json& t = fixtures()["qwen25vl-hub"]["text"];
   check_matches(s.run(greedy("ok", t["prompt"].get<std::vector<int32_t>>(), 8)), t, 1e-3f);
+}
+
+namespace {
+
+std::vector<uint8_t> read_file(const std::string& path) {
+  std::ifstream in(path, std::ios::binary);
+  if (!in) FAIL("cannot open " << path);
+  return {std::istreambuf_iterator<char>(in), std::istreambuf_iterator<char>()};
+}
+
+}  // namespace
+
+TEST_CASE("Qwen2.5-VL smart_resize: multiples of patch x merge, the pixel range, Python rounding") {
+  using image::smart_resize;
+  CHECK(smart_resize(100, 150, 28, 3136, 12845056) == std::pair{112, 140});
+  // round() ties go to the even multiple: 42 / 28 = 1.5 -> 2, 70 / 28 = 2.5 -> 2.
+  CHECK(smart_resize(42, 70, 28, 1, 1 << 30) == std::pair{56, 56});
+  // Over max_pixels: scaled down, floored to multiples; under min_pixels: scaled up, ceiled.
+  CHECK(smart_resize(1000, 2000, 28, 3136, 28 * 28 * 256) == std::pair{308, 616});
+  CHECK(smart_resize(20, 30, 28, 56 * 56, 1 << 30) == std::pair{56, 84});
+  CHECK_THROWS_WITH(smart_resize(9, 100, 28, 3136, 1 << 20), Contains("too small"));
+  CHECK_THROWS_WITH(smart_resize(10, 2500, 28, 3136, 1 << 30), Contains("elongated"));
+}
+
+TEST_CASE("Qwen2.5-VL preprocessing is the Pillow-based processor's, vision features within 1e-4") {
+  for (const char* name : kCheckpoints) {
+    const std::string dir = fixture_dir() + "/" + name;
+    auto backend = make_cpu_backend(2);
+    auto ck = Checkpoint::open(dir);
+    const ModelConfig cfg = ModelConfig::from_dir(dir);
+    auto encoder = ImageEncoder::load(dir, *ck, cfg, *backend);
+    REQUIRE(encoder);
+    CHECK(encoder->tokens_per_image() == 0);
+    CHECK(encoder->image_token_id() == 300);
+    const json& v = fixtures()[name]["vision"];
+    for (size_t i = 0; i < v["images"].size(); ++i) {
+      INFO(name << " image " << v["images"][i]);
+      const auto bytes = read_file(fixture_dir() + "/images/" + v["images"][i].get<std::string>());
+      const ImageEncoder::Prepared p = encoder->prepare(bytes, image::DecodeLimits{});
+      const json& g = v["grids"][i];
+      CHECK(p.grid_t == g[0].get<int>());
+      CHECK(p.grid_h == g[1].get<int>() / 2);
+      CHECK(p.grid_w == g[2].get<int>() / 2);
+      CHECK(p.tokens == p.grid_t * p.grid_h * p.grid_w);
+      const auto want = v["patches"][i].get<std::vector<float>>();
+      REQUIRE(p.patches->size() == want.size());
+      size_t differ = 0;
+      for (size_t k = 0; k < want.size(); ++k) differ += (*p.patches)[k] != want[k];
+      CHECK(differ == 0);  // bit-identical to PIL + numpy
+
+      MediaEmbeds m;
+      m.length = p.tokens;
+      m.grid_t = p.grid_t;
+      m.grid_h = p.grid_h;
+      m.grid_w = p.grid_w;
+      m.encoder_input = p.patches;
+      const MediaEmbeds* items[] = {&m};
+      const auto out = encoder->encode_items(items);
+      const auto feats = v["features"][i].get<std::vector<float>>();
+      REQUIRE(out.at(0)->size() == feats.size());
+      float worst = 0, scale = 0;
+      for (size_t k = 0; k < feats.size(); ++k) {
+        worst = std::max(worst, std::fabs((*out[0])[k] - feats[k]));
+        scale = std::max(scale, std::fabs(feats[k]));
+      }
+      INFO("worst feature difference " << worst << " of values up to " << scale);
+      CHECK(worst <= 1e-4f);
+    }
+  }
+}
+
+TEST_CASE("Qwen2.5-VL images through the engine's encoder: reference tokens with 1 and 2 ranks, "
+          "chunked prefill splitting an image, and prefix-cache reuse equal to a cold run") {
+  for (const char* name : kCheckpoints) {
+    const std::string dir = fixture_dir() + "/" + name;
+    const json& v = fixtures()[name]["vision"];
+    const json& c = fixtures()[name]["images"];
+    for (int world : {1, 2}) {
+      for (int chunk : {256, 7}) {
+        INFO(name << " with " << world << " ranks, " << chunk << " tokens per step");
+        Served s(dir, world, small_engine(chunk), /*with_encoder=*/true);
+        std::vector<ImageEncoder::Prepared> images;
+        for (const auto& f : v["images"])
+          images.push_back(s.encoder->prepare(
+              read_file(fixture_dir() + "/images/" + f.get<std::string>()), image::DecodeLimits{}));
+        // The prompt with one placeholder per image, expanded by Iris to each image's rows.
+        std::vector<int32_t> prompt;
+        const auto full = c["prompt"].get<std::vector<int32_t>>();
+        for (size_t i = 0; i < full.size(); ++i)
+          if (full[i] != 300 || i == 0 || full[i - 1] != 300) prompt.push_back(full[i]);
+        EngineRequest r = greedy("img", prompt, 8);
+        r.media = expand_image_placeholders(r.prompt, 300, 0, images);
+        REQUIRE(r.prompt == full);
+        REQUIRE(r.media.size() == 2);
+        const Run cold = s.run(r);
+        check_matches(cold, c, 1e-3f);
+        // Again: both images come from the encoder cache and the prompt's full blocks from the
+        // prefix cache; the tokens are the cold run's.
+        const int64_t hits0 = s.engine->stats().num_cached_tokens_hit;
+        const int64_t encoded0 = s.engine->stats().encoder_cache.encoded_items;
+        r.id = "again";
+        const Run warm = s.run(r);
+        CHECK(warm.ids == cold.ids);
+        CHECK(s.engine->stats().num_cached_tokens_hit - hits0 >= 16);
+        CHECK(s.engine->stats().encoder_cache.encoded_items == encoded0);
+      }
+    }
+  }
 }
