@@ -115,6 +115,27 @@ std::vector<std::shared_ptr<const std::vector<float>>> ImageEncoder::encode(
   return result;
 }
 
+ImageEncoder::Prepared ImageEncoder::layout(uint32_t width, uint32_t height, int64_t min_pixels,
+                                            int64_t max_pixels) const {
+  Prepared p;
+  if (!qwen_) return p;
+  const image::QwenProcessorConfig& q = qwen_processor_;
+  const auto [h, w] = image::smart_resize(static_cast<int>(height), static_cast<int>(width),
+                                          q.factor(), min_pixels > 0 ? min_pixels : q.min_pixels,
+                                          max_pixels > 0 ? max_pixels : q.max_pixels);
+  p.grid_t = 1;
+  p.grid_h = h / q.factor();
+  p.grid_w = w / q.factor();
+  p.tokens = p.grid_h * p.grid_w;
+  return p;
+}
+
+int ImageEncoder::max_tokens_per_image() const {
+  if (!qwen_) return tokens_per_image();
+  const int64_t f = qwen_processor_.factor();
+  return static_cast<int>(std::min<int64_t>(qwen_processor_.max_pixels / (f * f), 1 << 30));
+}
+
 void ImageEncoder::check_item(const MediaEmbeds& m) const {
   if (!qwen_) return MediaEncoder::check_item(m);
   const QwenVisionConfig& v = qwen_->config();

@@ -58,6 +58,14 @@ class ImageEncoder final : public MediaEncoder {
   Prepared prepare(std::span<const uint8_t> bytes, const image::DecodeLimits& limits,
                    int64_t min_pixels = 0, int64_t max_pixels = 0) const;
 
+  // Qwen2.5-VL: the rows and grid an image of width x height will have, from its header alone
+  // (Prepared without patches), so a prompt can be expanded before the image is decoded.
+  // Throws iris::Error for sizes smart_resize refuses. LLaVA: tokens_per_image() rows.
+  Prepared layout(uint32_t width, uint32_t height, int64_t min_pixels = 0,
+                  int64_t max_pixels = 0) const;
+  // Qwen2.5-VL: the most embedding rows one image can have under the processor's max_pixels.
+  int max_tokens_per_image() const;
+
   // MediaEncoder: inputs are Prepared::patches.
   int tokens_per_item() const override { return tokens_per_image(); }
   int64_t output_dim() const override {

@@ -629,15 +629,19 @@ Status RequestLayer::attach_images(const std::vector<ImageInput>& images, const 
     return invalid(field + ": " + std::to_string(total) + " bytes of images, at most " +
                    std::to_string(options_.max_image_bytes) + " per request (--max-image-bytes)");
   // Header first, for every image: an oversized, truncated-header or unknown one is refused
-  // before anything is decoded.
-  for (const ImageInput& img : images) {
+  // before anything is decoded. Qwen2.5-VL: the header's size fixes the image's rows.
+  std::vector<ImageEncoder::Prepared> layouts(images.size());
+  for (size_t i = 0; i < images.size(); ++i) {
+    const ImageInput& img = images[i];
     const std::string& mime = img.mime_type;
     if (!mime.empty() && mime != "image/jpeg" && mime != "image/png" && mime != "image/jpg")
       return invalid((img.mime_where.empty() ? img.where : img.mime_where) + ": '" + mime +
                      "' (expected image/jpeg or image/png)");
     try {
       const auto* data = reinterpret_cast<const uint8_t*>(img.data.data());
-      image::probe(std::span<const uint8_t>(data, img.data.size()), options_.image_limits);
+      const image::ImageInfo info =
+          image::probe(std::span<const uint8_t>(data, img.data.size()), options_.image_limits);
+      layouts[i] = image_encoder_->layout(info.width, info.height);
     } catch (const Error& e) {
       return invalid(img.where + ": " + e.what());
     }
@@ -652,8 +656,7 @@ Status RequestLayer::attach_images(const std::vector<ImageInput>& images, const 
   // The spans now (the context checks need the expanded prompt); their pixels come from the
   // decode pool, and the engine encodes them when the prefill reaches each image (or not at
   // all while the same pixels are in its encoder cache).
-  media = expand_image_placeholders(prompt, token, image_encoder_->tokens_per_image(),
-                                    std::vector<ImageEncoder::Prepared>(images.size()));
+  media = expand_image_placeholders(prompt, token, image_encoder_->tokens_per_image(), layouts);
   return Status::OK();
 }
 
@@ -664,6 +667,9 @@ Status RequestLayer::decode_images(const std::vector<ImageInput>& images, Engine
       const ImageEncoder::Prepared p = image_encoder_->prepare(
           std::span<const uint8_t>(data, images[i].data.size()), options_.image_limits);
       if (metrics_) metrics_->on_image_prepared(p.decode_seconds, p.preprocess_seconds);
+      if (p.tokens > 0 && p.tokens != request.media.at(i).length)
+        return invalid(images[i].where + ": the decoded image has " + std::to_string(p.tokens) +
+                       " rows, its header promised " + std::to_string(request.media.at(i).length));
       request.media.at(i).encoder_input = p.patches;
       request.media.at(i).content_hash = p.cache_key();
     } catch (const Error& e) {
