@@ -35,7 +35,7 @@ sys.path.insert(0, os.path.join(HERE, "..", "parity"))
 import reference_qwen2_5_vl as ref  # noqa: E402
 from make_checkpoints import write_safetensors  # noqa: E402
 
-IMAGE, VIDEO, VSTART, VEND = 300, 301, 302, 303
+IMAGE, VIDEO, VSTART, VEND, IM_START = 300, 301, 302, 303, 304
 NEW_TOKENS = 8
 
 TEXT = dict(vocab_size=320, hidden_size=64, intermediate_size=128, num_hidden_layers=2,
@@ -58,7 +58,7 @@ def hub_config(tie):
     return dict(architectures=["Qwen2_5_VLForConditionalGeneration"], model_type="qwen2_5_vl",
                 **dict(TEXT, tie_word_embeddings=tie), vision_config=VISION,
                 image_token_id=IMAGE, video_token_id=VIDEO, vision_start_token_id=VSTART,
-                vision_end_token_id=VEND, vision_token_id=304)
+                vision_end_token_id=VEND, vision_token_id=305)
 
 
 def current_config(tie):
@@ -150,6 +150,93 @@ def write_checkpoint(d, cfg, W, extra_files=None):
         with open(os.path.join(d, name), "w") as f:
             json.dump(content, f, indent=2)
     write_safetensors(os.path.join(d, "model.safetensors"), W, "F32", torch.float32)
+
+
+# Qwen2.5-VL's chat markup, written for these tests in the shape of the Hub's template: each
+# image part becomes <|vision_start|><|image_pad|><|vision_end|>, each video part the same
+# with <|video_pad|>, which the processor (here: Iris) expands to the media's tokens.
+CHAT_TEMPLATE = (
+    "{% for message in messages %}{{ '<|im_start|>' + message['role'] + '\\n' }}"
+    "{% if message['content'] is string %}{{ message['content'] }}{% else %}"
+    "{% for part in message['content'] %}"
+    "{% if part['type'] == 'image' %}{{ '<|vision_start|><|image_pad|><|vision_end|>' }}"
+    "{% elif part['type'] == 'video' %}{{ '<|vision_start|><|video_pad|><|vision_end|>' }}"
+    "{% elif part['type'] == 'text' %}{{ part['text'] }}{% endif %}{% endfor %}{% endif %}"
+    "{{ '<|im_end|>\\n' }}{% endfor %}"
+    "{% if add_generation_prompt %}{{ '<|im_start|>assistant\\n' }}{% endif %}")
+SPECIALS = {0: "<unk>", 1: "<|endoftext|>", 2: "<|im_end|>", IMAGE: "<|image_pad|>",
+            VIDEO: "<|video_pad|>", VSTART: "<|vision_start|>", VEND: "<|vision_end|>",
+            IM_START: "<|im_start|>", 305: "<|vision_pad|>"}
+SPECIALS.update({i: f"<|extra_{i}|>" for i in list(range(259, 300)) + list(range(306, 320))})
+
+
+def write_tokenizer(d):
+    """Byte-level tokenizer.json without merges (byte b is token 3 + b) and the template."""
+    sys.path.insert(0, os.path.join(HERE, "..", "..", "tools", "train_default_model"))
+    from train import BYTE_ENCODER as table  # GPT-2's byte -> printable character table
+    vocab = {table[b]: 3 + b for b in range(256)}
+    vocab.update({v: k for k, v in SPECIALS.items()})
+    tok = {
+        "version": "1.0", "truncation": None, "padding": None,
+        "added_tokens": [{"id": i, "content": c, "single_word": False, "lstrip": False,
+                          "rstrip": False, "normalized": False, "special": True}
+                         for i, c in sorted(SPECIALS.items())],
+        "normalizer": None,
+        "pre_tokenizer": {"type": "ByteLevel", "add_prefix_space": False, "trim_offsets": True,
+                          "use_regex": True},
+        "post_processor": None,
+        "decoder": {"type": "ByteLevel", "add_prefix_space": False, "trim_offsets": True,
+                    "use_regex": True},
+        "model": {"type": "BPE", "dropout": None, "unk_token": None,
+                  "continuing_subword_prefix": None, "end_of_word_suffix": None,
+                  "fuse_unk": False, "byte_fallback": False, "vocab": vocab, "merges": []},
+    }
+    with open(os.path.join(d, "tokenizer.json"), "w") as f:
+        json.dump(tok, f, ensure_ascii=False)
+    with open(os.path.join(d, "tokenizer_config.json"), "w") as f:
+        json.dump({"bos_token": None, "eos_token": "<|im_end|>", "pad_token": "<|endoftext|>",
+                   "chat_template": CHAT_TEMPLATE}, f)
+
+
+def render_chat(messages):
+    """jinja2 configured as transformers' apply_chat_template."""
+    sys.path.insert(0, os.path.join(HERE, "..", "chat_template", "reference"))
+    import jinja2
+    from jinja2.sandbox import ImmutableSandboxedEnvironment
+    import render_reference_jinja2 as jr
+    env = ImmutableSandboxedEnvironment(trim_blocks=True, lstrip_blocks=True,
+                                        extensions=[jr.AssistantTracker, jinja2.ext.loopcontrols])
+    env.filters["tojson"] = jr.tojson
+    env.globals["raise_exception"] = jr.raise_exception
+    return env.from_string(CHAT_TEMPLATE).render(messages=messages, add_generation_prompt=True,
+                                                 bos_token="", eos_token="<|im_end|>", tools=None,
+                                                 documents=None)
+
+
+def tokenize(text):
+    """The tokenizer above: special tokens matched anywhere, every other byte its own token."""
+    import re
+    pattern = "|".join(re.escape(c) for c in sorted(SPECIALS.values(), key=len, reverse=True))
+    by_content = {c: i for i, c in SPECIALS.items()}
+    ids, pos = [], 0
+    for m in re.finditer(pattern, text):
+        ids += [3 + b for b in text[pos:m.start()].encode("utf-8")]
+        ids.append(by_content[m.group(0)])
+        pos = m.end()
+    return ids + [3 + b for b in text[pos:].encode("utf-8")]
+
+
+def expand(ids, token, counts):
+    """Each occurrence of `token` repeated counts[i] times, in order."""
+    out, k = [], 0
+    for t in ids:
+        if t == token:
+            out += [token] * counts[k]
+            k += 1
+        else:
+            out.append(t)
+    assert k == len(counts)
+    return out
 
 
 def text_tokens(n, gen):
@@ -246,6 +333,18 @@ def main():
         prompt = media_prompt(grids, gen)
         rows = [i for i, t in enumerate(prompt) if t == IMAGE]
         f["images"] = case_for(cfg, W, prompt, dict(zip(rows, torch.cat(feats_all))), grids)
+        # Chat (HTTP and gRPC): the images first in the user message, then text, rendered by
+        # jinja2, tokenized, each <|image_pad|> expanded to its image's merged grid.
+        write_tokenizer(os.path.join(out, name))
+        messages = [{"role": "user", "content": [
+            {"type": "image"}, {"type": "image"}, {"type": "text", "text": "What differs?"}]}]
+        rendered = render_chat(messages)
+        ids = expand(tokenize(rendered), IMAGE, [t * h * w // 4 for t, h, w in grids])
+        rows = [i for i, t in enumerate(ids) if t == IMAGE]
+        chat = case_for(cfg, W, ids, dict(zip(rows, torch.cat(feats_all))), grids)
+        chat.update(rendered=rendered, text="What differs?",
+                    files=[os.path.join(img_dir, n) for n, _, _ in image_specs])
+        f["chat"] = chat
         fixtures[name] = f
         print(f"{name}: text {f['text']['ids']}, mrope {f['mrope_embeds']['ids']}, grids {grids}")
     with open(os.path.join(out, "fixtures.json"), "w") as fh:
