@@ -28,6 +28,7 @@ std::unique_ptr<ImageEncoder> ImageEncoder::load(const std::string& dir, const C
         << v.patch_size << ", " << v.spatial_merge_size << ", " << v.temporal_patch_size;
     e->backend_ = &backend;
     e->image_token_id_ = config.qwen_vl->image_token_id;
+    e->video_token_id_ = config.qwen_vl->video_token_id;
     return e;
   }
   if (!config.multimodal) return nullptr;
@@ -130,6 +131,66 @@ ImageEncoder::Prepared ImageEncoder::layout(uint32_t width, uint32_t height, int
   return p;
 }
 
+ImageEncoder::Prepared ImageEncoder::layout_video(int num_frames, double fps, uint32_t width,
+                                                  uint32_t height, int64_t min_pixels,
+                                                  int64_t max_pixels) const {
+  IRIS_CHECK(qwen_) << "this model does not take videos";
+  const image::QwenProcessorConfig& q = qwen_processor_;
+  Prepared p = layout(width, height, min_pixels, max_pixels);
+  p.sampled_frames = image::qwen_sample_frames(num_frames, fps, q.video_fps, q.temporal_patch_size,
+                                               q.min_frames, q.max_frames);
+  p.grid_t = static_cast<int32_t>((p.sampled_frames.size() + q.temporal_patch_size - 1) /
+                                  q.temporal_patch_size);
+  p.tokens = p.grid_t * p.grid_h * p.grid_w;
+  p.temporal_step = q.temporal_patch_size / q.video_fps * qwen_->config().tokens_per_second;
+  return p;
+}
+
+ImageEncoder::Prepared ImageEncoder::prepare_video(std::span<const std::span<const uint8_t>> frames,
+                                                   double fps, const image::DecodeLimits& limits,
+                                                   int64_t min_pixels, int64_t max_pixels) const {
+  using clock = std::chrono::steady_clock;
+  IRIS_CHECK(qwen_) << "this model does not take videos";
+  IRIS_CHECK(!frames.empty()) << "a video needs at least one frame";
+  const auto t0 = clock::now();
+  const image::ImageInfo first = image::probe(frames[0], limits);
+  Prepared p = layout_video(static_cast<int>(frames.size()), fps, first.width, first.height,
+                            min_pixels, max_pixels);
+  std::vector<image::DecodedImage> decoded;
+  decoded.reserve(p.sampled_frames.size());
+  for (int i : p.sampled_frames) {
+    image::DecodedImage img = image::decode_rgb(frames[static_cast<size_t>(i)], limits);
+    IRIS_CHECK(img.width == first.width && img.height == first.height)
+        << "frame " << i << " is " << img.width << "x" << img.height << ", frame 0 is "
+        << first.width << "x" << first.height;
+    decoded.push_back(std::move(img));
+  }
+  const auto t1 = clock::now();
+  const image::QwenProcessorConfig& q = qwen_processor_;
+  image::QwenPatches patches = image::qwen_preprocess_video(
+      decoded, q, min_pixels > 0 ? min_pixels : q.min_pixels, max_pixels > 0 ? max_pixels : q.max_pixels);
+  IRIS_CHECK(patches.grid_t == p.grid_t && patches.grid_h == p.grid_h * q.merge_size &&
+             patches.grid_w == p.grid_w * q.merge_size)
+      << "internal: video patches do not match the layout";
+  p.patches = std::make_shared<const std::vector<float>>(std::move(patches.data));
+  // The key covers every sampled frame's pixels, the size they were resized to and the
+  // temporal step (the M-RoPE positions, hence the KV, depend on it).
+  uint64_t hi = 0x51ed270b27d5a3c1ull, lo = static_cast<uint64_t>(p.grid_h) << 32 | static_cast<uint32_t>(p.grid_w);
+  for (const image::DecodedImage& img : decoded) {
+    const image::ContentHash h = image::content_hash(img);
+    hi = (hi ^ h.hi) * 0x100000001b3ull;
+    lo = (lo ^ h.lo) * 0x100000001b3ull;
+  }
+  uint64_t step_bits = 0;
+  static_assert(sizeof(step_bits) == sizeof(p.temporal_step));
+  std::memcpy(&step_bits, &p.temporal_step, sizeof(step_bits));
+  p.hash.hi = hi;
+  p.hash.lo = lo ^ step_bits;
+  p.decode_seconds = std::chrono::duration<double>(t1 - t0).count();
+  p.preprocess_seconds = std::chrono::duration<double>(clock::now() - t1).count();
+  return p;
+}
+
 int ImageEncoder::max_tokens_per_image() const {
   if (!qwen_) return tokens_per_image();
   const int64_t f = qwen_processor_.factor();
@@ -196,7 +257,50 @@ std::vector<MediaEmbeds> expand_image_placeholders(std::vector<int32_t>& prompt,
     m.grid_t = p.grid_t;
     m.grid_h = p.grid_h;
     m.grid_w = p.grid_w;
+    m.temporal_step = p.temporal_step;
     out.insert(out.end(), static_cast<size_t>(m.length), image_token_id);
+    media.push_back(std::move(m));
+  }
+  prompt = std::move(out);
+  return media;
+}
+
+std::vector<MediaEmbeds> expand_media_placeholders(std::vector<int32_t>& prompt,
+                                                   int32_t image_token_id,
+                                                   const std::vector<ImageEncoder::Prepared>& images,
+                                                   int32_t video_token_id,
+                                                   const std::vector<ImageEncoder::Prepared>& videos) {
+  size_t num_images = 0, num_videos = 0;
+  for (int32_t t : prompt) {
+    num_images += t == image_token_id;
+    num_videos += t == video_token_id;
+  }
+  IRIS_CHECK(num_images == images.size())
+      << "the prompt holds " << num_images << " image placeholder(s) (token " << image_token_id
+      << ") for " << images.size() << " image(s)";
+  IRIS_CHECK(num_videos == videos.size())
+      << "the prompt holds " << num_videos << " video placeholder(s) (token " << video_token_id
+      << ") for " << videos.size() << " video(s)";
+  std::vector<int32_t> out;
+  std::vector<MediaEmbeds> media;
+  size_t i = 0, v = 0;
+  for (int32_t t : prompt) {
+    if (t != image_token_id && t != video_token_id) {
+      out.push_back(t);
+      continue;
+    }
+    const ImageEncoder::Prepared& p = t == image_token_id ? images[i++] : videos[v++];
+    IRIS_CHECK(p.tokens > 0) << "internal: a Qwen2.5-VL media item without its layout";
+    MediaEmbeds m;
+    m.position = static_cast<int32_t>(out.size());
+    m.length = p.tokens;
+    m.encoder_input = p.patches;
+    m.content_hash = p.cache_key();
+    m.grid_t = p.grid_t;
+    m.grid_h = p.grid_h;
+    m.grid_w = p.grid_w;
+    m.temporal_step = p.temporal_step;
+    out.insert(out.end(), static_cast<size_t>(m.length), t);
     media.push_back(std::move(m));
   }
   prompt = std::move(out);

@@ -50,6 +50,9 @@ class ImageEncoder final : public MediaEncoder {
     // after the merger); 0 for LLaVA (tokens_per_image() rows).
     int tokens = 0;
     int32_t grid_t = 0, grid_h = 0, grid_w = 0;
+    // A video's temporal M-RoPE step per grid frame (second_per_grid_t * tokens_per_second).
+    double temporal_step = 0;
+    std::vector<int> sampled_frames;  // a video: the indices of the frames used
     uint64_t cache_key() const { return hash.hi ^ hash.lo; }
   };
   // Thread-safe. Throws iris::Error for undecodable or oversized images (nothing is decoded
@@ -57,6 +60,17 @@ class ImageEncoder final : public MediaEncoder {
   // replace the processor's range for this image (the caller enforces its caps).
   Prepared prepare(std::span<const uint8_t> bytes, const image::DecodeLimits& limits,
                    int64_t min_pixels = 0, int64_t max_pixels = 0) const;
+
+  // Qwen2.5-VL video: `frames` (JPEG/PNG, in order, all of one size) shot at `fps` frames per
+  // second, sampled as the Qwen processor does (about video_fps per second), preprocessed
+  // and patchified in temporal pairs. second_per_grid_t = temporal_patch_size / video_fps.
+  Prepared prepare_video(std::span<const std::span<const uint8_t>> frames, double fps,
+                         const image::DecodeLimits& limits, int64_t min_pixels = 0,
+                         int64_t max_pixels = 0) const;
+  // The rows, grid and frames a video of num_frames frames of width x height at fps will have.
+  Prepared layout_video(int num_frames, double fps, uint32_t width, uint32_t height,
+                        int64_t min_pixels = 0, int64_t max_pixels = 0) const;
+  int32_t video_token_id() const { return video_token_id_; }
 
   // Qwen2.5-VL: the rows and grid an image of width x height will have, from its header alone
   // (Prepared without patches), so a prompt can be expanded before the image is decoded.
@@ -88,6 +102,7 @@ class ImageEncoder final : public MediaEncoder {
   image::PreprocessorConfig preprocess_;
   Backend* backend_ = nullptr;
   int32_t image_token_id_ = 0;
+  int32_t video_token_id_ = -1;
   int patch_size_ = 0;
   int max_batch_ = 1;
   Buffer patches_, out_;
@@ -101,5 +116,14 @@ class ImageEncoder final : public MediaEncoder {
 std::vector<MediaEmbeds> expand_image_placeholders(std::vector<int32_t>& prompt,
                                                    int32_t image_token_id, int tokens_per_image,
                                                    const std::vector<ImageEncoder::Prepared>& images);
+
+// Qwen2.5-VL prompts with images and videos: the i-th `image_token_id` becomes images[i]'s
+// rows, the j-th `video_token_id` videos[j]'s; the spans come back in prompt order. Throws
+// unless the counts match.
+std::vector<MediaEmbeds> expand_media_placeholders(std::vector<int32_t>& prompt,
+                                                   int32_t image_token_id,
+                                                   const std::vector<ImageEncoder::Prepared>& images,
+                                                   int32_t video_token_id,
+                                                   const std::vector<ImageEncoder::Prepared>& videos);
 
 }  // namespace iris

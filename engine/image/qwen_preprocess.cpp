@@ -49,6 +49,14 @@ QwenProcessorConfig parse_qwen_processor_config(const json& j) {
     if (!j.contains("min_pixels")) c.min_pixels = int_field(*it, "shortest_edge", c.min_pixels, 1, kMaxArea);
     if (!j.contains("max_pixels")) c.max_pixels = int_field(*it, "longest_edge", c.max_pixels, 1, kMaxArea);
   }
+  // Video sampling (Qwen2VLVideoProcessor's fps sampling; transformers' defaults).
+  if (auto it = j.find("fps"); it != j.end() && !it->is_null()) {
+    if (!it->is_number() || !(it->get<double>() > 0))
+      fail("preprocessor_config.json: fps must be a positive number, got ", it->dump());
+    c.video_fps = it->get<double>();
+  }
+  c.min_frames = static_cast<int>(int_field(j, "min_frames", c.min_frames, 1, 1 << 20));
+  c.max_frames = static_cast<int>(int_field(j, "max_frames", c.max_frames, 1, 1 << 20));
   if (c.min_pixels > c.max_pixels)
     fail("preprocessor_config.json: min_pixels ", c.min_pixels, " exceeds max_pixels ", c.max_pixels);
   // The common pipeline, parsed as a CLIP processor (same rescale/normalize/resample fields and
@@ -153,6 +161,52 @@ QwenPatches qwen_preprocess_image(const DecodedImage& image, const QwenProcessor
   common.do_center_crop = false;
   common.do_pad = false;
   return qwen_patchify({preprocess(image, common)}, config);
+}
+
+std::vector<int> qwen_sample_frames(int total, double source_fps, double fps, int temporal_patch_size,
+                                    int min_frames, int max_frames) {
+  IRIS_CHECK(total > 0) << "a video needs at least one frame";
+  IRIS_CHECK(source_fps > 0 && std::isfinite(source_fps)) << "video fps " << source_fps
+                                                          << " must be a positive number";
+  const int tp = temporal_patch_size;
+  const double cap = std::floor(static_cast<double>(std::min(max_frames, total)) / tp) * tp;
+  double n = static_cast<double>(total) / source_fps * fps;
+  n = std::min({std::max(n, static_cast<double>(min_frames)), cap, static_cast<double>(total)});
+  n = std::floor(n / tp) * tp;
+  if (!(n > 0))
+    fail("a video of ", total, " frame(s) is too short: at least ", tp, " frames are needed");
+  // torch.arange(0, total, step) in float32: ceil(total / step) values i * step, truncated.
+  const double step = static_cast<double>(total) / n;
+  const auto count = static_cast<int>(std::ceil(static_cast<double>(total) / step));
+  std::vector<int> idx;
+  for (int i = 0; i < count; ++i)
+    idx.push_back(static_cast<int>(static_cast<float>(static_cast<double>(i) * step)));
+  return idx;
+}
+
+QwenPatches qwen_preprocess_video(const std::vector<DecodedImage>& frames,
+                                  const QwenProcessorConfig& config, int64_t min_pixels,
+                                  int64_t max_pixels) {
+  IRIS_CHECK(!frames.empty()) << "a video needs at least one frame";
+  const auto [h, w] = smart_resize(static_cast<int>(frames[0].height), static_cast<int>(frames[0].width),
+                                   config.factor(), min_pixels, max_pixels);
+  PreprocessorConfig common = config.common;
+  common.do_resize = true;
+  common.shortest_edge = 0;
+  common.resize_height = h;
+  common.resize_width = w;
+  common.do_center_crop = false;
+  common.do_pad = false;
+  std::vector<PixelValues> pv;
+  pv.reserve(frames.size() + config.temporal_patch_size);
+  for (const DecodedImage& f : frames) {
+    IRIS_CHECK(f.width == frames[0].width && f.height == frames[0].height)
+        << "video frames of different sizes: " << f.width << "x" << f.height << " after "
+        << frames[0].width << "x" << frames[0].height;
+    pv.push_back(preprocess(f, common));
+  }
+  while (pv.size() % config.temporal_patch_size != 0) pv.push_back(pv.back());
+  return qwen_patchify(pv, config);
 }
 
 }  // namespace iris::image

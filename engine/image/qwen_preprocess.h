@@ -25,6 +25,10 @@ struct QwenProcessorConfig {
   int temporal_patch_size = 2;
   int64_t min_pixels = 56 * 56;
   int64_t max_pixels = 28 * 28 * 1280;
+  // Videos: frames sampled to about video_fps per second, min_frames..max_frames of them.
+  double video_fps = 2.0;
+  int min_frames = 4;
+  int max_frames = 768;
   // The common pipeline's settings (resize size is chosen per image).
   PreprocessorConfig common;
 
@@ -60,5 +64,20 @@ QwenPatches qwen_patchify(const std::vector<PixelValues>& frames, const QwenProc
 // qwen_patchify.
 QwenPatches qwen_preprocess_image(const DecodedImage& image, const QwenProcessorConfig& config,
                                   int64_t min_pixels, int64_t max_pixels);
+
+// Video frame sampling as Qwen2VLVideoProcessor.sample_frames with `fps`: about `fps` frames
+// per second of a clip of `total` frames at `source_fps`, at least min_frames, at most
+// max_frames and `total`, rounded down to a multiple of temporal_patch_size, spread evenly
+// (torch.arange(0, total, total / n) truncated). Throws iris::Error when no whole temporal
+// patch can be sampled.
+std::vector<int> qwen_sample_frames(int total, double source_fps, double fps, int temporal_patch_size,
+                                    int min_frames, int max_frames);
+
+// A video's frames (already sampled, all of one size) as the Pillow-based
+// Qwen2VLImageProcessor preprocesses videos: one smart_resize for the clip, the common
+// pipeline per frame, the last frame repeated to fill a temporal patch, qwen_patchify.
+QwenPatches qwen_preprocess_video(const std::vector<DecodedImage>& frames,
+                                  const QwenProcessorConfig& config, int64_t min_pixels,
+                                  int64_t max_pixels);
 
 }  // namespace iris::image

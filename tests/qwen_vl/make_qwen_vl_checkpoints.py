@@ -37,6 +37,7 @@ from make_checkpoints import write_safetensors  # noqa: E402
 
 IMAGE, VIDEO, VSTART, VEND, IM_START = 300, 301, 302, 303, 304
 NEW_TOKENS = 8
+VIDEO_FRAMES, VIDEO_FPS = 6, 3.0  # sampled to 2 frames per second: 4 frames, 2 temporal patches
 
 TEXT = dict(vocab_size=320, hidden_size=64, intermediate_size=128, num_hidden_layers=2,
             num_attention_heads=4, num_key_value_heads=2, rms_norm_eps=1e-6,
@@ -266,8 +267,9 @@ def media_prompt(grids, gen, merge=2):
     return prompt
 
 
-def case_for(cfg, W, prompt, embeds, grids):
-    pos, delta = ref.rope_index(cfg, prompt, image_grids=grids)
+def case_for(cfg, W, prompt, embeds, grids, video_grids=(), seconds=None):
+    pos, delta = ref.rope_index(cfg, prompt, image_grids=grids, video_grids=video_grids,
+                                second_per_grid_ts=seconds)
     ids, lps = ref.greedy(cfg, W, prompt, NEW_TOKENS, embeds, pos, delta)
     return {"prompt": prompt, "grids": [list(g) for g in grids], "positions": pos.t().reshape(-1).tolist(),
             "delta": delta, "ids": ids, "logprobs": lps}
@@ -283,6 +285,14 @@ def main():
     os.makedirs(img_dir, exist_ok=True)
     for i, (name, w, h) in enumerate(image_specs):
         photo(w, h, 77 + i).save(os.path.join(img_dir, name))
+
+    # Video frames: a scene panning right, VIDEO_FRAMES frames of one size.
+    base = photo(120, 90, 91)
+    video_files = []
+    for k in range(VIDEO_FRAMES):
+        fn = f"frame{k}.png"
+        base.crop((6 * k, 0, 6 * k + 70, 90)).save(os.path.join(img_dir, fn))
+        video_files.append(fn)
 
     for ci, (name, layout, tie) in enumerate([("qwen25vl-hub", "hub", False),
                                               ("qwen25vl-current", "current", True)]):
@@ -333,6 +343,25 @@ def main():
         prompt = media_prompt(grids, gen)
         rows = [i for i, t in enumerate(prompt) if t == IMAGE]
         f["images"] = case_for(cfg, W, prompt, dict(zip(rows, torch.cat(feats_all))), grids)
+        # A video (frames at VIDEO_FPS, sampled to 2 per second) after an image in one prompt.
+        frames = [Image.open(os.path.join(img_dir, n)) for n in video_files]
+        vpatches, vgrid, sec, idx = ref.preprocess_video(frames, VIDEO_FPS, PROCESSOR)
+        vfeats = ref.vision(cfg, W, vpatches, [vgrid])
+        prompt = [1] + text_tokens(4, gen) + [VSTART, IMAGE, VEND] + text_tokens(2, gen) + \
+            [VSTART, VIDEO, VEND] + text_tokens(3, gen)
+        prompt = expand(expand(prompt, IMAGE, [grids[0][1] * grids[0][2] // 4]), VIDEO,
+                        [vgrid[0] * vgrid[1] * vgrid[2] // 4])
+        emb = {}
+        irows = [i for i, t in enumerate(prompt) if t == IMAGE]
+        vrows = [i for i, t in enumerate(prompt) if t == VIDEO]
+        emb.update(zip(irows, feats_all[0]))
+        emb.update(zip(vrows, vfeats))
+        vc = case_for(cfg, W, prompt, emb, [grids[0]], [vgrid], [sec])
+        vc.update(files=video_files, fps=VIDEO_FPS, sampled=idx, grid=list(vgrid),
+                  second_per_grid=sec, patches=vpatches.reshape(-1).tolist(),
+                  features=vfeats.reshape(-1).tolist(), image=image_specs[0][0])
+        f["video"] = vc
+
         # Chat (HTTP and gRPC): the images first in the user message, then text, rendered by
         # jinja2, tokenized, each <|image_pad|> expanded to its image's merged grid.
         write_tokenizer(os.path.join(out, name))

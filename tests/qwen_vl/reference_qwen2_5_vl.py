@@ -86,6 +86,36 @@ def patchify(frames, proc):
     return x.reshape(gt * gh * gw, c * TP * P * P).contiguous(), (gt, gh, gw)
 
 
+def sample_frame_indices(total, source_fps, fps=2.0, temporal_patch_size=2, min_frames=4,
+                         max_frames=768):
+    """Qwen2VLVideoProcessor.sample_frames with `fps`: about `fps` frames per second of the
+    video, at least min_frames, at most max_frames and the frames there are, a multiple of
+    the temporal patch size, spread evenly (torch.arange with a float step, truncated)."""
+    tp = temporal_patch_size
+    max_frames = math.floor(min(max_frames, total) / tp) * tp
+    n = total / source_fps * fps
+    n = min(max(n, min_frames), max_frames, total)
+    n = math.floor(n / tp) * tp
+    if n <= 0:
+        raise ValueError("video too short to sample")
+    return torch.arange(0, total, total / n).int().tolist()
+
+
+def preprocess_video(pil_frames, source_fps, proc, fps=2.0):
+    """(patches, grid, second_per_grid_t, sampled indices) of a clip: frames sampled as the
+    video processor does, each preprocessed as the Pillow-based Qwen2VLImageProcessor handles
+    videos (one smart_resize for the clip), the last frame repeated to fill a temporal patch,
+    and second_per_grid_t = temporal_patch_size / fps as Qwen2_5_VLProcessor sets it."""
+    tp = proc.get("temporal_patch_size", 2)
+    idx = sample_frame_indices(len(pil_frames), source_fps, fps, tp)
+    frames, _ = normalized_frames([pil_frames[i] for i in idx], proc)
+    if frames.shape[0] % tp:
+        pad = np.repeat(frames[-1:], tp - frames.shape[0] % tp, axis=0)
+        frames = np.concatenate([frames, pad])
+    patches, grid = patchify(frames, proc)
+    return patches, grid, tp / fps, idx
+
+
 def preprocess(pil_image, proc):
     frames, _ = normalized_frames([pil_image], proc)
     return patchify(frames, proc)

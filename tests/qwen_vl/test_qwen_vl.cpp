@@ -9,6 +9,7 @@
 #include <cstdlib>
 #include <fstream>
 #include <memory>
+#include <span>
 
 #include <nlohmann/json.hpp>
 
@@ -394,5 +395,73 @@ TEST_CASE("Qwen2.5-VL images through the engine's encoder: reference tokens with
         CHECK(s.engine->stats().encoder_cache.encoded_items == encoded0);
       }
     }
+  }
+}
+
+TEST_CASE("Qwen2.5-VL video frames: sampling, preprocessing and features as the reference, then an "
+          "image and a video in one prompt through the engine (second_per_grid_ts in M-RoPE)") {
+  // Frame sampling alone (Qwen2VLVideoProcessor.sample_frames with fps).
+  CHECK(image::qwen_sample_frames(6, 3.0, 2.0, 2, 4, 768) == std::vector<int>{0, 1, 3, 4});
+  CHECK(image::qwen_sample_frames(100, 25.0, 2.0, 2, 4, 768) == std::vector<int>{0, 12, 25, 37, 50, 62, 75, 87});
+  CHECK(image::qwen_sample_frames(10, 2.0, 2.0, 2, 4, 768) ==
+        std::vector<int>{0, 1, 2, 3, 4, 5, 6, 7, 8, 9});
+  CHECK(image::qwen_sample_frames(10, 2.0, 2.0, 2, 4, 6).size() == 6);
+  CHECK_THROWS_WITH(image::qwen_sample_frames(1, 2.0, 2.0, 2, 4, 768), Contains("too short"));
+
+  for (const char* name : kCheckpoints) {
+    INFO(name);
+    const std::string dir = fixture_dir() + "/" + name;
+    const json& c = fixtures()[name]["video"];
+    Served s(dir, 2, small_engine(7), /*with_encoder=*/true);
+    std::vector<std::vector<uint8_t>> files;
+    for (const auto& f : c["files"]) files.push_back(read_file(fixture_dir() + "/images/" + f.get<std::string>()));
+    std::vector<std::span<const uint8_t>> frames(files.begin(), files.end());
+    const ImageEncoder::Prepared v = s.encoder->prepare_video(frames, c["fps"].get<double>(), {});
+    CHECK(v.sampled_frames == c["sampled"].get<std::vector<int>>());
+    CHECK(v.grid_t == c["grid"][0].get<int>());
+    CHECK(v.grid_h == c["grid"][1].get<int>() / 2);
+    CHECK(v.grid_w == c["grid"][2].get<int>() / 2);
+    CHECK(v.temporal_step == c["second_per_grid"].get<double>() * 2);  // tokens_per_second 2
+    CHECK(*v.patches == c["patches"].get<std::vector<float>>());     // bit-identical
+
+    MediaEmbeds m;
+    m.length = v.tokens;
+    m.grid_t = v.grid_t;
+    m.grid_h = v.grid_h;
+    m.grid_w = v.grid_w;
+    m.encoder_input = v.patches;
+    const MediaEmbeds* items[] = {&m};
+    const auto feats = c["features"].get<std::vector<float>>();
+    const auto out = s.encoder->encode_items(items);
+    REQUIRE(out.at(0)->size() == feats.size());
+    float worst = 0;
+    for (size_t k = 0; k < feats.size(); ++k) worst = std::max(worst, std::fabs((*out[0])[k] - feats[k]));
+    CHECK(worst <= 1e-4f);
+
+    // The image and the video in one prompt, one placeholder each, expanded by Iris.
+    const auto full = c["prompt"].get<std::vector<int32_t>>();
+    std::vector<int32_t> prompt;
+    for (size_t i = 0; i < full.size(); ++i)
+      if ((full[i] != 300 && full[i] != 301) || full[i - 1] != full[i]) prompt.push_back(full[i]);
+    const ImageEncoder::Prepared img =
+        s.encoder->prepare(read_file(fixture_dir() + "/images/" + c["image"].get<std::string>()), {});
+    EngineRequest r = greedy("video", prompt, 8);
+    r.media = expand_media_placeholders(r.prompt, 300, {img}, 301, {v});
+    REQUIRE(r.prompt == full);
+    // M-RoPE after the video: the reference's get_rope_index with second_per_grid_ts.
+    std::vector<MropeSpan> spans;
+    for (const MediaEmbeds& e : r.media)
+      spans.push_back(MropeSpan{e.position, e.grid_t, e.grid_h, e.grid_w, e.temporal_step});
+    const MropePositions pos = mrope_positions(static_cast<int32_t>(full.size()), spans);
+    CHECK(pos.prompt == c["positions"].get<std::vector<int32_t>>());
+    CHECK(pos.delta == c["delta"].get<int32_t>());
+    check_matches(s.run(r), c, 1e-3f);
+
+    // Frames of different sizes fail with the frame named, and nothing is disturbed.
+    std::vector<uint8_t> other = read_file(fixture_dir() + "/images/wide.png");
+    std::vector<std::span<const uint8_t>> mixed(files.begin(), files.end());
+    mixed[3] = other;
+    CHECK_THROWS_WITH(s.encoder->prepare_video(mixed, 3.0, {}), Contains("frame 3"));
+    CHECK_THROWS_WITH(s.encoder->prepare_video({}, 3.0, {}), Contains("at least one frame"));
   }
 }
