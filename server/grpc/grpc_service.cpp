@@ -410,6 +410,16 @@ grpc::ServerWriteReactor<GenerateResponse>* InferenceService::Chat(
           p.kind = ChatInputPart::Kind::kImage;
           p.image = image_input(part.image(), pw + ".image");
           break;
+        case iris::v1::ContentPart::kVideo:
+          p.kind = ChatInputPart::Kind::kVideo;
+          p.image.video = true;
+          p.image.where = pw + ".video";
+          p.image.fps_where = pw + ".video.fps";
+          p.image.video_fps = part.video().fps();
+          for (int f = 0; f < part.video().frames_size(); ++f)
+            p.image.frames.push_back(image_input(part.video().frames(f),
+                                                 pw + ".video.frames[" + std::to_string(f) + "]"));
+          break;
         default:
           return rejected(layer_, "chat", invalid(pw + ": empty content part"));
       }

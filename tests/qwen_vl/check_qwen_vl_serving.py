@@ -119,7 +119,8 @@ def main():
     c = fx["qwen25vl-hub"]["chat"]
     for tp in (1, 2):
         s = Server(a.iris, os.path.join(a.dir, "qwen25vl-hub"), os.path.join(a.dir, f"serve_tp{tp}.log"),
-                   "--tensor-parallel-size", str(tp), "--max-num-batched-tokens", "16")
+                   "--tensor-parallel-size", str(tp), "--max-num-batched-tokens", "16",
+                   "--max-video-frames", "64", "--max-image-pixels", "40000")
         try:
             for attempt in ("cold", "cached"):
                 cmd = [a.iris, "client", "chat", c["text"], "--address", f"127.0.0.1:{s.grpc}",
@@ -173,6 +174,60 @@ def main():
             check(status == 200 and max_diff([t["logprob"] for t in j["choices"][0]["logprobs"]["content"]],
                                             c["logprobs"]) <= a.tolerance,
                   f"HTTP chat tp={tp} after the bad requests: status {status}")
+
+            # A video as frames: gRPC (iris client chat --video-frame ...) and HTTP video_url.
+            v = fx["qwen25vl-hub"]["video_chat"]
+            cmd = [a.iris, "client", "chat", v["text"], "--address", f"127.0.0.1:{s.grpc}",
+                   "--json", "--logprobs", "0", "--temperature", "0", "--max-tokens",
+                   str(len(v["ids"])), "--ignore-eos", "--video-fps", str(v["fps"])]
+            for fr in v["files"]:
+                cmd += ["--video-frame", fr]
+            r = subprocess.run(cmd, capture_output=True, text=True)
+            ids, lps, usage = [], [], {}
+            for line in r.stdout.splitlines():
+                m = json.loads(line)
+                ids += m.get("tokenIds", [])
+                lps += m.get("logprobs", [])
+                usage = m.get("usage", usage)
+            d = max_diff(lps, v["logprobs"])
+            check(r.returncode == 0 and ids == v["ids"] and d <= a.tolerance and
+                  usage.get("promptTokens") == len(v["prompt"]),
+                  f"gRPC video chat tp={tp}: ids match={ids == v['ids']}, logprob max diff {d:.2e}, "
+                  f"prompt tokens {usage.get('promptTokens')} (want {len(v['prompt'])}) {r.stderr.strip()}")
+            video = {"type": "video_url", "video_url": {"url": [data_url(fr) for fr in v["files"]],
+                                                        "fps": v["fps"]}}
+            vbody = {"model": "qwen25vl-hub", "max_tokens": len(v["ids"]), "temperature": 0,
+                     "logprobs": True, "ignore_eos": True,
+                     "messages": [{"role": "user", "content": [video, {"type": "text", "text": v["text"]}]}]}
+            status, j = post(s.http, "/v1/chat/completions", vbody)
+            ok = status == 200
+            if ok:
+                d = max_diff([t["logprob"] for t in j["choices"][0]["logprobs"]["content"]], v["logprobs"])
+                ok = d <= a.tolerance and j["usage"]["prompt_tokens"] == len(v["prompt"])
+            check(ok, f"HTTP video chat tp={tp}: status {status} {json.dumps(j)[:300] if status != 200 else ''}")
+
+            # Bad videos fail alone, the field named.
+            def bad_video(what, edit, field):
+                b = json.loads(json.dumps(vbody))
+                edit(b["messages"][0]["content"][0]["video_url"])
+                status, j = post(s.http, "/v1/chat/completions", b)
+                msg = json.dumps(j)
+                check(status == 400 and field in msg, f"HTTP video with {what} -> {status}: {msg[:220]}")
+            bad_video("zero frames", lambda vu: vu.update(url=[]), "video_url.url")
+            bad_video("too many frames", lambda vu: vu.update(url=vu["url"] * 200), "--max-video-frames")
+            other = data_url(c["files"][0])
+            bad_video("mismatched frame sizes", lambda vu: vu["url"].__setitem__(2, other), "video_url.url[2]")
+            corrupt = "data:image/png;base64," + base64.b64encode(b"\x89PNG\r\n\x1a\n garbage").decode()
+            bad_video("a corrupt frame", lambda vu: vu["url"].__setitem__(1, corrupt), "video_url.url[1]")
+            bad_video("a video file", lambda vu: vu.update(url="data:video/mp4;base64,AAAA"), "video_url.url")
+            bad_video("no fps", lambda vu: vu.pop("fps"), "video_url.fps")
+            from PIL import Image
+            buf = io.BytesIO()
+            Image.new("RGB", (300, 300), (1, 2, 3)).save(buf, "PNG")
+            big = "data:image/png;base64," + base64.b64encode(buf.getvalue()).decode()
+            bad_video("frames beyond the pixel cap", lambda vu: vu.update(url=[big] * 4), "video_url.url[0]")
+            status, j = post(s.http, "/v1/chat/completions", vbody)
+            check(status == 200, f"HTTP video chat tp={tp} after the bad requests: status {status}")
         finally:
             s.stop()
     print(f"{failed} failed")

@@ -374,6 +374,15 @@ def main():
         chat.update(rendered=rendered, text="What differs?",
                     files=[os.path.join(img_dir, n) for n, _, _ in image_specs])
         f["chat"] = chat
+        # Chat with a video (given as frames) then text.
+        messages = [{"role": "user", "content": [{"type": "video"}, {"type": "text", "text": "What moves?"}]}]
+        rendered = render_chat(messages)
+        ids = expand(tokenize(rendered), VIDEO, [vgrid[0] * vgrid[1] * vgrid[2] // 4])
+        rows = [i for i, t in enumerate(ids) if t == VIDEO]
+        vchat = case_for(cfg, W, ids, dict(zip(rows, vfeats)), [], [vgrid], [sec])
+        vchat.update(rendered=rendered, text="What moves?", fps=VIDEO_FPS,
+                     files=[os.path.join(img_dir, n) for n in video_files])
+        f["video_chat"] = vchat
         fixtures[name] = f
         print(f"{name}: text {f['text']['ids']}, mrope {f['mrope_embeds']['ids']}, grids {grids}")
     with open(os.path.join(out, "fixtures.json"), "w") as fh:
