@@ -652,11 +652,13 @@ Status RequestLayer::attach_images(const std::vector<ImageInput>& images, const 
   };
   std::vector<ImageEncoder::Prepared> image_layouts, video_layouts;
   for (const ImageInput& img : images) {
+    if (Status s = check_pixel_range(img); !s.ok()) return s;
     image::ImageInfo info;
     if (!img.video) {
       if (Status s = probe(img, info); !s.ok()) return s;
       try {
-        image_layouts.push_back(image_encoder_->layout(info.width, info.height));
+        image_layouts.push_back(
+            image_encoder_->layout(info.width, info.height, img.min_pixels, img.max_pixels));
       } catch (const Error& e) {
         return invalid(img.where + ": " + e.what());
       }
@@ -682,7 +684,8 @@ Status RequestLayer::attach_images(const std::vector<ImageInput>& images, const 
     }
     try {
       video_layouts.push_back(image_encoder_->layout_video(static_cast<int>(img.frames.size()),
-                                                           img.video_fps, first.width, first.height));
+                                                           img.video_fps, first.width, first.height,
+                                                           img.min_pixels, img.max_pixels));
     } catch (const Error& e) {
       return invalid(img.where + ": " + e.what());
     }
@@ -714,6 +717,27 @@ Status RequestLayer::attach_images(const std::vector<ImageInput>& images, const 
   return Status::OK();
 }
 
+Status RequestLayer::check_pixel_range(const ImageInput& img) const {
+  if (img.min_pixels == 0 && img.max_pixels == 0) return Status::OK();
+  const image::QwenProcessorConfig* q = image_encoder_->qwen_processor();
+  if (!q)
+    return invalid(img.pixels_where + ".min_pixels: model '" + options_.model_id +
+                   "' resizes every image to one size; min_pixels/max_pixels do not apply");
+  const int64_t lo = img.min_pixels > 0 ? img.min_pixels : q->min_pixels;
+  const int64_t hi = img.max_pixels > 0 ? img.max_pixels : q->max_pixels;
+  const int64_t unit = static_cast<int64_t>(q->factor()) * q->factor();
+  if (hi > q->max_pixels)
+    return invalid(img.pixels_where + ".max_pixels: " + std::to_string(hi) +
+                   " exceeds the server's limit of " + std::to_string(q->max_pixels));
+  if (lo < unit)
+    return invalid(img.pixels_where + ".min_pixels: " + std::to_string(lo) +
+                   " is below one merged patch (" + std::to_string(unit) + " pixels)");
+  if (lo > hi)
+    return invalid(img.pixels_where + ".min_pixels: " + std::to_string(lo) + " exceeds max_pixels " +
+                   std::to_string(hi));
+  return Status::OK();
+}
+
 Status RequestLayer::decode_images(const std::vector<ImageInput>& images, EngineRequest& request) const {
   // media[i] is images[i]'s span when the prompt holds only images; with videos (Qwen2.5-VL)
   // the spans are in prompt order, images and videos each in their own order.
@@ -737,11 +761,13 @@ Status RequestLayer::decode_images(const std::vector<ImageInput>& images, Engine
         std::vector<std::span<const uint8_t>> frames;
         for (const ImageInput& f : images[i].frames)
           frames.emplace_back(reinterpret_cast<const uint8_t*>(f.data.data()), f.data.size());
-        p = image_encoder_->prepare_video(frames, images[i].video_fps, options_.image_limits);
+        p = image_encoder_->prepare_video(frames, images[i].video_fps, options_.image_limits,
+                                          images[i].min_pixels, images[i].max_pixels);
       } else {
         const auto* data = reinterpret_cast<const uint8_t*>(images[i].data.data());
         p = image_encoder_->prepare(std::span<const uint8_t>(data, images[i].data.size()),
-                                    options_.image_limits);
+                                    options_.image_limits, images[i].min_pixels,
+                                    images[i].max_pixels);
       }
       if (metrics_) metrics_->on_image_prepared(p.decode_seconds, p.preprocess_seconds);
       if (p.tokens > 0 && p.tokens != span.length)

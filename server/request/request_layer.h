@@ -77,6 +77,9 @@ struct ImageInput {
   std::vector<ImageInput> frames;
   double video_fps = 0;
   std::string fps_where;
+  // Qwen2.5-VL: this item's resized-area range (0 = the processor's), and its field's prefix.
+  int64_t min_pixels = 0, max_pixels = 0;
+  std::string pixels_where;
 };
 
 struct ChatInputPart {
@@ -280,6 +283,8 @@ class RequestLayer {
   // placeholders into media spans whose pixels the decode pool provides.
   Status attach_images(const std::vector<ImageInput>& images, const std::string& field,
                        std::vector<int32_t>& prompt, std::vector<MediaEmbeds>& media) const;
+  // Qwen2.5-VL's per-item min_pixels/max_pixels: within the processor's range.
+  Status check_pixel_range(const ImageInput& img) const;
   Status decode_images(const std::vector<ImageInput>& images, EngineRequest& request) const;
   // Validates tools / tool_choice and the tool_calls of history messages.
   struct ToolPlan;

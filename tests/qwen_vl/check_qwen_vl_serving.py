@@ -154,6 +154,29 @@ def main():
             check(ok, f"HTTP chat tp={tp}: status {status}, logprob max diff "
                       f"{d if status == 200 else float('nan'):.2e}")
 
+            # Per-request pixel range (Qwen's min_pixels / max_pixels on the part): the spans
+            # shrink as smart_resize says; beyond the server's cap is refused.
+            sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+            import reference_qwen2_5_vl as ref
+            from PIL import Image
+            small = json.loads(json.dumps(body))
+            for part in small["messages"][0]["content"][:2]:
+                part["max_pixels"] = 28 * 28 * 4
+            status, j = post(s.http, "/v1/chat/completions", small)
+            want = len(c["prompt"])
+            for fpath, (t, h, w) in zip(c["files"], c["grids"]):
+                im = Image.open(fpath)
+                rh, rw = ref.smart_resize(im.height, im.width, 28, 3136, 28 * 28 * 4)
+                want += rh * rw // (28 * 28) - t * h * w // 4
+            check(status == 200 and j["usage"]["prompt_tokens"] == want,
+                  f"HTTP chat with max_pixels per image: status {status}, prompt tokens "
+                  f"{j.get('usage', {}).get('prompt_tokens')} (want {want})")
+            over = json.loads(json.dumps(body))
+            over["messages"][0]["content"][1]["max_pixels"] = 10 ** 12
+            status, j = post(s.http, "/v1/chat/completions", over)
+            check(status == 400 and "messages[0].content[1].max_pixels" in json.dumps(j),
+                  f"HTTP max_pixels beyond the server's limit -> {status}: {json.dumps(j)[:200]}")
+
             # Bad media fail alone, with the content part named.
             with open(c["files"][0], "rb") as f:
                 png = f.read()
