@@ -18,6 +18,7 @@
 #include "engine/image_encoder.h"
 #include "engine/loader/checkpoint.h"
 #include "engine/loader/model_config.h"
+#include "engine/memory_plan.h"
 #include "engine/models/model.h"
 #include "engine/mrope_positions.h"
 #include "engine/parallel/communicator.h"
@@ -463,5 +464,25 @@ TEST_CASE("Qwen2.5-VL video frames: sampling, preprocessing and features as the 
     mixed[3] = other;
     CHECK_THROWS_WITH(s.encoder->prepare_video(mixed, 3.0, {}), Contains("frame 3"));
     CHECK_THROWS_WITH(s.encoder->prepare_video({}, 3.0, {}), Contains("at least one frame"));
+  }
+}
+
+TEST_CASE("Qwen2.5-VL memory plan: rank 0 holds the language model's shard and the vision tower") {
+  const std::string dir = fixture_dir() + "/qwen25vl-hub";
+  const ModelConfig cfg = ModelConfig::from_dir(dir);
+  auto ck = Checkpoint::open(dir);
+  for (int world : {1, 2}) {
+    const MemoryPlan plan = plan_memory(cfg, DType::F32, world, 16);
+    for (int r = 0; r < world; ++r) {
+      auto backend = make_cpu_backend(1);
+      auto model = load_model(*ck, cfg, *backend, ParallelConfig{r, world});
+      size_t tower = 0;
+      if (r == 0) {
+        QwenVisionEncoder v(*ck, cfg, *backend, weight_names(*ck, cfg));
+        tower = v.weight_bytes();
+      }
+      INFO("rank " << r << " of " << world);
+      CHECK(plan.ranks[r].weight_bytes == model->weight_bytes() + tower);
+    }
   }
 }
