@@ -88,7 +88,7 @@ void QwenVisionEncoder::reserve(int64_t max_patches) {
   gate_up_ = backend_.allocate(dt, {n, 2 * inter});
   act_ = backend_.allocate(dt, {n, inter});
   merged_ = backend_.allocate(dt, {n / u + 1, u * d});
-  merged_out_ = backend_.allocate(dt, {n / u + 1, vc_.out_hidden_size});
+  merged_hidden_ = backend_.allocate(dt, {n / u + 1, u * d});
   positions_ = backend_.allocate(DType::I32, {n, 2});
   order_ = backend_.allocate(DType::I32, {n});
   unorder_ = backend_.allocate(DType::I32, {n / u + 1});
@@ -202,14 +202,14 @@ void QwenVisionEncoder::encode(const Tensor& patches, int grid_t, int grid_h, in
     ops.add(x, tmp);
   }
   ops.rms_norm(x, merger_norm_.tensor, 1e-6f, tmp);
-  const Tensor blocks = tmp.view({n / u, u * d});
-  Tensor hidden = merged_.tensor.rows(0, n / u);
+  // Back to processor order first (block b sits at regrouped slot unorder[b]; rows move
+  // exactly), so the last GEMM writes `out` in whatever dtype it has.
+  Tensor blocks = merged_.tensor.rows(0, n / u);
+  ops.gather_rows(tmp.view({n / u, u * d}), unorder, blocks);
+  Tensor hidden = merged_hidden_.tensor.rows(0, n / u);
   ops.linear(blocks, mlp0_.tensor, mlp0_b_.tensor, hidden);
   ops.activation(hidden, Activation::kGeluErf);
-  Tensor merged = merged_out_.tensor.rows(0, n / u);
-  ops.linear(hidden, mlp2_.tensor, mlp2_b_.tensor, merged);
-  // Back to processor order: the block at regrouped slot s is block_order[s].
-  ops.gather_rows(merged, unorder, out);
+  ops.linear(hidden, mlp2_.tensor, mlp2_b_.tensor, out);
 }
 
 Buffer QwenVisionEncoder::alloc(Shape shape) {

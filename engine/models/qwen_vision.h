@@ -81,7 +81,7 @@ class QwenVisionEncoder {
   Buffer no_cache_k_, no_cache_v_;
 
   int64_t max_patches_ = 0;
-  Buffer x_, tmp_, qkv_, attn_, gate_up_, act_, merged_, merged_out_;
+  Buffer x_, tmp_, qkv_, attn_, gate_up_, act_, merged_, merged_hidden_;
   Buffer positions_, order_, unorder_, slots_;
   std::vector<int32_t> h_positions_, h_order_, h_unorder_;
 };
