@@ -418,9 +418,12 @@ void CudaOps::qk_norm_rope_store_kv(Tensor& qkv, const Tensor& positions, const 
   if (q_norm.defined()) check_bf16(q_norm, op, "q_norm");
   if (k_norm.defined()) check_bf16(k_norm, op, "k_norm");
   check_kv(kv, shape, op);
+  const int position_rows = inv_freq.shape.ndim == 2 ? static_cast<int>(inv_freq.dim(0)) : 1;
   IRIS_CHECK(qkv.shape.ndim == 2 && qkv.dim(1) == shape.qkv_dim() &&
-             positions.numel() >= qkv.dim(0) && meta.slot_mapping.numel() >= qkv.dim(0))
-      << "cuda " << op << ": qkv " << qkv.shape.str() << " vs qkv_dim " << shape.qkv_dim();
+             positions.numel() >= qkv.dim(0) * position_rows &&
+             meta.slot_mapping.numel() >= qkv.dim(0))
+      << "cuda " << op << ": qkv " << qkv.shape.str() << " vs qkv_dim " << shape.qkv_dim()
+      << ", positions " << positions.shape.str() << " with " << position_rows << " rows";
   IRIS_CHECK((!q_norm.defined() || q_norm.numel() == shape.head_dim) &&
              (!k_norm.defined() || k_norm.numel() == shape.head_dim))
       << "cuda " << op << ": q/k norm weights must have head_dim elements";
@@ -438,7 +441,8 @@ void CudaOps::qk_norm_rope_store_kv(Tensor& qkv, const Tensor& positions, const 
   a.num_q_heads = shape.num_q_heads;
   a.num_kv_heads = shape.num_kv_heads;
   a.head_dim = shape.head_dim;
-  a.rotary_half = static_cast<int>(inv_freq.numel());
+  a.rotary_half = static_cast<int>(inv_freq.numel()) / position_rows;
+  a.position_rows = position_rows;
   a.norm_eps = norm_eps;
   launch_qk_norm_rope_store_kv(a, stream());
 }

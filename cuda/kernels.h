@@ -75,8 +75,8 @@ void launch_moe_combine(const bf16* y, const int32_t* slots, const float* weight
 // ---- rope_kv.cu ----
 struct RopeKvArgs {
   bf16* qkv = nullptr;                    // [T, (Hq + 2 Hkv) * D], rows q | k | v, in place
-  const int32_t* positions = nullptr;     // [T]
-  const float* inv_freq = nullptr;        // [rotary_dim / 2]
+  const int32_t* positions = nullptr;     // [T, position_rows]
+  const float* inv_freq = nullptr;        // [position_rows, rotary_dim / 2]
   const bf16* q_norm = nullptr;           // [D] or null
   const bf16* k_norm = nullptr;           // [D] or null
   const int32_t* slot_mapping = nullptr;  // [T]; -1 = do not store
@@ -86,6 +86,7 @@ struct RopeKvArgs {
   int num_tokens = 0;
   int num_q_heads = 0, num_kv_heads = 0, head_dim = 0;
   int rotary_half = 0;  // rotary_dim / 2
+  int position_rows = 1;  // 3 for M-RoPE (temporal, height, width), else 1
   float norm_eps = 1e-6f;
 };
 void launch_qk_norm_rope_store_kv(const RopeKvArgs& a, cudaStream_t stream);

@@ -1,5 +1,5 @@
 // Fused per-token prologue of attention: optional per-head RMSNorm of q and k (Qwen3),
-// rotary embedding (rotate-half form, first rotary_dim dims of each head, fp32 angles with
+// rotary embedding (rotate-half form, M-RoPE's position rows summed per frequency, first rotary_dim dims of each head, fp32 angles with
 // accurate sincosf so long positions stay exact enough), written back into qkv in place,
 // then k and v stored into the paged KV cache at slot_mapping[t] (-1 = skip). One block
 // per token, one warp per head; every element is read once and rounded to bf16 once.
@@ -22,7 +22,8 @@ __global__ void __launch_bounds__(kWarps * 32) qk_norm_rope_store_kv_kernel(Rope
   const int64_t slot = a.slot_mapping[t];
   const bool store = slot >= 0 && slot < a.num_slots;
   const int64_t kv_row = static_cast<int64_t>(nk) * D;
-  const float pos = static_cast<float>(a.positions[t]);
+  const int rows = a.position_rows;
+  const int32_t* pos = a.positions + static_cast<int64_t>(t) * rows;
   const int half = a.rotary_half;
   float* x = buf[warp];
 
@@ -47,8 +48,12 @@ __global__ void __launch_bounds__(kWarps * 32) qk_norm_rope_store_kv_kernel(Rope
     __syncwarp();
     // Each lane rotates whole pairs (i, i + half): it reads and writes only its own pairs.
     for (int i = lane; i < half; i += 32) {
+      // M-RoPE: one frequency row per position row, zero outside its section.
+      float angle = 0.0f;
+      for (int j = 0; j < rows; ++j)
+        angle += static_cast<float>(pos[j]) * a.inv_freq[j * half + i];
       float s, c;
-      sincosf(pos * a.inv_freq[i], &s, &c);
+      sincosf(angle, &s, &c);
       const float x1 = x[i], x2 = x[i + half];
       x[i] = x1 * c - x2 * s;
       x[i + half] = x2 * c + x1 * s;

@@ -94,6 +94,10 @@ class Ops {
   // rotary embedding (rotate-half form) of the first rotary_dim dims of every q and k head
   // at positions[t] with inv_freq: F32 [rotary_dim / 2], in place; then k and v are written
   // to the paged cache at meta.slot_mapping.
+  // M-RoPE (Qwen2.5-VL): positions I32 [T, P] and inv_freq F32 [P, rotary_dim / 2]; the
+  // angle of frequency i at token t is sum over j of positions[t, j] * inv_freq[j, i], where
+  // each frequency is non-zero in exactly one row (its temporal, height or width section).
+  // P = 1 (positions [T], inv_freq [rotary_dim / 2]) is plain RoPE.
   virtual void qk_norm_rope_store_kv(Tensor& qkv, const Tensor& positions, const Tensor& inv_freq,
                                      const Tensor& q_norm, const Tensor& k_norm, float norm_eps,
                                      const AttentionShape& shape, const AttentionMetadata& meta,

@@ -33,6 +33,8 @@ struct Engine::Sequence {
   // chunk of the step overlaps the span, null otherwise.
   std::vector<MediaEmbeds> view;
   std::unique_ptr<SequenceConstraint> constraint;  // structured output; survives preemption
+  // M-RoPE models whose prompt has media: the positions of the prompt (shared by the choices).
+  std::shared_ptr<const MropePositions> mrope;
 
   Sequence(const EngineRequest& r, int i, std::shared_ptr<OutputCallback> cb,
            const Tokenizer* tokenizer)
@@ -108,16 +110,19 @@ void Engine::init(const EngineConfig& config) {
   stats_.kv_cache_bytes = static_cast<int64_t>(executor_->kv_cache_bytes(num_blocks, config.block_size));
   stats_.weight_bytes = static_cast<int64_t>(executor_->weight_bytes());
   stats_.tensor_parallel_size = executor_->world_size();
-  if (mc.multimodal) {
-    sched_config_.media_in_one_chunk = mc.multimodal->gemma.has_value();
-    const int per_item = mc.multimodal->tokens_per_image();
+  if (mc.multimodal || mc.qwen_vl) {
+    sched_config_.media_in_one_chunk = mc.multimodal && mc.multimodal->gemma.has_value();
+    // Qwen2.5-VL's items vary in size: the default budget is one step's tokens, and a server
+    // that allows larger images raises it (an item over the budget is refused at admission).
+    const int per_item = mc.multimodal ? mc.multimodal->tokens_per_image() : 1;
     sched_config_.max_num_encoder_tokens =
         config.max_num_encoder_tokens > 0 ? config.max_num_encoder_tokens
                                           : std::max(config.max_num_batched_tokens, per_item);
     sched_config_.encoder_cache_tokens =
         config.encoder_cache_tokens > 0
             ? config.encoder_cache_tokens
-            : std::max(sched_config_.max_num_encoder_tokens, 8 * per_item);
+            : std::max(sched_config_.max_num_encoder_tokens,
+                       8 * (mc.multimodal ? per_item : sched_config_.max_num_encoder_tokens));
   }
   const std::string bad = sched_config_.validate();
   if (!bad.empty()) fail("engine configuration: ", bad);
@@ -209,7 +214,8 @@ void Engine::admit_pending() {
       IRIS_CHECK(r.n >= 1) << "n must be at least 1, got " << r.n;
       int32_t media_end = 0;
       for (const MediaEmbeds& m : r.media) {
-        IRIS_CHECK(model_config_.multimodal) << "this model does not take images";
+        IRIS_CHECK(model_config_.multimodal || model_config_.qwen_vl)
+            << "this model does not take images";
         IRIS_CHECK(m.length > 0 && m.position >= media_end &&
                    static_cast<size_t>(m.position) + m.length <= r.prompt.size())
             << "media span [" << m.position << ", " << m.position + m.length
@@ -224,14 +230,13 @@ void Engine::admit_pending() {
                                       << " has neither embeddings nor an encoder input";
           IRIS_CHECK(media_encoder_) << "media span at " << m.position
                                      << " needs encoding, and this engine has no media encoder";
-          IRIS_CHECK(m.length == media_encoder_->tokens_per_item())
-              << "media span at " << m.position << " has " << m.length
-              << " tokens, the encoder yields " << media_encoder_->tokens_per_item();
-          IRIS_CHECK(m.encoder_input->size() == media_encoder_->input_size())
-              << "media span at " << m.position << " has an encoder input of "
-              << m.encoder_input->size() << " values, the encoder takes "
-              << media_encoder_->input_size();
+          media_encoder_->check_item(m);
         }
+        if (!model_config_.mrope_section.empty())
+          IRIS_CHECK(m.grid_t > 0 && m.grid_h > 0 && m.grid_w > 0 &&
+                     static_cast<int64_t>(m.grid_t) * m.grid_h * m.grid_w == m.length)
+              << "media span at " << m.position << " of " << m.length << " tokens has grid "
+              << m.grid_t << "x" << m.grid_h << "x" << m.grid_w;
         media_end = m.position + m.length;
       }
       for (int32_t t : r.prompt)
@@ -241,10 +246,19 @@ void Engine::admit_pending() {
       reject(e.what());
       continue;
     }
+    std::shared_ptr<const MropePositions> mrope;
+    if (!model_config_.mrope_section.empty() && !r.media.empty()) {
+      std::vector<MropeSpan> spans;
+      for (const MediaEmbeds& m : r.media)
+        spans.push_back(MropeSpan{m.position, m.grid_t, m.grid_h, m.grid_w, m.temporal_step});
+      mrope = std::make_shared<const MropePositions>(
+          mrope_positions(static_cast<int32_t>(r.prompt.size()), spans));
+    }
     std::vector<std::string> admitted;
     std::string error;
     for (int i = 0; i < r.n && error.empty(); ++i) {
       auto seq = std::make_unique<Sequence>(r, i, p.on_output, tokenizer_);
+      seq->mrope = mrope;
       seq->clock = RequestClock(p.arrival);
       sched::RequestSpec spec;
       spec.id = seq->seq_id;
@@ -363,7 +377,8 @@ bool Engine::step() {
     }
     chunks.push_back(SeqChunk{s.new_token_ids.data(), s.num_new_tokens, s.num_computed_tokens,
                               s.block_table.data(), static_cast<int>(s.block_table.size()),
-                              s.samples, seq.view.empty() ? nullptr : &seq.view});
+                              s.samples, seq.view.empty() ? nullptr : &seq.view,
+                              seq.mrope.get()});
   }
   // Structured-output masks depend only on the tokens sampled so far: they are computed on the
   // mask thread while the model runs, and waited for just before sampling.
@@ -536,7 +551,7 @@ bool Engine::step() {
 void Engine::run_encoder(const sched::SchedulerOutput& out) {
   for (uint64_t h : out.encoder_evicted) encoder_cache_.erase(h);
   if (out.encoder_inputs.empty()) return;
-  std::vector<const std::vector<float>*> inputs;
+  std::vector<const MediaEmbeds*> inputs;
   std::vector<uint64_t> hashes;
   for (const sched::EncoderInput& e : out.encoder_inputs) {
     const Sequence& seq = *sequences_.at(std::string(e.id));
@@ -544,13 +559,13 @@ void Engine::run_encoder(const sched::SchedulerOutput& out) {
     if (m.embeds) {
       encoder_cache_[e.content_hash] = m.embeds;  // given with the request
     } else {
-      inputs.push_back(m.encoder_input.get());
+      inputs.push_back(&m);
       hashes.push_back(e.content_hash);
     }
   }
   if (inputs.empty()) return;
   IRIS_CHECK(media_encoder_) << "internal: media to encode and no media encoder";
-  std::vector<std::shared_ptr<const std::vector<float>>> embeds = media_encoder_->encode(inputs);
+  std::vector<std::shared_ptr<const std::vector<float>>> embeds = media_encoder_->encode_items(inputs);
   IRIS_CHECK(embeds.size() == inputs.size()) << "the media encoder returned " << embeds.size()
                                              << " results for " << inputs.size() << " inputs";
   for (size_t i = 0; i < embeds.size(); ++i) encoder_cache_[hashes[i]] = std::move(embeds[i]);

@@ -48,7 +48,8 @@ struct EngineConfig {
   bool priority_policy = false;
   // Vision-language models: media tokens encoded per step at most, and the encoder cache's
   // capacity in tokens. 0 = max(max_num_batched_tokens, tokens per image), and for the
-  // cache at least 8 images.
+  // cache at least 8 images (Qwen2.5-VL, whose images vary in size: max_num_batched_tokens,
+  // and 8 times that for the cache).
   int max_num_encoder_tokens = 0;
   int encoder_cache_tokens = 0;
   // Never capture decode steps as graphs (graphs exist only on backends that offer them).

@@ -33,8 +33,25 @@ std::vector<int32_t> ImageMarkup::newlines(int k) const {
 std::unique_ptr<ImageEncoder> ImageEncoder::load(const std::string& dir, const Checkpoint& ckpt,
                                                  const ModelConfig& config, Backend& backend,
                                                  int max_batch) {
-  if (!config.multimodal) return nullptr;
   IRIS_CHECK(max_batch >= 1) << "image encoder batch must be at least 1, got " << max_batch;
+  if (config.qwen_vl) {
+    std::unique_ptr<ImageEncoder> e(new ImageEncoder());
+    e->qwen_ = std::make_unique<QwenVisionEncoder>(ckpt, config, backend, weight_names(ckpt, config));
+    e->qwen_processor_ = image::load_qwen_processor_config(dir);
+    const QwenVisionConfig& v = config.qwen_vl->vision;
+    IRIS_CHECK(e->qwen_processor_.patch_size == v.patch_size &&
+               e->qwen_processor_.merge_size == v.spatial_merge_size &&
+               e->qwen_processor_.temporal_patch_size == v.temporal_patch_size)
+        << dir << "/preprocessor_config.json: patch_size " << e->qwen_processor_.patch_size
+        << ", merge_size " << e->qwen_processor_.merge_size << ", temporal_patch_size "
+        << e->qwen_processor_.temporal_patch_size << " differ from the vision tower's "
+        << v.patch_size << ", " << v.spatial_merge_size << ", " << v.temporal_patch_size;
+    e->backend_ = &backend;
+    e->image_token_id_ = config.qwen_vl->image_token_id;
+    e->video_token_id_ = config.qwen_vl->video_token_id;
+    return e;
+  }
+  if (!config.multimodal) return nullptr;
   std::unique_ptr<ImageEncoder> e(new ImageEncoder());
   e->encoder_ = load_vision_encoder(ckpt, config, backend);
   IRIS_CHECK(e->encoder_) << "no vision tower in " << dir;
@@ -72,11 +89,29 @@ std::unique_ptr<ImageEncoder> ImageEncoder::load(const std::string& dir, const C
 }
 
 ImageEncoder::Prepared ImageEncoder::prepare(std::span<const uint8_t> bytes,
-                                             const image::DecodeLimits& limits) const {
+                                             const image::DecodeLimits& limits,
+                                             int64_t min_pixels, int64_t max_pixels) const {
   using clock = std::chrono::steady_clock;
   const auto t0 = clock::now();
   const image::DecodedImage img = image::decode_rgb(bytes, limits);
   const auto t1 = clock::now();
+  if (qwen_) {
+    const image::QwenProcessorConfig& q = qwen_processor_;
+    image::QwenPatches p = image::qwen_preprocess_image(
+        img, q, min_pixels > 0 ? min_pixels : q.min_pixels, max_pixels > 0 ? max_pixels : q.max_pixels);
+    Prepared out{std::make_shared<const std::vector<float>>(std::move(p.data)), image::content_hash(img)};
+    const int m = q.merge_size;
+    out.grid_t = p.grid_t;
+    out.grid_h = p.grid_h / m;
+    out.grid_w = p.grid_w / m;
+    out.tokens = out.grid_t * out.grid_h * out.grid_w;
+    // The resized size is part of what the tower sees: the same pixels resized differently
+    // (another per-request range) are another cache entry.
+    out.hash.lo ^= (static_cast<uint64_t>(p.grid_h) << 32) ^ static_cast<uint64_t>(p.grid_w);
+    out.decode_seconds = std::chrono::duration<double>(t1 - t0).count();
+    out.preprocess_seconds = std::chrono::duration<double>(clock::now() - t1).count();
+    return out;
+  }
   const image::PixelValues pv = image::preprocess(img, preprocess_);
   const VisionConfig& v = encoder_->config().vision;
   IRIS_CHECK(pv.height == v.image_size && pv.width == v.image_size)
@@ -93,6 +128,7 @@ ImageEncoder::Prepared ImageEncoder::prepare(std::span<const uint8_t> bytes,
 
 std::vector<std::shared_ptr<const std::vector<float>>> ImageEncoder::encode(
     std::span<const std::vector<float>* const> inputs) {
+  IRIS_CHECK(encoder_) << "Qwen2.5-VL images are encoded with their grids (encode_items)";
   const int64_t ppi = encoder_->patches_per_image();
   const size_t per_input = static_cast<size_t>(ppi * encoder_->patch_dim());
   const size_t per_output = static_cast<size_t>(tokens_per_image() * encoder_->output_dim());
@@ -116,6 +152,123 @@ std::vector<std::shared_ptr<const std::vector<float>>> ImageEncoder::encode(
     for (int i = 0; i < n; ++i)
       result.push_back(std::make_shared<const std::vector<float>>(all.begin() + per_output * i,
                                                                   all.begin() + per_output * (i + 1)));
+  }
+  return result;
+}
+
+ImageEncoder::Prepared ImageEncoder::layout(uint32_t width, uint32_t height, int64_t min_pixels,
+                                            int64_t max_pixels) const {
+  Prepared p;
+  if (!qwen_) return p;
+  const image::QwenProcessorConfig& q = qwen_processor_;
+  const auto [h, w] = image::smart_resize(static_cast<int>(height), static_cast<int>(width),
+                                          q.factor(), min_pixels > 0 ? min_pixels : q.min_pixels,
+                                          max_pixels > 0 ? max_pixels : q.max_pixels);
+  p.grid_t = 1;
+  p.grid_h = h / q.factor();
+  p.grid_w = w / q.factor();
+  p.tokens = p.grid_h * p.grid_w;
+  return p;
+}
+
+ImageEncoder::Prepared ImageEncoder::layout_video(int num_frames, double fps, uint32_t width,
+                                                  uint32_t height, int64_t min_pixels,
+                                                  int64_t max_pixels) const {
+  IRIS_CHECK(qwen_) << "this model does not take videos";
+  const image::QwenProcessorConfig& q = qwen_processor_;
+  Prepared p = layout(width, height, min_pixels, max_pixels);
+  p.sampled_frames = image::qwen_sample_frames(num_frames, fps, q.video_fps, q.temporal_patch_size,
+                                               q.min_frames, q.max_frames);
+  p.grid_t = static_cast<int32_t>((p.sampled_frames.size() + q.temporal_patch_size - 1) /
+                                  q.temporal_patch_size);
+  p.tokens = p.grid_t * p.grid_h * p.grid_w;
+  p.temporal_step = q.temporal_patch_size / q.video_fps * qwen_->config().tokens_per_second;
+  return p;
+}
+
+ImageEncoder::Prepared ImageEncoder::prepare_video(std::span<const std::span<const uint8_t>> frames,
+                                                   double fps, const image::DecodeLimits& limits,
+                                                   int64_t min_pixels, int64_t max_pixels) const {
+  using clock = std::chrono::steady_clock;
+  IRIS_CHECK(qwen_) << "this model does not take videos";
+  IRIS_CHECK(!frames.empty()) << "a video needs at least one frame";
+  const auto t0 = clock::now();
+  const image::ImageInfo first = image::probe(frames[0], limits);
+  Prepared p = layout_video(static_cast<int>(frames.size()), fps, first.width, first.height,
+                            min_pixels, max_pixels);
+  std::vector<image::DecodedImage> decoded;
+  decoded.reserve(p.sampled_frames.size());
+  for (int i : p.sampled_frames) {
+    image::DecodedImage img = image::decode_rgb(frames[static_cast<size_t>(i)], limits);
+    IRIS_CHECK(img.width == first.width && img.height == first.height)
+        << "frame " << i << " is " << img.width << "x" << img.height << ", frame 0 is "
+        << first.width << "x" << first.height;
+    decoded.push_back(std::move(img));
+  }
+  const auto t1 = clock::now();
+  const image::QwenProcessorConfig& q = qwen_processor_;
+  image::QwenPatches patches = image::qwen_preprocess_video(
+      decoded, q, min_pixels > 0 ? min_pixels : q.min_pixels, max_pixels > 0 ? max_pixels : q.max_pixels);
+  IRIS_CHECK(patches.grid_t == p.grid_t && patches.grid_h == p.grid_h * q.merge_size &&
+             patches.grid_w == p.grid_w * q.merge_size)
+      << "internal: video patches do not match the layout";
+  p.patches = std::make_shared<const std::vector<float>>(std::move(patches.data));
+  // The key covers every sampled frame's pixels, the size they were resized to and the
+  // temporal step (the M-RoPE positions, hence the KV, depend on it).
+  uint64_t hi = 0x51ed270b27d5a3c1ull, lo = static_cast<uint64_t>(p.grid_h) << 32 | static_cast<uint32_t>(p.grid_w);
+  for (const image::DecodedImage& img : decoded) {
+    const image::ContentHash h = image::content_hash(img);
+    hi = (hi ^ h.hi) * 0x100000001b3ull;
+    lo = (lo ^ h.lo) * 0x100000001b3ull;
+  }
+  uint64_t step_bits = 0;
+  static_assert(sizeof(step_bits) == sizeof(p.temporal_step));
+  std::memcpy(&step_bits, &p.temporal_step, sizeof(step_bits));
+  p.hash.hi = hi;
+  p.hash.lo = lo ^ step_bits;
+  p.decode_seconds = std::chrono::duration<double>(t1 - t0).count();
+  p.preprocess_seconds = std::chrono::duration<double>(clock::now() - t1).count();
+  return p;
+}
+
+int ImageEncoder::max_tokens_per_image() const {
+  if (!qwen_) return tokens_per_image();
+  const int64_t f = qwen_processor_.factor();
+  return static_cast<int>(std::min<int64_t>(qwen_processor_.max_pixels / (f * f), 1 << 30));
+}
+
+void ImageEncoder::check_item(const MediaEmbeds& m) const {
+  if (!qwen_) return MediaEncoder::check_item(m);
+  const QwenVisionConfig& v = qwen_->config();
+  const int64_t patches = static_cast<int64_t>(m.grid_t) * m.grid_h * m.grid_w * v.merge_unit();
+  IRIS_CHECK(m.grid_t > 0 && m.grid_h > 0 && m.grid_w > 0 &&
+             static_cast<int64_t>(m.encoder_input->size()) == patches * v.patch_dim())
+      << "media span at " << m.position << " with grid " << m.grid_t << "x" << m.grid_h << "x"
+      << m.grid_w << " has an encoder input of " << m.encoder_input->size() << " values, expected "
+      << patches << " patches of " << v.patch_dim();
+}
+
+std::vector<std::shared_ptr<const std::vector<float>>> ImageEncoder::encode_items(
+    std::span<const MediaEmbeds* const> items) {
+  if (!qwen_) return MediaEncoder::encode_items(items);
+  const QwenVisionConfig& v = qwen_->config();
+  const int m = v.spatial_merge_size;
+  std::vector<std::shared_ptr<const std::vector<float>>> result;
+  for (const MediaEmbeds* item : items) {
+    check_item(*item);
+    const int64_t patches = static_cast<int64_t>(item->grid_t) * item->grid_h * item->grid_w *
+                            v.merge_unit();
+    if (!patches_.tensor.defined() || patches_.tensor.dim(0) < patches) {
+      patches_ = backend_->allocate(backend_->compute_dtype(), {patches, v.patch_dim()});
+      out_ = backend_->allocate(DType::F32, {patches / v.merge_unit(), qwen_->output_dim()});
+    }
+    Tensor in = patches_.tensor.rows(0, patches);
+    Tensor out = out_.tensor.rows(0, patches / v.merge_unit());
+    backend_->upload(item->encoder_input->data(), DType::F32, in);
+    qwen_->encode(in, item->grid_t, item->grid_h * m, item->grid_w * m, out);
+    auto rows = std::make_shared<std::vector<float>>(static_cast<size_t>(out.numel()));
+    backend_->download_f32(out, rows->data());
+    result.push_back(std::move(rows));
   }
   return result;
 }
@@ -155,11 +308,15 @@ std::vector<MediaEmbeds> expand_image_placeholders(std::vector<int32_t>& prompt,
     }
     MediaEmbeds m;
     m.position = static_cast<int32_t>(out.size());
-    m.length = tokens_per_image;
+    m.length = p.tokens > 0 ? p.tokens : tokens_per_image;
     m.encoder_input = p.patches;
     m.content_hash = p.cache_key();
+    m.grid_t = p.grid_t;
+    m.grid_h = p.grid_h;
+    m.grid_w = p.grid_w;
+    m.temporal_step = p.temporal_step;
+    out.insert(out.end(), static_cast<size_t>(m.length), markup ? markup->fill : image_token_id);
     media.push_back(std::move(m));
-    out.insert(out.end(), tokens_per_image, markup ? markup->fill : image_token_id);
     if (markup) {
       out.insert(out.end(), markup->after.begin(), markup->after.end());
       int k = markup->trail_newlines;  // with the newline-only tokens just after
@@ -169,6 +326,48 @@ std::vector<MediaEmbeds> expand_image_placeholders(std::vector<int32_t>& prompt,
       const std::vector<int32_t> run = markup->newlines(k);
       out.insert(out.end(), run.begin(), run.end());
     }
+  }
+  prompt = std::move(out);
+  return media;
+}
+
+std::vector<MediaEmbeds> expand_media_placeholders(std::vector<int32_t>& prompt,
+                                                   int32_t image_token_id,
+                                                   const std::vector<ImageEncoder::Prepared>& images,
+                                                   int32_t video_token_id,
+                                                   const std::vector<ImageEncoder::Prepared>& videos) {
+  size_t num_images = 0, num_videos = 0;
+  for (int32_t t : prompt) {
+    num_images += t == image_token_id;
+    num_videos += t == video_token_id;
+  }
+  IRIS_CHECK(num_images == images.size())
+      << "the prompt holds " << num_images << " image placeholder(s) (token " << image_token_id
+      << ") for " << images.size() << " image(s)";
+  IRIS_CHECK(num_videos == videos.size())
+      << "the prompt holds " << num_videos << " video placeholder(s) (token " << video_token_id
+      << ") for " << videos.size() << " video(s)";
+  std::vector<int32_t> out;
+  std::vector<MediaEmbeds> media;
+  size_t i = 0, v = 0;
+  for (int32_t t : prompt) {
+    if (t != image_token_id && t != video_token_id) {
+      out.push_back(t);
+      continue;
+    }
+    const ImageEncoder::Prepared& p = t == image_token_id ? images[i++] : videos[v++];
+    IRIS_CHECK(p.tokens > 0) << "internal: a Qwen2.5-VL media item without its layout";
+    MediaEmbeds m;
+    m.position = static_cast<int32_t>(out.size());
+    m.length = p.tokens;
+    m.encoder_input = p.patches;
+    m.content_hash = p.cache_key();
+    m.grid_t = p.grid_t;
+    m.grid_h = p.grid_h;
+    m.grid_w = p.grid_w;
+    m.temporal_step = p.temporal_step;
+    out.insert(out.end(), static_cast<size_t>(m.length), t);
+    media.push_back(std::move(m));
   }
   prompt = std::move(out);
   return media;

@@ -56,6 +56,15 @@ MemoryPlan plan_memory(const ModelConfig& c, DType dtype, int world, int block_s
       m += h * nf * vd + h * h + (c.multimodal->projector_bias ? 2 * h : 0);
       bytes += static_cast<size_t>(m) * es;
     }
+    if (c.qwen_vl && r == 0) {  // Qwen2.5-VL's tower + merger, on rank 0 (qwen_vision.h)
+      const QwenVisionConfig& v = c.qwen_vl->vision;
+      const int64_t vd = v.hidden_size, vi = v.intermediate_size, u = v.merge_unit();
+      int64_t m = vd * v.patch_dim();
+      m += static_cast<int64_t>(v.depth) *
+           (2 * vd + 3 * vd * vd + 3 * vd + vd * vd + vd + 3 * vi * vd + 2 * vi + vd);
+      m += vd + u * vd * u * vd + u * vd + v.out_hidden_size * u * vd + v.out_hidden_size;
+      bytes += static_cast<size_t>(m) * es;
+    }
     RankMemory rm;
     rm.weight_bytes = bytes;
     rm.kv_bytes_per_block = 2ull * c.num_layers * block_size * kv * es;

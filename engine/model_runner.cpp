@@ -16,14 +16,17 @@ ModelRunner::ModelRunner(Backend& backend, Model& model, KvCache& kv, RunnerLimi
       << "runner limits";
   const int64_t t = limits.max_tokens, s = limits.max_seqs;
   token_ids_ = backend.allocate(DType::I32, {t});
-  positions_ = backend.allocate(DType::I32, {t});
+  position_rows_ = model.config().mrope_section.empty()
+                       ? 1 : static_cast<int>(model.config().mrope_section.size());
+  positions_ = position_rows_ == 1 ? backend.allocate(DType::I32, {t})
+                                   : backend.allocate(DType::I32, {t, position_rows_});
   slot_mapping_ = backend.allocate(DType::I32, {t});
   logits_indices_ = backend.allocate(DType::I32, {s});
   query_start_ = backend.allocate(DType::I32, {s + 1});
   seq_lens_ = backend.allocate(DType::I32, {s});
   block_tables_ = backend.allocate(DType::I32, {s, limits.max_blocks_per_seq});
   logits_ = backend.allocate(DType::F32, {s, model.vocab_shard().second});
-  if (model.config().multimodal) {
+  if (model.config().multimodal || model.config().qwen_vl) {
     embed_rows_ = backend.allocate(DType::I32, {t});
     embeds_ = backend.allocate(backend.compute_dtype(), {t, model.config().hidden_size});
     media_bidirectional_ = model.config().multimodal->gemma.has_value();
@@ -116,7 +119,15 @@ const std::vector<float>& ModelRunner::run(const std::vector<SeqChunk>& chunks,
     for (int i = 0; i < c.num_tokens; ++i) {
       const int pos = c.start_pos + i;
       h_tokens_.push_back(c.tokens[i]);
-      h_positions_.push_back(pos);
+      if (position_rows_ == 1) {
+        h_positions_.push_back(pos);
+      } else if (c.mrope) {
+        int32_t p3[3];
+        c.mrope->at(pos, p3);
+        h_positions_.insert(h_positions_.end(), p3, p3 + 3);
+      } else {
+        h_positions_.insert(h_positions_.end(), position_rows_, pos);
+      }
       h_slots_.push_back(c.block_table[pos / bs] * bs + pos % bs);
     }
     h_qstart_.push_back(static_cast<int32_t>(h_tokens_.size()));
@@ -136,7 +147,7 @@ const std::vector<float>& ModelRunner::run(const std::vector<SeqChunk>& chunks,
     h_tables_.resize(static_cast<size_t>(bucket) * mb, 0);
     for (int p = num_seqs; p < bucket; ++p) {
       h_tokens_.push_back(0);
-      h_positions_.push_back(0);
+      h_positions_.insert(h_positions_.end(), position_rows_, 0);
       h_slots_.push_back(-1);
       h_qstart_.push_back(p + 1);
       h_seq_lens_.push_back(1);

@@ -10,6 +10,7 @@
 #include <vector>
 
 #include "engine/models/model.h"
+#include "engine/mrope_positions.h"
 
 namespace iris {
 
@@ -26,6 +27,11 @@ struct MediaEmbeds {
   // computes `embeds` when a prefill chunk first needs them; null when `embeds` is given.
   // The runner reads only `embeds`.
   std::shared_ptr<const std::vector<float>> encoder_input;
+  // M-RoPE models (Qwen2.5-VL): the span's grid in language-model tokens (grid_t * grid_h *
+  // grid_w == length) and the temporal position step per grid frame (MropeSpan); unused
+  // (grid_t = 0) otherwise.
+  int32_t grid_t = 0, grid_h = 0, grid_w = 0;
+  double temporal_step = 0;
 };
 
 struct SeqChunk {
@@ -36,6 +42,9 @@ struct SeqChunk {
   int num_blocks = 0;                 // entries in block_table
   bool want_logits = false;           // sample after the chunk's last token
   const std::vector<MediaEmbeds>* media = nullptr;  // the sequence's media spans, if any
+  // M-RoPE models: the sequence's positions when its prompt has media (null = each of the
+  // three positions is the token index).
+  const MropePositions* mrope = nullptr;
 };
 
 struct RunnerLimits {
@@ -82,6 +91,7 @@ class ModelRunner {
   Model& model_;
   KvCache& kv_;
   RunnerLimits limits_;
+  int position_rows_ = 1;  // 3 with M-RoPE
   Buffer token_ids_, positions_, logits_indices_, query_start_, seq_lens_, block_tables_,
       slot_mapping_, logits_;
   Buffer embed_rows_, embeds_;  // multimodal models only

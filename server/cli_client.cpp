@@ -62,6 +62,8 @@ struct ClientCommandOptions {
   std::string model;
   std::string prompt, prompt_ids, message, system;
   std::vector<std::string> images;  // chat: image files sent with the (first) user message
+  std::vector<std::string> video_frames;  // chat: one video's frame files, after the images
+  double video_fps = 2.0;
   bool json = false;
   double timeout = 600;
 };
@@ -156,20 +158,26 @@ int run_client_chat(const ClientCommandOptions& o) {
   };
   if (!o.system.empty()) add(base, "system", o.system);
   // Images go first in the user message, as image parts.
+  auto read_part = [](const std::string& flag, const std::string& path, iris::v1::ImagePart* img) {
+    std::ifstream in(path, std::ios::binary);
+    if (!in) fail(flag, " ", path, ": cannot open");
+    std::stringstream ss;
+    ss << in.rdbuf();
+    img->set_data(ss.str());
+    const bool png = path.size() > 4 && path.compare(path.size() - 4, 4, ".png") == 0;
+    img->set_mime_type(png ? "image/png" : "image/jpeg");
+  };
   auto attach = [&](iris::v1::ChatRequest& r) {
-    if (o.images.empty()) return;
+    if (o.images.empty() && o.video_frames.empty()) return;
     iris::v1::ChatMessage* m = r.mutable_messages(r.messages_size() - 1);
     iris::v1::ChatMessage with_images;
     with_images.set_role(m->role());
-    for (const std::string& path : o.images) {
-      std::ifstream in(path, std::ios::binary);
-      if (!in) fail("--image ", path, ": cannot open");
-      std::stringstream ss;
-      ss << in.rdbuf();
-      iris::v1::ImagePart* img = with_images.add_content()->mutable_image();
-      img->set_data(ss.str());
-      const bool png = path.size() > 4 && path.compare(path.size() - 4, 4, ".png") == 0;
-      img->set_mime_type(png ? "image/png" : "image/jpeg");
+    for (const std::string& path : o.images)
+      read_part("--image", path, with_images.add_content()->mutable_image());
+    if (!o.video_frames.empty()) {
+      iris::v1::VideoPart* video = with_images.add_content()->mutable_video();
+      video->set_fps(o.video_fps);
+      for (const std::string& path : o.video_frames) read_part("--video-frame", path, video->add_frames());
     }
     for (const auto& part : m->content()) *with_images.add_content() = part;
     *m = std::move(with_images);
@@ -262,6 +270,12 @@ Command add_client(CLI::App& app) {
                    "image file (JPEG/PNG; repeat the flag for more) sent with the user message "
                    "(vision models)")
       ->allow_extra_args(false);  // one file per flag: the message stays positional
+  chat->add_option("--video-frame", opts->video_frames,
+                   "a frame (JPEG/PNG) of one video sent after the images, in order (repeat the "
+                   "flag per frame; Qwen2.5-VL)")
+      ->allow_extra_args(false);
+  chat->add_option("--video-fps", opts->video_fps, "frames per second of --video-frame")
+      ->capture_default_str();
   opts->sampling.add_to(*chat);
   chat->add_flag("--json", opts->json, "print each response message as a JSON line");
 

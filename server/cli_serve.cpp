@@ -55,6 +55,7 @@ struct ServeOptions {
   std::string tls_cert, tls_key, tls_client_ca;
   int max_images = 8;
   size_t max_image_bytes = 32u << 20;
+  int max_video_frames = 768;
   int image_decode_threads = 2;
   double max_constraint_compile_ms = 5000;
   uint64_t max_image_pixels = 89'478'485;
@@ -158,6 +159,7 @@ int run_serve(ServeOptions o) {
   so.version = IRIS_VERSION;
   so.max_images = o.max_images;
   so.max_image_bytes = o.max_image_bytes;
+  so.max_video_frames = o.max_video_frames;
   so.image_decode_threads = o.image_decode_threads;
   so.max_constraint_compile_ms = o.max_constraint_compile_ms;
   so.image_limits.max_pixels = o.max_image_pixels;
@@ -303,6 +305,11 @@ Command add_serve(CLI::App& app) {
                   "encoded image bytes per request at most (vision models)")->capture_default_str();
   sub->add_option("--image-decode-threads", opts->image_decode_threads,
                   "threads that decode and preprocess images (vision models)")->capture_default_str();
+  sub->add_option("--max-video-frames", opts->max_video_frames,
+                  "frames one video may carry at most (Qwen2.5-VL; the processor samples "
+                  "about 2 per second of them)")
+      ->capture_default_str()
+      ->check(CLI::PositiveNumber);
   sub->add_option("--max-images", opts->max_images, "images per request at most (vision models)")
       ->capture_default_str();
   sub->add_option("--max-image-pixels", opts->max_image_pixels,

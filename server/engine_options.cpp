@@ -1,6 +1,8 @@
 // Shared engine options and model loading for the CLI subcommands.
 #include "server/engine_options.h"
 
+#include <algorithm>
+
 #include <unistd.h>
 
 #include <cstdlib>
@@ -171,7 +173,12 @@ std::unique_ptr<Engine> LoadedModel::make_engine(const EngineConfig& config, con
   std::vector<RankModel> ranks;
   for (size_t r = 0; r < models.size(); ++r) ranks.push_back({backends[r].get(), models[r].get()});
   auto executor = std::make_unique<ModelExecutor>(std::move(ranks), std::move(comms), 2 * tp_timeout);
-  return std::make_unique<Engine>(std::move(executor), config, tokenizer, image_encoder.get());
+  EngineConfig ec = config;
+  // Qwen2.5-VL images vary in size: by default a step may encode (and the cache hold) the
+  // largest image the processor's max_pixels allows.
+  if (image_encoder && image_encoder->qwen_processor() && ec.max_num_encoder_tokens == 0)
+    ec.max_num_encoder_tokens = std::max(ec.max_num_batched_tokens, image_encoder->max_tokens_per_image());
+  return std::make_unique<Engine>(std::move(executor), ec, tokenizer, image_encoder.get());
 }
 
 std::string LoadedModel::memory_report(int num_kv_blocks, int block_size) const {

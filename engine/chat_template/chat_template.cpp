@@ -32,6 +32,8 @@ nlohmann::ordered_json ChatMessage::to_json() const {
   for (const ChatContentPart& p : parts) {
     if (p.kind == ChatContentPart::Kind::kText) {
       list.push_back({{"type", "text"}, {"text", p.text}});
+    } else if (p.kind == ChatContentPart::Kind::kVideo) {
+      list.push_back({{"type", "video"}});
     } else {
       list.push_back({{"type", "image"}});
     }

@@ -20,7 +20,7 @@ namespace iris {
 // {"type": "text", "text": ...} or {"type": "image"} (the template writes the image's
 // placeholder; the image itself travels beside the prompt).
 struct ChatContentPart {
-  enum class Kind { kText, kImage };
+  enum class Kind { kText, kImage, kVideo };  // kVideo: {"type": "video"} (Qwen2.5-VL)
   Kind kind = Kind::kText;
   std::string text;  // kText only
 };

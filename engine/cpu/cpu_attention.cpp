@@ -21,10 +21,15 @@ void qk_norm_rope_store_kv(ThreadPool& pool, Tensor& qkv, const Tensor& position
   const int64_t num_tokens = qkv.dim(0);
   const int hd = shape.head_dim;
   const int nq = shape.num_q_heads, nk = shape.num_kv_heads;
-  const int half = static_cast<int>(inv_freq.numel());
+  // M-RoPE passes P position rows per token and P frequency rows (engine/backend.h).
+  const int rows = inv_freq.shape.ndim == 2 ? static_cast<int>(inv_freq.dim(0)) : 1;
+  const int half = static_cast<int>(inv_freq.numel()) / rows;
   const int64_t row = shape.qkv_dim();
   IRIS_CHECK(qkv.dim(1) == row) << "qkv " << qkv.shape.str() << " vs qkv_dim " << row;
   IRIS_CHECK(2 * half <= hd) << "rotary dim " << 2 * half << " > head_dim " << hd;
+  IRIS_CHECK(positions.numel() >= num_tokens * rows)
+      << "positions " << positions.shape.str() << " for " << num_tokens << " tokens x " << rows
+      << " position rows";
   const int64_t block_size = kv.k.dim(1);
   const int64_t num_slots = kv.k.dim(0) * block_size;
   const int32_t* pos = positions.ptr<int32_t>();
@@ -37,9 +42,12 @@ void qk_norm_rope_store_kv(ThreadPool& pool, Tensor& qkv, const Tensor& position
   std::vector<float> cs(2 * half);
   for (int64_t t = t_begin; t < t_end; ++t) {
     float* r = qkv.ptr<float>() + t * row;
-    const float p = static_cast<float>(pos[t]);
     for (int i = 0; i < half; ++i) {
-      const float angle = p * freq[i];
+      // Summed in order over the position rows; with M-RoPE's zero-padded frequency rows only
+      // one term is non-zero, so the angle is exactly position * inv_freq as transformers has it.
+      float angle = 0.0f;
+      for (int j = 0; j < rows; ++j)
+        angle += static_cast<float>(pos[t * rows + j]) * freq[j * half + i];
       cs[i] = std::cos(angle);
       cs[half + i] = std::sin(angle);
     }

@@ -232,6 +232,9 @@ ModelConfig ModelConfig::from_json_checked(const json& j, const json& gen, const
   if (j.contains("architectures") && j["architectures"].is_array() && !j["architectures"].empty() &&
       j["architectures"][0] == "Gemma3ForConditionalGeneration")
     return parse_gemma3_multimodal(j, gen, source);
+  if (j.contains("architectures") && j["architectures"].is_array() && !j["architectures"].empty() &&
+      j["architectures"][0] == "Qwen2_5_VLForConditionalGeneration")
+    return parse_qwen2_5_vl(j, gen, source);  // engine/loader/qwen2_5_vl_config.cpp
   ModelConfig c;
   Reader r(j, source);
   if (!j.contains("architectures") || !j["architectures"].is_array() ||
@@ -258,7 +261,8 @@ ModelConfig ModelConfig::from_json_checked(const json& j, const json& gen, const
     fail(source, ": unknown architecture '", c.architecture_name,
          "' (supported: LlamaForCausalLM, MistralForCausalLM, Qwen2ForCausalLM, "
          "Qwen3ForCausalLM, MixtralForCausalLM, Qwen2MoeForCausalLM, Qwen3MoeForCausalLM, "
-         "Gemma3ForCausalLM, Gemma3ForConditionalGeneration, LlavaForConditionalGeneration)");
+         "Gemma3ForCausalLM, Gemma3ForConditionalGeneration, LlavaForConditionalGeneration, "
+         "Qwen2_5_VLForConditionalGeneration)");
   }
 
   c.vocab_size = r.get_positive("vocab_size");

@@ -137,6 +137,41 @@ struct MultimodalConfig {
   }
 };
 
+// Qwen2.5-VL's vision tower (transformers' Qwen2_5_VLVisionConfig): a ViT over
+// patch_size x patch_size x temporal_patch_size patches with 2-D rotary embeddings, window
+// attention (full attention in fullatt_block_indexes), RMSNorm and SwiGLU MLPs, and a patch
+// merger that folds each spatial_merge_size^2 patches into one language-model token.
+struct QwenVisionConfig {
+  int depth = 32;
+  int64_t hidden_size = 3584;
+  int64_t intermediate_size = 3420;
+  int num_heads = 16;
+  int in_channels = 3;
+  int patch_size = 14;
+  int spatial_merge_size = 2;
+  int temporal_patch_size = 2;
+  int window_size = 112;  // pixels per attention window side
+  int64_t out_hidden_size = 3584;
+  std::vector<int> fullatt_block_indexes{7, 15, 23, 31};
+  double tokens_per_second = 4;  // temporal M-RoPE positions per second of video
+  std::string hidden_act = "silu";
+
+  int head_dim() const { return static_cast<int>(hidden_size / num_heads); }
+  // Elements of one flattened patch, ordered (c, t, ky, kx) as Conv3d's weight.view(D, -1).
+  int patch_dim() const { return in_channels * temporal_patch_size * patch_size * patch_size; }
+  int merge_unit() const { return spatial_merge_size * spatial_merge_size; }
+};
+
+// Qwen2.5-VL (Qwen2_5_VLForConditionalGeneration): the special tokens around media and the
+// vision tower. The language model is Qwen2 with M-RoPE (ModelConfig::mrope_section).
+struct QwenVlConfig {
+  QwenVisionConfig vision;
+  int32_t image_token_id = 151655;
+  int32_t video_token_id = 151656;
+  int32_t vision_start_token_id = 151652;
+  int32_t vision_end_token_id = 151653;
+};
+
 struct ModelConfig {
   // As spelled in config.json. For LLaVA "LlavaForConditionalGeneration", while `arch` and
   // every text field below describe the language model (text_config).
@@ -168,6 +203,12 @@ struct ModelConfig {
   std::optional<GemmaConfig> gemma;
   // Set for LlavaForConditionalGeneration; empty for text-only models.
   std::optional<MultimodalConfig> multimodal;
+  // M-RoPE (Qwen2.5-VL, rope_scaling.mrope_section): the rotary frequencies split into
+  // temporal, height and width sections (counts of frequencies, summing to head_dim / 2),
+  // each rotated by its own position; empty = plain RoPE.
+  std::vector<int> mrope_section;
+  // Set for Qwen2_5_VLForConditionalGeneration.
+  std::optional<QwenVlConfig> qwen_vl;
 
   // Parses config.json (and generation_config.json when given, may be null). `source`
   // names the file in error messages.
@@ -179,5 +220,10 @@ struct ModelConfig {
   // Reads DIR/config.json and DIR/generation_config.json (if present).
   static ModelConfig from_dir(const std::string& dir);
 };
+
+// Qwen2_5_VLForConditionalGeneration's config.json (engine/loader/qwen2_5_vl_config.cpp);
+// from_json dispatches to it.
+ModelConfig parse_qwen2_5_vl(const nlohmann::json& config, const nlohmann::json& generation,
+                             const std::string& source);
 
 }  // namespace iris

@@ -2,8 +2,9 @@
 // relatives (Mixtral, Qwen2-MoE, Qwen3-MoE) written once against Ops.
 // Differences between the architectures are data, not code paths: q/k/v biases (Qwen2),
 // per-head q/k RMSNorm (Qwen3), tied embeddings, sliding windows, rope scaling — all read
-// from ModelConfig. q/k/v and gate/up are fused into one GEMM each at load time. The same
-// class is the language model of LLaVA: only the weight-name prefix differs, and a step may
+// from ModelConfig, as is Qwen2.5-VL's M-RoPE (three position rows per token, one frequency
+// table row per section). q/k/v and gate/up are fused into one GEMM each at load time. The same
+// class is the language model of LLaVA and Qwen2.5-VL: only the weight-name prefix differs, and a step may
 // carry image embeddings that replace the embeddings of its placeholder tokens. A sparse
 // layer's MLP is a MoeBlock (engine/models/moe.h) in place of the dense gate/up/down.
 // Gemma 3 (ModelConfig::gemma) is the same layer with four switches: the embedding scaled by
@@ -89,7 +90,15 @@ class LlamaModel final : public Model {
       lm_head_ = alloc({vocab_count_, h});
       load_into(ckpt, names.lm_head, {cfg.vocab_size, h}, vocab_rows, lm_head_, 0);
     }
-    inv_freq_ = upload_f32(rope_inv_freq(cfg.head_dim, cfg.rope_theta, cfg.rope_scaling));
+    if (cfg.mrope_section.empty()) {
+      inv_freq_ = upload_f32(rope_inv_freq(cfg.head_dim, cfg.rope_theta, cfg.rope_scaling));
+    } else {
+      const std::vector<float> table = mrope_inv_freq(
+          rope_inv_freq(cfg.head_dim, cfg.rope_theta, cfg.rope_scaling), cfg.mrope_section);
+      const int64_t rows = static_cast<int64_t>(cfg.mrope_section.size());
+      inv_freq_ = backend_.allocate(DType::F32, {rows, static_cast<int64_t>(table.size()) / rows});
+      backend_.upload(table.data(), DType::F32, inv_freq_.tensor);
+    }
     if (cfg.gemma) {
       // Sliding-window layers: their own base, no scaling. The embedding scale is rounded to
       // the dtype the embedding is stored in, as transformers multiplies in that dtype.

@@ -42,4 +42,14 @@ std::vector<float> rope_inv_freq(int rotary_dim, float theta, const RopeScaling&
   return inv;
 }
 
+std::vector<float> mrope_inv_freq(const std::vector<float>& inv_freq,
+                                  const std::vector<int>& sections) {
+  const size_t half = inv_freq.size();
+  std::vector<float> table(sections.size() * half, 0.0f);
+  size_t i = 0;
+  for (size_t j = 0; j < sections.size(); ++j)
+    for (int k = 0; k < sections[j] && i < half; ++k, ++i) table[j * half + i] = inv_freq[i];
+  return table;
+}
+
 }  // namespace iris

@@ -7,6 +7,23 @@ namespace iris {
 
 WeightNames weight_names(const Checkpoint& ckpt, const ModelConfig& config) {
   WeightNames n;
+  if (config.qwen_vl) {
+    // Qwen2.5-VL: the Hub's checkpoints use model.* / visual.*; transformers >= 4.52 saves
+    // model.language_model.* / model.visual.*. lm_head.weight in both (absent when tied).
+    const std::string current = "model.language_model.embed_tokens.weight";
+    const std::string hub = "model.embed_tokens.weight";
+    if (ckpt.has(current)) {
+      n.text_model = "model.language_model.";
+      n.vision_model = "model.visual.";
+    } else if (ckpt.has(hub)) {
+      n.text_model = "model.";
+      n.vision_model = "visual.";
+    } else {
+      fail(ckpt.dir(), ": a ", config.architecture_name, " checkpoint needs '", current,
+           "' (transformers >= 4.52 layout) or '", hub, "' (the Hub's layout); it has neither");
+    }
+    return n;
+  }
   if (!config.multimodal) return n;
   const std::string current = "model.language_model.embed_tokens.weight";
   const std::string legacy = "language_model.model.embed_tokens.weight";

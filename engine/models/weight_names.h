@@ -5,6 +5,9 @@
 //                     vision_tower.vision_model.*   multi_modal_projector.*
 //   current (>= 4.52) model.language_model.*   lm_head.weight
 //                     model.vision_tower.vision_model.*   model.multi_modal_projector.*
+// Qwen2.5-VL checkpoints likewise:
+//   the Hub's         model.*   lm_head.weight   visual.*
+//   current (>= 4.52) model.language_model.*   lm_head.weight   model.visual.*
 #pragma once
 
 #include <string>
@@ -18,6 +21,7 @@ struct WeightNames {
   std::string text_model = "model.";      // + embed_tokens.weight, layers.N.*, norm.weight
   std::string lm_head = "lm_head.weight";
   std::string vision_model;               // + embeddings.*, pre_layrnorm.*, encoder.layers.N.*
+                                          // (Qwen2.5-VL: + patch_embed.*, blocks.N.*, merger.*)
   std::string projector;                  // + linear_1.*, linear_2.*
 };
 

@@ -107,7 +107,15 @@ void structured_output(const Req& in, GenerationInput& out) {
 }
 
 ImageInput image_input(const iris::v1::ImagePart& part, const std::string& where) {
-  return ImageInput{part.data(), part.mime_type(), where + ".data", where + ".mime_type"};
+  ImageInput in;
+  in.data = part.data();
+  in.mime_type = part.mime_type();
+  in.where = where + ".data";
+  in.mime_where = where + ".mime_type";
+  in.min_pixels = part.min_pixels();
+  in.max_pixels = part.max_pixels();
+  in.pixels_where = where;
+  return in;
 }
 
 }  // namespace
@@ -409,6 +417,19 @@ grpc::ServerWriteReactor<GenerateResponse>* InferenceService::Chat(
         case iris::v1::ContentPart::kImage:
           p.kind = ChatInputPart::Kind::kImage;
           p.image = image_input(part.image(), pw + ".image");
+          break;
+        case iris::v1::ContentPart::kVideo:
+          p.kind = ChatInputPart::Kind::kVideo;
+          p.image.video = true;
+          p.image.where = pw + ".video";
+          p.image.fps_where = pw + ".video.fps";
+          p.image.video_fps = part.video().fps();
+          p.image.min_pixels = part.video().min_pixels();
+          p.image.max_pixels = part.video().max_pixels();
+          p.image.pixels_where = pw + ".video";
+          for (int f = 0; f < part.video().frames_size(); ++f)
+            p.image.frames.push_back(image_input(part.video().frames(f),
+                                                 pw + ".video.frames[" + std::to_string(f) + "]"));
           break;
         default:
           return rejected(layer_, "chat", invalid(pw + ": empty content part"));

@@ -244,6 +244,19 @@ ImageInput data_url_image(const std::string& url, const std::string& where) {
   return img;
 }
 
+// Qwen2.5-VL's per-item resized-area range: "min_pixels" / "max_pixels" on the content part, as
+// Qwen's own message format places them.
+void pixel_range(const json& part, const std::string& where, ImageInput& out) {
+  for (const char* key : {"min_pixels", "max_pixels"}) {
+    const json* v = field(part, key);
+    if (!v) continue;
+    if (!v->is_number_integer() || v->get<int64_t>() <= 0)
+      bad(where + "." + key + ": must be a positive integer");
+    (std::string(key) == "min_pixels" ? out.min_pixels : out.max_pixels) = v->get<int64_t>();
+  }
+  out.pixels_where = where;
+}
+
 // Chat messages → the request layer's messages; image URLs that must be fetched are listed.
 std::vector<ChatInputMessage> chat_messages(const json& body, const nlohmann::ordered_json& ordered,
                                             const std::vector<std::string>& allowed,
@@ -309,9 +322,38 @@ std::vector<ChatInputMessage> chat_messages(const json& body, const nlohmann::or
           } else {
             bad(uw + ": unsupported URL scheme (use data: or an allowed http(s) host)");
           }
+          pixel_range(part, pw, p.image);
+          cm.parts.push_back(std::move(p));
+        } else if (t == "video_url") {
+          // A video as its frames: {"url": [data: URL of each JPEG/PNG frame, ...], "fps": N}.
+          const json* vu = field(part, "video_url");
+          const std::string vw = pw + ".video_url";
+          if (!vu || !vu->is_object()) bad(vw + ": required {\"url\": [frame data: URLs], \"fps\": N}");
+          const json* url = field(*vu, "url");
+          if (url && url->is_string())
+            bad(vw + ".url: a video file is not accepted; send its frames as a list of data: URLs "
+                     "with \"fps\"");
+          if (!url || !url->is_array()) bad(vw + ".url: required list of frame data: URLs");
+          ChatInputPart p;
+          p.kind = ChatInputPart::Kind::kVideo;
+          p.image.video = true;
+          p.image.where = vw + ".url";
+          p.image.fps_where = vw + ".fps";
+          const json* fps = field(*vu, "fps");
+          if (!fps || !fps->is_number()) bad(vw + ".fps: required number (frames per second)");
+          p.image.video_fps = fps->get<double>();
+          for (size_t f = 0; f < url->size(); ++f) {
+            const std::string fw = vw + ".url[" + std::to_string(f) + "]";
+            const json& u = (*url)[f];
+            if (!u.is_string() || u.get<std::string>().rfind("data:", 0) != 0)
+              bad(fw + ": must be a data: URL of a JPEG or PNG frame");
+            p.image.frames.push_back(data_url_image(u.get<std::string>(), fw));
+          }
+          pixel_range(part, pw, p.image);
           cm.parts.push_back(std::move(p));
         } else {
-          bad(pw + ".type: unsupported content part type '" + t + "' (expected text or image_url)");
+          bad(pw + ".type: unsupported content part type '" + t +
+              "' (expected text, image_url or video_url)");
         }
       }
     } else {

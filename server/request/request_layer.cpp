@@ -555,9 +555,12 @@ Status RequestLayer::chat_prompt(const GenerationInput& in, std::vector<int32_t>
         cm.content += part.text;
         cm.parts.push_back(ChatContentPart{ChatContentPart::Kind::kText, part.text});
       } else {
-        if (!image_encoder_)
-          return invalid(part.image.where + ": model '" + options_.model_id + "' does not take images");
-        cm.parts.push_back(ChatContentPart{ChatContentPart::Kind::kImage, {}});
+        const bool video = part.kind == ChatInputPart::Kind::kVideo;
+        if (!image_encoder_ || (video && !image_encoder_->qwen_processor()))
+          return invalid(part.image.where + ": model '" + options_.model_id + "' does not take " +
+                         (video ? "videos" : "images"));
+        cm.parts.push_back(ChatContentPart{video ? ChatContentPart::Kind::kVideo
+                                                 : ChatContentPart::Kind::kImage, {}});
         images.push_back(part.image);
         as_parts = true;
       }
@@ -624,20 +627,65 @@ Status RequestLayer::attach_images(const std::vector<ImageInput>& images, const 
     return invalid(field + ": " + std::to_string(images.size()) + " images, at most " +
                    std::to_string(options_.max_images) + " per request (--max-images)");
   size_t total = 0;
-  for (const ImageInput& img : images) total += img.data.size();
+  for (const ImageInput& img : images) {
+    total += img.data.size();
+    for (const ImageInput& f : img.frames) total += f.data.size();
+  }
   if (total > options_.max_image_bytes)
     return invalid(field + ": " + std::to_string(total) + " bytes of images, at most " +
                    std::to_string(options_.max_image_bytes) + " per request (--max-image-bytes)");
-  // Header first, for every image: an oversized, truncated-header or unknown one is refused
-  // before anything is decoded.
-  for (const ImageInput& img : images) {
+  // Header first, for every image (and every video frame): an oversized, truncated-header or
+  // unknown one is refused before anything is decoded. Qwen2.5-VL: the header's size fixes
+  // the image's rows.
+  auto probe = [this](const ImageInput& img, image::ImageInfo& info) -> Status {
     const std::string& mime = img.mime_type;
     if (!mime.empty() && mime != "image/jpeg" && mime != "image/png" && mime != "image/jpg")
       return invalid((img.mime_where.empty() ? img.where : img.mime_where) + ": '" + mime +
                      "' (expected image/jpeg or image/png)");
     try {
       const auto* data = reinterpret_cast<const uint8_t*>(img.data.data());
-      image::probe(std::span<const uint8_t>(data, img.data.size()), options_.image_limits);
+      info = image::probe(std::span<const uint8_t>(data, img.data.size()), options_.image_limits);
+    } catch (const Error& e) {
+      return invalid(img.where + ": " + e.what());
+    }
+    return Status::OK();
+  };
+  std::vector<ImageEncoder::Prepared> image_layouts, video_layouts;
+  for (const ImageInput& img : images) {
+    if (Status s = check_pixel_range(img); !s.ok()) return s;
+    image::ImageInfo info;
+    if (!img.video) {
+      if (Status s = probe(img, info); !s.ok()) return s;
+      try {
+        image_layouts.push_back(
+            image_encoder_->layout(info.width, info.height, img.min_pixels, img.max_pixels));
+      } catch (const Error& e) {
+        return invalid(img.where + ": " + e.what());
+      }
+      continue;
+    }
+    // A video: frames present, not too many, all of the first frame's size.
+    if (!image_encoder_->qwen_processor())
+      return invalid(img.where + ": model '" + options_.model_id + "' does not take videos");
+    if (img.frames.empty()) return invalid(img.where + ": a video needs at least one frame");
+    if (static_cast<int>(img.frames.size()) > options_.max_video_frames)
+      return invalid(img.where + ": " + std::to_string(img.frames.size()) + " frames, at most " +
+                     std::to_string(options_.max_video_frames) + " per video (--max-video-frames)");
+    if (!(img.video_fps > 0) || !std::isfinite(img.video_fps) || img.video_fps > 1000)
+      return invalid(img.fps_where + ": must be a frame rate in (0, 1000] frames per second");
+    image::ImageInfo first;
+    for (size_t f = 0; f < img.frames.size(); ++f) {
+      if (Status s = probe(img.frames[f], info); !s.ok()) return s;
+      if (f == 0) first = info;
+      if (info.width != first.width || info.height != first.height)
+        return invalid(img.frames[f].where + ": frame of " + std::to_string(info.width) + "x" +
+                       std::to_string(info.height) + ", the video's first frame is " +
+                       std::to_string(first.width) + "x" + std::to_string(first.height));
+    }
+    try {
+      video_layouts.push_back(image_encoder_->layout_video(static_cast<int>(img.frames.size()),
+                                                           img.video_fps, first.width, first.height,
+                                                           img.min_pixels, img.max_pixels));
     } catch (const Error& e) {
       return invalid(img.where + ": " + e.what());
     }
@@ -645,28 +693,93 @@ Status RequestLayer::attach_images(const std::vector<ImageInput>& images, const 
   const int32_t token = image_encoder_->image_token_id();
   int placeholders = 0;
   for (int32_t t : prompt) placeholders += t == token;
-  if (placeholders != static_cast<int>(images.size()))
-    return invalid(field + ": " + std::to_string(images.size()) + " images for " +
+  if (placeholders != static_cast<int>(image_layouts.size()))
+    return invalid(field + ": " + std::to_string(image_layouts.size()) + " images for " +
                    std::to_string(placeholders) + " image placeholder tokens (id " +
                    std::to_string(token) + ") in the prompt");
+  if (image_encoder_->qwen_processor()) {
+    const int32_t vtoken = image_encoder_->video_token_id();
+    int vplaceholders = 0;
+    for (int32_t t : prompt) vplaceholders += t == vtoken;
+    if (vplaceholders != static_cast<int>(video_layouts.size()))
+      return invalid(field + ": " + std::to_string(video_layouts.size()) + " videos for " +
+                     std::to_string(vplaceholders) + " video placeholder tokens (id " +
+                     std::to_string(vtoken) + ") in the prompt");
+    // The spans now (the context checks need the expanded prompt); their pixels come from the
+    // decode pool.
+    media = expand_media_placeholders(prompt, token, image_layouts, vtoken, video_layouts);
+    return Status::OK();
+  }
   // The spans now (the context checks need the expanded prompt); their pixels come from the
   // decode pool, and the engine encodes them when the prefill reaches each image (or not at
   // all while the same pixels are in its encoder cache).
-  media = expand_image_placeholders(prompt, token, image_encoder_->tokens_per_image(),
-                                    std::vector<ImageEncoder::Prepared>(images.size()),
+  media = expand_image_placeholders(prompt, token, image_encoder_->tokens_per_image(), image_layouts,
                                     image_encoder_->markup());
   return Status::OK();
 }
 
+Status RequestLayer::check_pixel_range(const ImageInput& img) const {
+  if (img.min_pixels == 0 && img.max_pixels == 0) return Status::OK();
+  const image::QwenProcessorConfig* q = image_encoder_->qwen_processor();
+  if (!q)
+    return invalid(img.pixels_where + ".min_pixels: model '" + options_.model_id +
+                   "' resizes every image to one size; min_pixels/max_pixels do not apply");
+  const int64_t lo = img.min_pixels > 0 ? img.min_pixels : q->min_pixels;
+  const int64_t hi = img.max_pixels > 0 ? img.max_pixels : q->max_pixels;
+  const int64_t unit = static_cast<int64_t>(q->factor()) * q->factor();
+  if (hi > q->max_pixels)
+    return invalid(img.pixels_where + ".max_pixels: " + std::to_string(hi) +
+                   " exceeds the server's limit of " + std::to_string(q->max_pixels));
+  if (lo < unit)
+    return invalid(img.pixels_where + ".min_pixels: " + std::to_string(lo) +
+                   " is below one merged patch (" + std::to_string(unit) + " pixels)");
+  if (lo > hi)
+    return invalid(img.pixels_where + ".min_pixels: " + std::to_string(lo) + " exceeds max_pixels " +
+                   std::to_string(hi));
+  return Status::OK();
+}
+
 Status RequestLayer::decode_images(const std::vector<ImageInput>& images, EngineRequest& request) const {
+  // media[i] is images[i]'s span when the prompt holds only images; with videos (Qwen2.5-VL)
+  // the spans are in prompt order, images and videos each in their own order.
+  std::vector<size_t> span_of(images.size());
+  {
+    // (A span's first token is the video token for a video; for an image it is the image
+    // token, or with a markup such as Gemma 3's, the markup's fill token.)
+    const int32_t video_token = image_encoder_->video_token_id();
+    std::vector<size_t> image_spans, video_spans;
+    for (size_t k = 0; k < request.media.size(); ++k)
+      (video_token >= 0 &&
+               request.prompt.at(static_cast<size_t>(request.media[k].position)) == video_token
+           ? video_spans
+           : image_spans)
+          .push_back(k);
+    size_t ii = 0, vi = 0;
+    for (size_t i = 0; i < images.size(); ++i)
+      span_of[i] = images[i].video ? video_spans.at(vi++) : image_spans.at(ii++);
+  }
   for (size_t i = 0; i < images.size(); ++i) {
+    MediaEmbeds& span = request.media.at(span_of[i]);
     try {
-      const auto* data = reinterpret_cast<const uint8_t*>(images[i].data.data());
-      const ImageEncoder::Prepared p = image_encoder_->prepare(
-          std::span<const uint8_t>(data, images[i].data.size()), options_.image_limits);
+      ImageEncoder::Prepared p;
+      if (images[i].video) {
+        std::vector<std::span<const uint8_t>> frames;
+        for (const ImageInput& f : images[i].frames)
+          frames.emplace_back(reinterpret_cast<const uint8_t*>(f.data.data()), f.data.size());
+        p = image_encoder_->prepare_video(frames, images[i].video_fps, options_.image_limits,
+                                          images[i].min_pixels, images[i].max_pixels);
+      } else {
+        const auto* data = reinterpret_cast<const uint8_t*>(images[i].data.data());
+        p = image_encoder_->prepare(std::span<const uint8_t>(data, images[i].data.size()),
+                                    options_.image_limits, images[i].min_pixels,
+                                    images[i].max_pixels);
+      }
       if (metrics_) metrics_->on_image_prepared(p.decode_seconds, p.preprocess_seconds);
-      request.media.at(i).encoder_input = p.patches;
-      request.media.at(i).content_hash = p.cache_key();
+      if (p.tokens > 0 && p.tokens != span.length)
+        return invalid(images[i].where + ": the decoded media has " + std::to_string(p.tokens) +
+                       " rows, its header promised " + std::to_string(span.length));
+      span.encoder_input = p.patches;
+      span.content_hash = p.cache_key();
     } catch (const Error& e) {
       return invalid(images[i].where + ": " + e.what());
     }

@@ -45,6 +45,7 @@ struct ServiceOptions {
   int max_logit_bias = 300;  // logit_bias entries per request at most (OpenAI's cap)
   int max_images = 8;  // images per request at most
   size_t max_image_bytes = 32u << 20;  // encoded image bytes per request at most
+  int max_video_frames = 768;  // frames given per video at most (Qwen2.5-VL)
   int image_decode_threads = 2;         // workers that decode and preprocess images
   double max_constraint_compile_ms = 5000;  // structured-output compile time cap (0 = none)
   image::DecodeLimits image_limits;
@@ -70,13 +71,22 @@ struct ImageInput {
   std::string mime_type;  // "" = sniff
   std::string where;
   std::string mime_where;  // the mime type's field, when the API has one of its own
+  // A video (Qwen2.5-VL) instead of an image: its frames in order (each an encoded JPEG/PNG
+  // with its own `where`), shot at video_fps frames per second; `data` is unused.
+  bool video = false;
+  std::vector<ImageInput> frames;
+  double video_fps = 0;
+  std::string fps_where;
+  // Qwen2.5-VL: this item's resized-area range (0 = the processor's), and its field's prefix.
+  int64_t min_pixels = 0, max_pixels = 0;
+  std::string pixels_where;
 };
 
 struct ChatInputPart {
-  enum class Kind { kText, kImage };
+  enum class Kind { kText, kImage, kVideo };
   Kind kind = Kind::kText;
   std::string text;
-  ImageInput image;  // kImage
+  ImageInput image;  // kImage, kVideo (image.video set)
 };
 
 struct ChatInputMessage {
@@ -273,6 +283,8 @@ class RequestLayer {
   // placeholders into media spans whose pixels the decode pool provides.
   Status attach_images(const std::vector<ImageInput>& images, const std::string& field,
                        std::vector<int32_t>& prompt, std::vector<MediaEmbeds>& media) const;
+  // Qwen2.5-VL's per-item min_pixels/max_pixels: within the processor's range.
+  Status check_pixel_range(const ImageInput& img) const;
   Status decode_images(const std::vector<ImageInput>& images, EngineRequest& request) const;
   // Validates tools / tool_choice and the tool_calls of history messages.
   struct ToolPlan;

@@ -335,3 +335,40 @@ TEST_CASE("qk_norm_rope_store_kv: per-head norms, partial rotary, KV store, skip
   require_close(download(cpu(), kc.cpu()), download(gpu(), kc.gpu()), 1e-2, "K cache");
   require_close(download(cpu(), vc.cpu()), download(gpu(), vc.gpu()), 0.0, "V cache");
 }
+
+TEST_CASE("qk_norm_rope_store_kv with M-RoPE: three position rows, section-masked frequencies",
+          "[ops]") {
+  // Qwen2.5-VL's layout: positions [T, 3] (temporal, height, width), frequency table [3, D/2]
+  // holding each frequency in its mrope_section's row only.
+  const int d = 128, hq = 16, hkv = 2, t = 37, num_blocks = 8, block_size = 16;
+  const int sections[3] = {16, 24, 24};
+  AttentionShape shape{hq, hkv, d};
+  Pair qkv = random_pair({t, shape.qkv_dim()}, 51, 1.5f);
+  std::vector<float> table(3 * d / 2, 0.0f);
+  for (int i = 0, j = 0, k = 0; i < d / 2; ++i, ++k) {
+    if (k == sections[j]) { ++j; k = 0; }
+    table[j * (d / 2) + i] = 1.0f / std::pow(1000000.0f, 2.0f * i / static_cast<float>(d));
+  }
+  Pair freq = f32_pair(table, {3, d / 2});
+  std::vector<int32_t> pos(3 * t), slots(t);
+  for (int i = 0; i < t; ++i) {
+    pos[3 * i] = i < 10 ? i : 10 + 2 * (i / 6);   // temporal
+    pos[3 * i + 1] = i < 10 ? i : 10 + i % 6 / 2;  // row
+    pos[3 * i + 2] = i < 10 ? i : 10 + i % 2 + 40000;  // column (large: angle accuracy)
+    slots[i] = (i * 7) % (num_blocks * block_size);
+  }
+  IntPair p = int_pair(pos), s = int_pair(slots);
+  AttentionMetadata mc, mg;
+  mc.slot_mapping = s.c.tensor;
+  mg.slot_mapping = s.g.tensor;
+  mc.num_tokens = mg.num_tokens = t;
+  Pair kc = random_pair({num_blocks, block_size, hkv, d}, 52);
+  Pair vc = random_pair({num_blocks, block_size, hkv, d}, 53);
+  KvLayer kvc{kc.cpu(), vc.cpu()}, kvg{kc.gpu(), vc.gpu()};
+  cpu().ops().qk_norm_rope_store_kv(qkv.cpu(), p.c.tensor, freq.cpu(), Tensor{}, Tensor{}, 1e-6f,
+                                    shape, mc, kvc);
+  gpu().ops().qk_norm_rope_store_kv(qkv.gpu(), p.g.tensor, freq.gpu(), Tensor{}, Tensor{}, 1e-6f,
+                                    shape, mg, kvg);
+  require_close(download(cpu(), qkv.cpu()), download(gpu(), qkv.gpu()), 1e-2, "qkv after M-RoPE");
+  require_close(download(cpu(), kc.cpu()), download(gpu(), kc.gpu()), 1e-2, "K cache");
+}
