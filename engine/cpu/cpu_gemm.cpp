@@ -177,8 +177,16 @@ void linear_half(ThreadPool& pool, const float* x, int64_t m, int64_t k, const u
                  DType wdtype, int64_t n, float* y, std::vector<float>& scratch) {
   check_dtype(wdtype);
   if (m == 0 || n == 0) return;
-  if (m < kHalfGemmMinRows || k == 0) {
-    linear_half_rows(pool, x, m, k, w, wdtype, n, y);
+  if (m < kHalfGemmMinRows || k == 0) linear_half_rows(pool, x, m, k, w, wdtype, n, y);
+  else linear_half_tiles(pool, x, m, k, w, wdtype, n, y, scratch);
+}
+
+void linear_half_tiles(ThreadPool& pool, const float* x, int64_t m, int64_t k, const uint16_t* w,
+                       DType wdtype, int64_t n, float* y, std::vector<float>& scratch) {
+  check_dtype(wdtype);
+  if (m == 0 || n == 0) return;
+  if (k == 0) {
+    std::fill(y, y + m * n, 0.0f);
     return;
   }
   // Tiles of ~2 MiB of fp32 weights (a multiple of 16 rows): converted on the pool, then one

@@ -15,8 +15,7 @@
 namespace iris::cpu {
 
 // At this many activation rows and above, linear_half converts weight tiles and calls sgemm;
-// below it, the row kernel. (Measured on the ~125M Llama at 2 threads: the row kernel wins
-// up to ~8 rows, sgemm from ~16.)
+// below it, the row kernel (tools/bench/bench_half_gemm measures the crossover).
 inline constexpr int64_t kHalfGemmMinRows = 12;
 
 // True when the row kernels run the AVX2/FMA/F16C path on this CPU.
@@ -30,8 +29,10 @@ void half_to_f32(const uint16_t* src, DType dtype, float* dst, int64_t n);
 void linear_half(ThreadPool& pool, const float* x, int64_t m, int64_t k, const uint16_t* w,
                  DType wdtype, int64_t n, float* y, std::vector<float>& scratch);
 
-// The row kernel alone (any m), for tests and the benchmark of the two paths.
+// The two paths alone (any m), for tests and the benchmark that sets kHalfGemmMinRows.
 void linear_half_rows(ThreadPool& pool, const float* x, int64_t m, int64_t k, const uint16_t* w,
                       DType wdtype, int64_t n, float* y);
+void linear_half_tiles(ThreadPool& pool, const float* x, int64_t m, int64_t k, const uint16_t* w,
+                       DType wdtype, int64_t n, float* y, std::vector<float>& scratch);
 
 }  // namespace iris::cpu

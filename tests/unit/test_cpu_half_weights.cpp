@@ -55,9 +55,10 @@ TEST_CASE("bf16/f16 weight kernels match a float64 reference on odd shapes", "[c
         for (uint16_t& v : w) v = to_half(0.5f * nd(rng), d);
         std::vector<double> ref, mag;
         reference(x, w, d, c, ref, mag);
-        std::vector<float> y(c.m * c.n, NAN), y_rows(c.m * c.n, NAN);
+        std::vector<float> y(c.m * c.n, NAN), y_rows(c.m * c.n, NAN), y_tiles(c.m * c.n, NAN);
         cpu::linear_half(pool, x.data(), c.m, c.k, w.data(), d, c.n, y.data(), scratch);
         cpu::linear_half_rows(pool, x.data(), c.m, c.k, w.data(), d, c.n, y_rows.data());
+        cpu::linear_half_tiles(pool, x.data(), c.m, c.k, w.data(), d, c.n, y_tiles.data(), scratch);
         INFO(dtype_name(d) << " threads " << threads << " m " << c.m << " k " << c.k << " n " << c.n);
         for (int64_t i = 0; i < c.m * c.n; ++i) {
           REQUIRE(std::isfinite(y[i]));
@@ -65,6 +66,8 @@ TEST_CASE("bf16/f16 weight kernels match a float64 reference on odd shapes", "[c
           const double bound = static_cast<double>(c.k) * 6e-8 * mag[i] + 1e-30;
           REQUIRE(std::abs(y[i] - ref[i]) <= bound);
           REQUIRE(std::abs(y_rows[i] - ref[i]) <= bound);
+          REQUIRE(std::isfinite(y_tiles[i]));
+          REQUIRE(std::abs(y_tiles[i] - ref[i]) <= bound);
           worst = std::max(worst, std::abs(y[i] - ref[i]) / std::max(mag[i], 1e-30));
         }
       }
