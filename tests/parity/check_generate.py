@@ -37,9 +37,11 @@ def main():
         cmd = [a.iris, "generate", "--model", os.path.join(a.fixtures, c["model"]),
                "--prompt-ids", ",".join(map(str, c["prompt_ids"])),
                "--max-tokens", str(len(c["output_ids"])), "--temperature", "0",
-               "--ignore-eos", "--json", "--threads", "2",
-               # The reference numerics: fp32 weight matrices (the default stores bf16).
-               "--cpu-weight-dtype", "fp32"] + a.extra_args.split()
+               "--ignore-eos", "--json", "--threads", "2"] + a.extra_args.split()
+        # The reference numerics: fp32 weight matrices (the CLI's default stores bf16),
+        # unless --extra-args names another.
+        if "--cpu-weight-dtype" not in a.extra_args:
+            cmd += ["--cpu-weight-dtype", "fp32"]
         r = subprocess.run(cmd, capture_output=True, text=True)
         label = f'{c["model"]} prompt_len={len(c["prompt_ids"])}'
         if r.returncode != 0:
