@@ -171,6 +171,10 @@ class Backend {
   virtual std::string name() const = 0;
   // Dtype of weights, activations and the KV cache on this backend.
   virtual DType compute_dtype() const = 0;
+  // Dtype models store their large matrices in (linear weights, embedding tables); the
+  // backend's linear, embedding and embedding_shard accept it. Norm weights, biases,
+  // activations and the KV cache stay in compute_dtype(). Defaults to compute_dtype().
+  virtual DType weight_dtype() const { return compute_dtype(); }
 
   virtual Buffer allocate(DType dtype, Shape shape) = 0;
   // Writes n = dst.numel() elements stored as src_dtype on the host into dst, converting
@@ -211,6 +215,8 @@ class Backend {
   Communicator* comm_ = nullptr;
 };
 
-std::unique_ptr<Backend> make_cpu_backend(int num_threads);
+// weight_dtype: F32 (the reference numerics), BF16 or F16 (half the bytes per weight;
+// products and sums stay fp32).
+std::unique_ptr<Backend> make_cpu_backend(int num_threads, DType weight_dtype = DType::F32);
 
 }  // namespace iris

@@ -14,7 +14,8 @@ size_t MemoryPlan::total_weight_bytes() const {
   return t;
 }
 
-MemoryPlan plan_memory(const ModelConfig& c, DType dtype, int world, int block_size) {
+MemoryPlan plan_memory(const ModelConfig& c, DType dtype, int world, int block_size,
+                       DType weight_dtype) {
   MemoryPlan plan;
   plan.dtype = dtype;
   plan.block_size = block_size;
@@ -35,16 +36,17 @@ MemoryPlan plan_memory(const ModelConfig& c, DType dtype, int world, int block_s
   for (int r = 0; r < world; ++r) {
     const int64_t first = std::min<int64_t>(c.vocab_size, r * per_rank_vocab);
     const int64_t vocab = std::min<int64_t>(c.vocab_size, first + per_rank_vocab) - first;
-    int64_t n = vocab * h * (c.tie_word_embeddings ? 1 : 2) + h;  // embed (+ lm_head), norm
-    int64_t layer = 2 * h;                                       // input / post-attention norms
-    layer += (q + 2 * kv) * h + h * q + 2 * inter * h + h * inter;
+    int64_t n = h;                                                          // final norm
+    int64_t matrices = vocab * h * (c.tie_word_embeddings ? 1 : 2);          // embed (+ lm_head)
+    int64_t layer = 2 * h;                                    // input / post-attention norms
+    matrices += ((q + 2 * kv) * h + h * q + 2 * inter * h + h * inter) * c.num_layers;
     if (c.attention_bias) layer += q + 2 * kv;
     if (c.qk_norm) layer += 2 * d;
     if (c.gemma) layer += 2 * h;                                 // pre/post-feedforward norms
     if (c.o_proj_bias && r == 0) layer += h;
     if (c.mlp_bias) layer += 2 * inter + (r == 0 ? h : 0);
     n += layer * c.num_layers;
-    size_t bytes = static_cast<size_t>(n) * es;
+    size_t bytes = static_cast<size_t>(n) * es + static_cast<size_t>(matrices) * dtype_size(weight_dtype);
     if (c.multimodal && r == 0) {
       const VisionConfig& v = c.multimodal->vision;
       const int64_t vd = v.hidden_size, vi = v.intermediate_size;

@@ -29,7 +29,14 @@ struct MemoryPlan {
 
 // Mirrors the allocations of LlamaModel (engine/models/llama.cpp) and VisionEncoder
 // (engine/models/vision.cpp) for `world` ranks; tests hold it equal to Model::weight_bytes().
-MemoryPlan plan_memory(const ModelConfig& config, DType compute_dtype, int world, int block_size);
+// The dense matrices of the language model (embedding, LM head, projections) are counted
+// in `weight_dtype` (the backend's Backend::weight_dtype()), everything else in compute_dtype.
+MemoryPlan plan_memory(const ModelConfig& config, DType compute_dtype, int world, int block_size,
+                       DType weight_dtype);
+inline MemoryPlan plan_memory(const ModelConfig& config, DType compute_dtype, int world,
+                              int block_size) {
+  return plan_memory(config, compute_dtype, world, block_size, compute_dtype);
+}
 
 // "rank 0: weights 12.3 MiB + KV 4.0 MiB (256 blocks of 16 tokens, 16.0 KiB each)"
 std::string format_bytes(double bytes);

@@ -39,6 +39,11 @@ void EngineOptions::add_to(CLI::App& app) {
                  "fraction of each GPU's memory Iris may hold (weights + KV cache)")
       ->capture_default_str();
   app.add_option("--threads", threads, "CPU threads (0 = all cores), shared by the ranks");
+  app.add_option("--cpu-weight-dtype", cpu_weight_dtype,
+                 "CPU: dtype the weight matrices are stored in: bf16 or f16 (half the memory, "
+                 "faster decode; products and sums stay fp32) or fp32 (reference numerics)")
+      ->check(CLI::IsMember({"bf16", "f16", "fp32"}))
+      ->capture_default_str();
   app.add_option("--tensor-parallel-size,--tp", tensor_parallel_size,
                  "ranks the model is split across (CPU: threads; CUDA: GPUs)")
       ->capture_default_str();
@@ -73,7 +78,8 @@ void check_memory(const LoadedModel& m, const EngineOptions& opts,
   const int world = static_cast<int>(m.backends.size());
   const DType dtype = m.backends[0]->compute_dtype();
   const int block = opts.engine.block_size > 0 ? opts.engine.block_size : 16;
-  const MemoryPlan plan = plan_memory(m.config, dtype, world, block);
+  const DType wdtype = m.backends[0]->weight_dtype();
+  const MemoryPlan plan = plan_memory(m.config, dtype, world, block, wdtype);
   const int64_t max_len = opts.engine.max_model_len > 0
                               ? std::min<int64_t>(opts.engine.max_model_len, m.config.max_position_embeddings)
                               : m.config.max_position_embeddings;
@@ -81,7 +87,8 @@ void check_memory(const LoadedModel& m, const EngineOptions& opts,
   const int64_t min_blocks = opts.engine.num_kv_blocks > 0 ? opts.engine.num_kv_blocks : 2;
   // CPU ranks share the host's memory; each device rank has its own.
   const bool shared = m.backends[0]->kind() == DeviceKind::kCpu;
-  std::string lines = "memory plan (" + std::string(dtype_name(dtype)) + " weights and KV, TP " +
+  std::string lines = "memory plan (" + std::string(dtype_name(wdtype)) + " weight matrices, " +
+                      std::string(dtype_name(dtype)) + " KV, TP " +
                       std::to_string(world) + (m.checkpoint->quantization()
                                                    ? ", checkpoint " + m.checkpoint->quantization()->describe()
                                                    : std::string()) + "):";
@@ -114,7 +121,7 @@ void check_memory(const LoadedModel& m, const EngineOptions& opts,
     if (shared_need > avail)
       refusal = std::to_string(world) + " CPU rank(s) need " +
                 format_bytes(static_cast<double>(plan.total_weight_bytes())) + " of " +
-                std::string(dtype_name(dtype)) + " weights + " +
+                std::string(dtype_name(wdtype)) + " weights + " +
                 format_bytes(static_cast<double>(shared_need - plan.total_weight_bytes())) +
                 " of KV cache (" + std::to_string(min_blocks) + " blocks per rank) but the host has " +
                 format_bytes(static_cast<double>(avail)) + " available";
@@ -124,6 +131,13 @@ void check_memory(const LoadedModel& m, const EngineOptions& opts,
 }
 
 }  // namespace
+
+DType cpu_weight_dtype(const std::string& name) {
+  if (name == "fp32") return DType::F32;
+  if (name == "bf16") return DType::BF16;
+  if (name == "f16") return DType::F16;
+  fail("--cpu-weight-dtype must be bf16, f16 or fp32, got '", name, "'");
+}
 
 LoadedModel load(const std::string& dir, const EngineOptions& opts,
                  const std::function<void(const std::string&)>& report) {
@@ -145,7 +159,7 @@ LoadedModel load(const std::string& dir, const EngineOptions& opts,
     if (device) {
       m.backends.push_back(make_device_backend(opts.device, DeviceOptions{r, opts.gpu_memory_utilization}));
     } else {
-      m.backends.push_back(make_cpu_backend(per_rank));
+      m.backends.push_back(make_cpu_backend(per_rank, cpu_weight_dtype(opts.cpu_weight_dtype)));
     }
   }
   check_memory(m, opts, report);

@@ -25,6 +25,9 @@ struct EngineOptions {
   bool no_prefix_caching = false;
   std::string device = "cpu";
   int threads = 0;
+  // How the CPU backend stores the dense matrices: "bf16" (default), "f16" or "fp32" (the
+  // reference numerics the parity tests check).
+  std::string cpu_weight_dtype = "bf16";
   int tensor_parallel_size = 1;
   bool enable_expert_parallel = false;
   double gpu_memory_utilization = 0.9;
@@ -53,6 +56,10 @@ struct LoadedModel {
   // One line per rank: device, weight bytes and (after make_engine) KV bytes.
   std::string memory_report(int num_kv_blocks, int block_size) const;
 };
+
+// The DType of a --cpu-weight-dtype value ("bf16", "f16", "fp32"); fails naming the option
+// for anything else.
+DType cpu_weight_dtype(const std::string& name);
 
 // Loads `dir` on the device the options name; fails clearly for an unusable device. Before
 // reading weights it plans each rank's weight and KV bytes (passed to `report` when given)

@@ -112,11 +112,15 @@ void paged_attention(ThreadPool& pool, const Tensor& qkv, const KvLayer& kv, con
     }
   }
 
+  // Causal prefill: token t costs ~t. Items are visited front and back alternately (tokens
+  // 0, T-1, 1, T-2, …) so every contiguous range the pool hands a thread carries about the
+  // same work; each (token, head) is computed exactly as before, only the split changes.
   pool.parallel_for(static_cast<int64_t>(num_tokens) * nq, [&](int64_t i_begin, int64_t i_end) {
     std::vector<float> scores;
     std::vector<float> acc(hd);
     for (int64_t item = i_begin; item < i_end; ++item) {
-      const int t = static_cast<int>(item / nq);
+      const int u = static_cast<int>(item / nq);
+      const int t = (u % 2 == 0) ? u / 2 : num_tokens - 1 - u / 2;
       const int h = static_cast<int>(item % nq);
       const int s = seq_of[t];
       const int q_len = qstart[s + 1] - qstart[s];

@@ -1,5 +1,7 @@
-// The CPU reference backend: fp32 weights and activations, GEMMs through OpenBLAS, the
-// other ops as loops split over a thread pool. It defines the numerics every other backend is tested against.
+// The CPU reference backend: fp32 activations, GEMMs through OpenBLAS, the other ops as loops
+// split over a thread pool. With fp32 weights it defines the numerics every other backend is
+// tested against; it can also store the dense matrices as bf16 or f16 (cpu_gemm.h), which
+// halves the bytes a decode step reads.
 #include <cblas.h>
 
 #include <cmath>
@@ -9,9 +11,11 @@
 #include <string>
 #include <thread>
 #include <algorithm>
+#include <vector>
 
 #include "engine/backend.h"
 #include "engine/core/check.h"
+#include "engine/cpu/cpu_gemm.h"
 #include "engine/cpu/cpu_kernels.h"
 
 namespace iris {
@@ -31,6 +35,18 @@ void check_f32(const Tensor& t, const char* what) {
                                     << dtype_name(t.dtype);
 }
 
+bool is_half(DType d) { return d == DType::BF16 || d == DType::F16; }
+
+// Row `row` of a [rows, h] table stored as F32, BF16 or F16, into dst as fp32.
+void table_row(const Tensor& table, int64_t row, int64_t h, float* dst) {
+  if (table.dtype == DType::F32) {
+    std::memcpy(dst, table.ptr<float>() + row * h, h * sizeof(float));
+  } else {
+    IRIS_CHECK(is_half(table.dtype)) << "embedding table dtype " << dtype_name(table.dtype);
+    half_to_f32(table.ptr<uint16_t>() + row * h, table.dtype, dst, h);
+  }
+}
+
 class CpuOps final : public Ops {
  public:
   CpuOps(ThreadPool& pool, Communicator* const* comm) : pool_(pool), comm_(comm) {}
@@ -41,7 +57,7 @@ class CpuOps final : public Ops {
     const int32_t* id = ids.ptr<int32_t>();
     for (int64_t t = 0; t < n; ++t) {
       IRIS_CHECK(id[t] >= 0 && id[t] < v) << "token id " << id[t] << " outside vocab " << v;
-      std::memcpy(out.ptr<float>() + t * h, table.ptr<float>() + id[t] * h, h * sizeof(float));
+      table_row(table, id[t], h, out.ptr<float>() + t * h);
     }
   }
 
@@ -53,19 +69,21 @@ class CpuOps final : public Ops {
     for (int64_t t = 0; t < n; ++t) {
       const int64_t local = static_cast<int64_t>(id[t]) - vocab_start;
       float* o = out.ptr<float>() + t * h;
-      if (local >= 0 && local < rows) std::memcpy(o, table.ptr<float>() + local * h, h * sizeof(float));
+      if (local >= 0 && local < rows) table_row(table, local, h, o);
       else std::memset(o, 0, h * sizeof(float));
     }
   }
 
   void linear(const Tensor& x, const Tensor& w, const Tensor& bias, Tensor& out) override {
     check_f32(x, "linear input");
-    check_f32(w, "linear weight");
     const int64_t m = x.dim(0), k = x.dim(1), n = w.dim(0);
     IRIS_CHECK(w.dim(1) == k && out.dim(0) == m && out.dim(1) == n)
         << "linear x " << x.shape.str() << " w " << w.shape.str() << " out " << out.shape.str();
     if (m == 0) return;
-    if (m == 1) {
+    if (is_half(w.dtype)) {
+      linear_half(pool_, x.ptr<float>(), m, k, w.ptr<uint16_t>(), w.dtype, n, out.ptr<float>(),
+                  scratch_);
+    } else if (check_f32(w, "linear weight"); m == 1) {
       cblas_sgemv(CblasRowMajor, CblasNoTrans, n, k, 1.0f, w.ptr<float>(), k, x.ptr<float>(), 1,
                   0.0f, out.ptr<float>(), 1);
     } else {
@@ -279,14 +297,18 @@ class CpuOps final : public Ops {
  private:
   ThreadPool& pool_;
   Communicator* const* comm_;  // the backend's communicator slot
+  std::vector<float> scratch_;  // fp32 tiles of 16-bit weights for the prefill sgemm
 };
 
 class CpuBackend final : public Backend {
  public:
-  explicit CpuBackend(int num_threads)
-      : pool_(num_threads > 0 ? num_threads
+  CpuBackend(int num_threads, DType weight_dtype)
+      : weight_dtype_(weight_dtype),
+        pool_(num_threads > 0 ? num_threads
                               : static_cast<int>(std::max(1u, std::thread::hardware_concurrency()))),
         ops_(pool_, &comm_) {
+    IRIS_CHECK(weight_dtype == DType::F32 || is_half(weight_dtype))
+        << "CPU weight dtype must be F32, BF16 or F16, got " << dtype_name(weight_dtype);
 #if defined(__SANITIZE_THREAD__)
     // OpenBLAS's own worker threads are not instrumented (they hand work over through spin
     // flags ThreadSanitizer cannot see): under TSan, BLAS runs on the calling thread.
@@ -298,6 +320,7 @@ class CpuBackend final : public Backend {
   DeviceKind kind() const override { return DeviceKind::kCpu; }
   std::string name() const override { return "cpu"; }
   DType compute_dtype() const override { return DType::F32; }
+  DType weight_dtype() const override { return weight_dtype_; }
 
   Buffer allocate(DType dtype, Shape shape) override {
     Buffer b;
@@ -317,6 +340,21 @@ class CpuBackend final : public Backend {
     const size_t n = static_cast<size_t>(dst.numel());
     if (dst.dtype == DType::F32) {
       convert_to_f32(src, src_dtype, dst.ptr<float>(), n);
+    } else if (is_half(dst.dtype) && src_dtype != dst.dtype) {
+      // Through fp32, in chunks, rounding to nearest even (bf16 → f16 or fp32 → 16 bits).
+      std::vector<float> tmp(std::min<size_t>(n, 1 << 16));
+      uint16_t* d = dst.ptr<uint16_t>();
+      const size_t es = dtype_size(src_dtype);
+      for (size_t i = 0; i < n; i += tmp.size()) {
+        const size_t c = std::min(tmp.size(), n - i);
+        convert_to_f32(static_cast<const char*>(src) + i * es, src_dtype, tmp.data(), c);
+        for (size_t j = 0; j < c; ++j) {
+          IRIS_CHECK(!std::isnan(tmp[j])) << "NaN in a weight uploaded as " << dtype_name(dst.dtype);
+          d[i + j] = dst.dtype == DType::BF16 ? f32_to_bf16(tmp[j]) : f32_to_f16(tmp[j]);
+          IRIS_CHECK(dst.dtype != DType::F16 || std::isinf(tmp[j]) || (d[i + j] & 0x7c00) != 0x7c00)
+              << "weight " << tmp[j] << " is outside the F16 range; use bf16 or fp32 weights";
+        }
+      }
     } else {
       IRIS_CHECK(src_dtype == dst.dtype) << "cpu upload " << dtype_name(src_dtype) << " -> "
                                          << dtype_name(dst.dtype);
@@ -325,6 +363,10 @@ class CpuBackend final : public Backend {
   }
 
   void download_f32(const Tensor& src, float* dst) override {
+    if (is_half(src.dtype)) {
+      half_to_f32(src.ptr<uint16_t>(), src.dtype, dst, src.numel());
+      return;
+    }
     check_f32(src, "download");
     std::memcpy(dst, src.data, src.bytes());
   }
@@ -349,6 +391,7 @@ class CpuBackend final : public Backend {
   Ops& ops() override { return ops_; }
 
  private:
+  DType weight_dtype_;
   ThreadPool pool_;
   CpuOps ops_;
 };
@@ -356,8 +399,8 @@ class CpuBackend final : public Backend {
 }  // namespace
 }  // namespace cpu
 
-std::unique_ptr<Backend> make_cpu_backend(int num_threads) {
-  return std::make_unique<cpu::CpuBackend>(num_threads);
+std::unique_ptr<Backend> make_cpu_backend(int num_threads, DType weight_dtype) {
+  return std::make_unique<cpu::CpuBackend>(num_threads, weight_dtype);
 }
 
 }  // namespace iris

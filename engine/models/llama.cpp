@@ -81,13 +81,13 @@ class LlamaModel final : public Model {
     IRIS_CHECK(vocab_count_ > 0) << "vocabulary of " << cfg.vocab_size << " too small for "
                                  << world << " ranks";
     const Slice vocab_rows{0, vocab_first_, vocab_count_};
-    embed_ = alloc({vocab_count_, h});
+    embed_ = alloc_matrix({vocab_count_, h});
     load_into(ckpt, names.text_model + "embed_tokens.weight", {cfg.vocab_size, h}, vocab_rows, embed_, 0);
     final_norm_ = load_norm(ckpt, names.text_model + "norm.weight", h);
     if (cfg.tie_word_embeddings) {
       lm_head_ = embed_;
     } else {
-      lm_head_ = alloc({vocab_count_, h});
+      lm_head_ = alloc_matrix({vocab_count_, h});
       load_into(ckpt, names.lm_head, {cfg.vocab_size, h}, vocab_rows, lm_head_, 0);
     }
     if (cfg.mrope_section.empty()) {
@@ -127,7 +127,7 @@ class LlamaModel final : public Model {
       }
 
       const int64_t qr = shape_.q_dim(), kr = shape_.kv_dim();
-      w.qkv = alloc({qr + 2 * kr, h});
+      w.qkv = alloc_matrix({qr + 2 * kr, h});
       load_into(ckpt, p + "self_attn.q_proj.weight", {nq * d, h}, {0, q0 * d, qr}, w.qkv, 0);
       load_into(ckpt, p + "self_attn.k_proj.weight", {nk * d, h}, {0, k0 * d, kr}, w.qkv, qr);
       load_into(ckpt, p + "self_attn.v_proj.weight", {nk * d, h}, {0, k0 * d, kr}, w.qkv, qr + kr);
@@ -141,7 +141,7 @@ class LlamaModel final : public Model {
         w.q_norm = load_norm(ckpt, p + "self_attn.q_norm.weight", d);
         w.k_norm = load_norm(ckpt, p + "self_attn.k_norm.weight", d);
       }
-      w.o_proj = alloc({h, qr});
+      w.o_proj = alloc_matrix({h, qr});
       load_into(ckpt, p + "self_attn.o_proj.weight", {h, nq * d}, {1, q0 * d, qr}, w.o_proj, 0);
       // A row-parallel bias is added once, after the all-reduce: rank 0 holds it.
       if (cfg.o_proj_bias && par.rank == 0) w.o_bias = load(ckpt, p + "self_attn.o_proj.bias", {h});
@@ -151,10 +151,10 @@ class LlamaModel final : public Model {
         continue;
       }
       const int64_t i0 = par.rank * inter_, ifull = cfg.intermediate_size;
-      w.gate_up = alloc({2 * inter_, h});
+      w.gate_up = alloc_matrix({2 * inter_, h});
       load_into(ckpt, p + "mlp.gate_proj.weight", {ifull, h}, {0, i0, inter_}, w.gate_up, 0);
       load_into(ckpt, p + "mlp.up_proj.weight", {ifull, h}, {0, i0, inter_}, w.gate_up, inter_);
-      w.down = alloc({h, inter_});
+      w.down = alloc_matrix({h, inter_});
       load_into(ckpt, p + "mlp.down_proj.weight", {h, ifull}, {1, i0, inter_}, w.down, 0);
       if (cfg.mlp_bias) {
         w.gate_up_bias = alloc({2 * inter_});
@@ -280,6 +280,13 @@ class LlamaModel final : public Model {
  private:
   Buffer alloc(Shape shape) {
     Buffer b = backend_.allocate(backend_.compute_dtype(), shape);
+    weight_bytes_ += b.tensor.bytes();
+    return b;
+  }
+  // The dense matrices (embedding, LM head, attention and MLP projections) in the backend's
+  // weight dtype.
+  Buffer alloc_matrix(Shape shape) {
+    Buffer b = backend_.allocate(backend_.weight_dtype(), shape);
     weight_bytes_ += b.tensor.bytes();
     return b;
   }

@@ -38,6 +38,10 @@ def main():
                "--prompt-ids", ",".join(map(str, c["prompt_ids"])),
                "--max-tokens", str(len(c["output_ids"])), "--temperature", "0",
                "--ignore-eos", "--json", "--threads", "2"] + a.extra_args.split()
+        # The reference numerics: fp32 weight matrices (the CLI's default stores bf16),
+        # unless --extra-args names another.
+        if "--cpu-weight-dtype" not in a.extra_args:
+            cmd += ["--cpu-weight-dtype", "fp32"]
         r = subprocess.run(cmd, capture_output=True, text=True)
         label = f'{c["model"]} prompt_len={len(c["prompt_ids"])}'
         if r.returncode != 0:

@@ -38,18 +38,19 @@ TEST_CASE("memory plan equals the loaded model's weight and KV bytes") {
     const auto dir = write_checkpoint("plan" + std::to_string(v), variants[v], weights);
     const ModelConfig cfg = ModelConfig::from_dir(dir);
     auto ck = Checkpoint::open(dir);
-    for (int world : {1, 2}) {
-      const MemoryPlan plan = plan_memory(cfg, DType::F32, world, 16);
+    for (int world : {1, 2})
+    for (DType wd : {DType::F32, DType::BF16}) {  // fp32 or 16-bit weight matrices
+      const MemoryPlan plan = plan_memory(cfg, DType::F32, world, 16, wd);
       REQUIRE(plan.ranks.size() == static_cast<size_t>(world));
       for (int r = 0; r < world; ++r) {
-        auto backend = make_cpu_backend(1);
+        auto backend = make_cpu_backend(1, wd);
         auto model = load_model(*ck, cfg, *backend, ParallelConfig{r, world});
-        INFO("variant " << v << " rank " << r << " of " << world);
+        INFO("variant " << v << " rank " << r << " of " << world << " weights " << dtype_name(wd));
         CHECK(plan.ranks[r].weight_bytes == model->weight_bytes());
         CHECK(plan.ranks[r].kv_bytes_per_block == kv_bytes_per_block(*backend, *model, 16));
         ++checked;
       }
     }
   }
-  CHECK(checked == 12);
+  CHECK(checked == 24);
 }

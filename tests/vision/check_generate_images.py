@@ -33,7 +33,7 @@ def main():
                "--prompt-ids", ",".join(map(str, c["prompt_ids"])),
                "--max-tokens", str(len(c["output_ids"])), "--temperature", "0",
                "--ignore-eos", "--json", "--threads", "2", "--tensor-parallel-size", str(tp),
-               "--max-num-batched-tokens", "7"]
+               "--max-num-batched-tokens", "7", "--cpu-weight-dtype", "fp32"]
         for img in c["images"]:
             cmd += ["--image", img]
         r = subprocess.run(cmd, capture_output=True, text=True)

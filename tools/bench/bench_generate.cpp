@@ -84,7 +84,8 @@ int main(int argc, char** argv) {
   const bool help = argc > 1 && std::string(argv[1]) == "--help";
   if (argc < 2 || help) {
     std::fprintf(help ? stdout : stderr,
-                 "usage: %s MODEL_DIR [prompt_tokens] [decode_tokens] [threads] [cpu|cuda]\n",
+                 "usage: %s MODEL_DIR [prompt_tokens] [decode_tokens] [threads] [cpu|cuda] "
+                 "[fp32|bf16|f16 (CPU weight matrices, default fp32)]\n",
                  argv[0]);
     return help ? 0 : 2;
   }
@@ -92,13 +93,17 @@ int main(int argc, char** argv) {
   const int decode = argc > 3 ? std::atoi(argv[3]) : 64;
   const int threads = argc > 4 ? std::atoi(argv[4]) : 0;
   const std::string device = argc > 5 ? argv[5] : "cpu";
+  const std::string weights = argc > 6 ? argv[6] : "fp32";
   try {
     IRIS_CHECK(prompt_len > 0 && decode > 0) << "prompt_tokens and decode_tokens must be positive";
     const ModelConfig cfg = ModelConfig::from_dir(argv[1]);
     auto ck = Checkpoint::open(argv[1]);
     std::unique_ptr<Backend> backend;
     if (device == "cpu") {
-      backend = make_cpu_backend(threads);
+      const DType wd = weights == "bf16" ? DType::BF16 : weights == "f16" ? DType::F16 : DType::F32;
+      IRIS_CHECK(wd != DType::F32 || weights == "fp32")
+          << "weight dtype must be fp32, bf16 or f16, got " << weights;
+      backend = make_cpu_backend(threads, wd);
     } else if (device == "cuda") {
 #ifdef IRIS_HAVE_CUDA
       backend = make_cuda_backend(CudaBackendOptions{});
@@ -138,12 +143,13 @@ int main(int argc, char** argv) {
     if (bw == 0) bw = host_copy_bandwidth_gbs();
     const double floor_ms = (weight_gb + kv_gb) / bw * 1e3;
     // Matmul FLOPs of the prefill: 2 per weight per token, plus causal attention.
-    const double params = model->weight_bytes() / es;
+    const double params = model->weight_bytes() / static_cast<double>(dtype_size(backend->weight_dtype()));
     const double attn_flops = 4.0 * cfg.num_layers * s.q_dim() * 0.5 * prompt_len * prompt_len;
     const double prefill_tflops =
         (2.0 * params * prompt_len + attn_flops) / r.prefill_seconds / 1e12;
 
-    std::printf("model: %s  weights %.1f MB (%s on %s)\n", argv[1], weight_gb * 1e3,
+    std::printf("model: %s  weights %.1f MB (%s matrices, %s compute on %s)\n", argv[1],
+                weight_gb * 1e3, std::string(dtype_name(backend->weight_dtype())).c_str(),
                 std::string(dtype_name(backend->compute_dtype())).c_str(), backend->name().c_str());
     std::printf(
         "prefill (time to first token): %d tokens in %.1f ms = %.0f tokens/s, ~%.1f TFLOP/s\n",
