@@ -27,7 +27,7 @@ struct EngineOptions {
   int threads = 0;
   // How the CPU backend stores the dense matrices: "bf16" (default), "f16" or "fp32" (the
   // reference numerics the parity tests check).
-  std::string cpu_weight_dtype = "bf16";
+  std::string cpu_weight_dtype = "fp32";
   int tensor_parallel_size = 1;
   bool enable_expert_parallel = false;
   double gpu_memory_utilization = 0.9;
