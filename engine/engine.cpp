@@ -232,11 +232,12 @@ void Engine::admit_pending() {
                                      << " needs encoding, and this engine has no media encoder";
           media_encoder_->check_item(m);
         }
-        if (!model_config_.mrope_section.empty())
+        if (!model_config_.mrope_section.empty()) {
           IRIS_CHECK(m.grid_t > 0 && m.grid_h > 0 && m.grid_w > 0 &&
                      static_cast<int64_t>(m.grid_t) * m.grid_h * m.grid_w == m.length)
               << "media span at " << m.position << " of " << m.length << " tokens has grid "
               << m.grid_t << "x" << m.grid_h << "x" << m.grid_w;
+        }
         media_end = m.position + m.length;
       }
       for (int32_t t : r.prompt)

@@ -99,7 +99,9 @@ ImageEncoder::Prepared ImageEncoder::prepare(std::span<const uint8_t> bytes,
     const image::QwenProcessorConfig& q = qwen_processor_;
     image::QwenPatches p = image::qwen_preprocess_image(
         img, q, min_pixels > 0 ? min_pixels : q.min_pixels, max_pixels > 0 ? max_pixels : q.max_pixels);
-    Prepared out{std::make_shared<const std::vector<float>>(std::move(p.data)), image::content_hash(img)};
+    Prepared out;
+    out.patches = std::make_shared<const std::vector<float>>(std::move(p.data));
+    out.hash = image::content_hash(img);
     const int m = q.merge_size;
     out.grid_t = p.grid_t;
     out.grid_h = p.grid_h / m;
@@ -120,7 +122,9 @@ ImageEncoder::Prepared ImageEncoder::prepare(std::span<const uint8_t> bytes,
   image::Patches p = image::patchify(pv, patch_size_);
   IRIS_CHECK(p.num_patches() == encoder_->patches_per_image() && p.patch_dim == encoder_->patch_dim())
       << "patchify gave " << p.num_patches() << " patches of " << p.patch_dim;
-  Prepared out{std::make_shared<const std::vector<float>>(std::move(p.data)), image::content_hash(img)};
+  Prepared out;
+  out.patches = std::make_shared<const std::vector<float>>(std::move(p.data));
+  out.hash = image::content_hash(img);
   out.decode_seconds = std::chrono::duration<double>(t1 - t0).count();
   out.preprocess_seconds = std::chrono::duration<double>(clock::now() - t1).count();
   return out;
