@@ -217,7 +217,7 @@ TEST_CASE("decode steps replayed from graphs give every request the tokens it ge
   CHECK(st.num_free_blocks == st.num_total_blocks);
 }
 
-TEST_CASE("--enforce-eager: no decode step is captured") {
+TEST_CASE("enforce_eager (--enforce-eager): no decode step is captured") {
   SmallModel m("step_graphs_eager", 11);
   Counters c;
   FakeDeviceBackend dev(*m.backend, c, /*graphs=*/true, /*sampler=*/false);
