@@ -29,7 +29,7 @@ ModelRunner::ModelRunner(Backend& backend, Model& model, KvCache& kv, RunnerLimi
   if (model.config().multimodal || model.config().qwen_vl) {
     embed_rows_ = backend.allocate(DType::I32, {t});
     embeds_ = backend.allocate(backend.compute_dtype(), {t, model.config().hidden_size});
-    media_bidirectional_ = model.config().multimodal->gemma.has_value();
+    media_bidirectional_ = model.config().multimodal && model.config().multimodal->gemma.has_value();
     if (media_bidirectional_) media_span_ = backend.allocate(DType::I32, {t, 2});
   }
   model.reserve(limits.max_tokens, limits.max_seqs);
