@@ -333,6 +333,7 @@ TEST_CASE("top_logprobs are the n best of log-softmax, best first, ties by id", 
 TEST_CASE("large vocabularies: the cuts keep exactly the set a full sort gives", "[sampler]") {
   // 20,000 ids with logits spread over [-4, 4] in a shuffled order: top-p 0.9 keeps thousands
   // of ids, so the sampler's growing partial sort must extend well past its first prefix.
+  // (Draw counts are kept small: the sanitizer builds run this too.)
   constexpr int64_t kVocab = 20000;
   std::vector<float> logits(kVocab);
   std::mt19937 gen(3);
@@ -360,7 +361,7 @@ TEST_CASE("large vocabularies: the cuts keep exactly the set a full sort gives",
     while (cum < 0.9) cum += std::exp(static_cast<double>(logits[order[kept++]])) / z;
     REQUIRE(kept > 1000);  // far past the first sorted prefix
     const std::set<int32_t> allowed(order.begin(), order.begin() + kept);
-    const std::set<int32_t> seen = draw(p, 20000);
+    const std::set<int32_t> seen = draw(p, 3000);
     for (int32_t t : seen) REQUIRE(allowed.count(t) == 1);
     // The least likely kept ids do come out (the cut is not too early).
     int tail = 0;
@@ -376,7 +377,7 @@ TEST_CASE("large vocabularies: the cuts keep exactly the set a full sort gives",
     while (kept < order.size() && logits[order[kept]] >= floor) ++kept;
     REQUIRE(kept > 1000);
     const std::set<int32_t> allowed(order.begin(), order.begin() + kept);
-    for (int32_t t : draw(p, 20000)) REQUIRE(allowed.count(t) == 1);
+    for (int32_t t : draw(p, 3000)) REQUIRE(allowed.count(t) == 1);
   }
   SECTION("nothing cut: every id can come out, in proportion") {
     SamplingParams p;
@@ -386,10 +387,10 @@ TEST_CASE("large vocabularies: the cuts keep exactly the set a full sort gives",
     double best_mass = 0;
     for (int64_t i = 0; i < kVocab / 100; ++i) best_mass += std::exp(static_cast<double>(logits[order[i]])) / z;
     const std::set<int32_t> best(order.begin(), order.begin() + kVocab / 100);
-    constexpr int kDraws = 40000;
+    constexpr int kDraws = 10000;  // one standard deviation of the share: about 0.0027
     int hits = 0;
     for (int i = 0; i < kDraws; ++i) hits += best.count(s.sample(logits.data(), kVocab).token);
     INFO("best 1% hold " << best_mass << ", drawn " << hits / double(kDraws));
-    CHECK(std::abs(hits / double(kDraws) - best_mass) < 0.01);
+    CHECK(std::abs(hits / double(kDraws) - best_mass) < 0.015);
   }
 }
