@@ -248,7 +248,8 @@ int run_serve(ServeOptions o) {
     layer.set_draining(true);
     server->Shutdown(std::chrono::system_clock::now() + std::chrono::seconds(1));
     server->Wait();
-    if (http) http->stop();
+    // The engine has already failed every request; let those 500s go out before closing.
+    if (http) http->stop(/*grace_s=*/2.0);
     engine.stop();
     return 3;
   }
@@ -266,7 +267,7 @@ int run_serve(ServeOptions o) {
     spdlog::warn("drain timeout: cancelling {} stream(s)", layer.active_streams());
   server->Shutdown(std::chrono::system_clock::now() + std::chrono::milliseconds(200));
   server->Wait();
-  if (http) http->stop();
+  if (http) http->stop(/*grace_s=*/0.5);
   engine.stop();
   const std::string failed = engine.failure();
   if (!failed.empty()) {

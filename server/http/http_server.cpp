@@ -204,6 +204,7 @@ struct Shared {
   HttpServerOptions options;
   Handler handler;
   std::atomic<int> connections{0};
+  std::atomic<int> exchanges{0};  // requests whose response is not yet fully written
 
   // Every connection started, so that stop() can close those still open: each keeps the
   // io_context alive (its socket must die first) while the io_context's pending operations
@@ -280,6 +281,7 @@ class Connection final : public ConnectionBase,
     out_.clear();
     if (current_) {
       auto ex = std::move(current_);
+      shared_->exchanges.fetch_sub(1);
       ex->notify_closed();
     }
   }
@@ -346,6 +348,7 @@ class Connection final : public ConnectionBase,
     r.body = std::move(req.body());
     r.remote = remote_;
     current_ = std::make_shared<Exchange>(this->shared_from_this(), req.keep_alive());
+    shared_->exchanges.fetch_add(1);
     watch();
     shared_->handler(std::move(r), current_);
   }
@@ -362,6 +365,7 @@ class Connection final : public ConnectionBase,
     body += code;
     body += "\"}}";
     current_ = std::make_shared<Exchange>(this->shared_from_this(), /*keep_alive=*/false);
+    shared_->exchanges.fetch_add(1);
     current_->respond(status, "application/json", std::move(body), {});
   }
 
@@ -417,7 +421,10 @@ class Connection final : public ConnectionBase,
   }
 
   void exchange_done(const std::shared_ptr<Exchange>& ex) {
-    if (current_ == ex) current_.reset();
+    if (current_ == ex) {
+      current_.reset();
+      shared_->exchanges.fetch_sub(1);
+    }
     if (!ex->keep_alive()) {
       beast::error_code ec;
       socket().shutdown(tcp::socket::shutdown_send, ec);
@@ -523,12 +530,16 @@ void HttpServer::start() {
     impl_->threads.emplace_back([ioc = impl_->ioc] { ioc->run(); });
 }
 
-void HttpServer::stop() {
+void HttpServer::stop(double grace_s) {
   if (!impl_ || impl_->threads.empty()) return;
   net::post(*impl_->ioc, [this] {
     beast::error_code ec;
     if (impl_->acceptor) impl_->acceptor->close(ec);
   });
+  const auto deadline = std::chrono::steady_clock::now() +
+                        std::chrono::milliseconds(static_cast<int64_t>(std::max(0.0, grace_s) * 1e3));
+  while (impl_->shared->exchanges.load() > 0 && std::chrono::steady_clock::now() < deadline)
+    std::this_thread::sleep_for(std::chrono::milliseconds(5));
   impl_->work.reset();
   impl_->ioc->stop();
   for (auto& t : impl_->threads) t.join();

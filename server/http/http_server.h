@@ -80,8 +80,11 @@ class HttpServer {
   // Binds and starts the I/O threads; throws iris::Error when it cannot listen.
   void start();
   int port() const { return port_; }
-  // Stops accepting; open connections are closed and the threads joined.
-  void stop();
+  // Stops accepting, then waits up to `grace_s` seconds for the responses under way (a request
+  // handed to the handler whose last byte is not yet written) to go out; then closes the open
+  // connections and joins the threads. A response the engine has already given (e.g. the 500
+  // of a failed engine) is thus not cut off by the shutdown that follows it.
+  void stop(double grace_s = 0);
   // Connections open now.
   int connections() const;
 
