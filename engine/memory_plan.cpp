@@ -15,7 +15,7 @@ size_t MemoryPlan::total_weight_bytes() const {
 }
 
 MemoryPlan plan_memory(const ModelConfig& c, DType dtype, int world, int block_size,
-                       DType weight_dtype) {
+                       DType weight_dtype, bool expert_parallel) {
   MemoryPlan plan;
   plan.dtype = dtype;
   plan.block_size = block_size;
@@ -23,8 +23,21 @@ MemoryPlan plan_memory(const ModelConfig& c, DType dtype, int world, int block_s
   // that cannot load.
   IRIS_CHECK(world >= 1 && c.num_heads % world == 0)
       << "num_attention_heads " << c.num_heads << " not divisible by " << world << " ranks";
-  IRIS_CHECK(c.intermediate_size % world == 0)
+  const int num_dense = c.moe ? static_cast<int>(std::count(c.moe->sparse_layer.begin(),
+                                                              c.moe->sparse_layer.end(), 0))
+                             : c.num_layers;
+  IRIS_CHECK(num_dense == 0 || c.intermediate_size % world == 0)
       << "intermediate_size not divisible by " << world << " ranks";
+  const bool ep = c.moe && expert_parallel && world > 1;
+  if (c.moe && !ep) {
+    IRIS_CHECK(c.moe->expert_intermediate_size % world == 0)
+        << "expert intermediate size " << c.moe->expert_intermediate_size << " not divisible by "
+        << world << " ranks (--enable-expert-parallel keeps experts whole)";
+  }
+  if (c.moe && c.moe->shared_expert_intermediate_size > 0) {
+    IRIS_CHECK(c.moe->shared_expert_intermediate_size % world == 0)
+        << "shared_expert_intermediate_size not divisible by " << world << " ranks";
+  }
   IRIS_CHECK(c.num_kv_heads < world || c.num_kv_heads % world == 0)
       << "num_key_value_heads " << c.num_kv_heads << " not divisible by " << world;
   const size_t es = dtype_size(dtype);
@@ -39,13 +52,23 @@ MemoryPlan plan_memory(const ModelConfig& c, DType dtype, int world, int block_s
     int64_t n = h;                                                          // final norm
     int64_t matrices = vocab * h * (c.tie_word_embeddings ? 1 : 2);          // embed (+ lm_head)
     int64_t layer = 2 * h;                                    // input / post-attention norms
-    matrices += ((q + 2 * kv) * h + h * q + 2 * inter * h + h * inter) * c.num_layers;
+    matrices += ((q + 2 * kv) * h + h * q) * c.num_layers + (2 * inter * h + h * inter) * num_dense;
     if (c.attention_bias) layer += q + 2 * kv;
     if (c.qk_norm) layer += 2 * d;
     if (c.gemma) layer += 2 * h;                                 // pre/post-feedforward norms
     if (c.o_proj_bias && r == 0) layer += h;
-    if (c.mlp_bias) layer += 2 * inter + (r == 0 ? h : 0);
     n += layer * c.num_layers;
+    if (c.mlp_bias) n += (2 * inter + (r == 0 ? h : 0)) * num_dense;
+    if (c.moe) {  // router in the compute dtype, experts in the weight dtype (MoeBlock)
+      const MoeConfig& m = *c.moe;
+      const int64_t e = m.num_experts, ifull = m.expert_intermediate_size;
+      const int64_t sh = m.shared_expert_intermediate_size;
+      const int64_t sparse_layers = c.num_layers - num_dense;
+      n += (e + (sh > 0 ? 1 : 0)) * h * sparse_layers;  // router (+ shared expert gate)
+      const int64_t local = ep ? (r + 1) * e / world - r * e / world : e;
+      const int64_t expert_inter = ep ? ifull : ifull / world;
+      matrices += (local * 3 * expert_inter * h + 3 * (sh / world) * h) * sparse_layers;
+    }
     size_t bytes = static_cast<size_t>(n) * es + static_cast<size_t>(matrices) * dtype_size(weight_dtype);
     if (c.multimodal && r == 0) {
       const VisionConfig& v = c.multimodal->vision;

@@ -31,8 +31,10 @@ struct MemoryPlan {
 // (engine/models/vision.cpp) for `world` ranks; tests hold it equal to Model::weight_bytes().
 // The dense matrices of the language model (embedding, LM head, projections) are counted
 // in `weight_dtype` (the backend's Backend::weight_dtype()), everything else in compute_dtype.
+// Mixture-of-experts layers (engine/models/moe.h) count the router, every expert this rank
+// holds (all of them sharded, or whole experts with `expert_parallel`) and the shared expert.
 MemoryPlan plan_memory(const ModelConfig& config, DType compute_dtype, int world, int block_size,
-                       DType weight_dtype);
+                       DType weight_dtype, bool expert_parallel = false);
 inline MemoryPlan plan_memory(const ModelConfig& config, DType compute_dtype, int world,
                               int block_size) {
   return plan_memory(config, compute_dtype, world, block_size, compute_dtype);

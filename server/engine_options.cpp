@@ -79,7 +79,7 @@ void check_memory(const LoadedModel& m, const EngineOptions& opts,
   const DType dtype = m.backends[0]->compute_dtype();
   const int block = opts.engine.block_size > 0 ? opts.engine.block_size : 16;
   const DType wdtype = m.backends[0]->weight_dtype();
-  const MemoryPlan plan = plan_memory(m.config, dtype, world, block, wdtype);
+  const MemoryPlan plan = plan_memory(m.config, dtype, world, block, wdtype, opts.enable_expert_parallel);
   const int64_t max_len = opts.engine.max_model_len > 0
                               ? std::min<int64_t>(opts.engine.max_model_len, m.config.max_position_embeddings)
                               : m.config.max_position_embeddings;
@@ -89,7 +89,7 @@ void check_memory(const LoadedModel& m, const EngineOptions& opts,
   const bool shared = m.backends[0]->kind() == DeviceKind::kCpu;
   std::string lines = "memory plan (" + std::string(dtype_name(wdtype)) + " weight matrices, " +
                       std::string(dtype_name(dtype)) + " KV, TP " +
-                      std::to_string(world) + (m.checkpoint->quantization()
+                      std::to_string(world) + (opts.enable_expert_parallel && m.config.moe ? ", expert parallel" : "") + (m.checkpoint->quantization()
                                                    ? ", checkpoint " + m.checkpoint->quantization()->describe()
                                                    : std::string()) + "):";
   size_t shared_need = 0;

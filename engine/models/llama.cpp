@@ -113,7 +113,8 @@ class LlamaModel final : public Model {
     const WeightLoader loader{
         [this](Shape shape) { return alloc(shape); },
         [this, &ckpt](const std::string& name, std::vector<int64_t> full, Slice slice, Buffer& dst,
-                      int64_t row) { load_into(ckpt, name, std::move(full), slice, dst, row); }};
+                      int64_t row) { load_into(ckpt, name, std::move(full), slice, dst, row); },
+        [this](Shape shape) { return alloc_matrix(shape); }};
 
     layers_.resize(cfg.num_layers);
     for (int l = 0; l < cfg.num_layers; ++l) {

@@ -133,10 +133,10 @@ MoeBlock::MoeBlock(const MoeConfig& cfg, const MoeWeightNames& names, int64_t hi
   down_.reserve(num_local_);
   for (int le = 0; le < num_local_; ++le) {
     const int e = first_expert_ + le;
-    Buffer gu = loader.alloc({2 * inter_, h});
+    Buffer gu = loader.matrix({2 * inter_, h});
     loader.load_into(names.expert_gate(e), {ifull, h}, {0, i0, inter_}, gu, 0);
     loader.load_into(names.expert_up(e), {ifull, h}, {0, i0, inter_}, gu, inter_);
-    Buffer dn = loader.alloc({h, inter_});
+    Buffer dn = loader.matrix({h, inter_});
     loader.load_into(names.expert_down(e), {h, ifull}, {1, i0, inter_}, dn, 0);
     gate_up_.push_back(std::move(gu));
     down_.push_back(std::move(dn));
@@ -149,11 +149,11 @@ MoeBlock::MoeBlock(const MoeConfig& cfg, const MoeWeightNames& names, int64_t hi
     shared_inter_ = sfull / world;
     const int64_t s0 = par.rank * shared_inter_;
     const std::string& p = names.shared_expert;
-    shared_gate_up_ = loader.alloc({2 * shared_inter_, h});
+    shared_gate_up_ = loader.matrix({2 * shared_inter_, h});
     loader.load_into(p + "gate_proj.weight", {sfull, h}, {0, s0, shared_inter_}, shared_gate_up_, 0);
     loader.load_into(p + "up_proj.weight", {sfull, h}, {0, s0, shared_inter_}, shared_gate_up_,
                      shared_inter_);
-    shared_down_ = loader.alloc({h, shared_inter_});
+    shared_down_ = loader.matrix({h, shared_inter_});
     loader.load_into(p + "down_proj.weight", {h, sfull}, {1, s0, shared_inter_}, shared_down_, 0);
   }
 }

@@ -63,6 +63,10 @@ struct WeightLoader {
   // Reads `name` (full shape `full`), takes `slice`, and writes it at row `row` of dst.
   std::function<void(const std::string& name, std::vector<int64_t> full, Slice slice,
                      Buffer& dst, int64_t row)> load_into;
+  // A new buffer for a projection matrix (the experts'), in the backend's weight dtype
+  // (`--cpu-weight-dtype`) like the dense model's matrices; unset: `alloc`.
+  std::function<Buffer(Shape)> alloc_matrix;
+  Buffer matrix(Shape shape) const { return alloc_matrix ? alloc_matrix(shape) : alloc(shape); }
 };
 
 // Activation buffers of the sparse layers of one model, shared by its layers and sized once.

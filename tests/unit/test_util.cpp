@@ -81,12 +81,12 @@ std::map<std::string, RawTensor> random_weights(const nlohmann::json& c, uint32_
     w[p + "self_attn.k_proj.weight"] = random_f32({nkv * hd, h}, seed++);
     w[p + "self_attn.v_proj.weight"] = random_f32({nkv * hd, h}, seed++);
     w[p + "self_attn.o_proj.weight"] = random_f32({h, nh * hd}, seed++);
-    if (arch == "Qwen2ForCausalLM") {
+    if (arch == "Qwen2ForCausalLM" || arch == "Qwen2MoeForCausalLM") {
       w[p + "self_attn.q_proj.bias"] = random_f32({nh * hd}, seed++);
       w[p + "self_attn.k_proj.bias"] = random_f32({nkv * hd}, seed++);
       w[p + "self_attn.v_proj.bias"] = random_f32({nkv * hd}, seed++);
     }
-    if (arch == "Qwen3ForCausalLM") {
+    if (arch == "Qwen3ForCausalLM" || arch == "Qwen3MoeForCausalLM") {
       w[p + "self_attn.q_norm.weight"] = random_f32({hd}, seed++, 0.1f);
       w[p + "self_attn.k_norm.weight"] = random_f32({hd}, seed++, 0.1f);
     }
