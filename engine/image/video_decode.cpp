@@ -217,9 +217,12 @@ std::vector<DecodedImage> decode_video_frames(std::span<const uint8_t> bytes, co
   std::unique_ptr<AVCodecContext, CodecFree> ctx(avcodec_alloc_context3(codec));
   IRIS_CHECK(ctx) << "out of memory for a video decoder";
   if (avcodec_parameters_to_context(ctx.get(), par) < 0) fail("unusable video codec parameters");
-  // The decoder refuses frames beyond the pixel cap before allocating them, whatever a later
-  // packet claims; one thread keeps the decode pool's sizing honest.
-  ctx->max_pixels = static_cast<int64_t>(std::min<uint64_t>(limits.max_pixels, INT64_MAX));
+  // The decoder refuses frames beyond a pixel cap before allocating them, whatever a later
+  // packet claims (each decoded frame must then match the header's size, itself within
+  // limits.max_pixels). Not below 16 Mpx: some decoders (MPEG-4 Part 2) check padded internal
+  // buffers against it and fail on small frames under a tight cap. One thread keeps the
+  // decode pool's sizing honest.
+  ctx->max_pixels = static_cast<int64_t>(std::min<uint64_t>(std::max<uint64_t>(limits.max_pixels, 1u << 24), INT64_MAX));
   ctx->thread_count = 1;
   AVDictionary* opts = nullptr;
   av_dict_set(&opts, "codec_whitelist", kDecoders, 0);

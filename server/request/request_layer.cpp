@@ -624,7 +624,7 @@ namespace {
 std::string video_cap_hint(const std::string& message) {
   if (message.find("per frame, at most") != std::string::npos) return " (--max-image-pixels)";
   if (message.find("frames, at most") != std::string::npos) return " (--max-video-file-frames)";
-  if (message.find(" s, at most") != std::string::npos) return " (--max-video-seconds)";
+  if (message.find("lasts more than") != std::string::npos) return " (--max-video-seconds)";
   if (message.find("bytes, at most") != std::string::npos) return " (--max-image-bytes)";
   return "";
 }
