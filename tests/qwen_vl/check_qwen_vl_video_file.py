@@ -246,6 +246,13 @@ def main():
               f"every KV block free after the bad files: {info.get('kvBlocksFree')} of {info.get('kvBlocksTotal')}")
     finally:
         s.stop()
+    # The MP4 clip and its reference outputs, for the openai-client tests (tests/http/client).
+    keep = os.path.join(fixture_dir, "video_file")
+    os.makedirs(keep, exist_ok=True)
+    shutil.copy(cases["mp4"]["path"], os.path.join(keep, "clip.mp4"))
+    with open(os.path.join(keep, "reference.json"), "w") as f:
+        json.dump({k: cases["mp4"][k] for k in ("prompt", "ids", "logprobs", "sampled", "total")}
+                  | {"file": os.path.join(keep, "clip.mp4"), "text": "What moves?"}, f)
     print(f"{failed} failed")
     shutil.rmtree(work, ignore_errors=True)
     sys.exit(1 if failed else 0)
