@@ -232,6 +232,14 @@ def main():
                 lps = [x["logprob"] for x in gj["choices"][0]["logprobs"]["content"]]
                 ok = max_diff(lps, c["logprobs"]) <= TOL
             check(ok, f"  the good request next to it: status {gs}")
+        # gRPC: a truncated file is INVALID_ARGUMENT (3) naming the part's file field.
+        trunc = os.path.join(work, "truncated.mp4")
+        with open(trunc, "wb") as f:
+            f.write(good[:len(good) // 2])
+        r = subprocess.run([iris, "client", "chat", "What moves?", "--address", f"127.0.0.1:{s.grpc}",
+                            "--json", "--max-tokens", "2", "--video", trunc], capture_output=True, text=True)
+        check(r.returncode != 0 and "answered 3" in r.stderr and "video.file" in r.stderr,
+              f"gRPC truncated video file -> {r.returncode}: {r.stderr.strip()[-220:]}")
         status, j = post(s.http, "/v1/chat/completions",
                          chat_body({"type": "video_url", "video_url": {"url": "data:video/mp4;base64,"
                                                                        + base64.b64encode(good).decode(),
