@@ -69,7 +69,19 @@ struct MemoryReader {
   }
 };
 
-// An opened container over memory, its video stream found.
+struct IoFree {
+  void operator()(AVIOContext* io) const {
+    av_freep(&io->buffer);
+    avio_context_free(&io);
+  }
+};
+struct FormatFree {
+  // Also for a context never opened; a custom AVIOContext is left to IoFree.
+  void operator()(AVFormatContext* f) const { avformat_close_input(&f); }
+};
+
+// An opened container over memory, its video stream found. Members release in reverse order
+// (the demuxer before its reader), also when the constructor throws.
 class Demuxer {
  public:
   Demuxer(std::span<const uint8_t> bytes, const VideoLimits& limits) : reader_{bytes} {
@@ -82,52 +94,44 @@ class Demuxer {
     constexpr int kBuf = 1 << 16;
     auto* buf = static_cast<uint8_t*>(av_malloc(kBuf));
     IRIS_CHECK(buf) << "out of memory for the video reader";
-    io_ = avio_alloc_context(buf, kBuf, 0, &reader_, &MemoryReader::read, nullptr, &MemoryReader::seek);
+    io_.reset(avio_alloc_context(buf, kBuf, 0, &reader_, &MemoryReader::read, nullptr, &MemoryReader::seek));
     if (!io_) {
       av_free(buf);
       fail("out of memory for the video reader");
     }
-    fmt_ = avformat_alloc_context();
-    IRIS_CHECK(fmt_) << "out of memory for the video demuxer";
-    fmt_->pb = io_;
-    fmt_->flags |= AVFMT_FLAG_CUSTOM_IO;
+    AVFormatContext* fmt = avformat_alloc_context();
+    IRIS_CHECK(fmt) << "out of memory for the video demuxer";
+    fmt->pb = io_.get();
+    fmt->flags |= AVFMT_FLAG_CUSTOM_IO;
     AVDictionary* opts = nullptr;
     av_dict_set(&opts, "format_whitelist", kDemuxers, 0);
     av_dict_set(&opts, "codec_whitelist", kDecoders, 0);
     av_dict_set(&opts, "protocol_whitelist", "none", 0);
-    const int err = avformat_open_input(&fmt_, nullptr, nullptr, &opts);
+    const int err = avformat_open_input(&fmt, nullptr, nullptr, &opts);  // frees fmt on failure
     av_dict_free(&opts);
-    if (err < 0) {
-      fmt_ = nullptr;  // freed by avformat_open_input
+    if (err < 0)
       fail("not a video file this server reads (MP4/QuickTime, WebM/Matroska or AVI): ",
            av_message(err));
-    }
-    if (const int e = avformat_find_stream_info(fmt_, nullptr); e < 0)
+    fmt_.reset(fmt);
+    if (const int e = avformat_find_stream_info(fmt_.get(), nullptr); e < 0)
       fail("unreadable video file: ", av_message(e));
-    stream_ = av_find_best_stream(fmt_, AVMEDIA_TYPE_VIDEO, -1, -1, nullptr, 0);
+    stream_ = av_find_best_stream(fmt_.get(), AVMEDIA_TYPE_VIDEO, -1, -1, nullptr, 0);
     if (stream_ < 0) fail("the file holds no video stream");
     // Only the video stream's packets are read.
     for (unsigned i = 0; i < fmt_->nb_streams; ++i)
       if (static_cast<int>(i) != stream_) fmt_->streams[i]->discard = AVDISCARD_ALL;
   }
-  ~Demuxer() {
-    if (fmt_) avformat_close_input(&fmt_);
-    if (io_) {
-      av_freep(&io_->buffer);
-      avio_context_free(&io_);
-    }
-  }
   Demuxer(const Demuxer&) = delete;
   Demuxer& operator=(const Demuxer&) = delete;
 
-  AVFormatContext* fmt() const { return fmt_; }
+  AVFormatContext* fmt() const { return fmt_.get(); }
   AVStream* stream() const { return fmt_->streams[stream_]; }
   int index() const { return stream_; }
 
  private:
   MemoryReader reader_;
-  AVIOContext* io_ = nullptr;
-  AVFormatContext* fmt_ = nullptr;
+  std::unique_ptr<AVIOContext, IoFree> io_;
+  std::unique_ptr<AVFormatContext, FormatFree> fmt_;
   int stream_ = -1;
 };
 
