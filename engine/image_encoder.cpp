@@ -209,6 +209,29 @@ ImageEncoder::Prepared ImageEncoder::prepare_video(std::span<const std::span<con
         << first.width << "x" << first.height;
     decoded.push_back(std::move(img));
   }
+  p.decode_seconds = std::chrono::duration<double>(clock::now() - t0).count();
+  finish_video(p, decoded, min_pixels, max_pixels);
+  return p;
+}
+
+ImageEncoder::Prepared ImageEncoder::prepare_video_file(std::span<const uint8_t> bytes,
+                                                        const image::VideoLimits& limits,
+                                                        int64_t min_pixels, int64_t max_pixels) const {
+  using clock = std::chrono::steady_clock;
+  IRIS_CHECK(qwen_) << "this model does not take videos";
+  const auto t0 = clock::now();
+  const image::VideoInfo info = image::probe_video(bytes, limits);
+  Prepared p = layout_video(info.frames, info.fps, info.width, info.height, min_pixels, max_pixels);
+  std::vector<image::DecodedImage> decoded =
+      image::decode_video_frames(bytes, limits, info, p.sampled_frames);
+  p.decode_seconds = std::chrono::duration<double>(clock::now() - t0).count();
+  finish_video(p, decoded, min_pixels, max_pixels);
+  return p;
+}
+
+void ImageEncoder::finish_video(Prepared& p, const std::vector<image::DecodedImage>& decoded,
+                                int64_t min_pixels, int64_t max_pixels) const {
+  using clock = std::chrono::steady_clock;
   const auto t1 = clock::now();
   const image::QwenProcessorConfig& q = qwen_processor_;
   image::QwenPatches patches = image::qwen_preprocess_video(
@@ -230,9 +253,7 @@ ImageEncoder::Prepared ImageEncoder::prepare_video(std::span<const std::span<con
   std::memcpy(&step_bits, &p.temporal_step, sizeof(step_bits));
   p.hash.hi = hi;
   p.hash.lo = lo ^ step_bits;
-  p.decode_seconds = std::chrono::duration<double>(t1 - t0).count();
   p.preprocess_seconds = std::chrono::duration<double>(clock::now() - t1).count();
-  return p;
 }
 
 int ImageEncoder::max_tokens_per_image() const {

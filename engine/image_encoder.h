@@ -21,6 +21,7 @@
 #include "engine/image/decode.h"
 #include "engine/image/preprocess.h"
 #include "engine/image/qwen_preprocess.h"
+#include "engine/image/video_decode.h"
 #include "engine/media_encoder.h"
 #include "engine/model_runner.h"
 #include "engine/models/qwen_vision.h"
@@ -95,6 +96,12 @@ class ImageEncoder final : public MediaEncoder {
   // The rows, grid and frames a video of num_frames frames of width x height at fps will have.
   Prepared layout_video(int num_frames, double fps, uint32_t width, uint32_t height,
                         int64_t min_pixels = 0, int64_t max_pixels = 0) const;
+  // Qwen2.5-VL video file (MP4, WebM/Matroska, AVI; needs a build with FFmpeg): the
+  // header's size, frame count and frame rate give the layout (layout_video on
+  // probe_video's VideoInfo), the sampled frames are decoded in memory and prepared as
+  // prepare_video does. Throws iris::Error for anything beyond `limits` or undecodable.
+  Prepared prepare_video_file(std::span<const uint8_t> bytes, const image::VideoLimits& limits,
+                              int64_t min_pixels = 0, int64_t max_pixels = 0) const;
   int32_t video_token_id() const { return video_token_id_; }
 
   // Qwen2.5-VL: the rows and grid an image of width x height will have, from its header alone
@@ -121,6 +128,9 @@ class ImageEncoder final : public MediaEncoder {
 
  private:
   ImageEncoder() = default;
+  // A video's sampled frames (decoded) into p: patches, content key, preprocess time.
+  void finish_video(Prepared& p, const std::vector<image::DecodedImage>& decoded, int64_t min_pixels,
+                    int64_t max_pixels) const;
   std::unique_ptr<VisionEncoder> encoder_;        // LLaVA
   std::unique_ptr<QwenVisionEncoder> qwen_;       // Qwen2.5-VL
   image::QwenProcessorConfig qwen_processor_;

@@ -22,11 +22,14 @@ build_pkgs=(
   libpcre2-dev libutf8proc-dev libicu-dev libjpeg-dev libpng-dev libssl-dev zlib1g-dev
   libboost1.81-dev
   catch2 patchelf
+  # Video files (Qwen2.5-VL): optional, IRIS_ENABLE_VIDEO=AUTO uses them when present.
+  libavcodec-dev libavformat-dev libswscale-dev libavutil-dev
 )
 # haproxy + socat: the cluster tests' balancer and its control socket; prometheus: promtool
-# and a live scrape of /metrics.
+# and a live scrape of /metrics; ffmpeg: the video-file tests make their clips and extract
+# their reference frames with it.
 test_pkgs=(python3-torch python3-numpy python3-jinja2 openssl python3-pil haproxy socat prometheus
-  python3-jsonschema)
+  python3-jsonschema ffmpeg)
 # kubectl (for `kubectl kustomize` in the cluster tests): Debian's kubernetes-client unless
 # another kubectl is installed (it would conflict on /usr/bin/kubectl).
 if ! command -v kubectl >/dev/null 2>&1; then test_pkgs+=(kubernetes-client); fi

@@ -64,6 +64,7 @@ struct ClientCommandOptions {
   std::vector<std::string> images;  // chat: image files sent with the (first) user message
   std::vector<std::string> video_frames;  // chat: one video's frame files, after the images
   double video_fps = 2.0;
+  std::string video_file;  // chat: one video file, after the images
   bool json = false;
   double timeout = 600;
 };
@@ -168,7 +169,7 @@ int run_client_chat(const ClientCommandOptions& o) {
     img->set_mime_type(png ? "image/png" : "image/jpeg");
   };
   auto attach = [&](iris::v1::ChatRequest& r) {
-    if (o.images.empty() && o.video_frames.empty()) return;
+    if (o.images.empty() && o.video_frames.empty() && o.video_file.empty()) return;
     iris::v1::ChatMessage* m = r.mutable_messages(r.messages_size() - 1);
     iris::v1::ChatMessage with_images;
     with_images.set_role(m->role());
@@ -178,6 +179,13 @@ int run_client_chat(const ClientCommandOptions& o) {
       iris::v1::VideoPart* video = with_images.add_content()->mutable_video();
       video->set_fps(o.video_fps);
       for (const std::string& path : o.video_frames) read_part("--video-frame", path, video->add_frames());
+    }
+    if (!o.video_file.empty()) {
+      std::ifstream in(o.video_file, std::ios::binary);
+      if (!in) fail("--video ", o.video_file, ": cannot open");
+      std::ostringstream ss;
+      ss << in.rdbuf();
+      with_images.add_content()->mutable_video()->set_file(ss.str());
     }
     for (const auto& part : m->content()) *with_images.add_content() = part;
     *m = std::move(with_images);
@@ -274,6 +282,8 @@ Command add_client(CLI::App& app) {
                    "a frame (JPEG/PNG) of one video sent after the images, in order (repeat the "
                    "flag per frame; Qwen2.5-VL)")
       ->allow_extra_args(false);
+  chat->add_option("--video", opts->video_file,
+                   "a video file (MP4, WebM/Matroska, AVI) sent after the images and frames");
   chat->add_option("--video-fps", opts->video_fps, "frames per second of --video-frame")
       ->capture_default_str();
   opts->sampling.add_to(*chat);

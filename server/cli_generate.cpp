@@ -37,6 +37,8 @@ struct GenerateOptions {
   bool prompt_given = false;
   std::vector<std::string> stop;
   std::vector<std::string> images;
+  std::vector<std::string> videos;  // video files (Qwen2.5-VL)
+  double max_video_seconds = 600;
   uint64_t max_image_pixels = 89'478'485;
   EngineOptions engine;
 };
@@ -80,27 +82,46 @@ int run_generate(const GenerateOptions& o) {
   // Images: decoded and preprocessed here, encoded by the engine when prefill reaches them;
   // each image placeholder token of the prompt becomes the vision tower's number of tokens.
   std::vector<MediaEmbeds> media;
-  if (!o.images.empty()) {
-    if (!m.image_encoder) fail("--image: ", o.model, " is not a vision-language model");
+  if (!o.images.empty() || !o.videos.empty()) {
+    if (!m.image_encoder) fail("--image/--video: ", o.model, " is not a vision-language model");
     const ImageEncoder& encoder = *m.image_encoder;
     image::DecodeLimits limits;
     limits.max_pixels = o.max_image_pixels;
-    std::vector<ImageEncoder::Prepared> prepared;
-    for (const std::string& path : o.images) {
+    auto read = [](const char* flag, const std::string& path) {
       std::ifstream in(path, std::ios::binary);
-      if (!in) fail("--image ", path, ": cannot open");
-      const std::vector<uint8_t> bytes((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
+      if (!in) fail(flag, " ", path, ": cannot open");
+      return std::vector<uint8_t>((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
+    };
+    std::vector<ImageEncoder::Prepared> prepared, videos;
+    for (const std::string& path : o.images) {
+      const std::vector<uint8_t> bytes = read("--image", path);
       try {
         prepared.push_back(encoder.prepare(bytes, limits));
       } catch (const Error& e) {
         fail("--image ", path, ": ", e.what());
       }
     }
+    if (!o.videos.empty() && !encoder.qwen_processor())
+      fail("--video: ", o.model, " does not take videos");
+    image::VideoLimits vlimits;
+    vlimits.max_pixels = o.max_image_pixels;
+    vlimits.max_seconds = o.max_video_seconds;
+    for (const std::string& path : o.videos) {
+      const std::vector<uint8_t> bytes = read("--video", path);
+      try {
+        videos.push_back(encoder.prepare_video_file(bytes, vlimits));
+      } catch (const Error& e) {
+        fail("--video ", path, ": ", e.what());
+      }
+    }
     try {
-      media = expand_image_placeholders(prompt, encoder.image_token_id(), encoder.tokens_per_image(),
-                                        prepared, encoder.markup());
+      media = encoder.qwen_processor()
+                  ? expand_media_placeholders(prompt, encoder.image_token_id(), prepared,
+                                              encoder.video_token_id(), videos)
+                  : expand_image_placeholders(prompt, encoder.image_token_id(),
+                                              encoder.tokens_per_image(), prepared, encoder.markup());
     } catch (const Error& e) {
-      fail("--image: ", e.what());
+      fail("--image/--video: ", e.what());
     }
   }
   SamplingParams p;
@@ -202,8 +223,13 @@ Command add_generate(CLI::App& app) {
   sub->add_option("--image", opts->images,
                   "image file (JPEG/PNG; repeatable): the prompt holds the model's image token once "
                   "per image, in order");
+  sub->add_option("--video", opts->videos,
+                  "video file (MP4, WebM/Matroska, AVI; Qwen2.5-VL; repeatable): the prompt holds "
+                  "the video token once per video, in order; frames sampled as the processor does");
   sub->add_option("--max-image-pixels", opts->max_image_pixels,
-                  "refuse larger images (checked on the header)")->capture_default_str();
+                  "refuse larger images and video frames (checked on the header)")->capture_default_str();
+  sub->add_option("--max-video-seconds", opts->max_video_seconds,
+                  "refuse longer video files (checked before decoding)")->capture_default_str();
   opts->engine.add_to(*sub);
   sub->add_flag("--json", opts->json, "print one JSON object");
   return {sub, [opts, prompt, ids]() {

@@ -56,6 +56,8 @@ struct ServeOptions {
   int max_images = 8;
   size_t max_image_bytes = 32u << 20;
   int max_video_frames = 768;
+  int max_video_file_frames = 18'000;
+  double max_video_seconds = 600;
   int image_decode_threads = 2;
   double max_constraint_compile_ms = 5000;
   uint64_t max_image_pixels = 89'478'485;
@@ -164,6 +166,10 @@ int run_serve(ServeOptions o) {
   so.max_constraint_compile_ms = o.max_constraint_compile_ms;
   so.image_limits.max_pixels = o.max_image_pixels;
   so.image_limits.max_bytes = std::max(static_cast<size_t>(o.max_message_bytes), o.max_request_bytes);
+  so.video_limits.max_pixels = o.max_image_pixels;
+  so.video_limits.max_frames = o.max_video_file_frames;
+  so.video_limits.max_seconds = o.max_video_seconds;
+  so.video_limits.max_bytes = so.image_limits.max_bytes;
   so.max_pending_output_bytes = o.max_pending_output_bytes;
   so.log_prompts = o.log_prompts;
   so.tool_call_parser = o.tool_call_parser;
@@ -309,6 +315,16 @@ Command add_serve(CLI::App& app) {
   sub->add_option("--max-video-frames", opts->max_video_frames,
                   "frames one video may carry at most (Qwen2.5-VL; the processor samples "
                   "about 2 per second of them)")
+      ->capture_default_str()
+      ->check(CLI::PositiveNumber);
+  sub->add_option("--max-video-file-frames", opts->max_video_file_frames,
+                  "frames a video file may hold at most (Qwen2.5-VL; all are decoded to reach "
+                  "the sampled ones; counted before decoding)")
+      ->capture_default_str()
+      ->check(CLI::PositiveNumber);
+  sub->add_option("--max-video-seconds", opts->max_video_seconds,
+                  "duration of a video file at most, in seconds (frames / frame rate; checked "
+                  "before decoding)")
       ->capture_default_str()
       ->check(CLI::PositiveNumber);
   sub->add_option("--max-images", opts->max_images, "images per request at most (vision models)")

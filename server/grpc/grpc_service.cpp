@@ -427,6 +427,19 @@ grpc::ServerWriteReactor<GenerateResponse>* InferenceService::Chat(
           p.image.min_pixels = part.video().min_pixels();
           p.image.max_pixels = part.video().max_pixels();
           p.image.pixels_where = pw + ".video";
+          if (!part.video().file().empty()) {
+            if (part.video().frames_size() > 0)
+              return rejected(layer_, "chat",
+                              invalid(pw + ".video.file: set either file or frames, not both"));
+            if (part.video().fps() != 0)
+              return rejected(layer_, "chat",
+                              invalid(pw + ".video.fps: applies to frames; a video file's own frame "
+                                           "rate is used"));
+            p.image.video_file = true;
+            p.image.where = pw + ".video.file";
+            p.image.data = part.video().file();
+            break;
+          }
           for (int f = 0; f < part.video().frames_size(); ++f)
             p.image.frames.push_back(image_input(part.video().frames(f),
                                                  pw + ".video.frames[" + std::to_string(f) + "]"));

@@ -325,14 +325,39 @@ std::vector<ChatInputMessage> chat_messages(const json& body, const nlohmann::or
           pixel_range(part, pw, p.image);
           cm.parts.push_back(std::move(p));
         } else if (t == "video_url") {
-          // A video as its frames: {"url": [data: URL of each JPEG/PNG frame, ...], "fps": N}.
+          // A video as its frames: {"url": [data: URL of each JPEG/PNG frame, ...], "fps": N},
+          // or as a file: {"url": "data:video/mp4;base64,..."} (also webm, x-matroska, avi).
           const json* vu = field(part, "video_url");
           const std::string vw = pw + ".video_url";
-          if (!vu || !vu->is_object()) bad(vw + ": required {\"url\": [frame data: URLs], \"fps\": N}");
+          if (!vu || !vu->is_object())
+            bad(vw + ": required {\"url\": \"data:video/mp4;base64,...\"} or "
+                     "{\"url\": [frame data: URLs], \"fps\": N}");
           const json* url = field(*vu, "url");
-          if (url && url->is_string())
-            bad(vw + ".url: a video file is not accepted; send its frames as a list of data: URLs "
-                     "with \"fps\"");
+          if (url && url->is_string()) {
+            const std::string u = url->get<std::string>();
+            if (u.rfind("data:", 0) != 0)
+              bad(vw + ".url: must be a data: URL of a video file (data:video/mp4;base64,...)");
+            if (field(*vu, "fps"))
+              bad(vw + ".fps: applies to a list of frames; a video file's own frame rate is used");
+            ChatInputPart p;
+            p.kind = ChatInputPart::Kind::kVideo;
+            p.image = data_url_image(u, vw + ".url");
+            static const char* const kVideoTypes[] = {"video/mp4", "video/webm", "video/x-matroska",
+                                                      "video/matroska", "video/avi", "video/x-msvideo",
+                                                      "video/quicktime"};
+            bool known = false;
+            for (const char* t : kVideoTypes) known = known || p.image.mime_type == t;
+            if (!known)
+              bad(vw + ".url: '" + p.image.mime_type +
+                  "' is not a video file type this server reads (video/mp4, video/webm, "
+                  "video/x-matroska, video/x-msvideo, video/quicktime)");
+            p.image.mime_type.clear();  // the container is recognized from the bytes
+            p.image.video = true;
+            p.image.video_file = true;
+            pixel_range(part, pw, p.image);
+            cm.parts.push_back(std::move(p));
+            continue;
+          }
           if (!url || !url->is_array()) bad(vw + ".url: required list of frame data: URLs");
           ChatInputPart p;
           p.kind = ChatInputPart::Kind::kVideo;

@@ -619,6 +619,17 @@ Status RequestLayer::history_tool_calls(nlohmann::ordered_json& extra, const std
   return Status::OK();
 }
 
+namespace {
+// The flag that sets the video cap an error message names.
+std::string video_cap_hint(const std::string& message) {
+  if (message.find("per frame, at most") != std::string::npos) return " (--max-image-pixels)";
+  if (message.find("frames, at most") != std::string::npos) return " (--max-video-file-frames)";
+  if (message.find("lasts more than") != std::string::npos) return " (--max-video-seconds)";
+  if (message.find("bytes, at most") != std::string::npos) return " (--max-image-bytes)";
+  return "";
+}
+}  // namespace
+
 Status RequestLayer::attach_images(const std::vector<ImageInput>& images, const std::string& field,
                                    std::vector<int32_t>& prompt, std::vector<MediaEmbeds>& media) const {
   if (!image_encoder_)
@@ -667,6 +678,20 @@ Status RequestLayer::attach_images(const std::vector<ImageInput>& images, const 
     // A video: frames present, not too many, all of the first frame's size.
     if (!image_encoder_->qwen_processor())
       return invalid(img.where + ": model '" + options_.model_id + "' does not take videos");
+    if (img.video_file) {
+      // A file: its header, frame count and frame rate (demuxed here, nothing decoded) fix
+      // the layout; the decode pool decodes the sampled frames.
+      try {
+        const auto* data = reinterpret_cast<const uint8_t*>(img.data.data());
+        const image::VideoInfo vi =
+            image::probe_video(std::span<const uint8_t>(data, img.data.size()), options_.video_limits);
+        video_layouts.push_back(image_encoder_->layout_video(vi.frames, vi.fps, vi.width, vi.height,
+                                                             img.min_pixels, img.max_pixels));
+      } catch (const Error& e) {
+        return invalid(img.where + ": " + e.what() + video_cap_hint(e.what()));
+      }
+      continue;
+    }
     if (img.frames.empty()) return invalid(img.where + ": a video needs at least one frame");
     if (static_cast<int>(img.frames.size()) > options_.max_video_frames)
       return invalid(img.where + ": " + std::to_string(img.frames.size()) + " frames, at most " +
@@ -762,7 +787,12 @@ Status RequestLayer::decode_images(const std::vector<ImageInput>& images, Engine
     MediaEmbeds& span = request.media.at(span_of[i]);
     try {
       ImageEncoder::Prepared p;
-      if (images[i].video) {
+      if (images[i].video_file) {
+        const auto* data = reinterpret_cast<const uint8_t*>(images[i].data.data());
+        p = image_encoder_->prepare_video_file(std::span<const uint8_t>(data, images[i].data.size()),
+                                               options_.video_limits, images[i].min_pixels,
+                                               images[i].max_pixels);
+      } else if (images[i].video) {
         std::vector<std::span<const uint8_t>> frames;
         for (const ImageInput& f : images[i].frames)
           frames.emplace_back(reinterpret_cast<const uint8_t*>(f.data.data()), f.data.size());

@@ -27,6 +27,7 @@
 #include "engine/grammar/constraint.h"
 #include "engine/image_encoder.h"
 #include "engine/loader/model_config.h"
+#include "engine/image/video_decode.h"
 #include "engine/tokenizer/tokenizer.h"
 #include "server/request/chat_output.h"
 #include "server/request/decode_pool.h"
@@ -46,6 +47,9 @@ struct ServiceOptions {
   int max_images = 8;  // images per request at most
   size_t max_image_bytes = 32u << 20;  // encoded image bytes per request at most
   int max_video_frames = 768;  // frames given per video at most (Qwen2.5-VL)
+  // Video files (Qwen2.5-VL): frames the file holds, duration, pixels per frame (the latter
+  // set from image_limits.max_pixels), bytes.
+  image::VideoLimits video_limits;
   int image_decode_threads = 2;         // workers that decode and preprocess images
   double max_constraint_compile_ms = 5000;  // structured-output compile time cap (0 = none)
   image::DecodeLimits image_limits;
@@ -72,8 +76,10 @@ struct ImageInput {
   std::string where;
   std::string mime_where;  // the mime type's field, when the API has one of its own
   // A video (Qwen2.5-VL) instead of an image: its frames in order (each an encoded JPEG/PNG
-  // with its own `where`), shot at video_fps frames per second; `data` is unused.
+  // with its own `where`), shot at video_fps frames per second; `data` is unused. Or, with
+  // video_file, `data` is a video file (MP4, WebM/Matroska, AVI) and `frames` is empty.
   bool video = false;
+  bool video_file = false;
   std::vector<ImageInput> frames;
   double video_fps = 0;
   std::string fps_where;

@@ -242,7 +242,8 @@ def main():
             bad_video("mismatched frame sizes", lambda vu: vu["url"].__setitem__(2, other), "video_url.url[2]")
             corrupt = "data:image/png;base64," + base64.b64encode(b"\x89PNG\r\n\x1a\n garbage").decode()
             bad_video("a corrupt frame", lambda vu: vu["url"].__setitem__(1, corrupt), "video_url.url[1]")
-            bad_video("a video file", lambda vu: vu.update(url="data:video/mp4;base64,AAAA"), "video_url.url")
+            bad_video("a corrupt video file", lambda vu: (vu.pop("fps"), vu.update(url="data:video/mp4;base64,AAAA")),
+                      "video_url.url")
             bad_video("no fps", lambda vu: vu.pop("fps"), "video_url.fps")
             from PIL import Image
             buf = io.BytesIO()

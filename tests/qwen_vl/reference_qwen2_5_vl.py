@@ -108,12 +108,20 @@ def preprocess_video(pil_frames, source_fps, proc, fps=2.0):
     and second_per_grid_t = temporal_patch_size / fps as Qwen2_5_VLProcessor sets it."""
     tp = proc.get("temporal_patch_size", 2)
     idx = sample_frame_indices(len(pil_frames), source_fps, fps, tp)
-    frames, _ = normalized_frames([pil_frames[i] for i in idx], proc)
+    patches, grid, sec = preprocess_sampled_video([pil_frames[i] for i in idx], proc, fps)
+    return patches, grid, sec, idx
+
+
+def preprocess_sampled_video(pil_frames, proc, fps=2.0):
+    """preprocess_video's second half, for frames already sampled (e.g. extracted from a video
+    file at the indices sample_frame_indices gives): (patches, grid, second_per_grid_t)."""
+    tp = proc.get("temporal_patch_size", 2)
+    frames, _ = normalized_frames(pil_frames, proc)
     if frames.shape[0] % tp:
         pad = np.repeat(frames[-1:], tp - frames.shape[0] % tp, axis=0)
         frames = np.concatenate([frames, pad])
     patches, grid = patchify(frames, proc)
-    return patches, grid, tp / fps, idx
+    return patches, grid, tp / fps
 
 
 def preprocess(pil_image, proc):
