@@ -6,6 +6,7 @@
 
 #include <cstddef>
 #include <cstdint>
+#include <optional>
 #include <string>
 #include <vector>
 
@@ -31,8 +32,10 @@ struct MemoryPlan {
 // (engine/models/vision.cpp) for `world` ranks; tests hold it equal to Model::weight_bytes().
 // The dense matrices of the language model (embedding, LM head, projections) are counted
 // in `weight_dtype` (the backend's Backend::weight_dtype()), everything else in compute_dtype.
+// The KV cache is counted in kv_dtype (F8_E4M3: one byte per element), by default the compute
+// dtype.
 MemoryPlan plan_memory(const ModelConfig& config, DType compute_dtype, int world, int block_size,
-                       DType weight_dtype);
+                       DType weight_dtype, std::optional<DType> kv_dtype = std::nullopt);
 inline MemoryPlan plan_memory(const ModelConfig& config, DType compute_dtype, int world,
                               int block_size) {
   return plan_memory(config, compute_dtype, world, block_size, compute_dtype);
