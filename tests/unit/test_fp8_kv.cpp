@@ -135,7 +135,7 @@ TEST_CASE("e4m3 encoding: exact values, nearest-even midpoints, subnormals, satu
   CHECK(std::isnan(e4m3_to_f32(f32_to_e4m3(-NAN))));
 }
 
-TEST_CASE("--kv-cache-dtype values") {
+TEST_CASE("kv-cache-dtype option values") {
   CHECK(parse_kv_cache_dtype("auto") == KvCacheDtype::kAuto);
   CHECK(parse_kv_cache_dtype("fp8") == KvCacheDtype::kFp8E4M3);
   CHECK(parse_kv_cache_dtype("fp8_e4m3") == KvCacheDtype::kFp8E4M3);
