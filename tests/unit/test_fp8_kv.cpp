@@ -171,6 +171,14 @@ TEST_CASE("FP8 KV cache: one byte per element, checkpoint scales per layer") {
   CHECK(4 * kv_bytes_per_block(*backend, *model, 16, KvCacheDtype::kFp8E4M3) ==
         kv_bytes_per_block(*backend, *model, 16));
 
+  SECTION("an older export's single kv_scale applies to K and V") {
+    auto ww = random_weights(c, 5);
+    ww["model.layers.1.self_attn.kv_scale"] = scalar_f32(0.125f);
+    const auto d = write_checkpoint("fp8kv-kv-scale", c, ww);
+    auto ckk = Checkpoint::open(d);
+    auto m = load_model(*ckk, ModelConfig::from_dir(d), *backend);
+    CHECK(m->kv_scales().at(1) == std::pair<float, float>{0.125f, 0.125f});
+  }
   SECTION("malformed scales fail naming the tensor") {
     auto bad = [&](const std::string& name, std::map<std::string, RawTensor> extra,
                    const std::string& message) {
