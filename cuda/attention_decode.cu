@@ -105,7 +105,10 @@ __global__ void __launch_bounds__(kThreads)
       for (int h = 0; h < G; ++h) sc[h] = 0.0f;
       if (j < k_end && lane_ok) {
         float k[8];
-        unpack8(*reinterpret_cast<const uint4*>(a.k_cache + row_offset(j)), k);
+        if (a.k_cache_fp8 != nullptr)
+          unpack8_e4m3(a.k_cache_fp8 + row_offset(j), a.k_scale, k);
+        else
+          unpack8(*reinterpret_cast<const uint4*>(a.k_cache + row_offset(j)), k);
 #pragma unroll
         for (int h = 0; h < G; ++h)
 #pragma unroll
@@ -152,7 +155,10 @@ __global__ void __launch_bounds__(kThreads)
       const int j = t0 + jl;
       if (j < k_end && lane_ok) {
         float v[8];
-        unpack8(*reinterpret_cast<const uint4*>(a.v_cache + row_offset(j)), v);
+        if (a.v_cache_fp8 != nullptr)
+          unpack8_e4m3(a.v_cache_fp8 + row_offset(j), a.v_scale, v);
+        else
+          unpack8(*reinterpret_cast<const uint4*>(a.v_cache + row_offset(j)), v);
 #pragma unroll
         for (int h = 0; h < G; ++h) {
           const float p = s_p[h][jl];

@@ -139,7 +139,10 @@ __global__ void __launch_bounds__(kThreads) prefill_attention_kernel(AttentionAr
 #pragma unroll
     for (int e = 0; e < 4; ++e) o[nd][e] = 0.0f;
   float m[2] = {-INFINITY, -INFINITY}, l[2] = {0.0f, 0.0f};
-  const float sl2 = a.scale * kLog2e;
+  // An FP8 cache's tiles hold the unscaled E4M3 values: k_scale joins the score scale and
+  // v_scale the output normalisation (exact, where scaling each element would round).
+  const bool fp8 = kPaged && a.k_cache_fp8 != nullptr;
+  const float sl2 = a.scale * kLog2e * (fp8 ? a.k_scale : 1.0f);
   const int32_t* table =
       kPaged ? a.block_tables + static_cast<int64_t>(s) * a.max_blocks_per_seq : nullptr;
   const int64_t kv_row = static_cast<int64_t>(Hkv) * D;
@@ -156,8 +159,13 @@ __global__ void __launch_bounds__(kThreads) prefill_attention_kernel(AttentionAr
           const int64_t off =
               (static_cast<int64_t>(blk) * a.block_size + key % a.block_size) * kv_row +
               static_cast<int64_t>(kvh) * D + cc * 8;
-          kv = *reinterpret_cast<const uint4*>(a.k_cache + off);
-          vv = *reinterpret_cast<const uint4*>(a.v_cache + off);
+          if (a.k_cache_fp8 != nullptr) {  // unscaled codes; the scales follow below
+            kv = e4m3x8_to_bf16x8(a.k_cache_fp8 + off);
+            vv = e4m3x8_to_bf16x8(a.v_cache_fp8 + off);
+          } else {
+            kv = *reinterpret_cast<const uint4*>(a.k_cache + off);
+            vv = *reinterpret_cast<const uint4*>(a.v_cache + off);
+          }
         } else {
           const int64_t off = static_cast<int64_t>(q0 + key) * a.qkv_row +
                               static_cast<int64_t>(Hq + kvh) * D + cc * 8;
@@ -258,7 +266,7 @@ __global__ void __launch_bounds__(kThreads) prefill_attention_kernel(AttentionAr
     if (p >= rows_total) continue;
     const int i = p / group, h = kvh * group + p % group;
     bf16* orow = a.out + static_cast<int64_t>(q0 + i) * Hq * D + static_cast<int64_t>(h) * D;
-    const float inv = l[r] > 0.0f ? 1.0f / l[r] : 0.0f;
+    const float inv = (l[r] > 0.0f ? 1.0f / l[r] : 0.0f) * (fp8 ? a.v_scale : 1.0f);
 #pragma unroll
     for (int nd = 0; nd < DP / 8; ++nd) {
       const int d = nd * 8 + tig * 2;

@@ -65,12 +65,19 @@ __global__ void __launch_bounds__(kWarps * 32) rowwise_attention_kernel(Attentio
       kPaged ? a.block_tables + static_cast<int64_t>(s) * a.max_blocks_per_seq : nullptr;
   float m = -INFINITY, l = 0.0f;
   for (int j = lo; j <= hi; ++j) {
-    const bf16 *k, *v;
+    const bf16 *k = nullptr, *v = nullptr;
+    const uint8_t *k8 = nullptr, *v8 = nullptr;  // FP8 E4M3 cache
     if constexpr (kPaged) {
       const int64_t slot =
           static_cast<int64_t>(table[j / a.block_size]) * a.block_size + j % a.block_size;
-      k = a.k_cache + slot * kv_row + static_cast<int64_t>(kvh) * D;
-      v = a.v_cache + slot * kv_row + static_cast<int64_t>(kvh) * D;
+      const int64_t off = slot * kv_row + static_cast<int64_t>(kvh) * D;
+      if (a.k_cache_fp8 != nullptr) {
+        k8 = a.k_cache_fp8 + off;
+        v8 = a.v_cache_fp8 + off;
+      } else {
+        k = a.k_cache + off;
+        v = a.v_cache + off;
+      }
     } else {
       k = a.qkv + static_cast<int64_t>(q0 + j) * a.qkv_row + static_cast<int64_t>(Hq + kvh) * D;
       v = k + kv_row;
@@ -79,7 +86,7 @@ __global__ void __launch_bounds__(kWarps * 32) rowwise_attention_kernel(Attentio
 #pragma unroll
     for (int i = 0; i < PER; ++i) {
       const int d = lane * PER + i;
-      if (d < D) dot += q[i] * to_f32(k[d]);
+      if (d < D) dot += q[i] * (k8 ? e4m3_to_f32(k8[d]) * a.k_scale : to_f32(k[d]));
     }
     const float score = warp_sum(dot) * a.scale;
     const float m_new = fmaxf(m, score);
@@ -89,7 +96,8 @@ __global__ void __launch_bounds__(kWarps * 32) rowwise_attention_kernel(Attentio
 #pragma unroll
     for (int i = 0; i < PER; ++i) {
       const int d = lane * PER + i;
-      acc[i] = acc[i] * alpha + (d < D ? p * to_f32(v[d]) : 0.0f);
+      acc[i] = acc[i] * alpha +
+               (d < D ? p * (v8 ? e4m3_to_f32(v8[d]) * a.v_scale : to_f32(v[d])) : 0.0f);
     }
     m = m_new;
   }

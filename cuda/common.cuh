@@ -4,6 +4,7 @@
 #pragma once
 
 #include <cuda_bf16.h>
+#include <cuda_fp8.h>
 #include <cuda_runtime.h>
 
 #include <cstdint>
@@ -25,6 +26,24 @@ __device__ __forceinline__ bf16 to_bf16(float x) {
   return __float2bfloat16_rn(x);
 }
 
+// FP8 E4M3 KV cache (--kv-cache-dtype fp8): x is stored as e4m3(x / scale), rounded to
+// nearest even and saturated to ±448 (__NV_SATFINITE; NaN -> NaN), matching the CPU
+// backend's engine/core/fp8.h bit for bit; read back as e4m3 * scale.
+__device__ __forceinline__ uint8_t to_e4m3(float x) {
+  return static_cast<uint8_t>(__nv_cvt_float_to_fp8(x, __NV_SATFINITE, __NV_E4M3));
+}
+__device__ __forceinline__ float e4m3_to_f32(uint8_t c) {
+  return __half2float(__half(__nv_cvt_fp8_to_halfraw(static_cast<__nv_fp8_storage_t>(c), __NV_E4M3)));
+}
+// 8 E4M3 codes (one 8-byte load) to fp32, times scale.
+__device__ __forceinline__ void unpack8_e4m3(const uint8_t* p, float scale, float (&f)[8]) {
+  const uint2 u = *reinterpret_cast<const uint2*>(p);
+  const uint32_t w[2] = {u.x, u.y};
+#pragma unroll
+  for (int i = 0; i < 8; ++i)
+    f[i] = e4m3_to_f32(static_cast<uint8_t>(w[i / 4] >> (8 * (i % 4)))) * scale;
+}
+
 // 8 bf16 values in one 16-byte register quad.
 union Vec8 {
   uint4 u;
@@ -40,6 +59,18 @@ __device__ __forceinline__ void unpack8(const uint4& u, float (&f)[8]) {
     f[2 * i] = p.x;
     f[2 * i + 1] = p.y;
   }
+}
+
+// 8 E4M3 codes as 8 bf16 values, unscaled: exact, since every E4M3 value is a bf16 (4
+// significant bits, exponents within bf16's range). The tensor-core prefill kernel stages
+// the FP8 cache this way and applies the scales to the scores and the output.
+__device__ __forceinline__ uint4 e4m3x8_to_bf16x8(const uint8_t* p) {
+  float f[8];
+  unpack8_e4m3(p, 1.0f, f);
+  Vec8 v;
+#pragma unroll
+  for (int i = 0; i < 4; ++i) v.h2[i] = __floats2bfloat162_rn(f[2 * i], f[2 * i + 1]);
+  return v.u;
 }
 
 __device__ __forceinline__ uint4 pack8(const float (&f)[8]) {

@@ -19,6 +19,7 @@
 #include <cuda_runtime_api.h>
 
 #include <algorithm>
+#include <cmath>
 #include <cstdlib>
 #include <cstring>
 #include <string>
@@ -391,13 +392,27 @@ void CudaOps::add_rms_norm(Tensor& residual, const Tensor& x, const Tensor& w, f
                       bf16_ptr(out), stream());
 }
 
-void check_kv(const KvLayer& kv, const AttentionShape& shape, const char* op) {
-  check_bf16(kv.k, op, "K cache");
-  check_bf16(kv.v, op, "V cache");
+// A bf16 or FP8 E4M3 (--kv-cache-dtype fp8) cache, K and V alike, with usable scales.
+bool check_kv(const KvLayer& kv, const AttentionShape& shape, const char* op) {
+  const bool fp8 = kv.k.dtype == DType::F8_E4M3;
+  if (fp8) {
+    IRIS_CHECK(kv.v.dtype == DType::F8_E4M3)
+        << "cuda " << op << ": K cache is F8_E4M3 but V cache is " << dtype_name(kv.v.dtype);
+    IRIS_CHECK(std::isfinite(kv.k_scale) && kv.k_scale > 0 && std::isfinite(kv.v_scale) &&
+               kv.v_scale > 0)
+        << "cuda " << op << ": FP8 KV scales must be finite and positive, got k " << kv.k_scale
+        << " v " << kv.v_scale;
+    IRIS_CHECK(shape.head_dim % 8 == 0)
+        << "cuda " << op << ": an FP8 KV cache needs head_dim divisible by 8, got " << shape.head_dim;
+  } else {
+    check_bf16(kv.k, op, "K cache");
+    check_bf16(kv.v, op, "V cache");
+  }
   IRIS_CHECK(kv.k.shape.ndim == 4 && kv.k.shape == kv.v.shape &&
              kv.k.dim(2) == shape.num_kv_heads && kv.k.dim(3) == shape.head_dim)
       << "cuda " << op << ": KV cache " << kv.k.shape.str() << " for " << shape.num_kv_heads
       << " kv heads of " << shape.head_dim;
+  return fp8;
 }
 
 void check_heads(const AttentionShape& shape, const char* op) {
@@ -417,7 +432,7 @@ void CudaOps::qk_norm_rope_store_kv(Tensor& qkv, const Tensor& positions, const 
   check_dtype(meta.slot_mapping, DType::I32, op, "slot_mapping");
   if (q_norm.defined()) check_bf16(q_norm, op, "q_norm");
   if (k_norm.defined()) check_bf16(k_norm, op, "k_norm");
-  check_kv(kv, shape, op);
+  const bool fp8 = check_kv(kv, shape, op);
   const int position_rows = inv_freq.shape.ndim == 2 ? static_cast<int>(inv_freq.dim(0)) : 1;
   IRIS_CHECK(qkv.shape.ndim == 2 && qkv.dim(1) == shape.qkv_dim() &&
              positions.numel() >= qkv.dim(0) * position_rows &&
@@ -434,8 +449,15 @@ void CudaOps::qk_norm_rope_store_kv(Tensor& qkv, const Tensor& positions, const 
   a.q_norm = bf16_or_null(q_norm);
   a.k_norm = bf16_or_null(k_norm);
   a.slot_mapping = meta.slot_mapping.ptr<int32_t>();
-  a.k_cache = bf16_ptr(kv.k);
-  a.v_cache = bf16_ptr(kv.v);
+  if (fp8) {
+    a.k_cache_fp8 = kv.k.ptr<uint8_t>();
+    a.v_cache_fp8 = kv.v.ptr<uint8_t>();
+    a.k_scale = kv.k_scale;
+    a.v_scale = kv.v_scale;
+  } else {
+    a.k_cache = bf16_ptr(kv.k);
+    a.v_cache = bf16_ptr(kv.v);
+  }
   a.num_slots = kv.k.dim(0) * kv.k.dim(1);
   a.num_tokens = static_cast<int>(qkv.dim(0));
   a.num_q_heads = shape.num_q_heads;
@@ -453,7 +475,7 @@ void CudaOps::attention(const Tensor& qkv, const KvLayer& kv, const AttentionSha
   const char* op = "attention";
   check_bf16(qkv, op, "qkv");
   check_bf16(out, op, "output");
-  check_kv(kv, shape, op);
+  const bool fp8 = check_kv(kv, shape, op);
   check_heads(shape, op);
   IRIS_CHECK(qkv.shape.ndim == 2 && qkv.dim(1) == shape.qkv_dim() &&
              qkv.dim(0) >= meta.num_tokens &&
@@ -468,8 +490,15 @@ void CudaOps::attention(const Tensor& qkv, const KvLayer& kv, const AttentionSha
   a.qkv_row = shape.qkv_dim();
   a.out = bf16_ptr(out);
   a.paged = true;
-  a.k_cache = bf16_ptr(kv.k);
-  a.v_cache = bf16_ptr(kv.v);
+  if (fp8) {
+    a.k_cache_fp8 = kv.k.ptr<uint8_t>();
+    a.v_cache_fp8 = kv.v.ptr<uint8_t>();
+    a.k_scale = kv.k_scale;
+    a.v_scale = kv.v_scale;
+  } else {
+    a.k_cache = bf16_ptr(kv.k);
+    a.v_cache = bf16_ptr(kv.v);
+  }
   a.query_start = meta.query_start.ptr<int32_t>();
   a.seq_lens = meta.seq_lens.ptr<int32_t>();
   a.block_tables = meta.block_tables.ptr<int32_t>();

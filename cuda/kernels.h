@@ -82,6 +82,11 @@ struct RopeKvArgs {
   const int32_t* slot_mapping = nullptr;  // [T]; -1 = do not store
   bf16* k_cache = nullptr;                // [num_blocks, block_size, Hkv, D]
   bf16* v_cache = nullptr;                // [num_blocks, block_size, Hkv, D]
+  // FP8 E4M3 cache (--kv-cache-dtype fp8), set instead of k_cache / v_cache: stores
+  // e4m3(x / scale) (common.cuh). [num_blocks, block_size, Hkv, D] bytes each.
+  uint8_t* k_cache_fp8 = nullptr;
+  uint8_t* v_cache_fp8 = nullptr;
+  float k_scale = 1.0f, v_scale = 1.0f;
   int64_t num_slots = 0;                  // num_blocks * block_size (slots past it are skipped)
   int num_tokens = 0;
   int num_q_heads = 0, num_kv_heads = 0, head_dim = 0;
@@ -103,6 +108,10 @@ struct AttentionArgs {
   // paged mode
   const bf16* k_cache = nullptr;          // [num_blocks, block_size, Hkv, D]
   const bf16* v_cache = nullptr;          // [num_blocks, block_size, Hkv, D]
+  // FP8 E4M3 cache instead (both set, k_cache / v_cache null): element = code * scale.
+  const uint8_t* k_cache_fp8 = nullptr;   // [num_blocks, block_size, Hkv, D]
+  const uint8_t* v_cache_fp8 = nullptr;   // [num_blocks, block_size, Hkv, D]
+  float k_scale = 1.0f, v_scale = 1.0f;
   const int32_t* query_start = nullptr;   // [S + 1]
   const int32_t* seq_lens = nullptr;      // [S]
   const int32_t* block_tables = nullptr;  // [S, max_blocks_per_seq]

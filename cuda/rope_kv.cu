@@ -2,7 +2,8 @@
 // rotary embedding (rotate-half form, M-RoPE's position rows summed per frequency, first rotary_dim dims of each head, fp32 angles with
 // accurate sincosf so long positions stay exact enough), written back into qkv in place,
 // then k and v stored into the paged KV cache at slot_mapping[t] (-1 = skip). One block
-// per token, one warp per head; every element is read once and rounded to bf16 once.
+// per token, one warp per head; every element is read once and rounded to bf16 once. An FP8
+// cache (--kv-cache-dtype fp8) stores e4m3(x / scale) of the bf16 K (after RoPE) and V.
 #include "cuda/common.cuh"
 #include "cuda/kernels.h"
 
@@ -21,6 +22,7 @@ __global__ void __launch_bounds__(kWarps * 32) qk_norm_rope_store_kv_kernel(Rope
   bf16* r = a.qkv + t * row;
   const int64_t slot = a.slot_mapping[t];
   const bool store = slot >= 0 && slot < a.num_slots;
+  const bool fp8 = a.k_cache_fp8 != nullptr;
   const int64_t kv_row = static_cast<int64_t>(nk) * D;
   const int rows = a.position_rows;
   const int32_t* pos = a.positions + static_cast<int64_t>(t) * rows;
@@ -31,8 +33,12 @@ __global__ void __launch_bounds__(kWarps * 32) qk_norm_rope_store_kv_kernel(Rope
     bf16* head = r + static_cast<int64_t>(h) * D;
     if (h >= nq + nk) {  // v: copy into the cache only
       if (store) {
-        bf16* dst = a.v_cache + slot * kv_row + static_cast<int64_t>(h - nq - nk) * D;
-        for (int d = lane; d < D; d += 32) dst[d] = head[d];
+        const int64_t off = slot * kv_row + static_cast<int64_t>(h - nq - nk) * D;
+        if (fp8) {
+          for (int d = lane; d < D; d += 32) a.v_cache_fp8[off + d] = to_e4m3(to_f32(head[d]) / a.v_scale);
+        } else {
+          for (int d = lane; d < D; d += 32) a.v_cache[off + d] = head[d];
+        }
       }
       continue;
     }
@@ -59,12 +65,18 @@ __global__ void __launch_bounds__(kWarps * 32) qk_norm_rope_store_kv_kernel(Rope
       x[i + half] = x2 * c + x1 * s;
     }
     __syncwarp();
-    bf16* cache =
-        (h >= nq && store) ? a.k_cache + slot * kv_row + static_cast<int64_t>(h - nq) * D : nullptr;
+    const int64_t k_off = slot * kv_row + static_cast<int64_t>(h - nq) * D;
+    const bool store_k = h >= nq && store;
     for (int d = lane; d < D; d += 32) {
       const bf16 v = to_bf16(x[d]);
       head[d] = v;
-      if (cache) cache[d] = v;
+      if (store_k) {
+        if (fp8) {
+          a.k_cache_fp8[k_off + d] = to_e4m3(to_f32(v) / a.k_scale);
+        } else {
+          a.k_cache[k_off + d] = v;
+        }
+      }
     }
     __syncwarp();  // x is reused by this warp's next head
   }

@@ -43,10 +43,16 @@ struct AttentionMetadata {
   int max_blocks_per_seq = 0;
 };
 
-// One layer's paged KV cache: K and V each [num_blocks, block_size, num_kv_heads, head_dim].
+// One layer's paged KV cache: K and V each [num_blocks, block_size, num_kv_heads, head_dim],
+// in the backend's compute dtype or, under --kv-cache-dtype fp8, F8_E4M3 (engine/core/fp8.h):
+// then a K element x (after RoPE) is stored as e4m3(x / k_scale), rounded to nearest even and
+// saturated to ±448, and read back as e4m3 * k_scale (V likewise with v_scale). The scales
+// are per layer, from the checkpoint's k_scale / v_scale tensors or 1.
 struct KvLayer {
   Tensor k;
   Tensor v;
+  float k_scale = 1.0f;
+  float v_scale = 1.0f;
 };
 
 struct AttentionShape {

@@ -99,15 +99,20 @@ void Engine::init(const EngineConfig& config) {
   const int blocks_per_seq = static_cast<int>((max_len + config.block_size - 1) / config.block_size);
   int num_blocks = config.num_kv_blocks;
   if (num_blocks <= 0) {
-    const size_t per_block = executor_->kv_bytes_per_block(config.block_size);
-    const double budget = static_cast<double>(executor_->free_memory_bytes()) * config.kv_memory_fraction;
+    const size_t per_block = executor_->kv_bytes_per_block(config.block_size, config.kv_cache_dtype);
+    IRIS_CHECK(config.kv_cache_memory_bytes >= 0) << "--kv-cache-memory-bytes must not be negative";
+    const double budget =
+        config.kv_cache_memory_bytes > 0
+            ? static_cast<double>(config.kv_cache_memory_bytes)
+            : static_cast<double>(executor_->free_memory_bytes()) * config.kv_memory_fraction;
     const int64_t wanted = static_cast<int64_t>(config.max_num_seqs) * blocks_per_seq + 1;
     num_blocks = static_cast<int>(std::min<int64_t>(wanted, static_cast<int64_t>(budget / per_block)));
     IRIS_CHECK(num_blocks >= 2) << "not enough memory for the KV cache (" << per_block
                                 << " bytes per block)";
   }
   sched_config_.num_blocks = num_blocks;
-  stats_.kv_cache_bytes = static_cast<int64_t>(executor_->kv_cache_bytes(num_blocks, config.block_size));
+  stats_.kv_cache_bytes =
+      static_cast<int64_t>(executor_->kv_cache_bytes(num_blocks, config.block_size, config.kv_cache_dtype));
   stats_.weight_bytes = static_cast<int64_t>(executor_->weight_bytes());
   stats_.tensor_parallel_size = executor_->world_size();
   if (mc.multimodal || mc.qwen_vl) {
@@ -128,7 +133,8 @@ void Engine::init(const EngineConfig& config) {
   if (!bad.empty()) fail("engine configuration: ", bad);
   executor_->allocate(num_blocks, config.block_size,
                       RunnerLimits{config.max_num_batched_tokens, config.max_num_seqs, blocks_per_seq,
-                                   config.enforce_eager});
+                                   config.enforce_eager},
+                      config.kv_cache_dtype);
   if (!config.host_sampling) device_sampler_ = executor_->make_device_sampler();
   scheduler_ = std::make_unique<sched::Scheduler>(sched_config_);
 }

@@ -41,6 +41,12 @@ struct EngineConfig {
   int block_size = 16;
   int num_kv_blocks = 0;  // 0 = size from free memory (kv_memory_fraction of it)
   double kv_memory_fraction = 0.3;
+  // With num_kv_blocks = 0: bytes of KV cache per rank (--kv-cache-memory-bytes), instead of
+  // a fraction of free memory; 0 = use kv_memory_fraction.
+  int64_t kv_cache_memory_bytes = 0;
+  // Element type of the KV cache (--kv-cache-dtype): auto = the compute dtype, or FP8 E4M3
+  // (one byte per element: twice the blocks of bf16 in the same memory).
+  KvCacheDtype kv_cache_dtype = KvCacheDtype::kAuto;
   int max_num_seqs = 64;
   int max_num_batched_tokens = 512;
   int max_model_len = 0;  // 0 = the model's max_position_embeddings

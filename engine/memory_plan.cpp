@@ -15,7 +15,7 @@ size_t MemoryPlan::total_weight_bytes() const {
 }
 
 MemoryPlan plan_memory(const ModelConfig& c, DType dtype, int world, int block_size,
-                       DType weight_dtype, bool expert_parallel) {
+                       DType weight_dtype, std::optional<DType> kv_dtype, bool expert_parallel) {
   MemoryPlan plan;
   plan.dtype = dtype;
   plan.block_size = block_size;
@@ -92,7 +92,7 @@ MemoryPlan plan_memory(const ModelConfig& c, DType dtype, int world, int block_s
     }
     RankMemory rm;
     rm.weight_bytes = bytes;
-    rm.kv_bytes_per_block = 2ull * c.num_layers * block_size * kv * es;
+    rm.kv_bytes_per_block = 2ull * c.num_layers * block_size * kv * dtype_size(kv_dtype.value_or(dtype));
     plan.ranks.push_back(rm);
   }
   return plan;

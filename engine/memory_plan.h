@@ -6,6 +6,7 @@
 
 #include <cstddef>
 #include <cstdint>
+#include <optional>
 #include <string>
 #include <vector>
 
@@ -33,8 +34,11 @@ struct MemoryPlan {
 // in `weight_dtype` (the backend's Backend::weight_dtype()), everything else in compute_dtype.
 // Mixture-of-experts layers (engine/models/moe.h) count the router, every expert this rank
 // holds (all of them sharded, or whole experts with `expert_parallel`) and the shared expert.
+// The KV cache is counted in kv_dtype (F8_E4M3: one byte per element), by default the compute
+// dtype.
 MemoryPlan plan_memory(const ModelConfig& config, DType compute_dtype, int world, int block_size,
-                       DType weight_dtype, bool expert_parallel = false);
+                       DType weight_dtype, std::optional<DType> kv_dtype = std::nullopt,
+                       bool expert_parallel = false);
 inline MemoryPlan plan_memory(const ModelConfig& config, DType compute_dtype, int world,
                               int block_size) {
   return plan_memory(config, compute_dtype, world, block_size, compute_dtype);

@@ -62,17 +62,18 @@ ModelExecutor::~ModelExecutor() {
   }
 }
 
-size_t ModelExecutor::kv_bytes_per_block(int block_size) const {
+size_t ModelExecutor::kv_bytes_per_block(int block_size, KvCacheDtype kv_dtype) const {
   size_t most = 0;
   for (const RankModel& r : ranks_)
-    most = std::max(most, iris::kv_bytes_per_block(*r.backend, *r.model, block_size));
+    most = std::max(most, iris::kv_bytes_per_block(*r.backend, *r.model, block_size, kv_dtype));
   return most;
 }
 
-size_t ModelExecutor::kv_cache_bytes(int num_blocks, int block_size) const {
+size_t ModelExecutor::kv_cache_bytes(int num_blocks, int block_size, KvCacheDtype kv_dtype) const {
   size_t total = 0;
   for (const RankModel& r : ranks_)
-    total += static_cast<size_t>(num_blocks) * iris::kv_bytes_per_block(*r.backend, *r.model, block_size);
+    total += static_cast<size_t>(num_blocks) *
+             iris::kv_bytes_per_block(*r.backend, *r.model, block_size, kv_dtype);
   return total;
 }
 
@@ -90,11 +91,13 @@ size_t ModelExecutor::free_memory_bytes() const {
   return least;
 }
 
-void ModelExecutor::allocate(int num_blocks, int block_size, RunnerLimits limits) {
+void ModelExecutor::allocate(int num_blocks, int block_size, RunnerLimits limits,
+                             KvCacheDtype kv_dtype) {
   IRIS_CHECK(runners_.empty()) << "ModelExecutor::allocate called twice";
   limits_ = limits;
   kv_.reserve(ranks_.size());
-  for (const RankModel& r : ranks_) kv_.push_back(allocate_kv_cache(*r.backend, *r.model, num_blocks, block_size));
+  for (const RankModel& r : ranks_)
+    kv_.push_back(allocate_kv_cache(*r.backend, *r.model, num_blocks, block_size, kv_dtype));
   for (size_t i = 0; i < ranks_.size(); ++i)
     runners_.push_back(std::make_unique<ModelRunner>(*ranks_[i].backend, *ranks_[i].model, kv_[i], limits));
   ranks_[0].backend->bind_to_current_thread();

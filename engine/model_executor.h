@@ -40,14 +40,17 @@ class ModelExecutor {
   const ModelConfig& config() const { return ranks_[0].model->config(); }
   // KV bytes of one block on the rank that needs the most, and free device memory on the
   // rank that has the least: the KV cache is sized from these.
-  size_t kv_bytes_per_block(int block_size) const;
+  size_t kv_bytes_per_block(int block_size, KvCacheDtype kv_dtype = KvCacheDtype::kAuto) const;
   size_t free_memory_bytes() const;
   // Summed over ranks: a KV cache of num_blocks blocks, and the model's weights.
-  size_t kv_cache_bytes(int num_blocks, int block_size) const;
+  size_t kv_cache_bytes(int num_blocks, int block_size,
+                        KvCacheDtype kv_dtype = KvCacheDtype::kAuto) const;
   size_t weight_bytes() const;
 
-  // Allocates num_blocks KV blocks on every rank and the per-step buffers. Call once.
-  void allocate(int num_blocks, int block_size, RunnerLimits limits);
+  // Allocates num_blocks KV blocks (stored as kv_dtype says) on every rank and the per-step
+  // buffers. Call once.
+  void allocate(int num_blocks, int block_size, RunnerLimits limits,
+                KvCacheDtype kv_dtype = KvCacheDtype::kAuto);
   const RunnerLimits& limits() const { return limits_; }
 
   // One step on all ranks; returns host logits [n_wanted, vocab], rows in chunk order. On one

@@ -9,7 +9,7 @@
 #   device       is there a usable GPU? "no device" (exit 77 of skip_without_gpu) is a
 #                FAILURE here: this script only runs where a GPU is expected
 #   ops          gpu_op_tests [ops] with CUDA_LAUNCH_BLOCKING=1 (a fault names its kernel)
-#   attention    gpu_op_tests [attention]
+#   attention    gpu_op_tests [attention] (incl. the FP8 KV cache: test_fp8_kv.cpp)
 #   sampling     gpu_op_tests [sampling]
 #   model_cpu    gpu_op_tests [model]: whole-model greedy parity with the CPU backend, also on
 #                the bf16 parity fixtures of tests/parity/make_checkpoints.py

@@ -140,7 +140,7 @@ int run_generate(const GenerateOptions& o) {
 
   // One request through the batching engine: the same path `iris serve` takes.
   EngineConfig ec = o.engine.config();
-  if (ec.num_kv_blocks == 0) {
+  if (ec.num_kv_blocks == 0 && ec.kv_cache_memory_bytes == 0) {
     const int64_t ctx = std::min<int64_t>(cfg.max_position_embeddings,
                                           static_cast<int64_t>(prompt.size()) + p.max_tokens);
     ec.num_kv_blocks = static_cast<int>((ctx + ec.block_size - 1) / ec.block_size) + 1;
@@ -183,6 +183,10 @@ int run_generate(const GenerateOptions& o) {
     j["logprobs"] = r.logprobs;
     j["text"] = r.text;
     j["finish_reason"] = finish_reason_name(r.finish_reason);
+    const EngineStats st = engine.stats();
+    j["kv_blocks_total"] = st.num_total_blocks;
+    j["kv_cache_bytes"] = st.kv_cache_bytes;
+    j["kv_cache_dtype"] = std::string(dtype_name(kv_storage_dtype(ec.kv_cache_dtype, m.backends[0]->compute_dtype())));
     std::cout << j.dump() << std::endl;
   } else {
     if (tokenizer) {

@@ -241,9 +241,10 @@ int run_serve(ServeOptions o) {
     spdlog::info("http listening on {}:{} (OpenAI-compatible API{})", o.host, http->port(),
                  o.tls_cert.empty() ? "" : ", https");
   const EngineStats st = engine.stats();
-  spdlog::info("serving {} on {}:{} (max context {}, {} KV blocks, chat {}, auth {}, tls {}, "
+  spdlog::info("serving {} on {}:{} (max context {}, {} KV blocks of {}, chat {}, auth {}, tls {}, "
                "reflection {})",
                so.model_id, o.host, bound_port, engine.max_model_len(), st.num_total_blocks,
+               dtype_name(kv_storage_dtype(m.kv_cache_dtype, m.backends[0]->compute_dtype())),
                chat_template ? "on" : "off", o.api_key.empty() ? "off" : "on",
                o.tls_cert.empty() ? "off" : "on", o.reflection ? "on" : "off");
 

@@ -54,6 +54,13 @@ void EngineOptions::add_to(CLI::App& app) {
   app.add_flag("--enable-expert-parallel", enable_expert_parallel,
                "mixture-of-experts models: place whole experts on the tensor-parallel ranks "
                "instead of sharding every expert");
+  app.add_option("--kv-cache-dtype", kv_cache_dtype,
+                 "KV cache element type: auto (the compute dtype) or fp8 / fp8_e4m3 (OCP FP8 "
+                 "E4M3, one byte per element: twice the blocks of bf16 in the same memory; "
+                 "per-layer k_scale / v_scale from the checkpoint, else 1)")
+      ->capture_default_str();
+  app.add_option("--kv-cache-memory-bytes", engine.kv_cache_memory_bytes,
+                 "KV cache bytes per rank when --num-kv-blocks is 0 (0 = a fraction of free memory)");
   app.add_option("--tp-timeout", tp_timeout,
                  "seconds a rank may lag behind the others in a step before the group fails")
       ->capture_default_str();
@@ -61,6 +68,7 @@ void EngineOptions::add_to(CLI::App& app) {
 
 EngineConfig EngineOptions::config() const {
   EngineConfig c = engine;
+  c.kv_cache_dtype = parse_kv_cache_dtype(kv_cache_dtype);
   // A GPU backend reports only the memory --gpu-memory-utilization leaves after the
   // weights; keep a little of that for activations and GEMM workspaces.
   if (device == "cuda") c.kv_memory_fraction = 0.9;
@@ -76,10 +84,12 @@ namespace {
 void check_memory(const LoadedModel& m, const EngineOptions& opts,
                   const std::function<void(const std::string&)>& report) {
   const int world = static_cast<int>(m.backends.size());
-  const DType dtype = m.backends[0]->compute_dtype();
+  const DType compute = m.backends[0]->compute_dtype();
+  const DType dtype = kv_storage_dtype(m.kv_cache_dtype, compute);  // of the KV cache
   const int block = opts.engine.block_size > 0 ? opts.engine.block_size : 16;
   const DType wdtype = m.backends[0]->weight_dtype();
-  const MemoryPlan plan = plan_memory(m.config, dtype, world, block, wdtype, opts.enable_expert_parallel);
+  const MemoryPlan plan = plan_memory(m.config, compute, world, block, wdtype, dtype,
+                                      opts.enable_expert_parallel);
   const int64_t max_len = opts.engine.max_model_len > 0
                               ? std::min<int64_t>(opts.engine.max_model_len, m.config.max_position_embeddings)
                               : m.config.max_position_embeddings;
@@ -151,6 +161,7 @@ LoadedModel load(const std::string& dir, const EngineOptions& opts,
   m.config = ModelConfig::from_dir(dir);
   m.checkpoint = Checkpoint::open(dir);
   m.tp_timeout = std::chrono::milliseconds(static_cast<int64_t>(opts.tp_timeout * 1e3));
+  m.kv_cache_dtype = parse_kv_cache_dtype(opts.kv_cache_dtype);
   // CPU ranks split the cores between them.
   const int cores = opts.threads > 0 ? opts.threads
                                      : static_cast<int>(std::max(1u, std::thread::hardware_concurrency()));
@@ -199,12 +210,16 @@ std::string LoadedModel::memory_report(int num_kv_blocks, int block_size) const 
   std::string out;
   for (size_t r = 0; r < models.size(); ++r) {
     const AttentionShape s = models[r]->attention_shape();
-    const double kv = static_cast<double>(kv_bytes_per_block(*backends[r], *models[r], block_size)) *
-                      num_kv_blocks;
-    char line[256];
-    std::snprintf(line, sizeof line, "%srank %zu/%zu on %s: weights %.1f MiB, KV cache %.1f MiB (%d heads, %d KV heads)",
+    const double kv =
+        static_cast<double>(kv_bytes_per_block(*backends[r], *models[r], block_size, kv_cache_dtype)) *
+        num_kv_blocks;
+    const std::string kv_dtype(dtype_name(kv_storage_dtype(kv_cache_dtype, backends[r]->compute_dtype())));
+    char line[320];
+    std::snprintf(line, sizeof line,
+                  "%srank %zu/%zu on %s: weights %.1f MiB, KV cache %.1f MiB in %s (%d blocks, %d heads, %d KV heads)",
                   r ? "; " : "", r, models.size(), backends[r]->name().c_str(),
-                  models[r]->weight_bytes() / 1048576.0, kv / 1048576.0, s.num_q_heads, s.num_kv_heads);
+                  models[r]->weight_bytes() / 1048576.0, kv / 1048576.0, kv_dtype.c_str(), num_kv_blocks,
+                  s.num_q_heads, s.num_kv_heads);
     out += line;
   }
   return out;

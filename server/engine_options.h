@@ -32,6 +32,8 @@ struct EngineOptions {
   bool enable_expert_parallel = false;
   double gpu_memory_utilization = 0.9;
   double tp_timeout = 60.0;  // seconds a rank may lag in a step before the group fails
+  // KV cache element type: "auto" (the compute dtype), "fp8" / "fp8_e4m3" (E4M3, one byte).
+  std::string kv_cache_dtype = "auto";
 
   void add_to(CLI::App& app);
   EngineConfig config() const;
@@ -48,12 +50,13 @@ struct LoadedModel {
   // preprocessing of the checkpoint's preprocessor_config.json. Null for text models.
   std::unique_ptr<ImageEncoder> image_encoder;
   std::chrono::milliseconds tp_timeout{60000};
+  KvCacheDtype kv_cache_dtype = KvCacheDtype::kAuto;
 
   int world_size() const { return static_cast<int>(models.size()); }
   // The engine over every rank with the image encoder, if any (moves the communicators into
   // it; call once).
   std::unique_ptr<Engine> make_engine(const EngineConfig& config, const Tokenizer* tokenizer = nullptr);
-  // One line per rank: device, weight bytes and (after make_engine) KV bytes.
+  // One line per rank: device, weight bytes and (after make_engine) KV bytes and dtype.
   std::string memory_report(int num_kv_blocks, int block_size) const;
 };
 

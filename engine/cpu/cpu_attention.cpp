@@ -1,7 +1,9 @@
 // CPU attention over the paged KV cache: per-head q/k RMSNorm + rotary embedding + K/V
 // store, and causal (optionally sliding-window) attention reading K/V through each
 // sequence's block table, widened to a token's whole image where metadata.media_span says so
-// (Gemma 3). Mixed prefill chunks and decodes run in one call.
+// (Gemma 3). Mixed prefill chunks and decodes run in one call. The cache holds fp32 or, under
+// --kv-cache-dtype fp8, E4M3 bytes (quantized on write with the layer's scale, dequantized on
+// read) — the same bytes the CUDA kernels write, so both backends attend over equal values.
 #include <algorithm>
 #include <cmath>
 #include <cstring>
@@ -10,6 +12,7 @@
 #include <cblas.h>
 
 #include "engine/core/check.h"
+#include "engine/core/fp8.h"
 #include "engine/cpu/cpu_kernels.h"
 
 namespace iris::cpu {
@@ -32,6 +35,13 @@ void qk_norm_rope_store_kv(ThreadPool& pool, Tensor& qkv, const Tensor& position
       << " position rows";
   const int64_t block_size = kv.k.dim(1);
   const int64_t num_slots = kv.k.dim(0) * block_size;
+  const bool fp8 = kv.k.dtype == DType::F8_E4M3;
+  IRIS_CHECK((fp8 || kv.k.dtype == DType::F32) && kv.v.dtype == kv.k.dtype)
+      << "CPU KV cache must be F32 or F8_E4M3, got " << dtype_name(kv.k.dtype) << " / "
+      << dtype_name(kv.v.dtype);
+  IRIS_CHECK(!fp8 || (std::isfinite(kv.k_scale) && kv.k_scale > 0 && std::isfinite(kv.v_scale) &&
+                      kv.v_scale > 0))
+      << "FP8 KV scales must be finite and positive, got k " << kv.k_scale << " v " << kv.v_scale;
   const int32_t* pos = positions.ptr<int32_t>();
   const int32_t* slots = meta.slot_mapping.ptr<int32_t>();
   const float* freq = inv_freq.ptr<float>();
@@ -64,10 +74,20 @@ void qk_norm_rope_store_kv(ThreadPool& pool, Tensor& qkv, const Tensor& position
     const int32_t slot = slots[t];
     if (slot < 0) continue;
     const int64_t kv_row = static_cast<int64_t>(nk) * hd;
-    std::memcpy(kv.k.ptr<float>() + slot * kv_row, r + static_cast<int64_t>(nq) * hd,
-                kv_row * sizeof(float));
-    std::memcpy(kv.v.ptr<float>() + slot * kv_row, r + static_cast<int64_t>(nq + nk) * hd,
-                kv_row * sizeof(float));
+    const float* k_src = r + static_cast<int64_t>(nq) * hd;
+    const float* v_src = r + static_cast<int64_t>(nq + nk) * hd;
+    if (fp8) {
+      // x / scale in fp32, then e4m3 (nearest even, saturating), as the CUDA cache write does.
+      uint8_t* k_dst = kv.k.ptr<uint8_t>() + slot * kv_row;
+      uint8_t* v_dst = kv.v.ptr<uint8_t>() + slot * kv_row;
+      for (int64_t i = 0; i < kv_row; ++i) {
+        k_dst[i] = f32_to_e4m3(k_src[i] / kv.k_scale);
+        v_dst[i] = f32_to_e4m3(v_src[i] / kv.v_scale);
+      }
+    } else {
+      std::memcpy(kv.k.ptr<float>() + slot * kv_row, k_src, kv_row * sizeof(float));
+      std::memcpy(kv.v.ptr<float>() + slot * kv_row, v_src, kv_row * sizeof(float));
+    }
   }
   });
 }
@@ -85,6 +105,20 @@ void paged_attention(ThreadPool& pool, const Tensor& qkv, const KvLayer& kv, con
   const int32_t* seq_lens = meta.seq_lens.ptr<int32_t>();
   const int32_t* tables = meta.block_tables.ptr<int32_t>();
   const int max_blocks = meta.max_blocks_per_seq;
+  const bool fp8 = kv.k.dtype == DType::F8_E4M3;
+  IRIS_CHECK((fp8 || kv.k.dtype == DType::F32) && kv.v.dtype == kv.k.dtype)
+      << "CPU KV cache must be F32 or F8_E4M3, got " << dtype_name(kv.k.dtype);
+  const float* e4m3 = e4m3_table();
+  // Row `slot` of K or V for KV head kvh as fp32: the cache itself, or its E4M3 bytes
+  // dequantized (code value * scale) into `buf`.
+  auto kv_row_f32 = [&](const Tensor& cache, float cache_scale, int64_t slot, int kvh,
+                        float* buf) -> const float* {
+    const int64_t off = slot * kv_row + static_cast<int64_t>(kvh) * hd;
+    if (!fp8) return cache.ptr<float>() + off;
+    const uint8_t* c = cache.ptr<uint8_t>() + off;
+    for (int d = 0; d < hd; ++d) buf[d] = e4m3[c[d]] * cache_scale;
+    return buf;
+  };
 
   // Work items are (token, head) pairs; find each token's sequence by a flat map built
   // once here (O(T)).
@@ -118,6 +152,7 @@ void paged_attention(ThreadPool& pool, const Tensor& qkv, const KvLayer& kv, con
   pool.parallel_for(static_cast<int64_t>(num_tokens) * nq, [&](int64_t i_begin, int64_t i_end) {
     std::vector<float> scores;
     std::vector<float> acc(hd);
+    std::vector<float> row_buf(hd);
     for (int64_t item = i_begin; item < i_end; ++item) {
       const int u = static_cast<int>(item / nq);
       const int t = (u % 2 == 0) ? u / 2 : num_tokens - 1 - u / 2;
@@ -138,7 +173,7 @@ void paged_attention(ThreadPool& pool, const Tensor& qkv, const KvLayer& kv, con
       float mx = -INFINITY;
       for (int j = lo; j <= hi; ++j) {
         const int64_t slot = static_cast<int64_t>(table[j / block_size]) * block_size + j % block_size;
-        const float* k = kv.k.ptr<float>() + slot * kv_row + static_cast<int64_t>(kvh) * hd;
+        const float* k = kv_row_f32(kv.k, kv.k_scale, slot, kvh, row_buf.data());
         float dot = 0.0f;
         for (int d = 0; d < hd; ++d) dot += q[d] * k[d];
         scores[j - lo] = dot * scale;
@@ -152,7 +187,7 @@ void paged_attention(ThreadPool& pool, const Tensor& qkv, const KvLayer& kv, con
       std::fill(acc.begin(), acc.end(), 0.0f);
       for (int j = lo; j <= hi; ++j) {
         const int64_t slot = static_cast<int64_t>(table[j / block_size]) * block_size + j % block_size;
-        const float* v = kv.v.ptr<float>() + slot * kv_row + static_cast<int64_t>(kvh) * hd;
+        const float* v = kv_row_f32(kv.v, kv.v_scale, slot, kvh, row_buf.data());
         const float p = scores[j - lo];
         for (int d = 0; d < hd; ++d) acc[d] += p * v[d];
       }

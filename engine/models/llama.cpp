@@ -24,6 +24,39 @@
 namespace iris {
 namespace {
 
+// One per-tensor KV-cache scale: a scalar ([] or [1]) F32 / BF16 / F16 tensor, finite and
+// positive; fails naming the tensor otherwise.
+float read_kv_scale(const Checkpoint& ckpt, const std::string& name) {
+  const SafetensorInfo& info = ckpt.info(name);
+  IRIS_CHECK(info.numel() == 1 && info.shape.size() <= 1)
+      << ckpt.dir() << ": KV-cache scale '" << name << "' must be a scalar, has shape "
+      << shape_str(info.shape);
+  IRIS_CHECK(info.dtype == DType::F32 || info.dtype == DType::BF16 || info.dtype == DType::F16)
+      << ckpt.dir() << ": KV-cache scale '" << name << "' must be F32, BF16 or F16, is "
+      << dtype_name(info.dtype);
+  float v = 0.0f;
+  convert_to_f32(ckpt.bytes(name), info.dtype, &v, 1);
+  IRIS_CHECK(std::isfinite(v) && v > 0.0f)
+      << ckpt.dir() << ": KV-cache scale '" << name << "' must be finite and positive, is " << v;
+  return v;
+}
+
+// The (k_scale, v_scale) of one attention layer (`prefix` = "...layers.N.self_attn."), as
+// FP8-KV checkpoints store them (compressed-tensors' kv_cache_scheme, AutoFP8): k_scale and
+// v_scale, or one kv_scale for both (older exports); 1 where the checkpoint has none.
+// Scales apply only when the cache is FP8 (--kv-cache-dtype fp8).
+std::pair<float, float> read_kv_scales(const Checkpoint& ckpt, const std::string& prefix) {
+  const bool k = ckpt.has(prefix + "k_scale"), v = ckpt.has(prefix + "v_scale");
+  IRIS_CHECK(k == v) << ckpt.dir() << ": '" << prefix << (k ? "k_scale" : "v_scale")
+                     << "' has no matching '" << prefix << (k ? "v_scale" : "k_scale") << "'";
+  if (k) return {read_kv_scale(ckpt, prefix + "k_scale"), read_kv_scale(ckpt, prefix + "v_scale")};
+  if (ckpt.has(prefix + "kv_scale")) {
+    const float s = read_kv_scale(ckpt, prefix + "kv_scale");
+    return {s, s};
+  }
+  return {1.0f, 1.0f};
+}
+
 struct LayerWeights {
   Buffer input_norm;     // [H]
   Buffer qkv;            // [(Hq + 2 Hkv) * D, H]   this rank's heads
@@ -142,6 +175,7 @@ class LlamaModel final : public Model {
         w.q_norm = load_norm(ckpt, p + "self_attn.q_norm.weight", d);
         w.k_norm = load_norm(ckpt, p + "self_attn.k_norm.weight", d);
       }
+      kv_scales_.push_back(read_kv_scales(ckpt, p + "self_attn."));
       w.o_proj = alloc_matrix({h, qr});
       load_into(ckpt, p + "self_attn.o_proj.weight", {h, nq * d}, {1, q0 * d, qr}, w.o_proj, 0);
       // A row-parallel bias is added once, after the all-reduce: rank 0 holds it.
@@ -172,6 +206,7 @@ class LlamaModel final : public Model {
   // The MoE router's token grouping reads the router logits back on the host.
   bool supports_step_graphs() const override { return !cfg_.moe; }
   std::pair<int64_t, int64_t> vocab_shard() const override { return {vocab_first_, vocab_count_}; }
+  std::vector<std::pair<float, float>> kv_scales() const override { return kv_scales_; }
 
   void reserve(int max_tokens, int max_logits) override {
     const DType dt = backend_.compute_dtype();
@@ -336,6 +371,7 @@ class LlamaModel final : public Model {
   Buffer inv_freq_local_;   // Gemma's sliding-window layers, or empty
   float embed_scale_ = 1.0f;
   std::vector<LayerWeights> layers_;
+  std::vector<std::pair<float, float>> kv_scales_;  // per layer (k_scale, v_scale)
   Buffer residual_, normed_, post_normed_, qkv_, attn_, proj_, gate_up_, act_, last_;
   MoeWorkspace moe_ws_;
   int max_tokens_ = 0, max_logits_ = 0;
@@ -360,20 +396,30 @@ std::unique_ptr<Model> load_model(const Checkpoint& ckpt, const ModelConfig& con
   fail("no model definition for ", config.architecture_name);
 }
 
-size_t kv_bytes_per_block(const Backend& backend, const Model& model, int block_size) {
+size_t kv_bytes_per_block(const Backend& backend, const Model& model, int block_size,
+                          KvCacheDtype dtype) {
   const AttentionShape s = model.attention_shape();
-  return 2ull * model.config().num_layers * block_size * s.kv_dim() * dtype_size(backend.compute_dtype());
+  return 2ull * model.config().num_layers * block_size * s.kv_dim() *
+         dtype_size(kv_storage_dtype(dtype, backend.compute_dtype()));
 }
 
-KvCache allocate_kv_cache(Backend& backend, const Model& model, int num_blocks, int block_size) {
+KvCache allocate_kv_cache(Backend& backend, const Model& model, int num_blocks, int block_size,
+                          KvCacheDtype dtype) {
   const AttentionShape s = model.attention_shape();
+  const DType stored = kv_storage_dtype(dtype, backend.compute_dtype());
+  const std::vector<std::pair<float, float>> scales = model.kv_scales();
   KvCache kv;
   kv.num_blocks = num_blocks;
   kv.block_size = block_size;
   for (int l = 0; l < model.config().num_layers; ++l) {
-    Buffer k = backend.allocate(backend.compute_dtype(), {num_blocks, block_size, s.num_kv_heads, s.head_dim});
-    Buffer v = backend.allocate(backend.compute_dtype(), {num_blocks, block_size, s.num_kv_heads, s.head_dim});
-    kv.layers.push_back({k.tensor, v.tensor});
+    Buffer k = backend.allocate(stored, {num_blocks, block_size, s.num_kv_heads, s.head_dim});
+    Buffer v = backend.allocate(stored, {num_blocks, block_size, s.num_kv_heads, s.head_dim});
+    KvLayer layer{k.tensor, v.tensor};
+    if (stored == DType::F8_E4M3 && !scales.empty()) {
+      layer.k_scale = scales.at(l).first;
+      layer.v_scale = scales.at(l).second;
+    }
+    kv.layers.push_back(layer);
     kv.storage.push_back(std::move(k));
     kv.storage.push_back(std::move(v));
   }

@@ -7,6 +7,7 @@
 #include <vector>
 
 #include "engine/backend.h"
+#include "engine/kv_cache_dtype.h"
 #include "engine/loader/checkpoint.h"
 #include "engine/loader/model_config.h"
 
@@ -61,6 +62,9 @@ class Model {
   // The vocabulary rows [first, first + count) whose logits this rank computes: the whole
   // vocabulary on a single rank, a contiguous shard under tensor parallelism.
   virtual std::pair<int64_t, int64_t> vocab_shard() const { return {0, config().vocab_size}; }
+  // Per layer, the (k_scale, v_scale) an FP8 KV cache stores K and V with: the checkpoint's
+  // self_attn.k_scale / v_scale tensors where it has them, else 1. Empty = 1 everywhere.
+  virtual std::vector<std::pair<float, float>> kv_scales() const { return {}; }
 };
 
 // Builds the model named by config.arch, reading this rank's shard of every weight.
@@ -74,9 +78,12 @@ class VisionEncoder;  // engine/models/vision.h
 std::unique_ptr<VisionEncoder> load_vision_encoder(const Checkpoint& ckpt,
                                                    const ModelConfig& config, Backend& backend);
 
-// Allocates a KV cache of num_blocks blocks for `model` on `backend`.
-KvCache allocate_kv_cache(Backend& backend, const Model& model, int num_blocks, int block_size);
+// Allocates a KV cache of num_blocks blocks for `model` on `backend`, stored as `dtype`
+// says (auto: the backend's compute dtype; fp8: E4M3 with the model's kv_scales()).
+KvCache allocate_kv_cache(Backend& backend, const Model& model, int num_blocks, int block_size,
+                          KvCacheDtype dtype = KvCacheDtype::kAuto);
 // Bytes one KV block (K and V of every layer) takes for `model` on `backend`.
-size_t kv_bytes_per_block(const Backend& backend, const Model& model, int block_size);
+size_t kv_bytes_per_block(const Backend& backend, const Model& model, int block_size,
+                          KvCacheDtype dtype = KvCacheDtype::kAuto);
 
 }  // namespace iris

@@ -5,7 +5,7 @@ For Llama-3.1-70B, Mixtral-8x22B and Qwen3-235B-A22B (their published config.jso
 empty weight file), `iris serve --cpu-weight-dtype bf16 --tensor-parallel-size N` must print,
 per rank, the BF16 weight bytes tools/plan/large_model_arithmetic.py computes (within 1 %:
 Iris also counts norms, and the vocabulary split gives rank 0 the rounded-up shard) and the
-KV bytes per block (exact), then refuse the model, naming the numbers, since no test machine
+KV bytes per block (within the printed rounding; FP8 KV a quarter of F32), then refuse the model, naming the numbers, since no test machine
 holds it. And every table row the script prints is in docs/scaling.md, so the docs cannot
 drift from it.
 
@@ -69,14 +69,14 @@ for name, cfg in CONFIGS.items():
         json.dump(cfg, f, indent=2)
     empty_safetensors(os.path.join(d, "model.safetensors"))
     total, _, emb = arith.gqa_params(arith.MODELS[name])
-    for tp in (4, 8):
+    for tp, kv_dtype in ((4, "auto"), (8, "auto"), (8, "fp8")):
         r = subprocess.run([iris, "serve", "--model", d, "--port", "0", "--tensor-parallel-size", str(tp),
-                            "--cpu-weight-dtype", "bf16", "--num-kv-blocks", "2"],
+                            "--cpu-weight-dtype", "bf16", "--num-kv-blocks", "2", "--kv-cache-dtype", kv_dtype],
                            capture_output=True, text=True, timeout=120)
         out = r.stdout + r.stderr
         ranks = re.findall(r"rank (\d+): weights ([0-9.]+) (KiB|MiB|GiB), KV ([0-9.]+) (KiB|MiB|GiB) per block of (\d+)",
                            out)
-        check(len(ranks) == tp, f"{name} TP {tp}: {len(ranks)} rank lines in the plan")
+        check(len(ranks) == tp, f"{name} TP {tp} {kv_dtype} KV: {len(ranks)} rank lines in the plan")
         if not ranks:
             print(out[-2000:])
             continue
@@ -86,11 +86,12 @@ for name, cfg in CONFIGS.items():
             check(abs(got_w - expect_w) / expect_w < 0.01,
                   f"{name} TP {tp} rank {rank}: weights {got_w / 1e9:.2f} GB vs the arithmetic's {expect_w / 1e9:.2f} GB")
             m = arith.MODELS[name]
-            # Iris's CPU backend keeps K and V in its compute dtype (F32): 4 bytes an element.
-            expect_kv = 2 * m["L"] * max(1, m["nkv"] // tp) * m["hd"] * int(block) * 4
+            # Iris's CPU backend keeps K and V in its compute dtype (F32: 4 bytes an element), or
+            # in FP8 E4M3 (1 byte) with --kv-cache-dtype fp8.
+            expect_kv = 2 * m["L"] * max(1, m["nkv"] // tp) * m["hd"] * int(block) * (1 if kv_dtype == "fp8" else 4)
             got_kv = float(kv) * UNITS[kvu]
             check(abs(got_kv - expect_kv) <= 0.06 * UNITS[kvu],
-                  f"{name} TP {tp} rank {rank}: KV {got_kv:.0f} B per block vs {expect_kv} B")
+                  f"{name} TP {tp} {kv_dtype} KV rank {rank}: KV {got_kv:.0f} B per block vs {expect_kv} B")
         check(r.returncode == 1 and "the model does not fit" in out,
               f"{name} TP {tp}: refused (exit {r.returncode}) with the numbers")
 

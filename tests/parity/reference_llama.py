@@ -8,8 +8,13 @@ with the C++ engine. It stands in for transformers itself on hosts that lack it;
 tools/parity/hf_fixtures.py for the transformers-generated fixtures.
 """
 import math
+import os
+import sys
 
 import torch
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import reference_fp8  # noqa: E402
 
 
 def rope_inv_freq(cfg, dim):
@@ -45,10 +50,13 @@ def rotate_half(x):
     return torch.cat((-x[..., h:], x[..., :h]), dim=-1)
 
 
-def forward(cfg, W, ids, mlp_block=None):
+def forward(cfg, W, ids, mlp_block=None, kv_fp8_scales=None):
     """Logits [len(ids), vocab] for the token list `ids` (fp32). `mlp_block(cfg, W, l, h)`,
     when given, computes the MLP output of layer l for the normed hidden states h, or
-    returns None for the dense MLP (reference_moe.py plugs its sparse blocks in here)."""
+    returns None for the dense MLP (reference_moe.py plugs its sparse blocks in here).
+    `kv_fp8_scales`, when given, is a (k_scale, v_scale) per layer: K (after RoPE) and V
+    are rounded through FP8 E4M3 with those scales before attention, as vLLM's
+    kv_cache_dtype="fp8" cache stores and reads them."""
     arch = cfg["architectures"][0]
     H = cfg["hidden_size"]
     nh = cfg["num_attention_heads"]
@@ -90,6 +98,10 @@ def forward(cfg, W, ids, mlp_block=None):
             k = rms_norm(k, W[p + "self_attn.k_norm.weight"], eps)
         q = q * cos + rotate_half(q) * sin
         k = k * cos + rotate_half(k) * sin
+        if kv_fp8_scales is not None:
+            k_scale, v_scale = kv_fp8_scales[l]
+            k = reference_fp8.quantize_kv(k, k_scale)
+            v = reference_fp8.quantize_kv(v, v_scale)
         rep = nh // nkv
         k = k.repeat_interleave(rep, dim=0)
         v = v.repeat_interleave(rep, dim=0)
@@ -119,11 +131,11 @@ def forward(cfg, W, ids, mlp_block=None):
     return x @ head.T
 
 
-def greedy(cfg, W, prompt, n, mlp_block=None):
+def greedy(cfg, W, prompt, n, mlp_block=None, kv_fp8_scales=None):
     ids = list(prompt)
     out, lps = [], []
     for _ in range(n):
-        logits = forward(cfg, W, ids, mlp_block)[-1]
+        logits = forward(cfg, W, ids, mlp_block, kv_fp8_scales)[-1]
         tok = int(torch.argmax(logits))
         lps.append(float(torch.log_softmax(logits, dim=-1)[tok]))
         out.append(tok)

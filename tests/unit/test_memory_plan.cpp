@@ -97,7 +97,7 @@ TEST_CASE("memory plan counts mixture-of-experts layers as MoeBlock holds them")
     for (int world : {1, 2, 4})
     for (bool ep : {false, true}) {
       if (!ep && inter % world != 0) continue;
-      const MemoryPlan plan = plan_memory(cfg, DType::F32, world, 16, DType::BF16, ep);
+      const MemoryPlan plan = plan_memory(cfg, DType::F32, world, 16, DType::BF16, std::nullopt, ep);
       REQUIRE(plan.ranks.size() == static_cast<size_t>(world));
       for (int r = 0; r < world; ++r) {
         auto backend = make_cpu_backend(1, DType::BF16);
