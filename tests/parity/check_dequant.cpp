@@ -3,6 +3,10 @@
 // bit patterns of its first row and an FNV-1a 64 hash of all its fp32 bytes, both computed
 // from tests/parity/reference_dequant.py's output.
 //
+// The packed layout the CPU backend keeps (engine/core/packed_weight.h) is checked against
+// the same dequantized weight: row and column shards at offsets that cut scale groups and
+// 4-bit byte pairs, and shards fused back together, must dequantize to the very same bits.
+//
 // usage: check_dequant FIXTURE_DIR
 #include <cstdint>
 #include <cstdio>
@@ -53,6 +57,33 @@ int main(int argc, char** argv) {
       if (!hash_ok)
         std::printf("FAIL %s: FNV-1a of all values %s, reference %s\n", model.c_str(), hex,
                     d["fnv1a64"].get<std::string>().c_str());
+      // Packed shards: every value bit-equal to the dequantized weight's.
+      const std::string tensor = d["tensor"].get<std::string>();
+      const int64_t rows = shape[0], cols = shape[1];
+      auto same = [&](const iris::PackedWeight& p, int64_t r0, int64_t c0, const char* what) {
+        if (!ck->is_quantized(tensor)) iris::fail(model, ": ", tensor, " not detected as quantized");
+        p.validate(tensor);
+        const iris::HostTensor got = iris::dequantize(p);
+        const auto* g = static_cast<const float*>(got.data);
+        for (int64_t r = 0; r < p.rows; ++r)
+          for (int64_t c = 0; c < p.cols; ++c)
+            if (std::memcmp(&g[r * p.cols + c], &w[(r0 + r) * cols + c0 + c], 4) != 0) {
+              std::printf("FAIL %s: packed %s differs at [%lld, %lld]\n", model.c_str(), what,
+                          static_cast<long long>(r0 + r), static_cast<long long>(c0 + c));
+              ++mismatches;
+              return;
+            }
+      };
+      same(ck->read_packed(tensor, shape), 0, 0, "whole");
+      same(ck->read_packed(tensor, shape, {0, 5, rows - 12}), 5, 0, "rows [5, -7)");
+      same(ck->read_packed(tensor, shape, {1, 37, cols / 2 - 3}), 0, 37, "columns from 37");
+      same(ck->read_packed(tensor, shape, {1, 64, cols - 64}), 0, 64, "columns from 64");
+      const iris::PackedWeight cut = ck->read_packed(tensor, shape, {1, 3, cols - 10});
+      same(cut.slice_cols(7, cut.cols - 20), 0, 10, "columns of columns");
+      iris::PackedWeight fused = ck->read_packed(tensor, shape, {0, 0, 3});
+      fused.append_rows(ck->read_packed(tensor, shape, {0, 3, rows - 3}), tensor);
+      same(fused, 0, 0, "fused rows");
+      same(fused.slice_rows(2, rows - 4), 2, 0, "rows of fused");
       if (mismatches || !hash_ok || bits.empty()) {
         ++failed;
       } else {
