@@ -117,8 +117,22 @@ PackedWeight PackedWeight::slice_rows(int64_t begin, int64_t count) const {
 PackedWeight PackedWeight::slice_cols(int64_t begin, int64_t count) const {
   IRIS_CHECK(begin >= 0 && count > 0 && begin + count <= cols)
       << "column slice [" << begin << ", +" << count << ") of " << describe();
-  bool any_gidx = false;
-  for (const auto& s : segments) any_gidx |= !s.gidx.empty();
+  bool any_gidx = false, all_gidx = true;
+  for (const auto& s : segments) {
+    any_gidx |= !s.gidx.empty();
+    all_gidx &= !s.gidx.empty();
+  }
+  // With group indices everywhere, keep only the groups the shard's columns use (renumbered
+  // in order); a matrix mixing both layouts keeps every group.
+  std::vector<int32_t> remap;
+  if (all_gidx) {
+    remap.assign(static_cast<size_t>(groups_per_row), -1);
+    for (const auto& s : segments)
+      for (int64_t c = begin; c < begin + count; ++c) remap[s.gidx[c]] = 0;
+    int32_t next = 0;
+    for (int32_t& g : remap)
+      if (g == 0) g = next++;
+  }
   PackedWeight w;
   w.kind = kind;
   w.rows = rows;
@@ -132,10 +146,19 @@ PackedWeight PackedWeight::slice_cols(int64_t begin, int64_t count) const {
     groups = g1 - g0;
     w.col_phase = (begin + col_phase) % group_size;
   }
+  if (!remap.empty()) groups = *std::max_element(remap.begin(), remap.end()) + 1;
   w.groups_per_row = groups;
   w.scales.resize(static_cast<size_t>(rows * groups));
   if (!zeros.empty()) w.zeros.resize(static_cast<size_t>(rows * groups));
   for (int64_t r = 0; r < rows; ++r) {
+    if (!remap.empty()) {
+      for (int64_t g = 0; g < groups_per_row; ++g) {
+        if (remap[g] < 0) continue;
+        w.scales[r * groups + remap[g]] = scales[r * groups_per_row + g];
+        if (!zeros.empty()) w.zeros[r * groups + remap[g]] = zeros[r * groups_per_row + g];
+      }
+      continue;
+    }
     std::copy_n(scales.begin() + r * groups_per_row + g0, groups, w.scales.begin() + r * groups);
     if (!zeros.empty())
       std::copy_n(zeros.begin() + r * groups_per_row + g0, groups, w.zeros.begin() + r * groups);
@@ -156,7 +179,11 @@ PackedWeight PackedWeight::slice_cols(int64_t begin, int64_t count) const {
   }
   for (const auto& s : segments) {
     PackedWeight::Segment n{s.row_end, {}};
-    if (!s.gidx.empty()) n.gidx.assign(s.gidx.begin() + begin, s.gidx.begin() + begin + count);
+    if (!s.gidx.empty()) {
+      n.gidx.assign(s.gidx.begin() + begin, s.gidx.begin() + begin + count);
+      if (!remap.empty())
+        for (int32_t& g : n.gidx) g = remap[g];
+    }
     w.segments.push_back(std::move(n));
   }
   return w;

@@ -13,8 +13,9 @@
 //
 // Rows can be sliced and concatenated (a fused q|k|v or gate|up matrix, a tensor-parallel
 // column shard), columns sliced (a row-parallel shard) at any offset: col_phase keeps the
-// group boundaries of the full matrix, and g_idx is sliced with the columns (the group
-// scales of the row are kept whole then, as any column may use any group).
+// group boundaries of the full matrix, and g_idx is sliced with the columns (the shard keeps
+// the scales of the groups its columns use, renumbered). No tensor-parallel split is refused
+// for cutting a group or a 128x128 block: a rank holds the cut group's scale with its part.
 #pragma once
 
 #include <cstdint>

@@ -184,6 +184,13 @@ void linear_half(ThreadPool& pool, const float* x, int64_t m, int64_t k, const u
 void linear_half_tiles(ThreadPool& pool, const float* x, int64_t m, int64_t k, const uint16_t* w,
                        DType wdtype, int64_t n, float* y, std::vector<float>& scratch) {
   check_dtype(wdtype);
+  linear_converted_tiles(pool, x, m, k, n, y, scratch, [&](int64_t r0, int64_t r1, float* dst) {
+    half_to_f32(w + r0 * k, wdtype, dst, (r1 - r0) * k);
+  });
+}
+
+void linear_converted_tiles(ThreadPool& pool, const float* x, int64_t m, int64_t k, int64_t n,
+                            float* y, std::vector<float>& scratch, const RowConverter& convert) {
   if (m == 0 || n == 0) return;
   if (k == 0) {
     std::fill(y, y + m * n, 0.0f);
@@ -198,12 +205,23 @@ void linear_half_tiles(ThreadPool& pool, const float* x, int64_t m, int64_t k, c
   for (int64_t c0 = 0; c0 < n; c0 += rows_per_tile) {
     const int64_t tn = std::min(rows_per_tile, n - c0);
     pool.parallel_for(tn, [&](int64_t r0, int64_t r1) {
-      half_to_f32(w + (c0 + r0) * k, wdtype, scratch.data() + r0 * k, (r1 - r0) * k);
+      convert(c0 + r0, c0 + r1, scratch.data() + r0 * k);
     });
-    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, static_cast<int>(m), static_cast<int>(tn),
-                static_cast<int>(k), 1.0f, x, static_cast<int>(k), scratch.data(),
-                static_cast<int>(k), 0.0f, y + c0, static_cast<int>(n));
+    if (m == 1) {
+      cblas_sgemv(CblasRowMajor, CblasNoTrans, static_cast<int>(tn), static_cast<int>(k), 1.0f,
+                  scratch.data(), static_cast<int>(k), x, 1, 0.0f, y + c0, 1);
+    } else {
+      cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, static_cast<int>(m),
+                  static_cast<int>(tn), static_cast<int>(k), 1.0f, x, static_cast<int>(k),
+                  scratch.data(), static_cast<int>(k), 0.0f, y + c0, static_cast<int>(n));
+    }
   }
+}
+
+void linear_packed(ThreadPool& pool, const float* x, int64_t m, const PackedWeight& w, float* y,
+                   std::vector<float>& scratch) {
+  linear_converted_tiles(pool, x, m, w.cols, w.rows, y, scratch,
+                         [&](int64_t r0, int64_t r1, float* dst) { w.dequantize_rows(r0, r1, dst); });
 }
 
 }  // namespace iris::cpu

@@ -7,6 +7,10 @@
 // the same dequantized weight: row and column shards at offsets that cut scale groups and
 // 4-bit byte pairs, and shards fused back together, must dequantize to the very same bits.
 //
+// Loading the model with a CPU backend that keeps weights packed must hold the linear
+// layers in about 1 byte (FP8) or 0.6 byte (4-bit) per weight instead of 4, on one rank and
+// on each of two tensor-parallel ranks.
+//
 // usage: check_dequant FIXTURE_DIR
 #include <cstdint>
 #include <cstdio>
@@ -16,7 +20,10 @@
 #include <string>
 #include <vector>
 
+#include "engine/backend.h"
 #include "engine/core/check.h"
+#include "engine/loader/model_config.h"
+#include "engine/models/model.h"
 #include "engine/loader/checkpoint.h"
 #include "engine/loader/quantization.h"
 
@@ -84,6 +91,36 @@ int main(int argc, char** argv) {
       fused.append_rows(ck->read_packed(tensor, shape, {0, 3, rows - 3}), tensor);
       same(fused, 0, 0, "fused rows");
       same(fused.slice_rows(2, rows - 4), 2, 0, "rows of fused");
+      // Held bytes of the loaded model, dequantized vs packed.
+      const iris::ModelConfig cfg = iris::ModelConfig::from_dir(dir + "/" + model);
+      const double linear = static_cast<double>(cfg.num_layers) *
+          (static_cast<double>(cfg.hidden_size) * cfg.head_dim * (2 * cfg.num_heads + 2 * cfg.num_kv_heads) +
+           3.0 * cfg.hidden_size * cfg.intermediate_size);
+      const bool fp8 = ck->quantization()->format == iris::QuantFormat::kFp8;
+      // Bytes per packed weight, scales included. With desc_act every column shard uses
+      // nearly every group (g_idx scatters them), so a row-parallel shard of these 320-column
+      // layers (groups of 32) keeps all 10 groups' scales for its 160 columns.
+      const double held_max = fp8 ? 1.1 : ck->quantization()->desc_act ? 0.8 : 0.7;
+      for (const int world : {1, 2}) {
+        size_t dense = 0, packed = 0;
+        for (int rank = 0; rank < world; ++rank) {
+          for (const bool keep : {false, true}) {
+            auto backend = iris::make_cpu_backend(1, iris::DType::F32, keep);
+            auto m = iris::load_model(*ck, cfg, *backend, iris::ParallelConfig{rank, world, false});
+            (keep ? packed : dense) += m->weight_bytes();
+          }
+        }
+        const double saved = static_cast<double>(dense) - static_cast<double>(packed);
+        if (saved < linear * (4.0 - held_max)) {
+          std::printf("FAIL %s: TP %d holds %zu bytes packed vs %zu dequantized; %.0f linear weights "
+                      "should save at least %.0f\n", model.c_str(), world, packed, dense, linear,
+                      linear * (4.0 - held_max));
+          ++mismatches;
+        } else {
+          std::printf("     %s TP %d: %zu bytes packed, %zu dequantized (linear layers %.2f bytes/weight)\n",
+                      model.c_str(), world, packed, dense, 4.0 - saved / linear);
+        }
+      }
       if (mismatches || !hash_ok || bits.empty()) {
         ++failed;
       } else {
