@@ -205,6 +205,7 @@ class CudaBackend final : public Backend {
     v.group_size = w.group_size;
     v.col_phase = w.col_phase;
     v.groups_per_row = w.groups_per_row;
+    v.dynamic_activations = w.dynamic_activations;
     v.codes = static_cast<const uint8_t*>(put(w.codes.data(), w.codes.size()));
     v.scales = static_cast<const float*>(put(w.scales.data(), w.scales.size() * sizeof(float)));
     v.zeros = static_cast<const int8_t*>(put(w.zeros.data(), w.zeros.size()));
@@ -232,6 +233,31 @@ class CudaBackend final : public Backend {
     b.tensor.shape = Shape{w.rows, w.cols};
     b.memory = std::move(held);
     return b;
+  }
+
+  // Scratch of the dynamic-FP8 linear (CudaOps::linear), grown on demand: models do not
+  // load packed weights on this backend yet, so no captured decode step sees it grow.
+  struct Fp8Scratch {
+    uint8_t* xq;       // [m, k] e4m3
+    float* row_scale;  // [m]
+    float* acc;        // [m, n]
+    const float* one;  // 1.0f
+  };
+  Fp8Scratch fp8_scratch(int64_t m, int64_t k, int64_t n) {
+    auto grow = [&](Buffer& b, size_t bytes) {
+      if (!b.tensor.defined() || b.tensor.bytes() < bytes)
+        b = allocate(DType::U8, {static_cast<int64_t>(bytes)});
+    };
+    grow(fp8_xq_, static_cast<size_t>(m * k));
+    grow(fp8_row_scale_, static_cast<size_t>(m) * sizeof(float));
+    grow(fp8_acc_, static_cast<size_t>(m * n) * sizeof(float));
+    if (!fp8_one_.tensor.defined()) {
+      fp8_one_ = allocate(DType::F32, {1});
+      const float one = 1.0f;
+      upload(&one, DType::F32, fp8_one_.tensor);
+    }
+    return {fp8_xq_.tensor.ptr<uint8_t>(), fp8_row_scale_.tensor.ptr<float>(),
+            fp8_acc_.tensor.ptr<float>(), fp8_one_.tensor.ptr<const float>()};
   }
 
   Buffer allocate(DType dtype, Shape shape) override {
@@ -374,6 +400,7 @@ class CudaBackend final : public Backend {
   bool rowwise_ = false;
   cudaStream_t stream_ = nullptr;
   std::unique_ptr<Gemm> gemm_;
+  Buffer fp8_xq_, fp8_row_scale_, fp8_acc_, fp8_one_;  // fp8_scratch()
   DecodeWorkspace decode_ws_;
   void* staging_ = nullptr;
 };
@@ -425,6 +452,18 @@ void CudaOps::linear(const Tensor& x, const Tensor& w, const Tensor& bias, Tenso
                (!bias.defined() || bias.numel() == pw.rows))
         << "cuda packed linear: x " << x.shape.str() << " w [" << pw.rows << ", " << pw.cols
         << "] out " << out.shape.str();
+    const int64_t k = pw.cols, n = pw.rows;
+    if (pw.kind == PackedWeightDevice::kFp8 && pw.dynamic_activations && pw.groups_per_row == 1 &&
+        pw.gidx == nullptr && k % 16 == 0 && n % 16 == 0) {
+      // Per-tensor / per-channel FP8 with dynamic per-token activations, as the format says:
+      // e4m3 x e4m3 through cuBLASLt, then both scales as an epilogue.
+      const CudaBackend::Fp8Scratch s = b_.fp8_scratch(m, k, n);
+      launch_quantize_rows_fp8(bf16_ptr(x), m, k, s.xq, s.row_scale, stream());
+      b_.gemm().linear_fp8(s.xq, pw.codes, s.one, s.one, s.acc, m, n, k, stream());
+      launch_scale_rows_cols(s.acc, s.row_scale, pw.scales, bf16_or_null(bias), out.data,
+                             out.dtype, m, n, stream());
+      return;
+    }
     launch_packed_linear(pw, bf16_ptr(x), bf16_or_null(bias), out.data, out.dtype, m, stream());
     return;
   }

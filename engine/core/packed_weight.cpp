@@ -94,6 +94,7 @@ PackedWeight PackedWeight::slice_rows(int64_t begin, int64_t count) const {
   w.kind = kind;
   w.rows = count;
   w.cols = cols;
+  w.dynamic_activations = dynamic_activations;
   w.group_size = group_size;
   w.col_phase = col_phase;
   w.groups_per_row = groups_per_row;
@@ -137,6 +138,7 @@ PackedWeight PackedWeight::slice_cols(int64_t begin, int64_t count) const {
   w.kind = kind;
   w.rows = rows;
   w.cols = count;
+  w.dynamic_activations = dynamic_activations;
   w.group_size = group_size;
   // Without group indices, keep only the groups the columns touch.
   int64_t g0 = 0, groups = groups_per_row;

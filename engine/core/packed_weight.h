@@ -44,6 +44,9 @@ struct PackedWeight {
   std::vector<float> scales;    // [rows, groups_per_row]
   std::vector<int8_t> zeros;    // INT4: [rows, groups_per_row]; FP8: empty
   std::vector<Segment> segments;  // non-empty; the last ends at rows
+  // FP8 only: the format also quantizes activations per token at run time (a GPU may run
+  // such a weight as an FP8 x FP8 GEMM); the CPU keeps weight-only semantics and ignores it.
+  bool dynamic_activations = false;
 
   int64_t row_bytes() const { return kind == Kind::kFp8 ? cols : (cols + 1) / 2; }
   // Bytes held: codes + scales + zero points + group indices.

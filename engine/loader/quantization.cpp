@@ -395,6 +395,7 @@ PackedWeight pack_fp8(const Module& m, const std::vector<int64_t>& expected) {
 
   // One scale group of cols_per columns per row; a block's scale is repeated on its rows.
   PackedWeight p = packed_layout(PackedWeight::Kind::kFp8, out, in, cols_per, cols);
+  p.dynamic_activations = m.q.dynamic_activations;
   const uint8_t* codes = m.ck.bytes(w.name);
   for (int64_t o = 0; o < out; ++o) {
     const float* srow = s.data() + (m.q.strategy == ScaleStrategy::kTensor ? 0 : (o / rows_per) * cols);

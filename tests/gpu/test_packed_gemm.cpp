@@ -7,6 +7,7 @@
 // bf16 rounding).
 #include <catch2/catch.hpp>
 
+#include <algorithm>
 #include <cmath>
 #include <random>
 
@@ -92,4 +93,64 @@ TEST_CASE("packed FP8 / 4-bit linear matches the CPU backend's packed linear", "
   const double tol = c.out == DType::F32 ? 1e-4 : 1e-2;
   require_close(ref, got, tol, std::string("packed linear: ") + c.what);
   require_rows_close(ref, got, c.n, 2 * tol, std::string("packed linear rows: ") + c.what);
+}
+
+namespace {
+
+// e4m3fn nearest to v (|v| <= 448), ties to the even code, as the device conversion does.
+float round_e4m3(float v) {
+  static const std::vector<float> pos = [] {
+    std::vector<float> t;
+    for (int c = 0; c < 0x7F; ++c) t.push_back(fp8_e4m3_to_f32(static_cast<uint8_t>(c)));
+    return t;
+  }();
+  const float a = std::fabs(v);
+  int best = 0;
+  for (int c = 1; c < static_cast<int>(pos.size()); ++c) {
+    const float d = std::fabs(pos[c] - a), db = std::fabs(pos[best] - a);
+    if (d < db || (d == db && c % 2 == 0)) best = c;
+  }
+  return std::copysign(pos[best], v);
+}
+
+}  // namespace
+
+TEST_CASE("FP8 weights with dynamic per-token activations run e4m3 x e4m3 through cuBLASLt",
+          "[packed]") {
+  struct Case {
+    int64_t m, n, k;
+    bool bias;
+    DType out;
+  };
+  auto c = GENERATE(Case{1, 1024, 2048, false, DType::F32}, Case{7, 2048, 1024, true, DType::F32},
+                    Case{300, 512, 4096, true, DType::BF16});
+  CAPTURE(c.m, c.n, c.k);
+  // Per-channel scales (one group of k columns per row), as compressed-tensors FP8_DYNAMIC.
+  PackedWeight w = random_packed(PackedWeight::Kind::kFp8, c.n, c.k, c.k, 0, 0, 31);
+  w.dynamic_activations = true;
+  Pair x = random_pair({c.m, c.k}, 32);
+  // The host reference quantizes each activation row as the kernel does (scale amax / 448,
+  // x * (1 / scale) rounded to e4m3) and multiplies the dequantized rows in fp32; the GPU
+  // differs from it only in summation order.
+  std::vector<float> xq(x.host.size());
+  for (int64_t r = 0; r < c.m; ++r) {
+    float amax = 0.0f;
+    for (int64_t i = 0; i < c.k; ++i) amax = std::max(amax, std::fabs(x.host[r * c.k + i]));
+    const float scale = amax > 0.0f ? amax / 448.0f : 1.0f, inv = 1.0f / scale;
+    for (int64_t i = 0; i < c.k; ++i)
+      xq[r * c.k + i] = round_e4m3(std::clamp(x.host[r * c.k + i] * inv, -448.0f, 448.0f)) * scale;
+  }
+  auto cpu_packed = make_cpu_backend(0, DType::F32, /*packed_weights=*/true);
+  Buffer wc = cpu_packed->upload_packed(w);
+  Buffer wg = gpu().upload_packed(w);
+  Buffer xc = cpu_packed->allocate(DType::F32, {c.m, c.k});
+  cpu_packed->upload(xq.data(), DType::F32, xc.tensor);
+  Pair b = c.bias ? random_pair({c.n}, 33) : Pair{};
+  Pair out = output_pair({c.m, c.n}, c.out);
+  cpu_packed->ops().linear(xc.tensor, wc.tensor, c.bias ? b.cpu() : Tensor{}, out.cpu());
+  gpu().ops().linear(x.gpu(), wg.tensor, c.bias ? b.gpu() : Tensor{}, out.gpu());
+  const auto ref = download(*cpu_packed, out.cpu()), got = download(gpu(), out.gpu());
+  const double tol = c.out == DType::F32 ? 1e-4 : 1e-2;
+  require_close(ref, got, tol, "dynamic fp8 linear");
+  require_rows_close(ref, got, c.n, 2 * tol, "dynamic fp8 linear rows");
 }
