@@ -3,6 +3,7 @@
 
 #include <algorithm>
 #include <array>
+#include <cstring>
 #include <sstream>
 
 #include "engine/core/check.h"
@@ -18,6 +19,17 @@ const std::array<float, 256>& fp8_table() {
     return t;
   }();
   return table;
+}
+
+// e4m3fn code -> fp32 without a table: the 7 magnitude bits placed at fp32's exponent /
+// mantissa boundary read as an fp32 (a normal 2^(e-127) (1 + m/8), or for e = 0 the
+// denormal m/8 * 2^-126), times 2^120, are exactly 2^(e-7) (1 + m/8) and m/8 * 2^-6: the
+// e4m3 value, bit-identical to fp8_e4m3_to_f32 for every non-NaN code.
+inline float fp8_bits_to_f32(uint8_t code) {
+  const uint32_t bits = (static_cast<uint32_t>(code & 0x80) << 24) | (static_cast<uint32_t>(code & 0x7F) << 20);
+  float f;
+  std::memcpy(&f, &bits, 4);
+  return f * 0x1p120f;
 }
 
 inline int nibble_at(const uint8_t* row, int64_t c) {
@@ -72,16 +84,33 @@ void PackedWeight::dequantize_rows(int64_t r0, int64_t r1, float* dst) const {
       }
       continue;
     }
-    // Contiguous groups: column c belongs to group (c + col_phase) / group_size.
+    // Contiguous groups: column c belongs to group (c + col_phase) / group_size. The loops
+    // below are branch-free so the compiler vectorises them.
     int64_t c = 0;
     for (int64_t grp = 0; c < cols; ++grp) {
       const int64_t end = std::min(cols, (grp + 1) * group_size - col_phase);
       const float sc = s[grp];
       if (kind == Kind::kFp8) {
-        for (; c < end; ++c) out[c] = table[code[c]] * sc;
+        for (; c < end; ++c) out[c] = fp8_bits_to_f32(code[c]) * sc;
       } else {
         const int zero = z[grp];
-        for (; c < end; ++c) out[c] = static_cast<float>(nibble_at(code, c) - zero) * sc;
+        if (c % 2 == 1 && c < end) {
+          out[c] = static_cast<float>(nibble_at(code, c) - zero) * sc;
+          ++c;
+        }
+        // Whole bytes: columns c and c + 1 from byte c / 2.
+        const int64_t pairs = (end - c) / 2;
+        const uint8_t* b = code + c / 2;
+        float* o = out + c;
+        for (int64_t i = 0; i < pairs; ++i) {
+          o[2 * i] = static_cast<float>(static_cast<int>(b[i] & 0xF) - zero) * sc;
+          o[2 * i + 1] = static_cast<float>(static_cast<int>(b[i] >> 4) - zero) * sc;
+        }
+        c += 2 * pairs;
+        if (c < end) {
+          out[c] = static_cast<float>(nibble_at(code, c) - zero) * sc;
+          ++c;
+        }
       }
     }
   }

@@ -114,6 +114,21 @@ IRIS_AVX2 void convert_avx2(const uint16_t* src, float* dst, int64_t n) {
 }
 #endif
 
+#ifdef IRIS_HALF_X86
+IRIS_AVX2 float dot_avx2(const float* a, const float* b, int64_t k) {
+  __m256 s0 = _mm256_setzero_ps(), s1 = _mm256_setzero_ps();
+  int64_t j = 0;
+  for (; j + 16 <= k; j += 16) {
+    s0 = _mm256_fmadd_ps(_mm256_loadu_ps(a + j), _mm256_loadu_ps(b + j), s0);
+    s1 = _mm256_fmadd_ps(_mm256_loadu_ps(a + j + 8), _mm256_loadu_ps(b + j + 8), s1);
+  }
+  for (; j + 8 <= k; j += 8) s0 = _mm256_fmadd_ps(_mm256_loadu_ps(a + j), _mm256_loadu_ps(b + j), s0);
+  float s = hsum(_mm256_add_ps(s0, s1));
+  for (; j < k; ++j) s += a[j] * b[j];
+  return s;
+}
+#endif
+
 bool detect_avx2() {
 #ifdef IRIS_HALF_X86
   __builtin_cpu_init();
@@ -143,6 +158,24 @@ void rows(const float* x, int64_t m, int64_t k, const uint16_t* w, DType d, int6
 #endif
   if (bf16) rows_scalar<true>(x, m, k, w, n, y, r0, r1);
   else rows_scalar<false>(x, m, k, w, n, y, r0, r1);
+}
+
+// Four independent sums so the portable loop pipelines (and vectorises).
+float dot_scalar(const float* a, const float* b, int64_t k) {
+  float s[4] = {0.0f, 0.0f, 0.0f, 0.0f};
+  int64_t j = 0;
+  for (; j + 4 <= k; j += 4)
+    for (int u = 0; u < 4; ++u) s[u] += a[j + u] * b[j + u];
+  float t = (s[0] + s[1]) + (s[2] + s[3]);
+  for (; j < k; ++j) t += a[j] * b[j];
+  return t;
+}
+
+float dot_f32(const float* a, const float* b, int64_t k) {
+#ifdef IRIS_HALF_X86
+  if (kVectorised) return dot_avx2(a, b, k);
+#endif
+  return dot_scalar(a, b, k);
 }
 
 }  // namespace
@@ -218,10 +251,34 @@ void linear_converted_tiles(ThreadPool& pool, const float* x, int64_t m, int64_t
   }
 }
 
+void linear_converted_rows(ThreadPool& pool, const float* x, int64_t m, int64_t k, int64_t n,
+                           float* y, const RowConverter& convert) {
+  if (m == 0 || n == 0) return;
+  // Each thread converts blocks of 16 rows into its own buffer (16·k floats, L1/L2-resident)
+  // and takes their dot products with every activation row while they are hot.
+  constexpr int64_t kBlock = 16;
+  pool.parallel_for(n, [&](int64_t r0, int64_t r1) {
+    thread_local std::vector<float> buf;
+    if (buf.size() < static_cast<size_t>(kBlock * k)) buf.resize(static_cast<size_t>(kBlock * k));
+    for (int64_t b0 = r0; b0 < r1; b0 += kBlock) {
+      const int64_t b1 = std::min(r1, b0 + kBlock);
+      convert(b0, b1, buf.data());
+      for (int64_t r = b0; r < b1; ++r)
+        for (int64_t i = 0; i < m; ++i) y[i * n + r] = dot_f32(x + i * k, buf.data() + (r - b0) * k, k);
+    }
+  });
+}
+
 void linear_packed(ThreadPool& pool, const float* x, int64_t m, const PackedWeight& w, float* y,
                    std::vector<float>& scratch) {
-  linear_converted_tiles(pool, x, m, w.cols, w.rows, y, scratch,
-                         [&](int64_t r0, int64_t r1, float* dst) { w.dequantize_rows(r0, r1, dst); });
+  const RowConverter convert = [&](int64_t r0, int64_t r1, float* dst) {
+    w.dequantize_rows(r0, r1, dst);
+  };
+  if (m < kHalfGemmMinRows) {
+    linear_converted_rows(pool, x, m, w.cols, w.rows, y, convert);
+  } else {
+    linear_converted_tiles(pool, x, m, w.cols, w.rows, y, scratch, convert);
+  }
 }
 
 }  // namespace iris::cpu

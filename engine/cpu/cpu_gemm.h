@@ -5,8 +5,9 @@
 // output rows on the thread pool. Prefill (many rows) converts tiles of weight rows to fp32
 // into a scratch buffer and multiplies them with OpenBLAS sgemm. Packed quantized weights
 // (engine/core/packed_weight.h: FP8 or 4-bit codes with group scales) take that tile path
-// for every row count: a tile is dequantized exactly to fp32 (the loader's values, bit for
-// bit) and multiplied, so only codes and scales stay resident.
+// for prefill, and for decode a row kernel that dequantizes blocks of 16 rows per thread and
+// takes their dot products at once: either way rows are dequantized exactly to fp32 (the
+// loader's values, bit for bit), so only codes and scales stay resident.
 #pragma once
 
 #include <cstdint>
@@ -49,7 +50,14 @@ using RowConverter = std::function<void(int64_t r0, int64_t r1, float* dst)>;
 void linear_converted_tiles(ThreadPool& pool, const float* x, int64_t m, int64_t k, int64_t n,
                             float* y, std::vector<float>& scratch, const RowConverter& convert);
 
-// y[m, w.rows] = x[m, w.cols] · wᵀ with w packed.
+// The same for few activation rows (decode): the pool's threads convert blocks of 16 rows
+// into their own buffers and take the dot products at once (no sgemm call, no fp32 tile
+// written out and read back).
+void linear_converted_rows(ThreadPool& pool, const float* x, int64_t m, int64_t k, int64_t n,
+                           float* y, const RowConverter& convert);
+
+// y[m, w.rows] = x[m, w.cols] · wᵀ with w packed: linear_converted_rows below
+// kHalfGemmMinRows activation rows, linear_converted_tiles from there on.
 void linear_packed(ThreadPool& pool, const float* x, int64_t m, const PackedWeight& w, float* y,
                    std::vector<float>& scratch);
 

@@ -5,6 +5,7 @@
 #include <catch2/catch.hpp>
 
 #include <cmath>
+#include <cstring>
 #include <random>
 #include <vector>
 
@@ -101,6 +102,33 @@ TEST_CASE("packed weights dequantize by their formula; slices and fused rows kee
     fused.dequantize_rows(0, rows, again.data());
     CHECK(again == all);
   }
+}
+
+TEST_CASE("every non-NaN e4m3 code dequantizes to fp8_e4m3_to_f32 times its scale",
+          "[cpu][packed]") {
+  PackedWeight w;
+  w.kind = PackedWeight::Kind::kFp8;
+  w.rows = 2;
+  w.cols = 254;
+  w.group_size = 254;
+  w.groups_per_row = 1;
+  for (int r = 0; r < 2; ++r)
+    for (int c = 0; c < 256; ++c)
+      if ((c & 0x7F) != 0x7F) w.codes.push_back(static_cast<uint8_t>(c));
+  w.scales = {1.0f, 0.0371f};
+  w.segments.push_back({2, {}});
+  w.validate("all codes");
+  std::vector<float> got(2 * 254);
+  w.dequantize_rows(0, 2, got.data());
+  for (int r = 0; r < 2; ++r)
+    for (int c = 0; c < 254; ++c) {
+      const float want = fp8_e4m3_to_f32(w.codes[r * 254 + c]) * w.scales[r];
+      uint32_t a, b;
+      std::memcpy(&a, &got[r * 254 + c], 4);
+      std::memcpy(&b, &want, 4);
+      CAPTURE(r, c, got[r * 254 + c], want);
+      REQUIRE(a == b);
+    }
 }
 
 TEST_CASE("fusing packed weights of different layouts is refused by name", "[cpu][packed]") {
