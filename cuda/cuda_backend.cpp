@@ -23,6 +23,7 @@
 #include <cstdlib>
 #include <cstring>
 #include <string>
+#include <vector>
 
 #include "cuda/cuda_check.h"
 #include "cuda/device_step.h"
@@ -30,6 +31,7 @@
 #include "cuda/graph.h"
 #include "cuda/kernels.h"
 #include "cuda/nccl_communicator.h"
+#include "cuda/packed_gemm.h"
 #include "engine/core/check.h"
 
 namespace iris {
@@ -177,6 +179,88 @@ class CudaBackend final : public Backend {
     return DType::BF16;
   }
 
+  // Packed quantized weights are implemented (upload_packed, packed_gemm.cu) but not yet
+  // run on a GPU, so models still load quantized checkpoints dequantized to bf16 here; the
+  // GPU tests (tests/gpu/test_packed_gemm.cpp) call upload_packed directly.
+  bool keeps_weights_packed() const override { return false; }
+
+  Buffer upload_packed(PackedWeight w) override {
+    w.validate("cuda upload_packed");
+    struct Held {
+      PackedWeightDevice view;
+      std::vector<Buffer> arrays;
+    };
+    auto held = std::make_shared<Held>();
+    auto put = [&](const void* src, size_t bytes) -> void* {
+      if (bytes == 0) return nullptr;
+      Buffer b = allocate(DType::U8, {static_cast<int64_t>(bytes)});
+      IRIS_CUDA_CHECK(cudaMemcpyAsync(b.tensor.data, src, bytes, cudaMemcpyHostToDevice, stream_));
+      held->arrays.push_back(b);
+      return b.tensor.data;
+    };
+    PackedWeightDevice& v = held->view;
+    v.kind = w.kind == PackedWeight::Kind::kFp8 ? PackedWeightDevice::kFp8 : PackedWeightDevice::kInt4;
+    v.rows = w.rows;
+    v.cols = w.cols;
+    v.row_bytes = w.row_bytes();
+    v.group_size = w.group_size;
+    v.col_phase = w.col_phase;
+    v.groups_per_row = w.groups_per_row;
+    v.dynamic_activations = w.dynamic_activations;
+    v.codes = static_cast<const uint8_t*>(put(w.codes.data(), w.codes.size()));
+    v.scales = static_cast<const float*>(put(w.scales.data(), w.scales.size() * sizeof(float)));
+    v.zeros = static_cast<const int8_t*>(put(w.zeros.data(), w.zeros.size()));
+    // Group indices: one column map per row segment (contiguous groups spelled out where a
+    // segment has none), and each row's segment.
+    bool any_gidx = false;
+    for (const auto& seg : w.segments) any_gidx |= !seg.gidx.empty();
+    std::vector<int32_t> gidx, row_segment;
+    if (any_gidx) {
+      int64_t row = 0;
+      for (size_t si = 0; si < w.segments.size(); ++si) {
+        const auto& seg = w.segments[si];
+        for (int64_t c = 0; c < w.cols; ++c)
+          gidx.push_back(seg.gidx.empty() ? static_cast<int32_t>((c + w.col_phase) / w.group_size)
+                                          : seg.gidx[c]);
+        for (; row < seg.row_end; ++row) row_segment.push_back(static_cast<int32_t>(si));
+      }
+      v.gidx = static_cast<const int32_t*>(put(gidx.data(), gidx.size() * sizeof(int32_t)));
+      v.row_segment = static_cast<const int32_t*>(put(row_segment.data(), row_segment.size() * sizeof(int32_t)));
+    }
+    IRIS_CUDA_CHECK(cudaStreamSynchronize(stream_));  // the host arrays go away below
+    Buffer b;
+    b.tensor.data = &held->view;
+    b.tensor.dtype = DType::PACKED;
+    b.tensor.shape = Shape{w.rows, w.cols};
+    b.memory = std::move(held);
+    return b;
+  }
+
+  // Scratch of the dynamic-FP8 linear (CudaOps::linear), grown on demand: models do not
+  // load packed weights on this backend yet, so no captured decode step sees it grow.
+  struct Fp8Scratch {
+    uint8_t* xq;       // [m, k] e4m3
+    float* row_scale;  // [m]
+    float* acc;        // [m, n]
+    const float* one;  // 1.0f
+  };
+  Fp8Scratch fp8_scratch(int64_t m, int64_t k, int64_t n) {
+    auto grow = [&](Buffer& b, size_t bytes) {
+      if (!b.tensor.defined() || b.tensor.bytes() < bytes)
+        b = allocate(DType::U8, {static_cast<int64_t>(bytes)});
+    };
+    grow(fp8_xq_, static_cast<size_t>(m * k));
+    grow(fp8_row_scale_, static_cast<size_t>(m) * sizeof(float));
+    grow(fp8_acc_, static_cast<size_t>(m * n) * sizeof(float));
+    if (!fp8_one_.tensor.defined()) {
+      fp8_one_ = allocate(DType::F32, {1});
+      const float one = 1.0f;
+      upload(&one, DType::F32, fp8_one_.tensor);
+    }
+    return {fp8_xq_.tensor.ptr<uint8_t>(), fp8_row_scale_.tensor.ptr<float>(),
+            fp8_acc_.tensor.ptr<float>(), fp8_one_.tensor.ptr<const float>()};
+  }
+
   Buffer allocate(DType dtype, Shape shape) override {
     IRIS_CUDA_CHECK(cudaSetDevice(device_));
     Buffer b;
@@ -317,6 +401,7 @@ class CudaBackend final : public Backend {
   bool rowwise_ = false;
   cudaStream_t stream_ = nullptr;
   std::unique_ptr<Gemm> gemm_;
+  Buffer fp8_xq_, fp8_row_scale_, fp8_acc_, fp8_one_;  // fp8_scratch()
   DecodeWorkspace decode_ws_;
   void* staging_ = nullptr;
 };
@@ -359,6 +444,30 @@ void CudaOps::all_reduce_sum(Tensor& x) {
 
 void CudaOps::linear(const Tensor& x, const Tensor& w, const Tensor& bias, Tensor& out) {
   check_bf16(x, "linear", "input");
+  if (w.dtype == DType::PACKED) {
+    // A packed quantized weight (CudaBackend::upload_packed): dequantized in the kernel.
+    const PackedWeightDevice& pw = *w.ptr<const PackedWeightDevice>();
+    if (bias.defined()) check_bf16(bias, "linear", "bias");
+    const int64_t m = x.dim(0);
+    IRIS_CHECK(pw.cols == x.dim(1) && out.dim(0) == m && out.dim(1) == pw.rows &&
+               (!bias.defined() || bias.numel() == pw.rows))
+        << "cuda packed linear: x " << x.shape.str() << " w [" << pw.rows << ", " << pw.cols
+        << "] out " << out.shape.str();
+    const int64_t k = pw.cols, n = pw.rows;
+    if (pw.kind == PackedWeightDevice::kFp8 && pw.dynamic_activations && pw.groups_per_row == 1 &&
+        pw.gidx == nullptr && k % 16 == 0 && n % 16 == 0) {
+      // Per-tensor / per-channel FP8 with dynamic per-token activations, as the format says:
+      // e4m3 x e4m3 through cuBLASLt, then both scales as an epilogue.
+      const CudaBackend::Fp8Scratch s = b_.fp8_scratch(m, k, n);
+      launch_quantize_rows_fp8(bf16_ptr(x), m, k, s.xq, s.row_scale, stream());
+      b_.gemm().linear_fp8(s.xq, pw.codes, s.one, s.one, s.acc, m, n, k, stream());
+      launch_scale_rows_cols(s.acc, s.row_scale, pw.scales, bf16_or_null(bias), out.data,
+                             out.dtype, m, n, stream());
+      return;
+    }
+    launch_packed_linear(pw, bf16_ptr(x), bf16_or_null(bias), out.data, out.dtype, m, stream());
+    return;
+  }
   check_bf16(w, "linear", "weight");
   if (bias.defined()) check_bf16(bias, "linear", "bias");
   const int64_t m = x.dim(0), k = x.dim(1), n = w.dim(0);

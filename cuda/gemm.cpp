@@ -36,6 +36,12 @@ Gemm::Gemm(size_t workspace_bytes) : workspace_bytes_(workspace_bytes) {
 }
 
 Gemm::~Gemm() {
+  for (auto& [key, p] : fp8_plans_) {
+    cublasLtMatrixLayoutDestroy(p.a);
+    cublasLtMatrixLayoutDestroy(p.b);
+    cublasLtMatrixLayoutDestroy(p.c);
+    cublasLtMatmulDescDestroy(p.op);
+  }
   for (auto& [key, p] : plans_) {
     cublasLtMatrixLayoutDestroy(p.a);
     cublasLtMatrixLayoutDestroy(p.b);
@@ -132,6 +138,55 @@ void Gemm::linear(const __nv_bfloat16* x, const __nv_bfloat16* w, const __nv_bfl
                                    &p.algo, workspace_, workspace_bytes_, stream));
   if (bias != nullptr && !epilogue_bias)
     launch_add_bias_f32(static_cast<float*>(out), bias, m, n, stream);
+}
+
+void Gemm::linear_fp8(const uint8_t* x, const uint8_t* w, const float* x_scale,
+                      const float* w_scale, float* acc, int64_t m, int64_t n, int64_t k,
+                      cudaStream_t stream) {
+  if (m == 0 || n == 0) return;
+  IRIS_CHECK(k > 0 && k % 16 == 0 && n % 16 == 0)
+      << "cuda fp8 linear: k = " << k << ", n = " << n << " (both must be multiples of 16)";
+  IRIS_CHECK(alignment(x) >= 16 && alignment(w) >= 16 && alignment(acc) >= 16)
+      << "cuda fp8 linear: operands must be 16-byte aligned";
+  const std::tuple<int64_t, int64_t, int64_t> key{m, n, k};
+  auto it = fp8_plans_.find(key);
+  if (it == fp8_plans_.end()) {
+    Plan p;
+    IRIS_CUBLAS_CHECK(cublasLtMatmulDescCreate(&p.op, CUBLAS_COMPUTE_32F, CUDA_R_32F));
+    const cublasOperation_t ta = CUBLAS_OP_T, tb = CUBLAS_OP_N;  // FP8 needs the TN layout
+    IRIS_CUBLAS_CHECK(cublasLtMatmulDescSetAttribute(p.op, CUBLASLT_MATMUL_DESC_TRANSA, &ta, sizeof(ta)));
+    IRIS_CUBLAS_CHECK(cublasLtMatmulDescSetAttribute(p.op, CUBLASLT_MATMUL_DESC_TRANSB, &tb, sizeof(tb)));
+    IRIS_CUBLAS_CHECK(cublasLtMatrixLayoutCreate(&p.a, CUDA_R_8F_E4M3, k, n, k));
+    IRIS_CUBLAS_CHECK(cublasLtMatrixLayoutCreate(&p.b, CUDA_R_8F_E4M3, k, m, k));
+    IRIS_CUBLAS_CHECK(cublasLtMatrixLayoutCreate(&p.c, CUDA_R_32F, n, m, n));
+    cublasLtMatmulPreference_t pref = nullptr;
+    IRIS_CUBLAS_CHECK(cublasLtMatmulPreferenceCreate(&pref));
+    const uint64_t ws = workspace_bytes_;
+    cublasLtMatmulPreferenceSetAttribute(pref, CUBLASLT_MATMUL_PREF_MAX_WORKSPACE_BYTES, &ws, sizeof(ws));
+    cublasLtMatmulHeuristicResult_t result{};
+    int found = 0;
+    const cublasStatus_t st =
+        cublasLtMatmulAlgoGetHeuristic(handle_, p.op, p.a, p.b, p.c, p.c, pref, 1, &result, &found);
+    cublasLtMatmulPreferenceDestroy(pref);
+    if (st != CUBLAS_STATUS_SUCCESS || found == 0) {
+      cublasLtMatrixLayoutDestroy(p.a);
+      cublasLtMatrixLayoutDestroy(p.b);
+      cublasLtMatrixLayoutDestroy(p.c);
+      cublasLtMatmulDescDestroy(p.op);
+      fail("cuda fp8 linear: cuBLASLt has no FP8 algorithm for m=", m, " n=", n, " k=", k,
+           " (status ", cublasLtGetStatusString(st), "; FP8 needs sm_89 or newer)");
+    }
+    p.algo = result.algo;
+    it = fp8_plans_.emplace(key, p).first;
+  }
+  Plan& p = it->second;
+  IRIS_CUBLAS_CHECK(cublasLtMatmulDescSetAttribute(p.op, CUBLASLT_MATMUL_DESC_A_SCALE_POINTER,
+                                                   &w_scale, sizeof(w_scale)));
+  IRIS_CUBLAS_CHECK(cublasLtMatmulDescSetAttribute(p.op, CUBLASLT_MATMUL_DESC_B_SCALE_POINTER,
+                                                   &x_scale, sizeof(x_scale)));
+  const float alpha = 1.0f, beta = 0.0f;
+  IRIS_CUBLAS_CHECK(cublasLtMatmul(handle_, p.op, &alpha, w, p.a, x, p.b, &beta, acc, p.c, acc,
+                                   p.c, &p.algo, workspace_, workspace_bytes_, stream));
 }
 
 }  // namespace iris::cuda

@@ -30,7 +30,13 @@ class Gemm {
   void linear(const __nv_bfloat16* x, const __nv_bfloat16* w, const __nv_bfloat16* bias, void* out,
               DType out_dtype, int64_t m, int64_t n, int64_t k, cudaStream_t stream);
 
-  size_t cached_plans() const { return plans_.size(); }
+  // FP8: acc[m, n] = (a_scale * x[m, k]) @ (b_scale * w[n, k])^T in fp32, with x and w
+  // e4m3 bytes and a_scale / b_scale device fp32 scalars (cuBLASLt's A/B scale pointers;
+  // here A is w, B is x). k must be a multiple of 16 and every pointer 16-byte aligned.
+  void linear_fp8(const uint8_t* x, const uint8_t* w, const float* x_scale, const float* w_scale,
+                  float* acc, int64_t m, int64_t n, int64_t k, cudaStream_t stream);
+
+  size_t cached_plans() const { return plans_.size() + fp8_plans_.size(); }
 
  private:
   // m, n, k, out dtype, bias epilogue, alignment of x, w, out (bytes, up to 256).
@@ -46,6 +52,7 @@ class Gemm {
   void* workspace_ = nullptr;
   size_t workspace_bytes_ = 0;
   std::map<Key, Plan> plans_;
+  std::map<std::tuple<int64_t, int64_t, int64_t>, Plan> fp8_plans_;
 };
 
 }  // namespace iris::cuda

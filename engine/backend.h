@@ -12,6 +12,7 @@
 #include <string>
 #include <vector>
 
+#include "engine/core/packed_weight.h"
 #include "engine/core/tensor.h"
 #include "engine/device_step.h"
 #include "engine/parallel/communicator.h"
@@ -85,7 +86,8 @@ class Ops {
                                Tensor& out) = 0;
 
   // out = x @ w^T (+ bias). x: [T, K]; w: [N, K]; bias: [N] or undefined; out: [T, N].
-  // out may be F32 even when x and w are in the backend's compute dtype (logits).
+  // out may be F32 even when x and w are in the backend's compute dtype (logits). w may be
+  // a packed quantized weight (dtype PACKED, from Backend::upload_packed).
   virtual void linear(const Tensor& x, const Tensor& w, const Tensor& bias, Tensor& out) = 0;
 
   // out = x / rms(x) * w over the last dim. x, out: [T, H]; w: [H].
@@ -183,6 +185,16 @@ class Backend {
   virtual DType weight_dtype() const { return compute_dtype(); }
 
   virtual Buffer allocate(DType dtype, Shape shape) = 0;
+
+  // Quantized checkpoints: true when this backend keeps quantized linear weights packed
+  // (engine/core/packed_weight.h) and its linear multiplies them as they are; false when
+  // models should load them dequantized to weight_dtype().
+  virtual bool keeps_weights_packed() const { return false; }
+  // Takes a packed [rows, cols] weight; the Buffer's tensor has dtype PACKED and shape
+  // [rows, cols], and is only meant for Ops::linear. Its bytes held are w.bytes().
+  virtual Buffer upload_packed(PackedWeight w) {
+    fail(name(), " backend does not keep quantized weights packed (", w.describe(), ")");
+  }
   // Writes n = dst.numel() elements stored as src_dtype on the host into dst, converting
   // to dst.dtype.
   virtual void upload(const void* src, DType src_dtype, Tensor& dst) = 0;
@@ -222,7 +234,10 @@ class Backend {
 };
 
 // weight_dtype: F32 (the reference numerics), BF16 or F16 (half the bytes per weight;
-// products and sums stay fp32).
-std::unique_ptr<Backend> make_cpu_backend(int num_threads, DType weight_dtype = DType::F32);
+// products and sums stay fp32). packed_weights: keep a quantized checkpoint's linear
+// weights packed (FP8 / 4-bit codes + scales) and dequantize them a tile at a time in the
+// GEMM, bit-identically to the load-time dequantization.
+std::unique_ptr<Backend> make_cpu_backend(int num_threads, DType weight_dtype = DType::F32,
+                                          bool packed_weights = false);
 
 }  // namespace iris

@@ -44,6 +44,10 @@ void EngineOptions::add_to(CLI::App& app) {
                  "faster decode; products and sums stay fp32) or fp32 (reference numerics)")
       ->check(CLI::IsMember({"bf16", "f16", "fp32"}))
       ->capture_default_str();
+  app.add_flag("--dequantize-weights", dequantize_weights,
+               "CPU, quantized checkpoints: dequantize the linear weights to --cpu-weight-dtype at "
+               "load instead of keeping them packed (FP8: 1 byte, 4-bit: half a byte per weight "
+               "plus scales) with exact on-the-fly dequantization; the results are the same");
   app.add_option("--tensor-parallel-size,--tp", tensor_parallel_size,
                  "ranks the model is split across (CPU: threads; CUDA: GPUs)")
       ->capture_default_str();
@@ -170,7 +174,8 @@ LoadedModel load(const std::string& dir, const EngineOptions& opts,
     if (device) {
       m.backends.push_back(make_device_backend(opts.device, DeviceOptions{r, opts.gpu_memory_utilization}));
     } else {
-      m.backends.push_back(make_cpu_backend(per_rank, cpu_weight_dtype(opts.cpu_weight_dtype)));
+      m.backends.push_back(make_cpu_backend(per_rank, cpu_weight_dtype(opts.cpu_weight_dtype),
+                                            !opts.dequantize_weights));
     }
   }
   check_memory(m, opts, report);

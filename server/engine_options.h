@@ -28,6 +28,9 @@ struct EngineOptions {
   // How the CPU backend stores the dense matrices: "bf16" (default), "f16" or "fp32" (the
   // reference numerics the parity tests check).
   std::string cpu_weight_dtype = "fp32";
+  // CPU: a quantized checkpoint's linear weights stay packed (FP8 / 4-bit codes + scales,
+  // dequantized a tile at a time in the GEMM) unless this asks for dequantization at load.
+  bool dequantize_weights = false;
   int tensor_parallel_size = 1;
   bool enable_expert_parallel = false;
   double gpu_memory_utilization = 0.9;

@@ -16,6 +16,7 @@ size_t dtype_size(DType t) {
     case DType::I64: return 8;
     case DType::U8: return 1;
     case DType::F8_E4M3: return 1;
+    case DType::PACKED: return 0;
   }
   return 0;
 }
@@ -29,6 +30,7 @@ std::string_view dtype_name(DType t) {
     case DType::I64: return "I64";
     case DType::U8: return "U8";
     case DType::F8_E4M3: return "F8_E4M3";
+    case DType::PACKED: return "PACKED";
   }
   return "?";
 }
@@ -42,6 +44,21 @@ std::optional<DType> parse_safetensors_dtype(std::string_view s) {
   if (s == "U8") return DType::U8;
   if (s == "F8_E4M3") return DType::F8_E4M3;
   return std::nullopt;
+}
+
+float fp8_e4m3_to_f32(uint8_t code) {
+  const bool negative = code & 0x80;
+  const int exp = (code >> 3) & 0xF;
+  const int mant = code & 0x7;
+  float v;
+  if (exp == 0xF && mant == 0x7) {
+    v = NAN;
+  } else if (exp == 0) {
+    v = std::ldexp(static_cast<float>(mant), -9);  // subnormal: mant/8 * 2^-6
+  } else {
+    v = std::ldexp(static_cast<float>(8 + mant), exp - 10);  // (1 + mant/8) * 2^(exp-7)
+  }
+  return negative ? -v : v;
 }
 
 float f16_to_f32(uint16_t h) {

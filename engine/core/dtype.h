@@ -12,7 +12,10 @@ namespace iris {
 
 // F8_E4M3 is OCP FP8 e4m3fn (safetensors "F8_E4M3"): a storage type only, decoded by the
 // quantized-weight loader (engine/loader/quantization.h), never a compute dtype.
-enum class DType : uint8_t { F32, F16, BF16, I32, I64, U8, F8_E4M3 };
+// PACKED marks a backend's packed quantized weight (engine/core/packed_weight.h): the
+// Tensor's data points to the backend's object for it, its shape is the logical [out, in],
+// and only the backend's linear reads it (dtype_size is 0: its bytes are the object's).
+enum class DType : uint8_t { F32, F16, BF16, I32, I64, U8, F8_E4M3, PACKED };
 
 size_t dtype_size(DType t);
 std::string_view dtype_name(DType t);
@@ -36,6 +39,10 @@ inline uint16_t f32_to_bf16(float f) {
 
 float f16_to_f32(uint16_t h);
 uint16_t f32_to_f16(float f);
+
+// OCP FP8 E4M3FN (torch.float8_e4m3fn): 1 sign, 4 exponent (bias 7), 3 mantissa bits; no
+// infinities; 0x7F and 0xFF are NaN; largest finite 448.
+float fp8_e4m3_to_f32(uint8_t code);
 
 // Converts `n` elements stored as `src_type` into fp32.
 void convert_to_f32(const void* src, DType src_type, float* dst, size_t n);

@@ -80,7 +80,12 @@ class CpuOps final : public Ops {
     IRIS_CHECK(w.dim(1) == k && out.dim(0) == m && out.dim(1) == n)
         << "linear x " << x.shape.str() << " w " << w.shape.str() << " out " << out.shape.str();
     if (m == 0) return;
-    if (is_half(w.dtype)) {
+    if (w.dtype == DType::PACKED) {
+      const PackedWeight& pw = *w.ptr<const PackedWeight>();
+      IRIS_CHECK(pw.rows == n && pw.cols == k) << "linear packed weight " << pw.describe()
+                                               << " viewed as " << w.shape.str();
+      linear_packed(pool_, x.ptr<float>(), m, pw, out.ptr<float>(), scratch_);
+    } else if (is_half(w.dtype)) {
       linear_half(pool_, x.ptr<float>(), m, k, w.ptr<uint16_t>(), w.dtype, n, out.ptr<float>(),
                   scratch_);
     } else if (check_f32(w, "linear weight"); m == 1) {
@@ -302,8 +307,9 @@ class CpuOps final : public Ops {
 
 class CpuBackend final : public Backend {
  public:
-  CpuBackend(int num_threads, DType weight_dtype)
+  CpuBackend(int num_threads, DType weight_dtype, bool packed_weights)
       : weight_dtype_(weight_dtype),
+        packed_weights_(packed_weights),
         pool_(num_threads > 0 ? num_threads
                               : static_cast<int>(std::max(1u, std::thread::hardware_concurrency()))),
         ops_(pool_, &comm_) {
@@ -321,6 +327,19 @@ class CpuBackend final : public Backend {
   std::string name() const override { return "cpu"; }
   DType compute_dtype() const override { return DType::F32; }
   DType weight_dtype() const override { return weight_dtype_; }
+  bool keeps_weights_packed() const override { return packed_weights_; }
+
+  Buffer upload_packed(PackedWeight w) override {
+    IRIS_CHECK(packed_weights_) << "cpu backend: packed weights were not enabled";
+    w.validate("cpu upload_packed");
+    auto held = std::make_shared<PackedWeight>(std::move(w));
+    Buffer b;
+    b.tensor.data = held.get();
+    b.tensor.dtype = DType::PACKED;
+    b.tensor.shape = Shape{held->rows, held->cols};
+    b.memory = std::move(held);
+    return b;
+  }
 
   Buffer allocate(DType dtype, Shape shape) override {
     Buffer b;
@@ -392,6 +411,7 @@ class CpuBackend final : public Backend {
 
  private:
   DType weight_dtype_;
+  bool packed_weights_ = false;
   ThreadPool pool_;
   CpuOps ops_;
 };
@@ -399,8 +419,8 @@ class CpuBackend final : public Backend {
 }  // namespace
 }  // namespace cpu
 
-std::unique_ptr<Backend> make_cpu_backend(int num_threads, DType weight_dtype) {
-  return std::make_unique<cpu::CpuBackend>(num_threads, weight_dtype);
+std::unique_ptr<Backend> make_cpu_backend(int num_threads, DType weight_dtype, bool packed_weights) {
+  return std::make_unique<cpu::CpuBackend>(num_threads, weight_dtype, packed_weights);
 }
 
 }  // namespace iris

@@ -114,6 +114,21 @@ IRIS_AVX2 void convert_avx2(const uint16_t* src, float* dst, int64_t n) {
 }
 #endif
 
+#ifdef IRIS_HALF_X86
+IRIS_AVX2 float dot_avx2(const float* a, const float* b, int64_t k) {
+  __m256 s0 = _mm256_setzero_ps(), s1 = _mm256_setzero_ps();
+  int64_t j = 0;
+  for (; j + 16 <= k; j += 16) {
+    s0 = _mm256_fmadd_ps(_mm256_loadu_ps(a + j), _mm256_loadu_ps(b + j), s0);
+    s1 = _mm256_fmadd_ps(_mm256_loadu_ps(a + j + 8), _mm256_loadu_ps(b + j + 8), s1);
+  }
+  for (; j + 8 <= k; j += 8) s0 = _mm256_fmadd_ps(_mm256_loadu_ps(a + j), _mm256_loadu_ps(b + j), s0);
+  float s = hsum(_mm256_add_ps(s0, s1));
+  for (; j < k; ++j) s += a[j] * b[j];
+  return s;
+}
+#endif
+
 bool detect_avx2() {
 #ifdef IRIS_HALF_X86
   __builtin_cpu_init();
@@ -143,6 +158,24 @@ void rows(const float* x, int64_t m, int64_t k, const uint16_t* w, DType d, int6
 #endif
   if (bf16) rows_scalar<true>(x, m, k, w, n, y, r0, r1);
   else rows_scalar<false>(x, m, k, w, n, y, r0, r1);
+}
+
+// Four independent sums so the portable loop pipelines (and vectorises).
+float dot_scalar(const float* a, const float* b, int64_t k) {
+  float s[4] = {0.0f, 0.0f, 0.0f, 0.0f};
+  int64_t j = 0;
+  for (; j + 4 <= k; j += 4)
+    for (int u = 0; u < 4; ++u) s[u] += a[j + u] * b[j + u];
+  float t = (s[0] + s[1]) + (s[2] + s[3]);
+  for (; j < k; ++j) t += a[j] * b[j];
+  return t;
+}
+
+float dot_f32(const float* a, const float* b, int64_t k) {
+#ifdef IRIS_HALF_X86
+  if (kVectorised) return dot_avx2(a, b, k);
+#endif
+  return dot_scalar(a, b, k);
 }
 
 }  // namespace
@@ -184,6 +217,13 @@ void linear_half(ThreadPool& pool, const float* x, int64_t m, int64_t k, const u
 void linear_half_tiles(ThreadPool& pool, const float* x, int64_t m, int64_t k, const uint16_t* w,
                        DType wdtype, int64_t n, float* y, std::vector<float>& scratch) {
   check_dtype(wdtype);
+  linear_converted_tiles(pool, x, m, k, n, y, scratch, [&](int64_t r0, int64_t r1, float* dst) {
+    half_to_f32(w + r0 * k, wdtype, dst, (r1 - r0) * k);
+  });
+}
+
+void linear_converted_tiles(ThreadPool& pool, const float* x, int64_t m, int64_t k, int64_t n,
+                            float* y, std::vector<float>& scratch, const RowConverter& convert) {
   if (m == 0 || n == 0) return;
   if (k == 0) {
     std::fill(y, y + m * n, 0.0f);
@@ -198,11 +238,46 @@ void linear_half_tiles(ThreadPool& pool, const float* x, int64_t m, int64_t k, c
   for (int64_t c0 = 0; c0 < n; c0 += rows_per_tile) {
     const int64_t tn = std::min(rows_per_tile, n - c0);
     pool.parallel_for(tn, [&](int64_t r0, int64_t r1) {
-      half_to_f32(w + (c0 + r0) * k, wdtype, scratch.data() + r0 * k, (r1 - r0) * k);
+      convert(c0 + r0, c0 + r1, scratch.data() + r0 * k);
     });
-    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, static_cast<int>(m), static_cast<int>(tn),
-                static_cast<int>(k), 1.0f, x, static_cast<int>(k), scratch.data(),
-                static_cast<int>(k), 0.0f, y + c0, static_cast<int>(n));
+    if (m == 1) {
+      cblas_sgemv(CblasRowMajor, CblasNoTrans, static_cast<int>(tn), static_cast<int>(k), 1.0f,
+                  scratch.data(), static_cast<int>(k), x, 1, 0.0f, y + c0, 1);
+    } else {
+      cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, static_cast<int>(m),
+                  static_cast<int>(tn), static_cast<int>(k), 1.0f, x, static_cast<int>(k),
+                  scratch.data(), static_cast<int>(k), 0.0f, y + c0, static_cast<int>(n));
+    }
+  }
+}
+
+void linear_converted_rows(ThreadPool& pool, const float* x, int64_t m, int64_t k, int64_t n,
+                           float* y, const RowConverter& convert) {
+  if (m == 0 || n == 0) return;
+  // Each thread converts blocks of 16 rows into its own buffer (16·k floats, L1/L2-resident)
+  // and takes their dot products with every activation row while they are hot.
+  constexpr int64_t kBlock = 16;
+  pool.parallel_for(n, [&](int64_t r0, int64_t r1) {
+    thread_local std::vector<float> buf;
+    if (buf.size() < static_cast<size_t>(kBlock * k)) buf.resize(static_cast<size_t>(kBlock * k));
+    for (int64_t b0 = r0; b0 < r1; b0 += kBlock) {
+      const int64_t b1 = std::min(r1, b0 + kBlock);
+      convert(b0, b1, buf.data());
+      for (int64_t r = b0; r < b1; ++r)
+        for (int64_t i = 0; i < m; ++i) y[i * n + r] = dot_f32(x + i * k, buf.data() + (r - b0) * k, k);
+    }
+  });
+}
+
+void linear_packed(ThreadPool& pool, const float* x, int64_t m, const PackedWeight& w, float* y,
+                   std::vector<float>& scratch) {
+  const RowConverter convert = [&](int64_t r0, int64_t r1, float* dst) {
+    w.dequantize_rows(r0, r1, dst);
+  };
+  if (m < kHalfGemmMinRows) {
+    linear_converted_rows(pool, x, m, w.cols, w.rows, y, convert);
+  } else {
+    linear_converted_tiles(pool, x, m, w.cols, w.rows, y, scratch, convert);
   }
 }
 

@@ -133,13 +133,26 @@ const SafetensorInfo& Checkpoint::info(const std::string& name) const {
   return *it->second.second;
 }
 
+bool Checkpoint::is_quantized(const std::string& name) const {
+  return quant_ && stores_quantized_weight(*this, name);
+}
+
+PackedWeight Checkpoint::read_packed(const std::string& name, const std::vector<int64_t>& expected,
+                                     Slice slice) const {
+  IRIS_CHECK(is_quantized(name)) << name << " is not stored quantized";
+  PackedWeight p = pack_weight(*this, *quant_, name, expected);
+  if (slice.dim < 0) return p;
+  IRIS_CHECK(slice.dim <= 1 && slice.begin >= 0 && slice.count >= 0 &&
+             slice.begin + slice.count <= expected[slice.dim])
+      << name << ": slice dim " << slice.dim << " [" << slice.begin << ", +" << slice.count
+      << ") of " << shape_str(expected);
+  return slice.dim == 0 ? p.slice_rows(slice.begin, slice.count)
+                        : p.slice_cols(slice.begin, slice.count);
+}
+
 HostTensor Checkpoint::read(const std::string& name, const std::vector<int64_t>& expected,
                             Slice slice) const {
-  if (quant_ && stores_quantized_weight(*this, name)) {
-    HostTensor full = dequantize_weight(*this, *quant_, name, expected);
-    if (slice.dim < 0) return full;
-    return slice_of(name, full.owned.data(), full.dtype, full.shape, slice, /*may_alias=*/false);
-  }
+  if (is_quantized(name)) return dequantize(read_packed(name, expected, slice));
   auto it = where_.find(name);
   if (it == where_.end()) fail(dir_, ": missing tensor '", name, "'");
   const SafetensorsFile& f = *it->second.first;

@@ -12,6 +12,7 @@
 #include <unordered_map>
 #include <vector>
 
+#include "engine/core/packed_weight.h"
 #include "engine/loader/safetensors.h"
 
 namespace iris {
@@ -53,6 +54,13 @@ class Checkpoint {
   // is dequantized (whole, then sliced) and returned as F32.
   HostTensor read(const std::string& name, const std::vector<int64_t>& expected,
                   Slice slice = {}) const;
+  // True when `name` is stored quantized (config.json has a quantization_config and the
+  // module holds quantization tensors).
+  bool is_quantized(const std::string& name) const;
+  // A quantized weight's slice in the packed layout, validated like read(); only for names
+  // is_quantized() accepts, and only 2-D [out, in] weights sliced along dim 0 or 1.
+  PackedWeight read_packed(const std::string& name, const std::vector<int64_t>& expected,
+                           Slice slice = {}) const;
   size_t num_tensors() const { return where_.size(); }
   // The stored bytes of `name` in its storage dtype (shape and dtype from info()).
   const uint8_t* bytes(const std::string& name) const;

@@ -2,6 +2,7 @@
 // compressed-tensors pack-quantized weights (see quantization.h for the formats).
 #include "engine/loader/quantization.h"
 
+#include <algorithm>
 #include <cmath>
 #include <cstring>
 #include <sstream>
@@ -321,7 +322,33 @@ std::pair<int64_t, int64_t> groups_of(const Module& m, int64_t in) {
   return {g, ceil_div(in, g)};
 }
 
-HostTensor dequantize_fp8(const Module& m, const std::vector<int64_t>& expected) {
+PackedWeight packed_layout(PackedWeight::Kind kind, int64_t rows, int64_t cols, int64_t group_size,
+                           int64_t groups) {
+  PackedWeight p;
+  p.kind = kind;
+  p.rows = rows;
+  p.cols = cols;
+  p.group_size = group_size;
+  p.groups_per_row = groups;
+  p.codes.assign(static_cast<size_t>(rows * p.row_bytes()), 0);
+  p.scales.resize(static_cast<size_t>(rows * groups));
+  if (kind == PackedWeight::Kind::kInt4) p.zeros.resize(p.scales.size());
+  p.segments.push_back({rows, {}});
+  return p;
+}
+
+void put_nibble(PackedWeight& p, int64_t r, int64_t c, uint32_t v) {
+  p.codes[static_cast<size_t>(r * p.row_bytes() + c / 2)] |= static_cast<uint8_t>(v << (4 * (c % 2)));
+}
+
+// A group index per input column, or empty when it is the contiguous c / g anyway.
+std::vector<int32_t> column_groups(std::vector<int32_t> gidx, int64_t g) {
+  for (size_t i = 0; i < gidx.size(); ++i)
+    if (gidx[i] != static_cast<int32_t>(static_cast<int64_t>(i) / g)) return gidx;
+  return {};
+}
+
+PackedWeight pack_fp8(const Module& m, const std::vector<int64_t>& expected) {
   const int64_t out = expected[0], in = expected[1];
   const SafetensorInfo& w = m.need(m.weight, m.q.quant_method + " weight");
   if (w.dtype != DType::F8_E4M3)
@@ -366,29 +393,29 @@ HostTensor dequantize_fp8(const Module& m, const std::vector<int64_t>& expected)
       if (!(v > 0)) fail(m.ck.dir(), ": tensor '", ai.name, "' holds a non-positive scale ", v);
   }
 
-  float table[256];
-  for (int c = 0; c < 256; ++c) table[c] = fp8_e4m3_to_f32(static_cast<uint8_t>(c));
-  HostTensor h = f32_tensor(expected);
-  float* dst = f32_data(h);
+  // One scale group of cols_per columns per row; a block's scale is repeated on its rows.
+  PackedWeight p = packed_layout(PackedWeight::Kind::kFp8, out, in, cols_per, cols);
+  p.dynamic_activations = m.q.dynamic_activations;
   const uint8_t* codes = m.ck.bytes(w.name);
   for (int64_t o = 0; o < out; ++o) {
-    const float* srow = s.data() + (o / rows_per) * cols;
+    const float* srow = s.data() + (m.q.strategy == ScaleStrategy::kTensor ? 0 : (o / rows_per) * cols);
+    std::copy_n(srow, cols, p.scales.begin() + o * cols);
     for (int64_t i = 0; i < in; ++i) {
       const uint8_t c = codes[o * in + i];
       if ((c & 0x7F) == 0x7F)
         fail(m.ck.dir(), ": tensor '", w.name, "' holds an e4m3 NaN (0x", std::hex,
              static_cast<int>(c), std::dec, ") at [", o, ", ", i, "]");
-      dst[o * in + i] = table[c] * srow[i / cols_per];
+      p.codes[static_cast<size_t>(o * in + i)] = c;
     }
   }
-  return h;
+  return p;
 }
 
 // AutoAWQ GEMM packing: the 8 nibbles of qweight[r][c] (nibble k = bits 4k..4k+3) hold
 // output columns 8c + kAwqOrder[k]; qzeros packs the zero points the same way.
 constexpr int kAwqOrder[8] = {0, 2, 4, 6, 1, 3, 5, 7};
 
-HostTensor dequantize_awq(const Module& m, const std::vector<int64_t>& expected) {
+PackedWeight pack_awq(const Module& m, const std::vector<int64_t>& expected) {
   const int64_t out = expected[0], in = expected[1];
   const auto [g, groups] = groups_of(m, in);
   if (in % g != 0)
@@ -407,8 +434,8 @@ HostTensor dequantize_awq(const Module& m, const std::vector<int64_t>& expected)
   const std::vector<int32_t> z = m.ints(qz);
   const std::vector<float> s = m.floats(sc);
 
-  HostTensor h = f32_tensor(expected);
-  float* dst = f32_data(h);
+  // Element (col, r) = (nibble - zero nibble) * scale, stored transposed: rows are outputs.
+  PackedWeight p = packed_layout(PackedWeight::Kind::kInt4, out, in, g, groups);
   const int64_t packed = out / 8;
   for (int64_t r = 0; r < in; ++r) {
     const int64_t grp = r / g;
@@ -417,15 +444,18 @@ HostTensor dequantize_awq(const Module& m, const std::vector<int64_t>& expected)
       const int32_t zword = z[grp * packed + c];
       for (int k = 0; k < 8; ++k) {
         const int64_t col = 8 * c + kAwqOrder[k];
-        const int q = static_cast<int>(nibble(word, k)) - static_cast<int>(nibble(zword, k));
-        dst[col * in + r] = static_cast<float>(q) * s[grp * out + col];
+        put_nibble(p, col, r, nibble(word, k));
+        if (r % g == 0) {
+          p.zeros[static_cast<size_t>(col * groups + grp)] = static_cast<int8_t>(nibble(zword, k));
+          p.scales[static_cast<size_t>(col * groups + grp)] = s[grp * out + col];
+        }
       }
     }
   }
-  return h;
+  return p;
 }
 
-HostTensor dequantize_gptq(const Module& m, const std::vector<int64_t>& expected) {
+PackedWeight pack_gptq(const Module& m, const std::vector<int64_t>& expected) {
   const int64_t out = expected[0], in = expected[1];
   const auto [g, groups] = groups_of(m, in);
   if (in % 8 != 0)
@@ -475,21 +505,23 @@ HostTensor dequantize_gptq(const Module& m, const std::vector<int64_t>& expected
       zero[gr * out + o] = zv;
     }
 
-  HostTensor h = f32_tensor(expected);
-  float* dst = f32_data(h);
+  // Element (o, i) = (nibble - zero[g_idx[i]]) * scale[g_idx[i]].
+  PackedWeight p = packed_layout(PackedWeight::Kind::kInt4, out, in, g, groups);
+  p.segments.back().gidx = column_groups(gidx, g);
   for (int64_t i = 0; i < in; ++i) {
-    const int64_t gr = gidx[i];
     const int32_t* row = w.data() + (i / 8) * out;
     const int k = static_cast<int>(i % 8);
-    for (int64_t o = 0; o < out; ++o) {
-      const int q = static_cast<int>(nibble(row[o], k)) - zero[gr * out + o];
-      dst[o * in + i] = static_cast<float>(q) * s[gr * out + o];
-    }
+    for (int64_t o = 0; o < out; ++o) put_nibble(p, o, i, nibble(row[o], k));
   }
-  return h;
+  for (int64_t o = 0; o < out; ++o)
+    for (int64_t gr = 0; gr < groups; ++gr) {
+      p.zeros[static_cast<size_t>(o * groups + gr)] = static_cast<int8_t>(zero[gr * out + o]);
+      p.scales[static_cast<size_t>(o * groups + gr)] = s[gr * out + o];
+    }
+  return p;
 }
 
-HostTensor dequantize_pack(const Module& m, const std::vector<int64_t>& expected) {
+PackedWeight pack_pack_quantized(const Module& m, const std::vector<int64_t>& expected) {
   const int64_t out = expected[0], in = expected[1];
   const auto [g, groups] = groups_of(m, in);
   const std::string what = m.config_says(
@@ -545,18 +577,20 @@ HostTensor dequantize_pack(const Module& m, const std::vector<int64_t>& expected
          "weights.symmetric is true");
   }
 
-  HostTensor h = f32_tensor(expected);
-  float* dst = f32_data(h);
+  // Stored unsigned with an offset of 8: the signed value is nibble - 8, so element (o, i)
+  // = (nibble - 8 - zero) * scale = (nibble - (zero + 8)) * scale, the same integer.
+  PackedWeight p = packed_layout(PackedWeight::Kind::kInt4, out, in, g, groups);
+  p.segments.back().gidx = column_groups(gidx, g);
   for (int64_t o = 0; o < out; ++o) {
     const int32_t* row = w.data() + o * packed;
-    for (int64_t i = 0; i < in; ++i) {
-      const int64_t gr = gidx[i];
-      // Stored unsigned with an offset of 8: the signed value is nibble - 8.
-      const int q = static_cast<int>(nibble(row[i / 8], static_cast<int>(i % 8))) - 8;
-      dst[o * in + i] = static_cast<float>(q - zero[o * groups + gr]) * s[o * groups + gr];
+    for (int64_t i = 0; i < in; ++i)
+      put_nibble(p, o, i, nibble(row[i / 8], static_cast<int>(i % 8)));
+    for (int64_t gr = 0; gr < groups; ++gr) {
+      p.zeros[static_cast<size_t>(o * groups + gr)] = static_cast<int8_t>(zero[o * groups + gr] + 8);
+      p.scales[static_cast<size_t>(o * groups + gr)] = s[o * groups + gr];
     }
   }
-  return h;
+  return p;
 }
 
 const char* format_name(QuantFormat f) {
@@ -588,7 +622,7 @@ std::string QuantizationConfig::describe() const {
       break;
   }
   if (desc_act) s << ", desc_act";
-  s << "; dequantized exactly at load, activations unquantized";
+  s << "; exact dequantization (at load, or per tile when kept packed), activations unquantized";
   return s.str();
 }
 
@@ -620,21 +654,6 @@ std::optional<QuantizationConfig> parse_quantization_config(const json& config,
   return q;
 }
 
-float fp8_e4m3_to_f32(uint8_t code) {
-  const bool negative = code & 0x80;
-  const int exp = (code >> 3) & 0xF;
-  const int mant = code & 0x7;
-  float v;
-  if (exp == 0xF && mant == 0x7) {
-    v = NAN;
-  } else if (exp == 0) {
-    v = std::ldexp(static_cast<float>(mant), -9);  // subnormal: mant/8 * 2^-6
-  } else {
-    v = std::ldexp(static_cast<float>(8 + mant), exp - 10);  // (1 + mant/8) * 2^(exp-7)
-  }
-  return negative ? -v : v;
-}
-
 bool stores_quantized_weight(const Checkpoint& ckpt, const std::string& name) {
   static const std::string kSuffix = ".weight";
   if (name.size() <= kSuffix.size() ||
@@ -648,8 +667,8 @@ bool stores_quantized_weight(const Checkpoint& ckpt, const std::string& name) {
   return false;
 }
 
-HostTensor dequantize_weight(const Checkpoint& ckpt, const QuantizationConfig& q,
-                             const std::string& name, const std::vector<int64_t>& expected) {
+PackedWeight pack_weight(const Checkpoint& ckpt, const QuantizationConfig& q,
+                         const std::string& name, const std::vector<int64_t>& expected) {
   const std::string prefix = name.substr(0, name.size() - std::string("weight").size());
   Module m{ckpt, q, name, prefix};
   if (expected.size() != 2)
@@ -672,13 +691,26 @@ HostTensor dequantize_weight(const Checkpoint& ckpt, const QuantizationConfig& q
     fail(ckpt.dir(), ": tensor '", evidence, "' is stored as ", format_name(found), " but ",
          q.source, " quantization_config.quant_method '", q.quant_method, "' means ",
          format_name(q.format));
+  PackedWeight p;
   switch (q.format) {
-    case QuantFormat::kFp8: return dequantize_fp8(m, expected);
-    case QuantFormat::kAwq: return dequantize_awq(m, expected);
-    case QuantFormat::kGptq: return dequantize_gptq(m, expected);
-    case QuantFormat::kPackQuantized: return dequantize_pack(m, expected);
+    case QuantFormat::kFp8: p = pack_fp8(m, expected); break;
+    case QuantFormat::kAwq: p = pack_awq(m, expected); break;
+    case QuantFormat::kGptq: p = pack_gptq(m, expected); break;
+    case QuantFormat::kPackQuantized: p = pack_pack_quantized(m, expected); break;
   }
-  fail("unreachable quant format");
+  p.validate(name);
+  return p;
+}
+
+HostTensor dequantize(const PackedWeight& p) {
+  HostTensor h = f32_tensor({p.rows, p.cols});
+  p.dequantize_rows(0, p.rows, f32_data(h));
+  return h;
+}
+
+HostTensor dequantize_weight(const Checkpoint& ckpt, const QuantizationConfig& q,
+                             const std::string& name, const std::vector<int64_t>& expected) {
+  return dequantize(pack_weight(ckpt, q, name, expected));
 }
 
 }  // namespace iris

@@ -21,6 +21,7 @@
 
 #include <nlohmann/json.hpp>
 
+#include "engine/core/packed_weight.h"
 #include "engine/loader/checkpoint.h"
 
 namespace iris {
@@ -58,13 +59,19 @@ struct QuantizationConfig {
 std::optional<QuantizationConfig> parse_quantization_config(const nlohmann::json& config,
                                                             const std::string& source);
 
-// OCP FP8 E4M3FN (torch.float8_e4m3fn): 1 sign, 4 exponent (bias 7), 3 mantissa bits; no
-// infinities; 0x7F and 0xFF are NaN; largest finite 448.
-float fp8_e4m3_to_f32(uint8_t code);
+// fp8_e4m3_to_f32 (the e4m3 decode) lives in engine/core/dtype.h.
 
 // True when the checkpoint stores `name` ("<module>.weight") in a quantized layout (or
 // holds quantization tensors for that module, so a missing piece is reported by name).
 bool stores_quantized_weight(const Checkpoint& ckpt, const std::string& name);
+
+// Reads `name`'s quantized tensors into the packed layout (engine/core/packed_weight.h),
+// validating as dequantize_weight does; `expected` is the logical [out, in].
+PackedWeight pack_weight(const Checkpoint& ckpt, const QuantizationConfig& q,
+                         const std::string& name, const std::vector<int64_t>& expected);
+
+// All of `p` as F32 [rows, cols] (the same values a backend computes from the packed form).
+HostTensor dequantize(const PackedWeight& p);
 
 // Dequantizes `name` to F32 of shape `expected` ([out, in]); validates every tensor of the
 // module (dtype, shape implied by the config, zero points, g_idx range, finite values) and

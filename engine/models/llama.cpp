@@ -147,7 +147,9 @@ class LlamaModel final : public Model {
         [this](Shape shape) { return alloc(shape); },
         [this, &ckpt](const std::string& name, std::vector<int64_t> full, Slice slice, Buffer& dst,
                       int64_t row) { load_into(ckpt, name, std::move(full), slice, dst, row); },
-        [this](Shape shape) { return alloc_matrix(shape); }};
+        [this, &ckpt](Shape shape, const std::vector<MatrixPiece>& pieces) {
+          return load_matrix(ckpt, shape, pieces);  // the weight dtype, like the dense ones
+        }};
 
     layers_.resize(cfg.num_layers);
     for (int l = 0; l < cfg.num_layers; ++l) {
@@ -161,10 +163,10 @@ class LlamaModel final : public Model {
       }
 
       const int64_t qr = shape_.q_dim(), kr = shape_.kv_dim();
-      w.qkv = alloc_matrix({qr + 2 * kr, h});
-      load_into(ckpt, p + "self_attn.q_proj.weight", {nq * d, h}, {0, q0 * d, qr}, w.qkv, 0);
-      load_into(ckpt, p + "self_attn.k_proj.weight", {nk * d, h}, {0, k0 * d, kr}, w.qkv, qr);
-      load_into(ckpt, p + "self_attn.v_proj.weight", {nk * d, h}, {0, k0 * d, kr}, w.qkv, qr + kr);
+      w.qkv = load_matrix(ckpt, {qr + 2 * kr, h},
+                          {{p + "self_attn.q_proj.weight", {nq * d, h}, {0, q0 * d, qr}},
+                           {p + "self_attn.k_proj.weight", {nk * d, h}, {0, k0 * d, kr}},
+                           {p + "self_attn.v_proj.weight", {nk * d, h}, {0, k0 * d, kr}}});
       if (cfg.attention_bias) {
         w.qkv_bias = alloc({qr + 2 * kr});
         load_into(ckpt, p + "self_attn.q_proj.bias", {nq * d}, {0, q0 * d, qr}, w.qkv_bias, 0);
@@ -176,8 +178,7 @@ class LlamaModel final : public Model {
         w.k_norm = load_norm(ckpt, p + "self_attn.k_norm.weight", d);
       }
       kv_scales_.push_back(read_kv_scales(ckpt, p + "self_attn."));
-      w.o_proj = alloc_matrix({h, qr});
-      load_into(ckpt, p + "self_attn.o_proj.weight", {h, nq * d}, {1, q0 * d, qr}, w.o_proj, 0);
+      w.o_proj = load_matrix(ckpt, {h, qr}, {{p + "self_attn.o_proj.weight", {h, nq * d}, {1, q0 * d, qr}}});
       // A row-parallel bias is added once, after the all-reduce: rank 0 holds it.
       if (cfg.o_proj_bias && par.rank == 0) w.o_bias = load(ckpt, p + "self_attn.o_proj.bias", {h});
 
@@ -186,11 +187,10 @@ class LlamaModel final : public Model {
         continue;
       }
       const int64_t i0 = par.rank * inter_, ifull = cfg.intermediate_size;
-      w.gate_up = alloc_matrix({2 * inter_, h});
-      load_into(ckpt, p + "mlp.gate_proj.weight", {ifull, h}, {0, i0, inter_}, w.gate_up, 0);
-      load_into(ckpt, p + "mlp.up_proj.weight", {ifull, h}, {0, i0, inter_}, w.gate_up, inter_);
-      w.down = alloc_matrix({h, inter_});
-      load_into(ckpt, p + "mlp.down_proj.weight", {h, ifull}, {1, i0, inter_}, w.down, 0);
+      w.gate_up = load_matrix(ckpt, {2 * inter_, h},
+                              {{p + "mlp.gate_proj.weight", {ifull, h}, {0, i0, inter_}},
+                               {p + "mlp.up_proj.weight", {ifull, h}, {0, i0, inter_}}});
+      w.down = load_matrix(ckpt, {h, inter_}, {{p + "mlp.down_proj.weight", {h, ifull}, {1, i0, inter_}}});
       if (cfg.mlp_bias) {
         w.gate_up_bias = alloc({2 * inter_});
         load_into(ckpt, p + "mlp.gate_proj.bias", {ifull}, {0, i0, inter_}, w.gate_up_bias, 0);
@@ -324,6 +324,33 @@ class LlamaModel final : public Model {
   Buffer alloc_matrix(Shape shape) {
     Buffer b = backend_.allocate(backend_.weight_dtype(), shape);
     weight_bytes_ += b.tensor.bytes();
+    return b;
+  }
+  // A linear weight stacked from `pieces`: packed when the backend keeps quantized weights
+  // packed and every piece is stored quantized (each rank packs only its shard), else in the
+  // backend's weight dtype (dense layers and experts alike).
+  Buffer load_matrix(const Checkpoint& ckpt, Shape shape, const std::vector<MatrixPiece>& pieces) {
+    bool packed = backend_.keeps_weights_packed();
+    for (const MatrixPiece& p : pieces) packed = packed && ckpt.is_quantized(p.name);
+    if (packed) {
+      PackedWeight w;
+      for (const MatrixPiece& p : pieces) {
+        Slice slice = p.slice;
+        if (slice.dim >= 0 && slice.begin == 0 && slice.count == p.full[slice.dim]) slice = Slice{};
+        w.append_rows(ckpt.read_packed(p.name, p.full, slice), p.name);
+      }
+      IRIS_CHECK(shape.ndim == 2 && w.rows == shape[0] && w.cols == shape[1])
+          << pieces.front().name << ": packed " << w.describe() << " for " << shape.str();
+      weight_bytes_ += w.bytes();
+      return backend_.upload_packed(std::move(w));
+    }
+    Buffer b = backend_.allocate(backend_.weight_dtype(), shape);
+    weight_bytes_ += b.tensor.bytes();
+    int64_t row = 0;
+    for (const MatrixPiece& p : pieces) {
+      load_into(ckpt, p.name, p.full, p.slice, b, row);
+      row += p.slice.dim == 0 ? p.slice.count : p.full[0];
+    }
     return b;
   }
   Buffer load(const Checkpoint& ckpt, const std::string& name, std::vector<int64_t> shape) {

@@ -102,6 +102,22 @@ void MoeWorkspace::reserve(Backend& backend, const MoeConfig& cfg, int64_t hidde
   weights_host_.assign(static_cast<size_t>(t * num_slots_), 0.0f);
 }
 
+namespace {
+
+// loader.load_matrix, or alloc + load_into for a loader without it.
+Buffer load_matrix(const WeightLoader& loader, Shape shape, const std::vector<MatrixPiece>& pieces) {
+  if (loader.load_matrix) return loader.load_matrix(shape, pieces);
+  Buffer b = loader.alloc(shape);
+  int64_t row = 0;
+  for (const MatrixPiece& p : pieces) {
+    loader.load_into(p.name, p.full, p.slice, b, row);
+    row += p.slice.dim == 0 ? p.slice.count : p.full[0];
+  }
+  return b;
+}
+
+}  // namespace
+
 MoeBlock::MoeBlock(const MoeConfig& cfg, const MoeWeightNames& names, int64_t hidden,
                    const ParallelConfig& par, const WeightLoader& loader)
     : cfg_(cfg), hidden_(hidden) {
@@ -133,11 +149,10 @@ MoeBlock::MoeBlock(const MoeConfig& cfg, const MoeWeightNames& names, int64_t hi
   down_.reserve(num_local_);
   for (int le = 0; le < num_local_; ++le) {
     const int e = first_expert_ + le;
-    Buffer gu = loader.matrix({2 * inter_, h});
-    loader.load_into(names.expert_gate(e), {ifull, h}, {0, i0, inter_}, gu, 0);
-    loader.load_into(names.expert_up(e), {ifull, h}, {0, i0, inter_}, gu, inter_);
-    Buffer dn = loader.matrix({h, inter_});
-    loader.load_into(names.expert_down(e), {h, ifull}, {1, i0, inter_}, dn, 0);
+    Buffer gu = load_matrix(loader, {2 * inter_, h},
+                                   {{names.expert_gate(e), {ifull, h}, {0, i0, inter_}},
+                                    {names.expert_up(e), {ifull, h}, {0, i0, inter_}}});
+    Buffer dn = load_matrix(loader, {h, inter_}, {{names.expert_down(e), {h, ifull}, {1, i0, inter_}}});
     gate_up_.push_back(std::move(gu));
     down_.push_back(std::move(dn));
   }
@@ -149,12 +164,11 @@ MoeBlock::MoeBlock(const MoeConfig& cfg, const MoeWeightNames& names, int64_t hi
     shared_inter_ = sfull / world;
     const int64_t s0 = par.rank * shared_inter_;
     const std::string& p = names.shared_expert;
-    shared_gate_up_ = loader.matrix({2 * shared_inter_, h});
-    loader.load_into(p + "gate_proj.weight", {sfull, h}, {0, s0, shared_inter_}, shared_gate_up_, 0);
-    loader.load_into(p + "up_proj.weight", {sfull, h}, {0, s0, shared_inter_}, shared_gate_up_,
-                     shared_inter_);
-    shared_down_ = loader.matrix({h, shared_inter_});
-    loader.load_into(p + "down_proj.weight", {h, sfull}, {1, s0, shared_inter_}, shared_down_, 0);
+    shared_gate_up_ = load_matrix(loader, 
+        {2 * shared_inter_, h}, {{p + "gate_proj.weight", {sfull, h}, {0, s0, shared_inter_}},
+                                 {p + "up_proj.weight", {sfull, h}, {0, s0, shared_inter_}}});
+    shared_down_ = load_matrix(loader, 
+        {h, shared_inter_}, {{p + "down_proj.weight", {h, sfull}, {1, s0, shared_inter_}}});
   }
 }
 

@@ -55,6 +55,14 @@ struct ExpertGroups {
 void group_by_expert(const int32_t* experts, int64_t tokens, int top_k, int first_expert,
                      int num_local, ExpertGroups& out);
 
+// One source tensor of a (possibly fused) linear weight: `name` of full shape `full`, the
+// rank's `slice` of it.
+struct MatrixPiece {
+  std::string name;
+  std::vector<int64_t> full;
+  Slice slice;
+};
+
 // How a checkpoint's weights reach a model's device buffers (the model's own loader, so
 // experts are read exactly like dense weights).
 struct WeightLoader {
@@ -63,10 +71,10 @@ struct WeightLoader {
   // Reads `name` (full shape `full`), takes `slice`, and writes it at row `row` of dst.
   std::function<void(const std::string& name, std::vector<int64_t> full, Slice slice,
                      Buffer& dst, int64_t row)> load_into;
-  // A new buffer for a projection matrix (the experts'), in the backend's weight dtype
-  // (`--cpu-weight-dtype`) like the dense model's matrices; unset: `alloc`.
-  std::function<Buffer(Shape)> alloc_matrix;
-  Buffer matrix(Shape shape) const { return alloc_matrix ? alloc_matrix(shape) : alloc(shape); }
+  // A linear weight of `shape` stacked from `pieces` (rows in order): kept packed where the
+  // backend keeps quantized weights packed and every piece is stored quantized, else read
+  // like alloc + load_into.
+  std::function<Buffer(Shape shape, const std::vector<MatrixPiece>& pieces)> load_matrix;
 };
 
 // Activation buffers of the sparse layers of one model, shared by its layers and sized once.

@@ -18,6 +18,13 @@ Formats (config.json quantization_config):
   ct-w4a16       compressed-tensors pack-quantized, symmetric, group 64, BF16 scales
   ct-w4a16-asym  compressed-tensors pack-quantized, asymmetric (packed weight_zero_point)
 
+Mixture of experts (reference_moe.py), quantized as the Hub's Qwen3-MoE-FP8 / AWQ MoE
+checkpoints are: attention and every expert's projections quantized, the router
+(mlp.gate / block_sparse_moe.gate) left in the float dtype:
+  qwen3moe-fp8-block  Qwen3-MoE, fp8 128x128 blocks (expert shards cut the blocks)
+  qwen3moe-awq        Qwen3-MoE, AWQ group 64
+  mixtral-awq         Mixtral (w1/w2/w3 experts), AWQ group 64
+
 usage: make_quant_checkpoints.py OUT_DIR
 """
 import json
@@ -31,6 +38,7 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import make_checkpoints  # noqa: E402
 import reference_dequant as rd  # noqa: E402
 import reference_llama  # noqa: E402
+import reference_moe  # noqa: E402
 
 # in = 256 or 320: 320 is not a multiple of 128, so FP8 blocks at the edge are partial.
 CFG = dict(architectures=["LlamaForCausalLM"], model_type="llama", vocab_size=320,
@@ -40,6 +48,19 @@ CFG = dict(architectures=["LlamaForCausalLM"], model_type="llama", vocab_size=32
            tie_word_embeddings=False)
 LINEARS = ["self_attn.q_proj", "self_attn.k_proj", "self_attn.v_proj", "self_attn.o_proj",
            "mlp.gate_proj", "mlp.up_proj", "mlp.down_proj"]
+# Experts of 128 intermediate features: 2 and 4 ranks cut them inside FP8 blocks and at or
+# inside AWQ groups; layer 1 of the Qwen3-MoE model is dense (mlp_only_layers).
+MOE_CFGS = {
+    "qwen3moe": dict(make_checkpoints.BASE, **dict(
+        make_checkpoints.MOE_ARCHS["qwen3moe"], hidden_size=256, moe_intermediate_size=128,
+        num_experts=8, num_experts_per_tok=2)),
+    "mixtral": dict(make_checkpoints.BASE, **dict(
+        make_checkpoints.MOE_ARCHS["mixtral"], hidden_size=256, intermediate_size=128)),
+}
+MOE_SPECS = {"qwen3moe-fp8-block": ("qwen3moe", "fp8-block"), "qwen3moe-awq": ("qwen3moe", "awq"),
+             "mixtral-awq": ("mixtral", "awq")}
+MOE_LINEARS = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj",
+               "w1", "w2", "w3")
 PROMPT_LENGTHS = [5, 40]
 NEW_TOKENS = 8
 
@@ -284,12 +305,21 @@ def fmt_specs():
     }
 
 
-def build(out_dir, name, torch_dtype, qcfg, quantize, W32, seed):
+def is_dense_linear(module):
+    return any(module.endswith(m) for m in LINEARS)
+
+
+def is_moe_linear(module):
+    return module.rsplit(".", 1)[-1] in MOE_LINEARS
+
+
+def build(out_dir, name, torch_dtype, qcfg, quantize, W32, seed, base_cfg=CFG,
+          is_linear=is_dense_linear):
     rng = np.random.default_rng(seed)
     st_float = {"bfloat16": "BF16", "float16": "F16"}[torch_dtype]
     d = os.path.join(out_dir, name)
     os.makedirs(d, exist_ok=True)
-    cfg = dict(CFG, torch_dtype=torch_dtype, quantization_config=qcfg)
+    cfg = dict(base_cfg, torch_dtype=torch_dtype, quantization_config=qcfg)
     with open(os.path.join(d, "config.json"), "w") as f:
         json.dump(cfg, f, indent=2)
     with open(os.path.join(d, "generation_config.json"), "w") as f:
@@ -297,7 +327,7 @@ def build(out_dir, name, torch_dtype, qcfg, quantize, W32, seed):
     tensors, ref = {}, {}
     for k, v in W32.items():
         module = k[:-len(".weight")]
-        if any(module.endswith(m) for m in LINEARS):
+        if is_linear(module):
             st, deq = quantize(v, rng)
             assert deq.shape == v.shape and np.isfinite(deq).all()
             for suffix, t in st.items():
@@ -414,10 +444,22 @@ def main():
         dequant[name] = {"tensor": "model.layers.1.mlp.down_proj.weight", "shape": list(w.shape),
                          "fnv1a64": fnv1a64(np.ascontiguousarray(w, dtype="<f4").tobytes()),
                          "first_row_bits": [int(x) for x in w[0].view(np.uint32)]}
+    specs = fmt_specs()
+    for i, (name, (arch, fmt)) in enumerate(MOE_SPECS.items()):
+        base = MOE_CFGS[arch]
+        gen_w = torch.Generator().manual_seed(300 + i)
+        W = {k: v.double().numpy() for k, v in make_checkpoints.make_weights(base, gen_w).items()}
+        torch_dtype, qcfg, quantize = specs[fmt]
+        cfg, Wd, _ = build(out, name, torch_dtype, qcfg, quantize, W, 200 + i, base_cfg=base,
+                           is_linear=is_moe_linear)
+        for prompt in prompts:
+            ids, lps = reference_moe.greedy(cfg, Wd, prompt, NEW_TOKENS)
+            cases.append({"model": name, "prompt_ids": prompt, "output_ids": ids, "logprobs": lps})
     write_malformed(out, built)
     write_too_big(out)
     make_checkpoints.write_fixtures(
-        out, "tests/parity/reference_dequant.py (numpy) + reference_llama.py (PyTorch)",
+        out, "tests/parity/reference_dequant.py (numpy) + reference_llama.py, reference_moe.py "
+        "(PyTorch)",
         NEW_TOKENS, cases, dequant=dequant)
 
 
