@@ -139,6 +139,27 @@ void parse_gptq(const QReader& r, QuantizationConfig& q) {
   }
 }
 
+// compressed-tensors' kv_cache_scheme: FP8 E4M3 K and V with one static scale per layer and
+// tensor (the self_attn.k_scale / v_scale tensors the model reads for --kv-cache-dtype fp8).
+// Anything else (integer, per-channel/per-head or dynamic KV scales) is refused by field.
+bool parse_kv_cache_scheme(const QReader& r, const std::string& source) {
+  if (!r.has("kv_cache_scheme")) return false;
+  if (!r.at("kv_cache_scheme").is_object())
+    fail(source, ": ", r.field("kv_cache_scheme"), " must be an object or null");
+  QReader kv(r.at("kv_cache_scheme"), r.field("kv_cache_scheme"), source);
+  const std::string type = kv.get_string("type", "int");
+  const int64_t bits = kv.get_int("num_bits");
+  if (type != "float" || bits != 8)
+    kv.bad("type", "'" + type + "' with " + std::to_string(bits) +
+                       " bits is not supported (only 8-bit float: FP8 E4M3 KV cache)");
+  const std::string strategy = kv.get_string("strategy", "tensor");
+  if (strategy != "tensor")
+    kv.bad("strategy", "'" + strategy + "' is not supported (one scale per layer: tensor)");
+  if (kv.get_bool("dynamic", false)) kv.bad("dynamic", "true is not supported (static k/v scales)");
+  if (!kv.get_bool("symmetric", true)) kv.bad("symmetric", "false is not supported for FP8");
+  return true;
+}
+
 void parse_compressed_tensors(const QReader& r, QuantizationConfig& q, const std::string& source) {
   if (r.has("sparsity_config") && !r.at("sparsity_config").empty() &&
       !(r.at("sparsity_config").is_object() && r.at("sparsity_config").value("format", "") == "dense"))
@@ -148,7 +169,7 @@ void parse_compressed_tensors(const QReader& r, QuantizationConfig& q, const std
   const std::string status = r.get_string("quantization_status", "compressed");
   if (status != "compressed")
     r.bad("quantization_status", "'" + status + "' is not supported (only compressed checkpoints)");
-  if (r.has("kv_cache_scheme")) r.bad("kv_cache_scheme", "is not supported (quantized KV cache)");
+  q.kv_cache_fp8 = parse_kv_cache_scheme(r, source);
   if (!r.has("config_groups") || !r.at("config_groups").is_object() || r.at("config_groups").empty())
     fail(source, ": ", r.field("config_groups"), " must be a non-empty object");
   // The top-level format may be "mixed" when each group names its own.
@@ -622,6 +643,7 @@ std::string QuantizationConfig::describe() const {
       break;
   }
   if (desc_act) s << ", desc_act";
+  if (kv_cache_fp8) s << ", FP8 KV-cache scales (used with --kv-cache-dtype fp8)";
   s << "; exact dequantization (at load, or per tile when kept packed), activations unquantized";
   return s.str();
 }
@@ -646,6 +668,10 @@ std::optional<QuantizationConfig> parse_quantization_config(const json& config,
   } else if (q.quant_method == "gptq") {
     parse_gptq(r, q);
   } else if (q.quant_method == "compressed-tensors") {
+    // A KV-cache-only checkpoint (no weight groups): float weights, FP8 KV scales.
+    const bool no_groups = !r.has("config_groups") ||
+                           (r.at("config_groups").is_object() && r.at("config_groups").empty());
+    if (no_groups && parse_kv_cache_scheme(r, source)) return std::nullopt;
     parse_compressed_tensors(r, q, source);
   } else {
     fail(source, ": quantization_config.quant_method '", q.quant_method, "' is not supported "

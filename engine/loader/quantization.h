@@ -49,12 +49,15 @@ struct QuantizationConfig {
   bool gptq_zeros_minus_one = true;  // GPTQ checkpoint_format "gptq" (v1) stores zero - 1
   bool static_input_scale = false;   // FP8 with static activation scales ("input_scale" tensors)
   bool dynamic_activations = false;  // the format quantizes activations per token at run time
+  bool kv_cache_fp8 = false;  // compressed-tensors kv_cache_scheme: FP8 K/V, per-layer k/v scales
 
   // One line for logs: method, bits, scale layout.
   std::string describe() const;
 };
 
-// Parses config["quantization_config"]; nullopt when absent or null. Throws iris::Error
+// Parses config["quantization_config"]; nullopt when absent or null, or when it quantizes only
+// the KV cache (compressed-tensors with a kv_cache_scheme and no weight groups: the weights are
+// float and the model reads the per-layer k_scale / v_scale tensors for --kv-cache-dtype fp8). Throws iris::Error
 // naming `source` and the field for an unknown method, an unsupported setting or a bad value.
 std::optional<QuantizationConfig> parse_quantization_config(const nlohmann::json& config,
                                                             const std::string& source);

@@ -10,6 +10,8 @@ cache does (reference_fp8.py, from the OCP spec):
   fp8kv-qwen3-scales  q/k norm, per-layer self_attn.k_scale / v_scale scalar tensors as
                       compressed-tensors kv_cache_scheme checkpoints store them; scales small
                       enough that some K/V values saturate at ±448 * scale
+  fp8kv-qwen3-ct      the same weights and scales with the quantization_config a KV-cache-only
+                      compressed-tensors checkpoint carries (kv_cache_scheme, no weight groups)
 Each case also records the reference with an unquantized (fp32) cache, so the check can
 show the FP8 result is a different one (fp8 being ignored would fail the test).
 """
@@ -31,6 +33,15 @@ SCALES = [(0.0125, 0.004), (0.02, 0.0025)]
 MODELS = {
     "fp8kv-llama": (dict(mc.BASE, **mc.ARCHS["llama"]), 4321, None),
     "fp8kv-qwen3-scales": (dict(mc.BASE, **mc.ARCHS["qwen3"]), 4322, SCALES),
+    "fp8kv-qwen3-ct": (dict(mc.BASE, **mc.ARCHS["qwen3"]), 4322, SCALES),
+}
+# compressed-tensors' config for FP8 E4M3 K/V with static per-layer (tensor) scales.
+KV_ONLY_QUANTIZATION = {
+    "quant_method": "compressed-tensors", "format": "dense", "quantization_status": "compressed",
+    "config_groups": {}, "ignore": [],
+    "kv_cache_scheme": {"num_bits": 8, "type": "float", "strategy": "tensor", "dynamic": False,
+                        "symmetric": True, "group_size": None, "block_structure": None,
+                        "actorder": None, "observer": "minmax", "observer_kwargs": {}},
 }
 
 
@@ -47,7 +58,8 @@ def main():
         d = os.path.join(out, name)
         os.makedirs(d, exist_ok=True)
         with open(os.path.join(d, "config.json"), "w") as f:
-            json.dump(dict(cfg, torch_dtype="float32"), f, indent=2)
+            extra = {"quantization_config": KV_ONLY_QUANTIZATION} if name.endswith("-ct") else {}
+            json.dump(dict(cfg, torch_dtype="float32", **extra), f, indent=2)
         entries = {k: ("F32", tuple(v.shape), mc.tensor_bytes(v, torch.float32)) for k, v in W.items()}
         if scales:
             for l, (ks, vs) in enumerate(scales):

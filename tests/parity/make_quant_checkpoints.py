@@ -398,6 +398,8 @@ def write_malformed(out_dir, built):
         "bad-no-quant-config": variant("fbgemm-fp8", cfg_edit=lambda c: c.pop("quantization_config")),
         "bad-missing-zero-point": variant("ct-w4a16-asym", tensor_edit=drop(L0 + "mlp.gate_proj.weight_zero_point")),
         "bad-sym-zeros": variant("gptq", cfg_edit=set_q("checkpoint_format", "gptq_v2")),
+        "bad-kv-scheme": variant("fp8-ct-channel", cfg_edit=set_q("kv_cache_scheme", {
+            "num_bits": 8, "type": "float", "strategy": "channel", "dynamic": False, "symmetric": True})),
     }
     for name, (cfg, tensors) in variants.items():
         write_variant(out_dir, name, cfg, tensors)
