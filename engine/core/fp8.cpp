@@ -1,6 +1,8 @@
 // FP8 E4M3 encode/decode for the KV cache (see fp8.h).
 #include "engine/core/fp8.h"
 
+#include "engine/core/dtype.h"
+
 #include <cmath>
 #include <cstring>
 
@@ -39,18 +41,7 @@ const float* e4m3_table() {
   static const struct Table {
     float v[256];
     Table() {
-      for (int c = 0; c < 256; ++c) {
-        const int exp_field = (c >> 3) & 0xF, mant = c & 7;
-        float a;
-        if (exp_field == 0xF && mant == 7) {
-          a = NAN;
-        } else if (exp_field == 0) {
-          a = std::ldexp(static_cast<float>(mant), -9);
-        } else {
-          a = std::ldexp(static_cast<float>(8 + mant), exp_field - 10);
-        }
-        v[c] = (c & 0x80) ? -a : a;
-      }
+      for (int c = 0; c < 256; ++c) v[c] = fp8_e4m3_to_f32(static_cast<uint8_t>(c));
     }
   } table;
   return table.v;
