@@ -524,6 +524,20 @@ bool check_kv(const KvLayer& kv, const AttentionShape& shape, const char* op) {
   return fp8;
 }
 
+// The cache pointers (and FP8 scales) of a kernel's argument struct, from a checked KvLayer.
+template <class Args, class Kv>  // Kv: KvLayer or const KvLayer, as the kernel writes or reads
+void set_kv_cache(Args& a, Kv& kv, bool fp8) {
+  if (fp8) {
+    a.k_cache_fp8 = kv.k.template ptr<uint8_t>();
+    a.v_cache_fp8 = kv.v.template ptr<uint8_t>();
+    a.k_scale = kv.k_scale;
+    a.v_scale = kv.v_scale;
+  } else {
+    a.k_cache = bf16_ptr(kv.k);
+    a.v_cache = bf16_ptr(kv.v);
+  }
+}
+
 void check_heads(const AttentionShape& shape, const char* op) {
   IRIS_CHECK(shape.num_kv_heads > 0 && shape.num_q_heads % shape.num_kv_heads == 0)
       << "cuda " << op << ": " << shape.num_q_heads << " q heads over " << shape.num_kv_heads
@@ -558,15 +572,7 @@ void CudaOps::qk_norm_rope_store_kv(Tensor& qkv, const Tensor& positions, const 
   a.q_norm = bf16_or_null(q_norm);
   a.k_norm = bf16_or_null(k_norm);
   a.slot_mapping = meta.slot_mapping.ptr<int32_t>();
-  if (fp8) {
-    a.k_cache_fp8 = kv.k.ptr<uint8_t>();
-    a.v_cache_fp8 = kv.v.ptr<uint8_t>();
-    a.k_scale = kv.k_scale;
-    a.v_scale = kv.v_scale;
-  } else {
-    a.k_cache = bf16_ptr(kv.k);
-    a.v_cache = bf16_ptr(kv.v);
-  }
+  set_kv_cache(a, kv, fp8);
   a.num_slots = kv.k.dim(0) * kv.k.dim(1);
   a.num_tokens = static_cast<int>(qkv.dim(0));
   a.num_q_heads = shape.num_q_heads;
@@ -599,15 +605,7 @@ void CudaOps::attention(const Tensor& qkv, const KvLayer& kv, const AttentionSha
   a.qkv_row = shape.qkv_dim();
   a.out = bf16_ptr(out);
   a.paged = true;
-  if (fp8) {
-    a.k_cache_fp8 = kv.k.ptr<uint8_t>();
-    a.v_cache_fp8 = kv.v.ptr<uint8_t>();
-    a.k_scale = kv.k_scale;
-    a.v_scale = kv.v_scale;
-  } else {
-    a.k_cache = bf16_ptr(kv.k);
-    a.v_cache = bf16_ptr(kv.v);
-  }
+  set_kv_cache(a, kv, fp8);
   a.query_start = meta.query_start.ptr<int32_t>();
   a.seq_lens = meta.seq_lens.ptr<int32_t>();
   a.block_tables = meta.block_tables.ptr<int32_t>();
