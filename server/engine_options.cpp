@@ -106,6 +106,11 @@ void check_memory(const LoadedModel& m, const EngineOptions& opts,
                       std::to_string(world) + (opts.enable_expert_parallel && m.config.moe ? ", expert parallel" : "") + (m.checkpoint->quantization()
                                                    ? ", checkpoint " + m.checkpoint->quantization()->describe()
                                                    : std::string()) + "):";
+  // Packed quantized matrices take about 1 (FP8) or 0.5-0.6 (4-bit) bytes a weight plus their
+  // scales; the plan counts them at the dequantized size, so it is an upper bound there.
+  if (m.checkpoint->quantization() && m.backends[0]->keeps_weights_packed())
+    lines += "\n  (quantized matrices kept packed: the weight figures below count them dequantized, "
+             "an upper bound)";
   size_t shared_need = 0;
   std::string refusal;
   for (int r = 0; r < world; ++r) {
