@@ -5,6 +5,7 @@
 #   OUT/bin/iris                 the binary, RUNPATH=$ORIGIN/../lib
 #   OUT/lib/*.so*                every shared library it needs except glibc's and the CUDA
 #                                toolkit's (cuBLAS, cuBLASLt, NCCL, cudart come from the host)
+#   OUT/lib/libiris_video.so     the video decoder module and FFmpeg, when built (optional)
 #   OUT/share/iris/models/iris-tiny   the embedded default model
 # usage: deploy/make-bundle.sh [BUILD_DIR=build] [OUT=dist/iris]
 # On the target: LD_LIBRARY_PATH must reach the CUDA libraries if they are not in the
@@ -29,6 +30,16 @@ done
 # Loaded at run time by `iris serve --enable-reflection` (dlopen), so ldd does not list it.
 refl=$(ldconfig -p | awk '/libgrpc\+\+_reflection\.so\.1\.51 / && !f {print $NF; f = 1}')  # no early exit: SIGPIPE
 if [ -n "$refl" ]; then cp -L "$refl" "$out/lib/libgrpc++_reflection.so.1.51"; fi
+# The video decoder module (FFmpeg; loaded by iris on the first video file from ../lib) and
+# the libraries it needs, when this build has it. IRIS_BUNDLE_VIDEO=0 leaves it out (about
+# 150 MB less; video files are then refused, frames still work).
+if [ -f "$build/lib/libiris_video.so" ] && [ "${IRIS_BUNDLE_VIDEO:-1}" != 0 ]; then
+  cp -L "$build/lib/libiris_video.so" "$out/lib/"
+  ldd "$build/lib/libiris_video.so" | awk '/=> \// {print $1, $3}' | while read -r name path; do
+    if [[ "$name" =~ $skip ]] || [ -e "$out/lib/$name" ]; then continue; fi
+    cp -L "$path" "$out/lib/$name"
+  done
+fi
 for lib in "$out"/lib/*.so*; do patchelf --set-rpath '$ORIGIN' "$lib"; done
 patchelf --set-rpath '$ORIGIN/../lib' "$out/bin/iris"
 cp -r models/iris-tiny "$out/share/iris/models/"

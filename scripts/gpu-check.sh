@@ -11,6 +11,8 @@
 #   ops          gpu_op_tests [ops] with CUDA_LAUNCH_BLOCKING=1 (a fault names its kernel)
 #   attention    gpu_op_tests [attention] (incl. the FP8 KV cache: test_fp8_kv.cpp)
 #   sampling     gpu_op_tests [sampling]
+#   packed       gpu_op_tests [packed]: packed FP8 / 4-bit linear and cuBLASLt FP8 x FP8 against
+#                the CPU backend (CudaBackend keeps quantized weights packed only once this passes)
 #   model_cpu    gpu_op_tests [model]: whole-model greedy parity with the CPU backend, also on
 #                the bf16 parity fixtures of tests/parity/make_checkpoints.py
 #   model_hf     iris generate --device cuda (and --device cpu, the baseline) against
@@ -100,7 +102,7 @@ stage_done() {  # NAME STATUS T0 SUMMARY [LOG...]
   return 0
 }
 
-stages=(env device ops attention sampling model_cpu model_hf bench)
+stages=(env device ops attention sampling packed model_cpu model_hf bench)
 [ "${IRIS_CHECK_8B:-0}" = 1 ] && stages+=(bench_8b)
 report init "${stages[@]}"
 report fact binaries "$dir ($layout)"
@@ -233,6 +235,7 @@ run_group() {  # STAGE TAG TIMEOUT [ENV...]
 run_group ops "[ops]" 90 CUDA_LAUNCH_BLOCKING=1
 run_group attention "[attention]" 150
 run_group sampling "[sampling]" 60
+run_group packed "[packed]" 60
 
 wait "$fixtures_pid"
 wait "$hf_pid"

@@ -1,7 +1,9 @@
 // Video files for Qwen2.5-VL: read a container's header and count its frames (probe_video),
 // then decode chosen frames to RGB (decode_video_frames), with FFmpeg's libavformat,
-// libavcodec and libswscale. An optional dependency: a build without them still compiles
-// this interface, reports video_decoder_available() == false and refuses every file.
+// libavcodec and libswscale. An optional dependency, kept out of the server binary: the
+// decoder is the module libiris_video.so (video_module.cpp, built when FFmpeg is found),
+// loaded on first use from next to the executable (or ../lib, or IRIS_VIDEO_MODULE);
+// without it video_decoder_available() is false and every file is refused, saying so.
 //
 // Untrusted input, decoded in memory from the request's bytes (a custom AVIOContext; no
 // temporary files, no other files or network resources opened: only the MP4/QuickTime,

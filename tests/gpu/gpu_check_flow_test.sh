@@ -75,6 +75,9 @@ case "$1" in
   "[sampling]")
     echo "==============================================================================="
     echo "All tests passed (9 assertions in 3 test cases)"; exit 0 ;;
+  "[packed]")
+    echo "==============================================================================="
+    echo "All tests passed (6 assertions in 2 test cases)"; exit 0 ;;
 esac
 echo "unexpected arguments: $*"; exit 4
 SH
@@ -113,6 +116,7 @@ assert cases["paged attention A"]["status"] == "failed (exit 1)", cases
 assert "position 4099" in cases["paged attention A"]["detail"], cases
 assert cases["paged attention B, with comma"]["status"] == "passed", cases
 assert status("sampling") == "passed" and status("model_cpu") == "passed", st
+assert status("packed") == "passed", st
 h = st["model_hf"]
 assert h["status"] == "passed", h
 assert "cuda: 1 passed, 0 failed" in h["summary"] and "worst logprob difference 5.00e-02" in h["summary"], h
@@ -136,7 +140,7 @@ python3 - "$out/report-short/report.json" <<'PY' || fail "report-short/report.js
 import json, sys
 rep = json.load(open(sys.argv[1]))
 st = {s["name"]: s for s in rep["stages"]}
-for name in ("ops", "attention", "sampling", "model_cpu"):
+for name in ("ops", "attention", "sampling", "packed", "model_cpu"):
     assert st[name]["status"] == "not run" and st[name]["summary"] == "budget spent", st[name]
 assert st["bench"]["status"] == "failed", st["bench"]
 assert rep["result"].startswith("FAILED") and "not run: ops" in rep["result"], rep["result"]
