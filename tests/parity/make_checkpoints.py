@@ -210,6 +210,34 @@ def write_safetensors(path, tensors, st_dtype, dtype):
                                  for name, t in tensors.items()})
 
 
+def write_byte_level_tokenizer(d, specials, tokenizer_config):
+    """tokenizer.json of a byte-level BPE without merges (byte b is token 3 + b, spelled with
+    GPT-2's byte -> printable character table) plus `specials` {id: text} as special added
+    tokens, and tokenizer_config.json = `tokenizer_config`."""
+    sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "..",
+                                    "tools", "train_default_model"))
+    from train import BYTE_ENCODER as table  # noqa: E402
+    vocab = {table[b]: 3 + b for b in range(256)}
+    vocab.update({v: k for k, v in specials.items()})
+    byte_level = {"type": "ByteLevel", "add_prefix_space": False, "trim_offsets": True,
+                  "use_regex": True}
+    tok = {
+        "version": "1.0", "truncation": None, "padding": None,
+        "added_tokens": [{"id": i, "content": c, "single_word": False, "lstrip": False,
+                          "rstrip": False, "normalized": False, "special": True}
+                         for i, c in sorted(specials.items())],
+        "normalizer": None, "pre_tokenizer": byte_level, "post_processor": None,
+        "decoder": byte_level,
+        "model": {"type": "BPE", "dropout": None, "unk_token": None,
+                  "continuing_subword_prefix": None, "end_of_word_suffix": None,
+                  "fuse_unk": False, "byte_fallback": False, "vocab": vocab, "merges": []},
+    }
+    with open(os.path.join(d, "tokenizer.json"), "w") as f:
+        json.dump(tok, f, ensure_ascii=False)
+    with open(os.path.join(d, "tokenizer_config.json"), "w") as f:
+        json.dump(tokenizer_config, f)
+
+
 def write_fixtures(out, reference, max_tokens, cases, **extra):
     """fixtures.json as check_generate.py reads it."""
     with open(os.path.join(out, "fixtures.json"), "w") as f:

@@ -33,7 +33,7 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, HERE)
 sys.path.insert(0, os.path.join(HERE, "..", "parity"))
 import reference_qwen2_5_vl as ref  # noqa: E402
-from make_checkpoints import write_safetensors  # noqa: E402
+from make_checkpoints import write_byte_level_tokenizer, write_safetensors  # noqa: E402
 
 IMAGE, VIDEO, VSTART, VEND, IM_START = 300, 301, 302, 303, 304
 NEW_TOKENS = 8
@@ -173,30 +173,9 @@ SPECIALS.update({i: f"<|extra_{i}|>" for i in list(range(259, 300)) + list(range
 
 def write_tokenizer(d):
     """Byte-level tokenizer.json without merges (byte b is token 3 + b) and the template."""
-    sys.path.insert(0, os.path.join(HERE, "..", "..", "tools", "train_default_model"))
-    from train import BYTE_ENCODER as table  # GPT-2's byte -> printable character table
-    vocab = {table[b]: 3 + b for b in range(256)}
-    vocab.update({v: k for k, v in SPECIALS.items()})
-    tok = {
-        "version": "1.0", "truncation": None, "padding": None,
-        "added_tokens": [{"id": i, "content": c, "single_word": False, "lstrip": False,
-                          "rstrip": False, "normalized": False, "special": True}
-                         for i, c in sorted(SPECIALS.items())],
-        "normalizer": None,
-        "pre_tokenizer": {"type": "ByteLevel", "add_prefix_space": False, "trim_offsets": True,
-                          "use_regex": True},
-        "post_processor": None,
-        "decoder": {"type": "ByteLevel", "add_prefix_space": False, "trim_offsets": True,
-                    "use_regex": True},
-        "model": {"type": "BPE", "dropout": None, "unk_token": None,
-                  "continuing_subword_prefix": None, "end_of_word_suffix": None,
-                  "fuse_unk": False, "byte_fallback": False, "vocab": vocab, "merges": []},
-    }
-    with open(os.path.join(d, "tokenizer.json"), "w") as f:
-        json.dump(tok, f, ensure_ascii=False)
-    with open(os.path.join(d, "tokenizer_config.json"), "w") as f:
-        json.dump({"bos_token": None, "eos_token": "<|im_end|>", "pad_token": "<|endoftext|>",
-                   "chat_template": CHAT_TEMPLATE}, f)
+    write_byte_level_tokenizer(d, SPECIALS, {"bos_token": None, "eos_token": "<|im_end|>",
+                                             "pad_token": "<|endoftext|>",
+                                             "chat_template": CHAT_TEMPLATE})
 
 
 def render_chat(messages):
