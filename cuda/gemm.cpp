@@ -75,22 +75,30 @@ Gemm::Plan& Gemm::plan(const Key& key) {
   IRIS_CUBLAS_CHECK(cublasLtMatrixLayoutCreate(&p.b, CUDA_R_16BF, k, m, k));
   IRIS_CUBLAS_CHECK(cublasLtMatrixLayoutCreate(&p.c, out_type, n, m, n));
 
+  pick_algo(p, align_w, align_x, align_out,
+            "cuda linear: cuBLASLt has no algorithm for m=" + std::to_string(m) + " n=" +
+                std::to_string(n) + " k=" + std::to_string(k) + " out " +
+                std::string(dtype_name(static_cast<DType>(out_dt))) + (bias ? " with bias" : ""));
+  return plans_.emplace(key, p).first->second;
+}
+
+void Gemm::pick_algo(Plan& p, uint32_t align_a, uint32_t align_b, uint32_t align_c,
+                     const std::string& what) {
   cublasLtMatmulPreference_t pref = nullptr;
   IRIS_CUBLAS_CHECK(cublasLtMatmulPreferenceCreate(&pref));
   const uint64_t ws = workspace_bytes_;
-  const uint32_t ax = align_x, aw = align_w, ao = align_out;
   cublasLtMatmulPreferenceSetAttribute(pref, CUBLASLT_MATMUL_PREF_MAX_WORKSPACE_BYTES, &ws,
                                        sizeof(ws));
   // The heuristic assumes 256-byte aligned matrices unless told otherwise; row views of
   // activation buffers can be less aligned, so say what each pointer really is.
-  cublasLtMatmulPreferenceSetAttribute(pref, CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_A_BYTES, &aw,
-                                       sizeof(aw));
-  cublasLtMatmulPreferenceSetAttribute(pref, CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_B_BYTES, &ax,
-                                       sizeof(ax));
-  cublasLtMatmulPreferenceSetAttribute(pref, CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_C_BYTES, &ao,
-                                       sizeof(ao));
-  cublasLtMatmulPreferenceSetAttribute(pref, CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_D_BYTES, &ao,
-                                       sizeof(ao));
+  cublasLtMatmulPreferenceSetAttribute(pref, CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_A_BYTES, &align_a,
+                                       sizeof(align_a));
+  cublasLtMatmulPreferenceSetAttribute(pref, CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_B_BYTES, &align_b,
+                                       sizeof(align_b));
+  cublasLtMatmulPreferenceSetAttribute(pref, CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_C_BYTES, &align_c,
+                                       sizeof(align_c));
+  cublasLtMatmulPreferenceSetAttribute(pref, CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_D_BYTES, &align_c,
+                                       sizeof(align_c));
   cublasLtMatmulHeuristicResult_t result{};
   int found = 0;
   const cublasStatus_t st =
@@ -101,12 +109,9 @@ Gemm::Plan& Gemm::plan(const Key& key) {
     cublasLtMatrixLayoutDestroy(p.b);
     cublasLtMatrixLayoutDestroy(p.c);
     cublasLtMatmulDescDestroy(p.op);
-    fail("cuda linear: cuBLASLt has no algorithm for m=", m, " n=", n, " k=", k, " out ",
-         dtype_name(static_cast<DType>(out_dt)), bias ? " with bias" : "", " (status ",
-         cublasLtGetStatusString(st), ")");
+    fail(what, " (status ", cublasLtGetStatusString(st), ")");
   }
   p.algo = result.algo;
-  return plans_.emplace(key, p).first->second;
 }
 
 void Gemm::linear(const __nv_bfloat16* x, const __nv_bfloat16* w, const __nv_bfloat16* bias,
@@ -159,24 +164,10 @@ void Gemm::linear_fp8(const uint8_t* x, const uint8_t* w, const float* x_scale,
     IRIS_CUBLAS_CHECK(cublasLtMatrixLayoutCreate(&p.a, CUDA_R_8F_E4M3, k, n, k));
     IRIS_CUBLAS_CHECK(cublasLtMatrixLayoutCreate(&p.b, CUDA_R_8F_E4M3, k, m, k));
     IRIS_CUBLAS_CHECK(cublasLtMatrixLayoutCreate(&p.c, CUDA_R_32F, n, m, n));
-    cublasLtMatmulPreference_t pref = nullptr;
-    IRIS_CUBLAS_CHECK(cublasLtMatmulPreferenceCreate(&pref));
-    const uint64_t ws = workspace_bytes_;
-    cublasLtMatmulPreferenceSetAttribute(pref, CUBLASLT_MATMUL_PREF_MAX_WORKSPACE_BYTES, &ws, sizeof(ws));
-    cublasLtMatmulHeuristicResult_t result{};
-    int found = 0;
-    const cublasStatus_t st =
-        cublasLtMatmulAlgoGetHeuristic(handle_, p.op, p.a, p.b, p.c, p.c, pref, 1, &result, &found);
-    cublasLtMatmulPreferenceDestroy(pref);
-    if (st != CUBLAS_STATUS_SUCCESS || found == 0) {
-      cublasLtMatrixLayoutDestroy(p.a);
-      cublasLtMatrixLayoutDestroy(p.b);
-      cublasLtMatrixLayoutDestroy(p.c);
-      cublasLtMatmulDescDestroy(p.op);
-      fail("cuda fp8 linear: cuBLASLt has no FP8 algorithm for m=", m, " n=", n, " k=", k,
-           " (status ", cublasLtGetStatusString(st), "; FP8 needs sm_89 or newer)");
-    }
-    p.algo = result.algo;
+    // Operands are only known to be 16-byte aligned (checked above).
+    pick_algo(p, 16, 16, 16,
+              "cuda fp8 linear: cuBLASLt has no FP8 algorithm for m=" + std::to_string(m) + " n=" +
+                  std::to_string(n) + " k=" + std::to_string(k) + " (FP8 needs sm_89 or newer)");
     it = fp8_plans_.emplace(key, p).first;
   }
   Plan& p = it->second;

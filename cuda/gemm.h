@@ -12,6 +12,7 @@
 
 #include <cstdint>
 #include <map>
+#include <string>
 #include <tuple>
 
 #include "engine/core/dtype.h"
@@ -47,6 +48,11 @@ class Gemm {
     cublasLtMatmulAlgo_t algo{};
   };
   Plan& plan(const Key& key);
+  // Fills p.algo with cuBLASLt's first heuristic choice for p's descriptors, told the
+  // operands' real alignments (bytes) of A, B and C/D; on failure destroys p's descriptors
+  // and throws `what` with the status.
+  void pick_algo(Plan& p, uint32_t align_a, uint32_t align_b, uint32_t align_c,
+                 const std::string& what);
 
   cublasLtHandle_t handle_ = nullptr;
   void* workspace_ = nullptr;
